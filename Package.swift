@@ -1,0 +1,63 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+/// The data plane is hot code confined to event loops: exclusivity checks cost ~3% CPU there.
+let hotPathSettings: [SwiftSetting] = [
+    .unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release)),
+    .swiftLanguageMode(.v5),
+]
+
+let package = Package(
+    name: "tracegate",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "tracegate", targets: ["tracegate"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+    ],
+    targets: [
+        /// Settings: one table of keys, parsed from proxy.conf, the environment and flags. Pure.
+        .target(name: "TracegateConfig"),
+        /// The data plane: client and upstream channel handlers, the upstream pool, header rules.
+        .target(
+            name: "TracegateProxy",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            swiftSettings: hotPathSettings
+        ),
+        /// Wiring: listeners, admin endpoints, access log, signals and graceful shutdown.
+        .target(
+            name: "TracegateServer",
+            dependencies: [
+                "TracegateConfig", "TracegateProxy",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: [.swiftLanguageMode(.v5)]
+        ),
+        .executableTarget(name: "tracegate", dependencies: ["TracegateServer", "TracegateConfig"]),
+        .testTarget(name: "TracegateConfigTests", dependencies: ["TracegateConfig"]),
+        .testTarget(
+            name: "TracegateProxyTests",
+            dependencies: [
+                "TracegateProxy",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
+            swiftSettings: [.swiftLanguageMode(.v5)]
+        ),
+    ]
+)

@@ -1,0 +1,93 @@
+import NIOCore
+import NIOHTTP1
+
+/// One request/response pair in flight on a client connection. Confined to that connection's event loop.
+final class Exchange {
+    let clientHead: HTTPRequestHead
+    let upstreamRequest: UpstreamRequest
+    let startedAt: NIODeadline
+    let startedAtEpochNanos: Int64
+    let tap: ExchangeTap?
+    /// Whether the client connection may stay open once this exchange ends.
+    var keepClientAlive: Bool
+
+    var upstream: UpstreamConnection?
+    /// Request parts received while the upstream connection was being opened.
+    var pendingParts = CircularBuffer<HTTPClientRequestPart>(initialCapacity: 4)
+    var isConnecting = false
+    /// Set after a retry on a fresh connection, so it happens at most once.
+    var hasRetried = false
+
+    var requestComplete = false
+    var requestEndedAt: NIODeadline?
+    var requestBodyBytes = 0
+    /// Set when the proxy answered itself before the request ended: further body parts are dropped.
+    var discardingRequest = false
+
+    var responseStarted = false
+    var status: Int?
+    var firstByteAt: NIODeadline?
+    var responseBodyBytes = 0
+    var upstreamFraming: BodyFraming = .none
+    var closeClientAfter = false
+    /// Last time bytes moved in either direction (for the idle timeout).
+    var lastActivity: NIODeadline
+
+    init(clientHead: HTTPRequestHead, upstreamRequest: UpstreamRequest, keepClientAlive: Bool, tap: ExchangeTap?) {
+        self.clientHead = clientHead
+        self.upstreamRequest = upstreamRequest
+        self.keepClientAlive = keepClientAlive
+        self.tap = tap
+        let now = NIODeadline.now()
+        self.startedAt = now
+        self.lastActivity = now
+        self.startedAtEpochNanos = Exchange.wallClockNanos()
+    }
+
+    /// When this exchange times out if nothing happens: first-byte after the request ended, idle otherwise.
+    /// Nil while connecting (the connect timeout covers that).
+    func deadline(firstByteTimeout: TimeAmount, idleTimeout: TimeAmount) -> NIODeadline? {
+        if isConnecting { return nil }
+        if requestComplete && !responseStarted, let end = requestEndedAt { return end + firstByteTimeout }
+        return lastActivity + idleTimeout
+    }
+
+    /// A request that can safely be sent again on a fresh connection: idempotent and without a body.
+    var isRetryable: Bool {
+        guard !hasRetried, requestComplete, requestBodyBytes == 0, !responseStarted else { return false }
+        switch clientHead.method {
+        case .GET, .HEAD, .OPTIONS, .TRACE, .PUT, .DELETE: return true
+        default: return false
+        }
+    }
+
+    func summary(clientAddress: String?, outcome: ExchangeOutcome) -> ExchangeSummary {
+        ExchangeSummary(
+            requestID: upstreamRequest.requestID,
+            method: clientHead.method,
+            target: clientHead.uri,
+            clientAddress: clientAddress,
+            status: status,
+            requestBodyBytes: requestBodyBytes,
+            responseBodyBytes: responseBodyBytes,
+            startedAtEpochNanos: startedAtEpochNanos,
+            duration: NIODeadline.now() - startedAt,
+            timeToFirstByte: firstByteAt.map { $0 - startedAt },
+            outcome: outcome
+        )
+    }
+
+    static func wallClockNanos() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif

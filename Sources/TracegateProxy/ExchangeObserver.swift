@@ -1,0 +1,57 @@
+import NIOCore
+import NIOHTTP1
+
+/// How an exchange ended, as the client saw it.
+public enum ExchangeOutcome: Sendable, Equatable {
+    /// The upstream's response was delivered in full.
+    case completed
+    /// The proxy answered itself because the request was unacceptable (4xx/501).
+    case rejected(String)
+    /// The upstream could not be reached, or failed before or during its response (502).
+    case upstreamFailed(String)
+    /// A connect, first-byte or idle timeout fired (504, or a cut stream).
+    case upstreamTimeout(String)
+    /// The client went away before the response was complete.
+    case clientAborted
+
+    public var isError: Bool { self != .completed }
+}
+
+/// What happened in one exchange; handed to observers when it ends.
+public struct ExchangeSummary: Sendable {
+    public var requestID: String
+    public var method: HTTPMethod
+    /// The request target as the client sent it.
+    public var target: String
+    public var clientAddress: String?
+    /// Status sent to the client; nil when the client got no response head.
+    public var status: Int?
+    public var requestBodyBytes: Int
+    public var responseBodyBytes: Int
+    /// Wall-clock start, nanoseconds since the Unix epoch.
+    public var startedAtEpochNanos: Int64
+    public var duration: TimeAmount
+    /// From the request head to the upstream's response head.
+    public var timeToFirstByte: TimeAmount?
+    public var outcome: ExchangeOutcome
+}
+
+/// Sees every exchange's body bytes as they pass; created per exchange and used on its event loop only.
+public protocol ExchangeTap: AnyObject {
+    func requestBody(_ bytes: ByteBuffer)
+    func responseHead(_ head: HTTPResponseHead)
+    func responseBody(_ bytes: ByteBuffer)
+}
+
+/// Watches exchanges. Called on the connection's event loop for every request, so it must be cheap
+/// and must never block: hand anything expensive to another thread.
+public protocol ExchangeObserver: Sendable {
+    /// A request head arrived and will be forwarded; return a tap to see its bytes, or nil.
+    func exchangeStarted(_ head: HTTPRequestHead, requestID: String) -> ExchangeTap?
+    /// The exchange ended (completed, rejected, failed or aborted).
+    func exchangeFinished(_ summary: ExchangeSummary, tap: ExchangeTap?)
+}
+
+extension ExchangeObserver {
+    public func exchangeStarted(_ head: HTTPRequestHead, requestID: String) -> ExchangeTap? { nil }
+}

@@ -1,0 +1,67 @@
+import NIOCore
+
+/// Everything the data plane needs to know, resolved once at start-up.
+public struct ProxyConfiguration: Sendable {
+    /// The single upstream every request is forwarded to.
+    public struct Upstream: Sendable {
+        public var host: String
+        public var port: Int
+        public var usesTLS: Bool
+        /// Prepended to every request path; empty or starting with `/`, never ending with `/`.
+        public var basePath: String
+        /// Verify the upstream's certificate chain and host name (https only).
+        public var verifyCertificate: Bool
+        /// PEM bundle of trusted CAs instead of the system store (https only).
+        public var caFile: String?
+
+        public init(
+            host: String, port: Int, usesTLS: Bool, basePath: String = "",
+            verifyCertificate: Bool = true, caFile: String? = nil
+        ) {
+            self.host = host
+            self.port = port
+            self.usesTLS = usesTLS
+            self.basePath = basePath
+            self.verifyCertificate = verifyCertificate
+            self.caFile = caFile
+        }
+
+        /// The `Host` header value for this upstream: the port is omitted when it is the scheme's default.
+        public var hostHeader: String {
+            let defaultPort = usesTLS ? 443 : 80
+            let name = host.contains(":") ? "[\(host)]" : host
+            return port == defaultPort ? name : "\(name):\(port)"
+        }
+    }
+
+    /// Which forwarding headers are added to requests.
+    public enum ForwardedHeaders: Sendable {
+        case xForwarded, via, both, none
+        var addsXForwarded: Bool { self == .xForwarded || self == .both }
+        var addsVia: Bool { self == .via || self == .both }
+    }
+
+    public var upstream: Upstream
+    /// Send the client's `Host` upstream instead of the upstream's own.
+    public var preserveHost: Bool = false
+    public var forwardedHeaders: ForwardedHeaders = .xForwarded
+    /// Header carrying the request id (generated when absent).
+    public var requestIDHeader: String = "X-Request-ID"
+    /// Idle keep-alive upstream connections kept per event loop.
+    public var upstreamPoolSize: Int = 64
+    public var connectTimeout: TimeAmount = .seconds(5)
+    /// From the end of the request to the upstream's response head.
+    public var firstByteTimeout: TimeAmount = .seconds(300)
+    /// Longest silence on an exchange that is transferring a body.
+    public var idleTimeout: TimeAmount = .seconds(300)
+    /// How long an idle client keep-alive connection stays open.
+    public var clientKeepaliveTimeout: TimeAmount = .seconds(75)
+    /// Largest accepted request head; NIO's parser caps it at 80 KiB.
+    public var maxHeaderBytes: Int = 32 * 1024
+    /// Largest accepted request body; `nil` means unlimited.
+    public var maxBodyBytes: Int? = 64 * 1024 * 1024
+
+    public init(upstream: Upstream) {
+        self.upstream = upstream
+    }
+}

@@ -1,0 +1,87 @@
+import NIOCore
+import NIOHTTP1
+
+/// A failure the proxy answers itself, with a status and a short JSON body.
+enum ProxyError: Equatable {
+    case malformedRequest(String)
+    case headersTooLarge
+    case bodyTooLarge(limit: Int)
+    case upgradeNotSupported
+    case clientTimeout
+    case upstreamUnreachable(String)
+    case upstreamClosedEarly
+    case connectTimeout
+    case firstByteTimeout
+    case idleTimeout
+
+    var status: HTTPResponseStatus {
+        switch self {
+        case .malformedRequest: return .badRequest
+        case .headersTooLarge: return .init(statusCode: 431, reasonPhrase: "Request Header Fields Too Large")
+        case .bodyTooLarge: return .payloadTooLarge
+        case .upgradeNotSupported: return .notImplemented
+        case .clientTimeout: return .requestTimeout
+        case .upstreamUnreachable, .upstreamClosedEarly: return .badGateway
+        case .connectTimeout, .firstByteTimeout, .idleTimeout: return .gatewayTimeout
+        }
+    }
+
+    var message: String {
+        switch self {
+        case .malformedRequest(let why): return "malformed request: \(why)"
+        case .headersTooLarge: return "request headers too large"
+        case .bodyTooLarge(let limit): return "request body larger than the limit of \(limit) bytes"
+        case .upgradeNotSupported: return "protocol upgrades (WebSocket) are not supported by this proxy"
+        case .clientTimeout: return "the client sent no data within the idle timeout"
+        case .upstreamUnreachable(let why): return "upstream unreachable: \(why)"
+        case .upstreamClosedEarly: return "upstream closed the connection before responding"
+        case .connectTimeout: return "upstream connect timed out"
+        case .firstByteTimeout: return "upstream sent no response within the first-byte timeout"
+        case .idleTimeout: return "upstream went silent for longer than the idle timeout"
+        }
+    }
+
+    /// How the exchange is reported to observers.
+    var outcome: ExchangeOutcome {
+        switch self {
+        case .malformedRequest, .headersTooLarge, .bodyTooLarge, .upgradeNotSupported, .clientTimeout:
+            return .rejected(message)
+        case .upstreamUnreachable, .upstreamClosedEarly: return .upstreamFailed(message)
+        case .connectTimeout, .firstByteTimeout, .idleTimeout: return .upstreamTimeout(message)
+        }
+    }
+
+    /// `{"error": "...", "request_id": "..."}`
+    func jsonBody(requestID: String, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: 96 + requestID.utf8.count)
+        buffer.writeStaticString("{\"error\":")
+        buffer.writeJSONString(message)
+        buffer.writeStaticString(",\"request_id\":")
+        buffer.writeJSONString(requestID)
+        buffer.writeStaticString("}")
+        return buffer
+    }
+}
+
+extension ByteBuffer {
+    /// Writes `string` as a JSON string literal, escaping quotes, backslashes and control characters.
+    public mutating func writeJSONString(_ string: String) {
+        writeInteger(UInt8(ascii: "\""))
+        for byte in string.utf8 {
+            switch byte {
+            case UInt8(ascii: "\""): writeStaticString("\\\"")
+            case UInt8(ascii: "\\"): writeStaticString("\\\\")
+            case 0x0A: writeStaticString("\\n")
+            case 0x0D: writeStaticString("\\r")
+            case 0x09: writeStaticString("\\t")
+            case 0..<0x20:
+                writeStaticString("\\u00")
+                let hex: [UInt8] = Array("0123456789abcdef".utf8)
+                writeInteger(hex[Int(byte >> 4)])
+                writeInteger(hex[Int(byte & 0xF)])
+            default: writeInteger(byte)
+            }
+        }
+        writeInteger(UInt8(ascii: "\""))
+    }
+}

@@ -1,0 +1,157 @@
+import Dispatch
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import TracegateConfig
+import TracegateProxy
+
+/// Runs tracegate: binds the listeners, serves until SIGTERM/SIGINT, then drains and exits.
+public enum TracegateApp {
+    /// Returns the process exit code.
+    public static func run(settings: TracegateSettings) async -> Int32 {
+        let logger = makeLogger(level: settings.logLevel)
+        let threads = settings.threads == 0 ? System.coreCount : settings.threads
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        let code = await serve(settings: settings, group: group, threads: threads, logger: logger)
+        try? await group.shutdownGracefully()
+        return code
+    }
+
+    private static func serve(
+        settings: TracegateSettings, group: EventLoopGroup, threads: Int, logger: Logger
+    ) async -> Int32 {
+
+        let accessLog: LineWriter? = settings.accessLog == .off ? nil : LineWriter()
+        let observer = accessLog.map { AccessLog(format: settings.accessLog, writer: $0) }
+        let readiness = Readiness()
+        let signals = SignalWaiter(signals: [SIGTERM, SIGINT])
+
+        let listener: ProxyListener
+        do {
+            listener = try ProxyListener(configuration: settings.proxyConfiguration, group: group, observer: observer)
+        } catch {
+            logger.critical("cannot set up the upstream connection: \(error)")
+            return 2
+        }
+        let admin = AdminServer(
+            group: group, readiness: readiness, upstreamHost: settings.upstream.host, upstreamPort: settings.upstream.port)
+        let adminChannel: Channel
+        let publicAddress: SocketAddress
+        do {
+            adminChannel = try await admin.start(host: settings.adminListen.host, port: settings.adminListen.port)
+        } catch {
+            logger.critical("cannot listen on admin address \(settings.adminListen): \(error)")
+            return 1
+        }
+        do {
+            publicAddress = try await listener.start(host: settings.listen.host, port: settings.listen.port)
+        } catch {
+            logger.critical("cannot listen on \(settings.listen): \(error)")
+            try? await adminChannel.close()
+            return 1
+        }
+        readiness.set(true)
+        logger.info(
+            "tracegate listening",
+            metadata: [
+                "listen": "\(publicAddress)", "admin": "\(adminChannel.localAddress.map { "\($0)" } ?? "?")",
+                "upstream": "\(settings.upstream)", "threads": "\(threads)",
+            ])
+
+        let signal = await signals.next()
+        logger.info("received \(signal == SIGINT ? "SIGINT" : "SIGTERM"), draining", metadata: ["grace": "\(settings.shutdownGrace)"])
+        readiness.set(false)
+        let clean = await listener.shutdown(grace: TimeAmount(settings.shutdownGrace))
+        if !clean { logger.warning("grace period over: closed the connections still open") }
+        try? await adminChannel.close()
+        accessLog?.flush()
+        logger.info("stopped")
+        return 0
+    }
+
+    static func makeLogger(level: TracegateConfig.LogLevel) -> Logger {
+        var logger = Logger(label: "tracegate") { label in StreamLogHandler.standardError(label: label) }
+        logger.logLevel = Logger.Level(rawValue: level.rawValue) ?? .info
+        return logger
+    }
+}
+
+/// Delivers SIGTERM/SIGINT to async code instead of killing the process.
+final class SignalWaiter: @unchecked Sendable {
+    private let sources: [DispatchSourceSignal]
+    private let queue = DispatchQueue(label: "tracegate.signals")
+    private var received: [Int32] = []
+    private var waiter: CheckedContinuation<Int32, Never>?
+
+    init(signals: [Int32]) {
+        var sources: [DispatchSourceSignal] = []
+        for number in signals {
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
+            sources.append(source)
+        }
+        self.sources = sources
+        for (source, number) in zip(sources, signals) {
+            source.setEventHandler { [unowned self] in self.deliver(number) }
+            source.resume()
+        }
+    }
+
+    private func deliver(_ number: Int32) {
+        if let waiter {
+            self.waiter = nil
+            waiter.resume(returning: number)
+        } else {
+            received.append(number)
+        }
+    }
+
+    /// Waits for the next signal.
+    func next() async -> Int32 {
+        await withCheckedContinuation { continuation in
+            queue.async {
+                if !self.received.isEmpty {
+                    continuation.resume(returning: self.received.removeFirst())
+                } else {
+                    self.waiter = continuation
+                }
+            }
+        }
+    }
+}
+
+extension TimeAmount {
+    init(_ duration: Duration) {
+        let (seconds, attoseconds) = duration.components
+        self = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+    }
+}
+
+extension TracegateSettings {
+    /// The data plane's view of these settings.
+    var proxyConfiguration: ProxyConfiguration {
+        var configuration = ProxyConfiguration(
+            upstream: .init(
+                host: upstream.host, port: upstream.port, usesTLS: upstream.usesTLS, basePath: upstream.basePath,
+                verifyCertificate: upstreamTLSVerify, caFile: upstreamCAFile))
+        configuration.preserveHost = preserveHost
+        configuration.forwardedHeaders = {
+            switch forwardedHeaders {
+            case .xForwarded: return .xForwarded
+            case .via: return .via
+            case .both: return .both
+            case .none: return .none
+            }
+        }()
+        configuration.requestIDHeader = requestIDHeader
+        configuration.upstreamPoolSize = upstreamPoolSize
+        configuration.connectTimeout = TimeAmount(connectTimeout)
+        configuration.firstByteTimeout = TimeAmount(firstByteTimeout)
+        configuration.idleTimeout = TimeAmount(idleTimeout)
+        configuration.clientKeepaliveTimeout = TimeAmount(clientKeepaliveTimeout)
+        configuration.maxHeaderBytes = maxHeaderBytes
+        configuration.maxBodyBytes = maxBodyBytes
+        return configuration
+    }
+}
