@@ -1,0 +1,79 @@
+/// The one table of settings. Parsing, `--help` and validation are all driven by it:
+/// adding a setting means adding one entry here and one field to `TracegateSettings`.
+/// Defaults and keys must match proxy.conf.example (a test checks this).
+enum SettingsTable {
+    static let all: [SettingDescriptor] = [
+        // Listeners
+        .init("listen", \.listen, .hostPort, default: .value("0.0.0.0:8080"),
+              doc: "Public address clients connect to (host:port; [::1]:8080 for IPv6)."),
+        .init("admin_listen", \.adminListen, .hostPort, default: .value("127.0.0.1:9090"),
+              doc: "Admin address for /healthz and /readyz. Never served on the public port."),
+        .init("threads", \.threads, .integer(0...256), default: .value("0"),
+              doc: "Event-loop threads; 0 means one per CPU core."),
+        // Upstream
+        .init("upstream", \.upstream, .upstreamURL, default: .required,
+              doc: "The backend every request is forwarded to: http(s)://host[:port][/base-path]. Required."),
+        .init("preserve_host", \.preserveHost, .bool, default: .value("false"),
+              doc: "Send the client's Host header upstream instead of the upstream's own host."),
+        .init("upstream_tls_verify", \.upstreamTLSVerify, .bool, default: .value("true"),
+              doc: "Verify the upstream's TLS certificate (https upstreams)."),
+        .init("upstream_ca_file", \.upstreamCAFile, .optionalPath, default: .value(""),
+              doc: "PEM file of CA certificates to trust for the upstream; empty means the system store."),
+        .init("upstream_pool_size", \.upstreamPoolSize, .integer(0...100_000), default: .value("64"),
+              doc: "Idle keep-alive connections kept per event-loop thread."),
+        // Timeouts
+        .init("connect_timeout", \.connectTimeout, .duration, default: .value("5s"),
+              doc: "Time allowed to open a connection (TCP and TLS) to the upstream; then 504."),
+        .init("first_byte_timeout", \.firstByteTimeout, .duration, default: .value("300s"),
+              doc: "Time from the end of the request to the first byte of the response; then 504."),
+        .init("idle_timeout", \.idleTimeout, .duration, default: .value("300s"),
+              doc: "Longest silence between two reads from the upstream once its response started."),
+        .init("client_keepalive_timeout", \.clientKeepaliveTimeout, .duration, default: .value("75s"),
+              doc: "How long an idle client keep-alive connection is kept open."),
+        .init("shutdown_grace", \.shutdownGrace, .duration, default: .value("30s"),
+              doc: "On SIGTERM/SIGINT: how long in-flight exchanges (streams included) may take to finish."),
+        // Limits
+        .init("max_header_bytes", \.maxHeaderBytes,
+              .size(between: (1 << 10, "1KiB"), and: (80 << 10, "80KiB")), default: .value("32KiB"),
+              doc: "Largest request head (request line and headers) accepted; larger gets 431. At most 80KiB."),
+        .init("max_body_bytes", \.maxBodyBytes, .sizeOrUnlimited, default: .value("64MiB"),
+              doc: "Largest request body accepted; larger gets 413. 0 means no limit."),
+        // Headers
+        .init("request_id_header", \.requestIDHeader, .headerName, default: .value("X-Request-ID"),
+              doc: "Header carrying the request id; passed through, or generated (a UUID) when absent."),
+        .init("forwarded_headers", \.forwardedHeaders, .oneOf(ForwardedHeaders.self), default: .value("x-forwarded"),
+              doc: "Forwarding headers added to each request: x-forwarded, via, both or none."),
+        // Logging
+        .init("access_log", \.accessLog, .oneOf(AccessLogFormat.self), default: .value("text"),
+              doc: "Access log to standard output, one line per request: text, json or off."),
+        .init("log_level", \.logLevel, .oneOf(LogLevel.self), default: .value("info"),
+              doc: "Diagnostic log level on standard error: trace, debug, info, notice, warning, error, critical."),
+    ]
+
+    /// Flag and environment variable naming the config file; not a setting of the file itself.
+    static let configFlag = "--config"
+    static let configEnvironmentVariable = "TRACEGATE_CONFIG"
+    /// Prefix reserved for tracegate: unknown variables starting with it are refused.
+    static let environmentPrefix = "TRACEGATE_"
+
+    static let byKey: [String: SettingDescriptor] =
+        Dictionary(uniqueKeysWithValues: all.map { ($0.key, $0) })
+    static let byFlag: [String: SettingDescriptor] =
+        Dictionary(uniqueKeysWithValues: all.map { ($0.flag, $0) })
+    static let byEnvironmentVariable: [String: SettingDescriptor] =
+        Dictionary(uniqueKeysWithValues: all.map { ($0.environmentVariable, $0) })
+
+    /// A settings value with every default applied; required settings keep their placeholder.
+    static func defaults() -> TracegateSettings {
+        var settings = TracegateSettings()
+        for setting in all {
+            guard case .value(let text) = setting.defaultValue else { continue }
+            do {
+                try setting.apply(text, to: &settings)
+            } catch {
+                preconditionFailure("settings table: default '\(text)' of \(setting.key) does not parse")
+            }
+        }
+        return settings
+    }
+}

@@ -1,0 +1,89 @@
+/// Every tracegate setting, resolved from flags, environment, config file and defaults.
+///
+/// The initial values written below are placeholders only: `SettingsTable` holds the real
+/// defaults and `SettingsLoader` applies every one of them, so a loaded value never comes from here.
+public struct TracegateSettings: Sendable, Equatable {
+    /// Public address clients connect to.
+    public var listen: HostPort = .placeholder
+    /// Admin address for /healthz and /readyz.
+    public var adminListen: HostPort = .placeholder
+    /// Event-loop threads; 0 means one per CPU core (resolved by the caller).
+    public var threads: Int = 0
+    /// The backend every request is forwarded to.
+    public var upstream: UpstreamURL = .placeholder
+    /// Send the client's Host header upstream instead of the upstream's own host.
+    public var preserveHost: Bool = false
+    /// Verify the upstream's TLS certificate (https upstreams).
+    public var upstreamTLSVerify: Bool = false
+    /// PEM file of CA certificates to trust for the upstream; nil means the system store.
+    public var upstreamCAFile: String? = nil
+    /// Idle keep-alive connections kept per event-loop thread.
+    public var upstreamPoolSize: Int = 0
+    /// Time allowed to open a connection (TCP and TLS) to the upstream.
+    public var connectTimeout: Duration = .zero
+    /// Time from the end of the request to the first byte of the response.
+    public var firstByteTimeout: Duration = .zero
+    /// Longest silence between two reads from the upstream once its response started.
+    public var idleTimeout: Duration = .zero
+    /// How long an idle client keep-alive connection is kept open.
+    public var clientKeepaliveTimeout: Duration = .zero
+    /// How long in-flight exchanges may take to finish after SIGTERM/SIGINT.
+    public var shutdownGrace: Duration = .zero
+    /// Largest request head (request line and headers) accepted, in bytes.
+    public var maxHeaderBytes: Int = 0
+    /// Largest request body accepted, in bytes; nil means unlimited.
+    public var maxBodyBytes: Int? = nil
+    /// Header carrying the request id (a valid HTTP token).
+    public var requestIDHeader: String = ""
+    /// Forwarding headers added to each request.
+    public var forwardedHeaders: ForwardedHeaders = .none
+    /// Access log format on standard output.
+    public var accessLog: AccessLogFormat = .off
+    /// Diagnostic log level on standard error.
+    public var logLevel: LogLevel = .info
+
+    /// All defaults from the settings table, with the one required setting supplied.
+    public static func defaults(upstream: UpstreamURL) -> TracegateSettings {
+        var settings = SettingsTable.defaults()
+        settings.upstream = upstream
+        return settings
+    }
+}
+
+/// Which forwarding headers tracegate adds to each request.
+public enum ForwardedHeaders: String, Sendable, CaseIterable {
+    /// X-Forwarded-For, X-Forwarded-Proto and X-Forwarded-Host.
+    case xForwarded = "x-forwarded"
+    /// `Via: 1.1 tracegate`.
+    case via
+    /// Both of the above.
+    case both
+    /// No forwarding headers.
+    case none
+}
+
+/// Format of the access log written to standard output.
+public enum AccessLogFormat: String, Sendable, CaseIterable {
+    case text, json, off
+}
+
+/// Diagnostic log level, from most to least verbose (tracegate's own, independent of swift-log).
+public enum LogLevel: String, Sendable, CaseIterable, Comparable {
+    case trace, debug, info, notice, warning, error, critical
+
+    public static func < (lhs: LogLevel, rhs: LogLevel) -> Bool {
+        lhs.rank < rhs.rank
+    }
+
+    private var rank: Int {
+        switch self {
+        case .trace: 0
+        case .debug: 1
+        case .info: 2
+        case .notice: 3
+        case .warning: 4
+        case .error: 5
+        case .critical: 6
+        }
+    }
+}

@@ -1,0 +1,53 @@
+import NIOCore
+import NIOHTTP1
+import XCTest
+
+@testable import TracegateProxy
+
+final class RequestValidationTests: XCTestCase {
+    private func validate(_ headers: [(String, String)], limit: Int? = 1000) -> ProxyError? {
+        ClientConnectionHandler.validate(
+            HTTPRequestHead(version: .http1_1, method: .POST, uri: "/", headers: HTTPHeaders(headers)), maxBodyBytes: limit)
+    }
+
+    func testContentLengthWithTransferEncodingIsRefused() {
+        XCTAssertEqual(
+            validate([("Content-Length", "5"), ("Transfer-Encoding", "chunked")]),
+            .malformedRequest("both Content-Length and Transfer-Encoding"))
+    }
+
+    func testConflictingContentLengthsAreRefused() {
+        XCTAssertEqual(validate([("Content-Length", "5"), ("Content-Length", "6")]), .malformedRequest("conflicting Content-Length values"))
+        XCTAssertEqual(validate([("Content-Length", "5, 6")]), .malformedRequest("conflicting Content-Length values"))
+        XCTAssertNil(validate([("Content-Length", "5"), ("Content-Length", "5")]))
+    }
+
+    func testWebSocketUpgradeIsRefusedWith501() {
+        let error = validate([("Connection", "keep-alive, Upgrade"), ("Upgrade", "websocket")])
+        XCTAssertEqual(error, .upgradeNotSupported)
+        XCTAssertEqual(error?.status.code, 501)
+    }
+
+    func testDeclaredBodyOverTheLimitIsRefusedWith413() {
+        XCTAssertEqual(validate([("Content-Length", "1001")])?.status.code, 413)
+        XCTAssertNil(validate([("Content-Length", "1000")]))
+        XCTAssertNil(validate([("Content-Length", "999999")], limit: nil))
+    }
+
+    func testErrorBodyIsJSONWithTheRequestID() throws {
+        let body = ProxyError.upstreamUnreachable("connection refused").jsonBody(requestID: "id \"1\"", allocator: .init())
+        let object = try JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [String: String]
+        XCTAssertEqual(object?["error"], "upstream unreachable: connection refused")
+        XCTAssertEqual(object?["request_id"], "id \"1\"")
+    }
+
+    func testErrorStatuses() {
+        XCTAssertEqual(ProxyError.headersTooLarge.status.code, 431)
+        XCTAssertEqual(ProxyError.connectTimeout.status.code, 504)
+        XCTAssertEqual(ProxyError.firstByteTimeout.status.code, 504)
+        XCTAssertEqual(ProxyError.upstreamClosedEarly.status.code, 502)
+        XCTAssertEqual(ProxyError.malformedRequest("x").status.code, 400)
+    }
+}
+
+import Foundation
