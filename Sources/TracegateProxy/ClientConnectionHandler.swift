@@ -204,7 +204,9 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         let tap = shared.observer?.exchangeStarted(head, requestID: upstreamRequest.requestID)
         let exchange = Exchange(
             clientHead: head, upstreamRequest: upstreamRequest,
-            keepClientAlive: head.isKeepAlive && !closing, tap: tap
+            // RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 request means faulty framing; close after it.
+            keepClientAlive: head.isKeepAlive && !closing && !(head.version.minor == 0 && head.headers.hasTransferEncoding),
+            tap: tap
         )
         self.exchange = exchange
         armTimer(by: exchange.lastActivity + configuration.idleTimeout)
@@ -217,6 +219,12 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
 
     /// Refusals decided from the head alone (RFC 9112 §6.1 smuggling shapes, upgrades, declared size).
     static func validate(_ head: HTTPRequestHead, maxBodyBytes: Int?) -> ProxyError? {
+        if head.method == .CONNECT { return .connectNotSupported }
+        let hosts = head.headers[canonicalForm: "host"].count
+        if hosts > 1 { return .malformedRequest("more than one Host header") }
+        if hosts == 0 && head.version.major == 1 && head.version.minor >= 1 {
+            return .malformedRequest("HTTP/1.1 request without a Host header")
+        }
         let lengths = head.headers.contentLengthValues
         if head.headers.hasTransferEncoding && lengths.count > 0 {
             return .malformedRequest("both Content-Length and Transfer-Encoding")
@@ -433,6 +441,10 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         headers.add(name: configuration.requestIDHeader, value: requestID)
         if closing { headers.add(name: "connection", value: "close") }
         let head = HTTPResponseHead(version: version.major == 1 ? version : .http1_1, status: error.status, headers: headers)
+        if error == .connectNotSupported {
+            writeBypassingEncoder(head, body: body)
+            return
+        }
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
         if closing {
@@ -441,6 +453,22 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             }
         } else {
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        }
+    }
+
+    /// NIO's encoder drops every body of a response to CONNECT; the refusal's body is written as raw bytes.
+    private func writeBypassingEncoder(_ head: HTTPResponseHead, body: ByteBuffer) {
+        var bytes = context.channel.allocator.buffer(capacity: 256 + body.readableBytes)
+        bytes.writeString("HTTP/\(head.version.major).\(head.version.minor) \(head.status.code) \(head.status.reasonPhrase)\r\n")
+        for (name, value) in head.headers { bytes.writeString("\(name): \(value)\r\n") }
+        bytes.writeStaticString("\r\n")
+        bytes.writeImmutableBuffer(body)
+        guard let encoder = try? context.pipeline.syncOperations.context(handlerType: HTTPResponseEncoder.self) else {
+            context.close(promise: nil)
+            return
+        }
+        encoder.writeAndFlush(NIOAny(IOData.byteBuffer(bytes))).whenComplete { [context] _ in
+            context!.close(promise: nil)
         }
     }
 
@@ -537,7 +565,13 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
 
     static func describe(_ error: Error) -> String {
         if let ioError = error as? IOError { return ioError.description }
-        if let parserError = error as? HTTPParserError { return "\(parserError)" }
+        if let parserError = error as? HTTPParserError {
+            switch parserError {
+            case .unexpectedContentLength: return "conflicting or unexpected Content-Length"
+            case .unknown: return "invalid HTTP message framing"
+            default: return "\(parserError)"
+            }
+        }
         if case ChannelError.connectTimeout = error { return "connect timeout" }
         return "\(error)"
     }

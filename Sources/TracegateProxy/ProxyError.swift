@@ -7,6 +7,7 @@ enum ProxyError: Equatable {
     case headersTooLarge
     case bodyTooLarge(limit: Int)
     case upgradeNotSupported
+    case connectNotSupported
     case clientTimeout
     case upstreamUnreachable(String)
     case upstreamClosedEarly
@@ -19,7 +20,7 @@ enum ProxyError: Equatable {
         case .malformedRequest: return .badRequest
         case .headersTooLarge: return .init(statusCode: 431, reasonPhrase: "Request Header Fields Too Large")
         case .bodyTooLarge: return .payloadTooLarge
-        case .upgradeNotSupported: return .notImplemented
+        case .upgradeNotSupported, .connectNotSupported: return .notImplemented
         case .clientTimeout: return .requestTimeout
         case .upstreamUnreachable, .upstreamClosedEarly: return .badGateway
         case .connectTimeout, .firstByteTimeout, .idleTimeout: return .gatewayTimeout
@@ -32,6 +33,7 @@ enum ProxyError: Equatable {
         case .headersTooLarge: return "request headers too large"
         case .bodyTooLarge(let limit): return "request body larger than the limit of \(limit) bytes"
         case .upgradeNotSupported: return "protocol upgrades (WebSocket) are not supported by this proxy"
+        case .connectNotSupported: return "CONNECT tunnelling is not supported by this proxy"
         case .clientTimeout: return "the client sent no data within the idle timeout"
         case .upstreamUnreachable(let why): return "upstream unreachable: \(why)"
         case .upstreamClosedEarly: return "upstream closed the connection before responding"
@@ -44,7 +46,8 @@ enum ProxyError: Equatable {
     /// How the exchange is reported to observers.
     var outcome: ExchangeOutcome {
         switch self {
-        case .malformedRequest, .headersTooLarge, .bodyTooLarge, .upgradeNotSupported, .clientTimeout:
+        case .malformedRequest, .headersTooLarge, .bodyTooLarge, .upgradeNotSupported, .connectNotSupported,
+            .clientTimeout:
             return .rejected(message)
         case .upstreamUnreachable, .upstreamClosedEarly: return .upstreamFailed(message)
         case .connectTimeout, .firstByteTimeout, .idleTimeout: return .upstreamTimeout(message)
