@@ -1,5 +1,13 @@
 import NIOCore
 import NIOHTTP1
+import NIOPosix
+import NIOSSL
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 
 /// Immutable state shared by every client connection of a listener.
 final class ProxyShared: Sendable {
@@ -270,7 +278,8 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         connection.handler.owner = self
         exchange.upstream = connection
         connection.write(.head(exchange.upstreamRequest.head))
-        while let part = exchange.pendingParts.popFirst() { connection.write(part) }
+        for part in exchange.pendingParts { connection.write(part) }
+        exchange.pendingParts.removeAll()
         connection.flush()
         if exchange.requestComplete {
             exchange.requestEndedAt = exchange.requestEndedAt ?? .now()
@@ -564,7 +573,16 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     // MARK: Helpers
 
     static func describe(_ error: Error) -> String {
-        if let ioError = error as? IOError { return ioError.description }
+        if let ioError = error as? IOError { return String(cString: strerror(ioError.errnoCode)).lowercased() }
+        if let connectionError = error as? NIOConnectionError {
+            let target = "\(connectionError.host):\(connectionError.port)"
+            if connectionError.dnsAError != nil || connectionError.dnsAAAAError != nil {
+                return "cannot resolve \(connectionError.host)"
+            }
+            if let first = connectionError.connectionErrors.first { return "\(describe(first.error)) (\(target))" }
+            return "cannot connect to \(target)"
+        }
+        if let sslError = error as? NIOSSLError { return "TLS: \(sslError)" }
         if let parserError = error as? HTTPParserError {
             switch parserError {
             case .unexpectedContentLength: return "conflicting or unexpected Content-Length"

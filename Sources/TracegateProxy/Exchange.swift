@@ -13,7 +13,7 @@ final class Exchange {
 
     var upstream: UpstreamConnection?
     /// Request parts received while the upstream connection was being opened.
-    var pendingParts = CircularBuffer<HTTPClientRequestPart>(initialCapacity: 4)
+    var pendingParts: [HTTPClientRequestPart] = []  // empty arrays do not allocate
     var isConnecting = false
     /// Set after a retry on a fresh connection, so it happens at most once.
     var hasRetried = false

@@ -5,9 +5,22 @@ import XCTest
 @testable import TracegateProxy
 
 final class RequestValidationTests: XCTestCase {
-    private func validate(_ headers: [(String, String)], limit: Int? = 1000) -> ProxyError? {
+    private func validate(
+        _ headers: [(String, String)], limit: Int? = 1000, method: HTTPMethod = .POST, host: [(String, String)] = [("Host", "x")]
+    ) -> ProxyError? {
         ClientConnectionHandler.validate(
-            HTTPRequestHead(version: .http1_1, method: .POST, uri: "/", headers: HTTPHeaders(headers)), maxBodyBytes: limit)
+            HTTPRequestHead(version: .http1_1, method: method, uri: "/", headers: HTTPHeaders(host + headers)), maxBodyBytes: limit)
+    }
+
+    func testHTTP11RequestsNeedExactlyOneHost() {
+        XCTAssertEqual(validate([], host: []), .malformedRequest("HTTP/1.1 request without a Host header"))
+        XCTAssertEqual(validate([], host: [("Host", "a"), ("host", "b")]), .malformedRequest("more than one Host header"))
+        XCTAssertNil(validate([]))
+    }
+
+    func testConnectIsRefusedWith501() {
+        XCTAssertEqual(validate([], method: .CONNECT), .connectNotSupported)
+        XCTAssertEqual(ProxyError.connectNotSupported.status.code, 501)
     }
 
     func testContentLengthWithTransferEncodingIsRefused() {

@@ -1,0 +1,261 @@
+"""Small tools shared by the end-to-end tests: waiting on conditions and a raw HTTP/1.1 client.
+
+The raw client exists because `requests`/`urllib3` normalise what we want to observe:
+header case and order, duplicate headers, framing, exact bytes on the wire, arrival times.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Callable, Iterator, TypeVar
+
+T = TypeVar("T")
+
+UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+def wait_until(condition: Callable[[], T], timeout: float, interval: float = 0.02, message: str = "") -> T:
+    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last_error: BaseException | None = None
+    while True:
+        try:
+            value = condition()
+            if value:
+                return value
+        except Exception as e:  # the condition may throw while the thing is not ready
+            last_error = e
+        if time.monotonic() >= deadline:
+            detail = f" (last error: {last_error!r})" if last_error else ""
+            raise AssertionError(f"timed out after {timeout}s waiting for {message or condition}{detail}")
+        time.sleep(interval)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def new_tag() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+class Eof(Exception):
+    """The peer closed the connection before a complete message was read."""
+
+    def __init__(self, message: str, partial: bytes = b""):
+        super().__init__(message)
+        self.partial = partial
+
+
+@dataclass
+class Response:
+    status: int
+    reason: str
+    version: str
+    headers: list[tuple[str, str]]  # as received: order and case preserved
+    body: bytes = b""
+    framing: str = ""  # "content-length", "chunked", "close" or "none"
+    head_raw: bytes = b""
+
+    def header(self, name: str) -> str | None:
+        """The first value of header `name` (case-insensitive), or None."""
+        for k, v in self.headers:
+            if k.lower() == name.lower():
+                return v
+        return None
+
+    def header_all(self, name: str) -> list[str]:
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+    def header_names_lower(self) -> set[str]:
+        return {k.lower() for k, _ in self.headers}
+
+    def json(self):
+        return json.loads(self.body)
+
+    def __repr__(self) -> str:
+        body = self.body if len(self.body) <= 300 else self.body[:300] + b"..."
+        return f"Response({self.status} {self.reason!r}, headers={self.headers!r}, body={body!r})"
+
+
+class RawHTTP:
+    """One client connection; write bytes as you like, read responses back exactly."""
+
+    def __init__(self, host: str, port: int, timeout: float = 10.0, source_ip: str | None = None):
+        self.sock = socket.create_connection((host, port), timeout=timeout,
+                                             source_address=(source_ip, 0) if source_ip else None)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+        self.host = host
+        self.port = port
+
+    # ---- writing -------------------------------------------------------------------
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def request(self, method: str, target: str, headers: list[tuple[str, str]] | None = None,
+                body: bytes | None = None, host: str | None = None) -> None:
+        """Send a request. A Host header is added unless `headers` has one; a
+        Content-Length is added when `body` is given and `headers` has no framing."""
+        headers = list(headers or [])
+        names = {k.lower() for k, _ in headers}
+        if "host" not in names:
+            headers.insert(0, ("Host", host or f"{self.host}:{self.port}"))
+        if body is not None and not names & {"content-length", "transfer-encoding"}:
+            headers.append(("Content-Length", str(len(body))))
+        head = f"{method} {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers) + "\r\n"
+        self.send(head.encode("latin-1") + (body or b""))
+
+    # ---- reading -------------------------------------------------------------------
+
+    def _fill(self) -> bool:
+        data = self.sock.recv(256 * 1024)
+        if not data:
+            return False
+        self.buf += data
+        return True
+
+    def read_until(self, sep: bytes) -> bytes:
+        while sep not in self.buf:
+            if not self._fill():
+                raise Eof(f"connection closed while waiting for {sep!r}", self.buf)
+        i = self.buf.index(sep) + len(sep)
+        out, self.buf = self.buf[:i], self.buf[i:]
+        return out
+
+    def read_exact(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            if not self._fill():
+                raise Eof(f"connection closed after {len(self.buf)} of {n} bytes", self.buf)
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def read_some(self) -> bytes:
+        """Whatever is buffered, or the next recv (b'' at EOF)."""
+        if self.buf:
+            out, self.buf = self.buf, b""
+            return out
+        return self.sock.recv(256 * 1024)
+
+    def read_to_eof(self) -> bytes:
+        while self._fill():
+            pass
+        out, self.buf = self.buf, b""
+        return out
+
+    def read_head(self) -> Response:
+        head = self.read_until(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        version, _, rest = lines[0].partition(" ")
+        code, _, reason = rest.partition(" ")
+        headers = []
+        for line in lines[1:]:
+            if line:
+                k, _, v = line.partition(":")
+                headers.append((k, v.strip(" \t")))
+        return Response(int(code), reason, version, headers, head_raw=head)
+
+    def iter_body(self, resp: Response, method: str = "GET") -> Iterator[bytes]:
+        """Yield the body of `resp` as it arrives (chunk payloads for chunked bodies)."""
+        te = ",".join(resp.header_all("Transfer-Encoding")).lower()
+        cl = resp.header_all("Content-Length")
+        if method == "HEAD" or resp.status in (204, 304) or 100 <= resp.status < 200:
+            resp.framing = "none"
+            return
+        if "chunked" in te:
+            resp.framing = "chunked"
+            while True:
+                size = int(self.read_until(b"\r\n").split(b";")[0].strip(), 16)
+                if size == 0:
+                    while self.read_until(b"\r\n") != b"\r\n":
+                        pass
+                    return
+                yield self.read_exact(size)
+                if self.read_exact(2) != b"\r\n":
+                    raise AssertionError("bad chunk terminator")
+        elif cl:
+            resp.framing = "content-length"
+            remaining = int(cl[0])
+            while remaining:
+                if not self.buf and not self._fill():
+                    raise Eof(f"connection closed with {remaining} body bytes missing")
+                part, self.buf = self.buf[:remaining], self.buf[remaining:]
+                remaining -= len(part)
+                yield part
+        else:
+            resp.framing = "close"
+            while True:
+                part = self.read_some()
+                if not part:
+                    return
+                yield part
+
+    def read_response(self, method: str = "GET", skip_interim: bool = True) -> Response:
+        while True:
+            resp = self.read_head()
+            if skip_interim and 100 <= resp.status < 200 and resp.status != 101:
+                continue
+            break
+        resp.body = b"".join(self.iter_body(resp, method))
+        return resp
+
+    def is_closed_by_peer(self, timeout: float) -> bool:
+        """True if the peer closes (EOF or reset) within `timeout` seconds with nothing else sent."""
+        self.sock.settimeout(timeout)
+        try:
+            data = self.sock.recv(1)
+            return data == b""
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except socket.timeout:
+            return False
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self) -> "RawHTTP":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def raw_request(port: int, method: str, target: str, headers: list[tuple[str, str]] | None = None,
+                body: bytes | None = None, host: str = "127.0.0.1", timeout: float = 10.0,
+                source_ip: str | None = None) -> Response:
+    """One request on a fresh connection, read back exactly."""
+    with RawHTTP(host, port, timeout=timeout, source_ip=source_ip) as c:
+        c.request(method, target, headers, body)
+        return c.read_response(method)
+
+
+def send_raw(port: int, data: bytes, timeout: float = 10.0) -> Response:
+    """Send arbitrary bytes on a fresh connection and read one response."""
+    with RawHTTP("127.0.0.1", port, timeout=timeout) as c:
+        c.send(data)
+        return c.read_response()
+
+
+def assert_json_error(resp: Response, status: int) -> dict:
+    """The proxy's own error shape: the status, a JSON body with `error` and `request_id`,
+    and the request id echoed in the response header."""
+    assert resp.status == status, resp
+    ctype = resp.header("Content-Type") or ""
+    assert "json" in ctype.lower(), f"error response is not JSON: {resp!r}"
+    body = resp.json()
+    assert isinstance(body.get("error"), str) and body["error"], body
+    assert isinstance(body.get("request_id"), str) and body["request_id"], body
+    header_id = resp.header("X-Request-ID")
+    assert header_id == body["request_id"], f"X-Request-ID header {header_id!r} != body {body!r}"
+    return body
