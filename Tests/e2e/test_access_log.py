@@ -43,8 +43,8 @@ def test_json_access_log_has_one_parseable_line_per_request(backend, start_trace
     get, post, slow = by_id["log-get"], by_id["log-post"], by_id["log-slow"]
     assert (get["method"], int(get["status"]), int(get["bytes_out"])) == ("GET", 200, 1234), get
     assert get["path"].startswith("/bytes")
-    assert (post["method"], int(post["status"]), int(post["bytes_out"])) == ("POST", 404, len(b"missing"))
-    assert int(post["bytes_in"]) == 3, post, post
+    assert (post["method"], int(post["status"]), int(post["bytes_out"])) == ("POST", 404, len(b"missing")), post
+    assert int(post["bytes_in"]) == 3, post
     assert post["path"].startswith("/status/404")
     assert slow["method"] == "DELETE" and int(slow["status"]) == 200
     # The slow request took at least its 300 ms delay.
