@@ -54,7 +54,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     private var upstreamNeedsFlush = false
     /// No new exchange starts; the connection closes once the current one ends.
     private var closing = false
-    private var idleSince = NIODeadline.now()
+    private var idleSince = NIODeadline.uptimeNanoseconds(0)
     private var timer: Scheduled<Void>?
     private var timerDeadline = NIODeadline.distantFuture
 
@@ -80,7 +80,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     private func connectionBecameActive(context: ChannelHandlerContext) {
         guard clientIP == nil else { return }
         clientIP = context.channel.remoteAddress?.ipAddress ?? ""
-        idleSince = .now()
+        idleSince = context.eventLoop.now
         armTimer(by: idleSince + configuration.clientKeepaliveTimeout)
     }
 
@@ -114,7 +114,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable, let exchange {
-            exchange.lastActivity = .now()
+            exchange.lastActivity = context.eventLoop.now
             exchange.upstream?.handler.resumeReading()
         }
         context.fireChannelWritabilityChanged()
@@ -174,7 +174,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         case .body(let buffer):
             guard let exchange, !exchange.discardingRequest else { return }
             exchange.requestBodyBytes += buffer.readableBytes
-            exchange.lastActivity = .now()
+            exchange.lastActivity = context.eventLoop.now
             if let limit = configuration.maxBodyBytes, exchange.requestBodyBytes > limit {
                 fail(exchange, with: .bodyTooLarge(limit: limit))
                 return
@@ -185,7 +185,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             guard let exchange else { return }
             exchange.requestComplete = true
             if exchange.discardingRequest { return }
-            let now = NIODeadline.now()
+            let now = context.eventLoop.now
             exchange.requestEndedAt = now
             exchange.lastActivity = now
             forward(.end(trailers), of: exchange)
@@ -211,7 +211,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         }
         let tap = shared.observer?.exchangeStarted(head, requestID: upstreamRequest.requestID)
         let exchange = Exchange(
-            clientHead: head, upstreamRequest: upstreamRequest,
+            clientHead: head, upstreamRequest: upstreamRequest, now: context.eventLoop.now,
             // RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 request means faulty framing; close after it.
             keepClientAlive: head.isKeepAlive && !closing && !(head.version.minor == 0 && head.headers.hasTransferEncoding),
             tap: tap
@@ -282,7 +282,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         exchange.pendingParts.removeAll()
         connection.flush()
         if exchange.requestComplete {
-            exchange.requestEndedAt = exchange.requestEndedAt ?? .now()
+            exchange.requestEndedAt = exchange.requestEndedAt ?? context.eventLoop.now
             armTimer(by: exchange.requestEndedAt! + configuration.firstByteTimeout)
         }
         resumeClientReadsIfPossible()
@@ -312,7 +312,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
                 context.write(wrapOutboundOut(.head(informational)), promise: nil)
                 return
             }
-            let now = NIODeadline.now()
+            let now = context.eventLoop.now
             exchange.firstByteAt = now
             exchange.lastActivity = now
             let response = shared.responseRewriter.rewrite(
@@ -346,7 +346,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     }
 
     func upstreamReadComplete() {
-        exchange?.lastActivity = .now()
+        exchange?.lastActivity = context.eventLoop.now
         context.flush()
     }
 
@@ -420,9 +420,9 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             upstream.channel.close(promise: nil)
         }
         closing = true
+        finish(exchange, outcome: outcome)  // before closing, which reports a client abort otherwise
         context.flush()
         context.close(promise: nil)
-        finish(exchange, outcome: outcome)
     }
 
     private func respondWithoutExchange(_ error: ProxyError, requestHead: HTTPRequestHead? = nil) {
@@ -484,7 +484,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     private func finish(_ exchange: Exchange, outcome: ExchangeOutcome) {
         guard self.exchange === exchange else { return }
         self.exchange = nil
-        shared.observer?.exchangeFinished(exchange.summary(clientAddress: clientIP, outcome: outcome), tap: exchange.tap)
+        shared.observer?.exchangeFinished(exchange.summary(clientAddress: clientIP, outcome: outcome, now: context.eventLoop.now), tap: exchange.tap)
         if exchange.discardingRequest && !exchange.requestComplete {
             // The rest of this request's body is still arriving; the connection closes after the error.
             queued.removeAll()
@@ -494,7 +494,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             queued.removeAll()
             return
         }
-        idleSince = .now()
+        idleSince = context.eventLoop.now
         armTimer(by: idleSince + configuration.clientKeepaliveTimeout)
         while self.exchange == nil || self.exchange?.requestComplete == false, let part = queued.popFirst() {
             handle(part)
@@ -541,7 +541,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
 
     private func timerFired() {
         guard context.channel.isActive else { return }
-        let now = NIODeadline.now()
+        let now = context.eventLoop.now
         if let exchange {
             guard let deadline = exchange.deadline(
                 firstByteTimeout: configuration.firstByteTimeout, idleTimeout: configuration.idleTimeout)

@@ -33,12 +33,11 @@ final class Exchange {
     /// Last time bytes moved in either direction (for the idle timeout).
     var lastActivity: NIODeadline
 
-    init(clientHead: HTTPRequestHead, upstreamRequest: UpstreamRequest, keepClientAlive: Bool, tap: ExchangeTap?) {
+    init(clientHead: HTTPRequestHead, upstreamRequest: UpstreamRequest, now: NIODeadline, keepClientAlive: Bool, tap: ExchangeTap?) {
         self.clientHead = clientHead
         self.upstreamRequest = upstreamRequest
         self.keepClientAlive = keepClientAlive
         self.tap = tap
-        let now = NIODeadline.now()
         self.startedAt = now
         self.lastActivity = now
         self.startedAtEpochNanos = Exchange.wallClockNanos()
@@ -61,7 +60,7 @@ final class Exchange {
         }
     }
 
-    func summary(clientAddress: String?, outcome: ExchangeOutcome) -> ExchangeSummary {
+    func summary(clientAddress: String?, outcome: ExchangeOutcome, now: NIODeadline) -> ExchangeSummary {
         ExchangeSummary(
             requestID: upstreamRequest.requestID,
             method: clientHead.method,
@@ -71,7 +70,7 @@ final class Exchange {
             requestBodyBytes: requestBodyBytes,
             responseBodyBytes: responseBodyBytes,
             startedAtEpochNanos: startedAtEpochNanos,
-            duration: NIODeadline.now() - startedAt,
+            duration: now - startedAt,
             timeToFirstByte: firstByteAt.map { $0 - startedAt },
             outcome: outcome
         )

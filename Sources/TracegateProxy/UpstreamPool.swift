@@ -23,6 +23,7 @@ final class UpstreamConnection {
     init(channel: Channel, handler: UpstreamHandler) {
         self.channel = channel
         self.handler = handler
+        handler.connection = self
     }
 
     func write(_ part: HTTPClientRequestPart) { handler.write(part) }
@@ -100,8 +101,13 @@ final class UpstreamHandler: ChannelDuplexHandler {
     func flush() { context?.flush() }
 }
 
+/// Opens upstream connections; the seam where tests substitute in-memory channels.
+protocol UpstreamConnecting: Sendable {
+    func connect(on eventLoop: EventLoop) -> EventLoopFuture<UpstreamConnection>
+}
+
 /// Opens connections to the upstream (TCP, and TLS for https).
-struct UpstreamConnector {
+struct UpstreamConnector: UpstreamConnecting {
     let host: String
     let port: Int
     let connectTimeout: TimeAmount
@@ -149,11 +155,7 @@ struct UpstreamConnector {
                 }
             }
             .connect(host: host, port: port)
-            .map { channel in
-                let connection = UpstreamConnection(channel: channel, handler: handler)
-                handler.connection = connection
-                return connection
-            }
+            .map { channel in UpstreamConnection(channel: channel, handler: handler) }
     }
 }
 
@@ -161,12 +163,12 @@ struct UpstreamConnector {
 /// Only ever touched on its own event loop, so it needs no lock (hence `@unchecked Sendable`).
 final class UpstreamPool: @unchecked Sendable {
     let eventLoop: EventLoop
-    private let connector: UpstreamConnector
+    private let connector: UpstreamConnecting
     private let maxIdle: Int
     private var idle: [UpstreamConnection] = []
     private var closed = false
 
-    init(eventLoop: EventLoop, connector: UpstreamConnector, maxIdle: Int) {
+    init(eventLoop: EventLoop, connector: UpstreamConnecting, maxIdle: Int) {
         self.eventLoop = eventLoop
         self.connector = connector
         self.maxIdle = maxIdle

@@ -1,0 +1,273 @@
+import NIOCore
+import NIOEmbedded
+import NIOHTTP1
+import XCTest
+
+@testable import TracegateProxy
+
+/// Hands out in-memory upstream channels on the test's event loop, and records them.
+final class EmbeddedUpstreams: UpstreamConnecting, @unchecked Sendable {
+    let loop: EmbeddedEventLoop
+    private(set) var channels: [EmbeddedChannel] = []
+    /// When set, the next connect fails with this error.
+    var failNextConnect: Error?
+
+    init(loop: EmbeddedEventLoop) { self.loop = loop }
+
+    func connect(on eventLoop: EventLoop) -> EventLoopFuture<UpstreamConnection> {
+        if let error = failNextConnect {
+            failNextConnect = nil
+            return loop.makeFailedFuture(error)
+        }
+        let handler = UpstreamHandler()
+        let channel = EmbeddedChannel(loop: loop)
+        try! channel.pipeline.syncOperations.addHandler(handler)
+        try! channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 8000)).wait()
+        channels.append(channel)
+        return loop.makeSucceededFuture(UpstreamConnection(channel: channel, handler: handler))
+    }
+}
+
+/// Records finished exchanges.
+final class RecordingObserver: ExchangeObserver, @unchecked Sendable {
+    var summaries: [ExchangeSummary] = []
+    func exchangeFinished(_ summary: ExchangeSummary, tap: ExchangeTap?) { summaries.append(summary) }
+}
+
+/// Drives `ClientConnectionHandler` with typed HTTP parts on in-memory channels: no sockets, no sleeps.
+final class DataPlaneTests: XCTestCase {
+    private var loop: EmbeddedEventLoop!
+    private var upstreams: EmbeddedUpstreams!
+    private var observer: RecordingObserver!
+    private var client: EmbeddedChannel!
+    private var pool: UpstreamPool!
+
+    private func makeClient(_ configure: (inout ProxyConfiguration) -> Void = { _ in }) throws {
+        loop = EmbeddedEventLoop()
+        upstreams = EmbeddedUpstreams(loop: loop)
+        observer = RecordingObserver()
+        var configuration = ProxyConfiguration(upstream: .init(host: "backend", port: 8000, usesTLS: false))
+        configuration.firstByteTimeout = .seconds(10)
+        configuration.idleTimeout = .seconds(20)
+        configuration.clientKeepaliveTimeout = .seconds(30)
+        configure(&configuration)
+        pool = UpstreamPool(eventLoop: loop, connector: upstreams, maxIdle: 4)
+        let shared = ProxyShared(configuration: configuration, observer: observer)
+        client = EmbeddedChannel(loop: loop)
+        try client.pipeline.syncOperations.addHandler(ClientConnectionHandler(shared: shared, pool: pool))
+        try client.connect(to: SocketAddress(ipAddress: "10.1.2.3", port: 4000)).wait()
+    }
+
+    private func send(_ method: HTTPMethod = .GET, _ uri: String = "/v1/chat", headers: [(String, String)] = [], body: [String] = [], end: Bool = true) throws {
+        try client.writeInbound(HTTPServerRequestPart.head(
+            HTTPRequestHead(version: .http1_1, method: method, uri: uri, headers: HTTPHeaders([("Host", "proxy")] + headers))))
+        for part in body { try client.writeInbound(HTTPServerRequestPart.body(ByteBuffer(string: part))) }
+        if end { try client.writeInbound(HTTPServerRequestPart.end(nil)) }
+    }
+
+    private func upstreamParts(_ index: Int = 0) throws -> [HTTPClientRequestPart] {
+        var parts: [HTTPClientRequestPart] = []
+        while let part = try upstreams.channels[index].readOutbound(as: HTTPClientRequestPart.self) { parts.append(part) }
+        return parts
+    }
+
+    private func clientParts() throws -> [HTTPServerResponsePart] {
+        var parts: [HTTPServerResponsePart] = []
+        while let part = try client.readOutbound(as: HTTPServerResponsePart.self) { parts.append(part) }
+        return parts
+    }
+
+    private func respond(_ index: Int = 0, status: HTTPResponseStatus = .ok, headers: [(String, String)] = [("Content-Length", "2")], body: [String] = ["ok"], end: Bool = true) throws {
+        let upstream = upstreams.channels[index]
+        try upstream.writeInbound(HTTPClientResponsePart.head(HTTPResponseHead(version: .http1_1, status: status, headers: HTTPHeaders(headers))))
+        for part in body { try upstream.writeInbound(HTTPClientResponsePart.body(ByteBuffer(string: part))) }
+        if end { try upstream.writeInbound(HTTPClientResponsePart.end(nil)) }
+    }
+
+    private func status(of parts: [HTTPServerResponsePart]) -> UInt? {
+        for case .head(let head) in parts { return head.status.code }
+        return nil
+    }
+
+    private func bodyText(of parts: [HTTPServerResponsePart]) -> String {
+        parts.compactMap { part -> String? in
+            if case .body(.byteBuffer(let buffer)) = part { return String(buffer: buffer) }
+            return nil
+        }.joined()
+    }
+
+    override func tearDown() {
+        _ = try? client?.finish()
+        for channel in upstreams?.channels ?? [] { _ = try? channel.finish() }
+    }
+
+    // MARK: Forwarding
+
+    func testRequestBodyIsForwardedPartByPartBeforeTheRequestEnds() throws {
+        try makeClient()
+        try send(.POST, "/upload", headers: [("Transfer-Encoding", "chunked")], body: ["one"], end: false)
+        var parts = try upstreamParts()
+        guard case .head(let head) = parts.first else { return XCTFail("no head upstream: \(parts)") }
+        XCTAssertEqual(head.headers["x-forwarded-for"], ["10.1.2.3"])
+        XCTAssertEqual(parts.count, 2, "the first body part must go upstream before the request ends")
+        try client.writeInbound(HTTPServerRequestPart.body(ByteBuffer(string: "two")))
+        try client.writeInbound(HTTPServerRequestPart.end(nil))
+        parts = try upstreamParts()
+        XCTAssertEqual(parts.count, 2)
+        guard case .end = parts.last else { return XCTFail("no end upstream") }
+    }
+
+    func testEachStreamedResponsePartReachesTheClientAsItArrives() throws {
+        try makeClient()
+        try send()
+        _ = try upstreamParts()
+        try respond(headers: [("Content-Type", "text/event-stream"), ("Transfer-Encoding", "chunked")], body: [], end: false)
+        let head = try clientParts()
+        XCTAssertEqual(status(of: head), 200)
+        for event in ["data: 1\n\n", "data: 2\n\n"] {
+            try upstreams.channels[0].writeInbound(HTTPClientResponsePart.body(ByteBuffer(string: event)))
+            // EmbeddedChannel only surfaces flushed writes: each event must have been flushed on its own.
+            XCTAssertEqual(bodyText(of: try clientParts()), event)
+        }
+        try upstreams.channels[0].writeInbound(HTTPClientResponsePart.end(nil))
+        guard case .end = try clientParts().last else { return XCTFail("no end to the client") }
+        XCTAssertEqual(observer.summaries.first?.outcome, .completed)
+        XCTAssertEqual(observer.summaries.first?.responseBodyBytes, 18)
+    }
+
+    func testUpstreamConnectionIsReusedForTheNextRequest() throws {
+        try makeClient()
+        try send()
+        try respond()
+        try send()
+        try respond()
+        XCTAssertEqual(upstreams.channels.count, 1)
+        XCTAssertEqual(observer.summaries.count, 2)
+    }
+
+    func testPipelinedRequestsAreAnsweredInOrder() throws {
+        try makeClient()
+        try send(.GET, "/first")
+        try send(.GET, "/second")
+        XCTAssertEqual(upstreams.channels.count, 1, "the second request waits for the first")
+        try respond(body: ["r1"])
+        try respond(body: ["r2"])
+        let parts = try clientParts()
+        XCTAssertEqual(bodyText(of: parts), "r1r2")
+        XCTAssertEqual(observer.summaries.map(\.target), ["/first", "/second"])
+    }
+
+    // MARK: Backpressure
+
+    func testUpstreamReadsAreHeldWhileTheClientIsNotWritable() throws {
+        try makeClient()
+        try send()
+        try respond(headers: [("Transfer-Encoding", "chunked")], body: ["a"], end: false)
+        let handler = try upstreams.channels[0].pipeline.syncOperations.handler(type: UpstreamHandler.self)
+        client.isWritable = false
+        client.pipeline.fireChannelWritabilityChanged()
+        XCTAssertFalse((handler.owner?.mayReadUpstream) ?? true)
+        client.isWritable = true
+        client.pipeline.fireChannelWritabilityChanged()
+        XCTAssertTrue((handler.owner?.mayReadUpstream) ?? false)
+    }
+
+    // MARK: Failures
+
+    func testRefusedConnectAnswers502WithJSON() throws {
+        try makeClient()
+        upstreams.failNextConnect = IOError(errnoCode: ECONNREFUSED, reason: "connect")
+        try send()
+        let parts = try clientParts()
+        XCTAssertEqual(status(of: parts), 502)
+        XCTAssertTrue(bodyText(of: parts).contains("\"error\":\"upstream unreachable: connection refused\""), bodyText(of: parts))
+        XCTAssertEqual(observer.summaries.first?.status, 502)
+    }
+
+    func testUpstreamThatClosesBeforeRespondingGets502() throws {
+        try makeClient()
+        try send(.POST, "/x", headers: [("Content-Length", "1")], body: ["x"])
+        try upstreams.channels[0].close().wait()
+        XCTAssertEqual(status(of: try clientParts()), 502)
+    }
+
+    func testStalePooledConnectionIsRetriedOnceForIdempotentRequests() throws {
+        try makeClient()
+        try send()
+        try respond()
+        _ = try clientParts()
+        try send()
+        try upstreams.channels[0].close().wait()  // the upstream had closed the pooled connection
+        XCTAssertEqual(upstreams.channels.count, 2, "a fresh connection is opened")
+        try respond(1)
+        XCTAssertEqual(status(of: try clientParts()), 200)
+    }
+
+    func testFirstByteTimeoutAnswers504() throws {
+        try makeClient()
+        try send()
+        loop.advanceTime(by: .seconds(9))
+        XCTAssertNil(status(of: try clientParts()))
+        loop.advanceTime(by: .seconds(2))
+        XCTAssertEqual(status(of: try clientParts()), 504)
+        XCTAssertFalse(upstreams.channels[0].isActive, "the upstream connection is closed")
+    }
+
+    func testIdleUpstreamMidStreamCutsTheClientConnection() throws {
+        try makeClient()
+        try send()
+        try respond(headers: [("Transfer-Encoding", "chunked")], body: ["a"], end: false)
+        loop.advanceTime(by: .seconds(21))
+        XCTAssertFalse(client.isActive)
+        XCTAssertFalse(upstreams.channels[0].isActive)
+        if case .upstreamTimeout = observer.summaries.first?.outcome {} else { XCTFail("\(observer.summaries)") }
+    }
+
+    func testStreamedBodyOverTheLimitAnswers413AndClosesTheUpstream() throws {
+        try makeClient { $0.maxBodyBytes = 4 }
+        try send(.POST, "/x", headers: [("Transfer-Encoding", "chunked")], body: ["abc", "def"], end: false)
+        XCTAssertEqual(status(of: try clientParts()), 413)
+        XCTAssertFalse(upstreams.channels[0].isActive)
+    }
+
+    func testClientDisconnectMidResponseClosesTheUpstream() throws {
+        try makeClient()
+        try send()
+        try respond(headers: [("Transfer-Encoding", "chunked")], body: ["a"], end: false)
+        try client.close().wait()
+        XCTAssertFalse(upstreams.channels[0].isActive)
+        XCTAssertEqual(observer.summaries.first?.outcome, .clientAborted)
+    }
+
+    // MARK: Connection lifecycle
+
+    func testIdleKeepAliveConnectionIsClosedAfterTheTimeout() throws {
+        try makeClient()
+        loop.advanceTime(by: .seconds(29))
+        XCTAssertTrue(client.isActive)
+        loop.advanceTime(by: .seconds(2))
+        XCTAssertFalse(client.isActive)
+    }
+
+    func testQuiesceClosesAfterTheInFlightExchange() throws {
+        try makeClient()
+        try send()
+        client.pipeline.fireUserInboundEventTriggered(QuiesceEvent())
+        XCTAssertTrue(client.isActive, "the in-flight exchange goes on")
+        try respond()
+        let parts = try clientParts()
+        guard case .head(let head) = parts.first else { return XCTFail("no response") }
+        XCTAssertEqual(head.headers["connection"], ["close"])
+        XCTAssertFalse(client.isActive)
+    }
+
+    func testQuiesceClosesAnIdleConnectionAtOnce() throws {
+        try makeClient()
+        client.pipeline.fireUserInboundEventTriggered(QuiesceEvent())
+        XCTAssertFalse(client.isActive)
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif
