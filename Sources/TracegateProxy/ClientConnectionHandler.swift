@@ -322,6 +322,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
                 requestID: exchange.upstreamRequest.requestID
             )
             exchange.upstreamFraming = response.upstreamFraming
+            exchange.upstreamKeepsAlive = head.isKeepAlive
             exchange.closeClientAfter = response.closeAfter
             exchange.responseStarted = true
             exchange.status = Int(head.status.code)
@@ -334,7 +335,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         case .end(let trailers):
             if let upstream = exchange.upstream {
                 exchange.upstream = nil
-                if exchange.requestComplete && exchange.upstreamFraming != .untilClose {
+                if exchange.requestComplete && exchange.upstreamKeepsAlive && exchange.upstreamFraming != .untilClose {
                     pool.release(upstream)
                 } else {
                     upstream.handler.owner = nil

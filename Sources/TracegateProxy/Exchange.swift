@@ -29,6 +29,8 @@ final class Exchange {
     var firstByteAt: NIODeadline?
     var responseBodyBytes = 0
     var upstreamFraming: BodyFraming = .none
+    /// False when the upstream's response said it will close the connection.
+    var upstreamKeepsAlive = true
     var closeClientAfter = false
     /// Last time bytes moved in either direction (for the idle timeout).
     var lastActivity: NIODeadline

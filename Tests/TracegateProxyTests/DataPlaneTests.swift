@@ -145,6 +145,15 @@ final class DataPlaneTests: XCTestCase {
         XCTAssertEqual(observer.summaries.count, 2)
     }
 
+    func testUpstreamConnectionThatAnnouncedCloseIsNotPooled() throws {
+        try makeClient()
+        try send()
+        try respond(headers: [("Content-Length", "2"), ("Connection", "close")])
+        XCTAssertFalse(upstreams.channels[0].isActive)
+        try send()
+        XCTAssertEqual(upstreams.channels.count, 2)
+    }
+
     func testPipelinedRequestsAreAnsweredInOrder() throws {
         try makeClient()
         try send(.GET, "/first")
