@@ -47,6 +47,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     private let pool: UpstreamPool
     private var context: ChannelHandlerContext!
     private var clientIP: String?
+    private var requestIDs = RequestIDGenerator()
 
     private var exchange: Exchange?
     private var queued = CircularBuffer<HTTPServerRequestPart>()
@@ -204,7 +205,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             respondWithoutExchange(rejection, requestHead: head)
             return
         }
-        guard let upstreamRequest = shared.requestRewriter.rewrite(head, clientIP: clientIP) else {
+        guard let upstreamRequest = shared.requestRewriter.rewrite(head, clientIP: clientIP, ids: &requestIDs) else {
             closing = true
             respondWithoutExchange(.malformedRequest("invalid request target"), requestHead: head)
             return
@@ -429,7 +430,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     private func respondWithoutExchange(_ error: ProxyError, requestHead: HTTPRequestHead? = nil) {
         let requestID =
             requestHead.flatMap { $0.headers.first(name: configuration.requestIDHeader) }.flatMap { $0.isEmpty ? nil : $0 }
-            ?? RequestID.generate()
+            ?? requestIDs.generate()
         writeError(error, requestID: requestID, version: requestHead?.version ?? .http1_1)
         if let requestHead, let observer = shared.observer {
             var summary = ExchangeSummary(

@@ -26,7 +26,9 @@ struct RequestHeadRewriter {
     }
 
     /// The upstream head for `clientHead`, or nil when its request target cannot be forwarded.
-    func rewrite(_ clientHead: HTTPRequestHead, clientIP: String?, scheme: String = "http") -> UpstreamRequest? {
+    func rewrite(
+        _ clientHead: HTTPRequestHead, clientIP: String?, ids: inout RequestIDGenerator, scheme: String = "http"
+    ) -> UpstreamRequest? {
         guard let target = Self.originForm(clientHead.uri) else { return nil }
         var headers = clientHead.headers
         let framing: BodyFraming =
@@ -65,7 +67,7 @@ struct RequestHeadRewriter {
             requestID = given
             generated = false
         } else {
-            requestID = RequestID.generate()
+            requestID = ids.generate()
             generated = true
             headers.replaceOrAdd(name: requestIDHeader, value: requestID)
         }

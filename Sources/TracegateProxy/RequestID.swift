@@ -1,19 +1,43 @@
 /// Random (version 4) UUIDs for requests that arrive without an id.
-enum RequestID {
+///
+/// Each generator is seeded once from the system's random source and then runs in user space
+/// (xoshiro256**): asking the kernel for every id cost two `getrandom` syscalls per request.
+struct RequestIDGenerator {
     private static let hex: [UInt8] = Array("0123456789abcdef".utf8)
+    private var state: (UInt64, UInt64, UInt64, UInt64)
+
+    init() {
+        var seed = SystemRandomNumberGenerator()
+        state = (seed.next(), seed.next(), seed.next(), seed.next())
+        if state == (0, 0, 0, 0) { state.0 = 0x9E37_79B9_7F4A_7C15 }
+    }
+
+    private mutating func next() -> UInt64 {
+        let result = rotl(state.1 &* 5, 7) &* 9
+        let t = state.1 << 17
+        state.2 ^= state.0
+        state.3 ^= state.1
+        state.1 ^= state.2
+        state.0 ^= state.3
+        state.2 ^= t
+        state.3 = rotl(state.3, 45)
+        return result
+    }
+
+    @inline(__always)
+    private func rotl(_ x: UInt64, _ k: UInt64) -> UInt64 { (x << k) | (x >> (64 - k)) }
 
     /// A lowercase RFC 9562 version-4 UUID, e.g. `1b4e28ba-2fa1-4d2b-883f-0016d3cca427`.
-    static func generate() -> String {
-        var rng = SystemRandomNumberGenerator()
-        var high = rng.next() as UInt64
-        var low = rng.next() as UInt64
+    mutating func generate() -> String {
+        var high = next()
+        var low = next()
         high = (high & 0xFFFF_FFFF_FFFF_0FFF) | 0x0000_0000_0000_4000  // version 4
         low = (low & 0x3FFF_FFFF_FFFF_FFFF) | 0x8000_0000_0000_0000  // variant 10
         return String(unsafeUninitializedCapacity: 36) { buffer in
             var i = 0
             func put(_ value: UInt64, nibbles: Int) {
                 for shift in stride(from: (nibbles - 1) * 4, through: 0, by: -4) {
-                    buffer[i] = hex[Int((value >> UInt64(shift)) & 0xF)]
+                    buffer[i] = Self.hex[Int((value >> UInt64(shift)) & 0xF)]
                     i += 1
                 }
             }

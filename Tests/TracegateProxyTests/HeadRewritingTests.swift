@@ -4,6 +4,17 @@ import XCTest
 @testable import TracegateProxy
 
 final class HeadRewritingTests: XCTestCase {
+    private var ids = RequestIDGenerator()
+
+    func testGeneratedRequestIDsAreDistinctVersion4UUIDs() throws {
+        let pattern = try Regex("[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+        let generated = (0..<1000).map { _ in ids.generate() }
+        XCTAssertEqual(Set(generated).count, 1000)
+        for id in generated { XCTAssertNotNil(id.wholeMatch(of: pattern), id) }
+        var first = RequestIDGenerator()
+        var second = RequestIDGenerator()
+        XCTAssertNotEqual(first.generate(), second.generate(), "each generator has its own seed")
+    }
     private func configuration(basePath: String = "", port: Int = 8000) -> ProxyConfiguration {
         ProxyConfiguration(upstream: .init(host: "backend.internal", port: port, usesTLS: false, basePath: basePath))
     }
@@ -31,7 +42,7 @@ final class HeadRewritingTests: XCTestCase {
     func testUpstreamRequestGetsForwardingHeadersAndTheUpstreamHost() throws {
         let rewriter = RequestHeadRewriter(configuration: configuration())
         let result = try XCTUnwrap(
-            rewriter.rewrite(head([("Host", "api.example.com"), ("X-Forwarded-For", "10.0.0.1"), ("Content-Length", "2")], .POST, "/v1/chat?x=1"), clientIP: "127.0.0.1"))
+            rewriter.rewrite(head([("Host", "api.example.com"), ("X-Forwarded-For", "10.0.0.1"), ("Content-Length", "2")], .POST, "/v1/chat?x=1"), clientIP: "127.0.0.1", ids: &ids))
         let h = result.head.headers
         XCTAssertEqual(h["host"], ["backend.internal:8000"])
         XCTAssertEqual(h["x-forwarded-for"], ["10.0.0.1, 127.0.0.1"])
@@ -46,30 +57,30 @@ final class HeadRewritingTests: XCTestCase {
     func testPreserveHostKeepsTheClientsHost() throws {
         var config = configuration()
         config.preserveHost = true
-        let result = try XCTUnwrap(RequestHeadRewriter(configuration: config).rewrite(head([("Host", "api.example.com")]), clientIP: nil))
+        let result = try XCTUnwrap(RequestHeadRewriter(configuration: config).rewrite(head([("Host", "api.example.com")]), clientIP: nil, ids: &ids))
         XCTAssertEqual(result.head.headers["host"], ["api.example.com"])
     }
 
     func testViaAndNoForwardingHeaders() throws {
         var config = configuration()
         config.forwardedHeaders = .via
-        let via = try XCTUnwrap(RequestHeadRewriter(configuration: config).rewrite(head([("Via", "1.0 edge")]), clientIP: "1.2.3.4"))
+        let via = try XCTUnwrap(RequestHeadRewriter(configuration: config).rewrite(head([("Via", "1.0 edge")]), clientIP: "1.2.3.4", ids: &ids))
         XCTAssertEqual(via.head.headers["via"], ["1.0 edge, 1.1 tracegate"])
         XCTAssertFalse(via.head.headers.contains(name: "x-forwarded-for"))
         config.forwardedHeaders = .none
-        let none = try XCTUnwrap(RequestHeadRewriter(configuration: config).rewrite(head([]), clientIP: "1.2.3.4"))
+        let none = try XCTUnwrap(RequestHeadRewriter(configuration: config).rewrite(head([]), clientIP: "1.2.3.4", ids: &ids))
         XCTAssertFalse(none.head.headers.contains(name: "via"))
         XCTAssertFalse(none.head.headers.contains(name: "x-forwarded-for"))
     }
 
     func testRequestIDIsGeneratedWhenAbsentAndKeptWhenPresent() throws {
         let rewriter = RequestHeadRewriter(configuration: configuration())
-        let generated = try XCTUnwrap(rewriter.rewrite(head([]), clientIP: nil))
+        let generated = try XCTUnwrap(rewriter.rewrite(head([]), clientIP: nil, ids: &ids))
         XCTAssertTrue(generated.requestIDWasGenerated)
         XCTAssertEqual(generated.head.headers["x-request-id"], [generated.requestID])
         XCTAssertNotNil(try generated.requestID.wholeMatch(of: Regex("[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")))
 
-        let given = try XCTUnwrap(rewriter.rewrite(head([("x-request-id", "abc \"quoted\"")]), clientIP: nil))
+        let given = try XCTUnwrap(rewriter.rewrite(head([("x-request-id", "abc \"quoted\"")]), clientIP: nil, ids: &ids))
         XCTAssertFalse(given.requestIDWasGenerated)
         XCTAssertEqual(given.requestID, "abc \"quoted\"")
         XCTAssertEqual(given.head.headers["x-request-id"], ["abc \"quoted\""])
@@ -77,14 +88,14 @@ final class HeadRewritingTests: XCTestCase {
 
     func testChunkedUploadsStayChunked() throws {
         let result = try XCTUnwrap(
-            RequestHeadRewriter(configuration: configuration()).rewrite(head([("Transfer-Encoding", "chunked")], .POST, "/"), clientIP: nil))
+            RequestHeadRewriter(configuration: configuration()).rewrite(head([("Transfer-Encoding", "chunked")], .POST, "/"), clientIP: nil, ids: &ids))
         XCTAssertEqual(result.framing, .chunked)
         XCTAssertEqual(result.head.headers["transfer-encoding"], ["chunked"])
     }
 
     func testBasePathIsPrependedAndAbsoluteFormIsReducedToOriginForm() throws {
         let rewriter = RequestHeadRewriter(configuration: configuration(basePath: "/api"))
-        XCTAssertEqual(rewriter.rewrite(head([], .GET, "/v1?q=1"), clientIP: nil)?.head.uri, "/api/v1?q=1")
+        XCTAssertEqual(rewriter.rewrite(head([], .GET, "/v1?q=1"), clientIP: nil, ids: &ids)?.head.uri, "/api/v1?q=1")
         XCTAssertEqual(RequestHeadRewriter.originForm("http://example.com/a/b?c=d"), "/a/b?c=d")
         XCTAssertEqual(RequestHeadRewriter.originForm("http://example.com"), "/")
         XCTAssertEqual(RequestHeadRewriter.originForm("http://example.com?x=1"), "/?x=1")
