@@ -53,6 +53,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     private var queued = CircularBuffer<HTTPServerRequestPart>()
     private var readPending = false
     private var upstreamNeedsFlush = false
+    private var clientNeedsFlush = false
     /// No new exchange starts; the connection closes once the current one ends.
     private var closing = false
     private var idleSince = NIODeadline.uptimeNanoseconds(0)
@@ -311,6 +312,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
                 HopByHop.strip(&informational.headers)
                 informational.version = exchange.clientHead.version
                 context.write(wrapOutboundOut(.head(informational)), promise: nil)
+                clientNeedsFlush = true
                 return
             }
             let now = context.eventLoop.now
@@ -329,10 +331,12 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             exchange.status = Int(head.status.code)
             exchange.tap?.responseHead(head)
             context.write(wrapOutboundOut(.head(response.head)), promise: nil)
+            clientNeedsFlush = true
         case .body(let buffer):
             exchange.responseBodyBytes += buffer.readableBytes
             exchange.tap?.responseBody(buffer)
             context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+            clientNeedsFlush = true
         case .end(let trailers):
             if let upstream = exchange.upstream {
                 exchange.upstream = nil
@@ -348,6 +352,8 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     }
 
     func upstreamReadComplete() {
+        guard clientNeedsFlush else { return }
+        clientNeedsFlush = false
         exchange?.lastActivity = context.eventLoop.now
         context.flush()
     }
@@ -379,6 +385,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     // MARK: Ending exchanges
 
     private func completeResponse(of exchange: Exchange, trailers: HTTPHeaders?) {
+        clientNeedsFlush = false
         let close = exchange.closeClientAfter || closing || !exchange.requestComplete
         if close {
             closing = true

@@ -26,55 +26,78 @@ struct RequestHeadRewriter {
     }
 
     /// The upstream head for `clientHead`, or nil when its request target cannot be forwarded.
+    ///
+    /// Built in one pass over the client's fields (plus a first look for `Connection`): this runs
+    /// for every request, so it avoids the repeated scans of `HTTPHeaders.replaceOrAdd`.
     func rewrite(
         _ clientHead: HTTPRequestHead, clientIP: String?, ids: inout RequestIDGenerator, scheme: String = "http"
     ) -> UpstreamRequest? {
         guard let target = Self.originForm(clientHead.uri) else { return nil }
-        var headers = clientHead.headers
-        let framing: BodyFraming =
-            headers.hasTransferEncoding ? .chunked : (headers.contains(name: "content-length") ? .contentLength : .none)
-        HopByHop.strip(&headers)
-        if framing == .chunked { headers.add(name: "transfer-encoding", value: "chunked") }
+        let named = HopByHop.namedInConnection(clientHead.headers)
+        let addsXForwarded = forwardedHeaders.addsXForwarded
+        let addsVia = forwardedHeaders.addsVia
 
-        let clientHost = headers.first(name: "host")
-        if !preserveHost || clientHost == nil {
-            headers.replaceOrAdd(name: "host", value: upstreamHostHeader)
+        var headers = HTTPHeaders()
+        headers.reserveCapacity(clientHead.headers.count + 6)
+        var framing = BodyFraming.none
+        var clientHost: String?
+        var priorForwardedFor: String?
+        var priorVia: String?
+        var givenRequestID: String?
+        if !preserveHost { headers.add(name: "Host", value: upstreamHostHeader) }
+
+        for (name, value) in clientHead.headers {
+            switch RequestField(name, requestIDHeader: requestIDHeader) {
+            case .hopByHop:
+                continue
+            case .transferEncoding:
+                framing = .chunked
+                continue
+            case .contentLength:
+                if framing == .none { framing = .contentLength }
+            case .host:
+                if clientHost == nil { clientHost = value }
+                if !preserveHost { continue }
+            case .forwardedFor where addsXForwarded:
+                priorForwardedFor = priorForwardedFor.map { $0 + ", " + value } ?? value
+                continue
+            case .forwardedProto where addsXForwarded, .forwardedHost where addsXForwarded:
+                continue
+            case .via where addsVia:
+                priorVia = priorVia.map { $0 + ", " + value } ?? value
+                continue
+            case .requestID:
+                if givenRequestID == nil, !value.isEmpty { givenRequestID = value }
+            case .other, .forwardedFor, .forwardedProto, .forwardedHost, .via:
+                break
+            }
+            if !named.isEmpty, named.contains(where: { name.equalsIgnoringASCIICase($0) }) { continue }
+            headers.add(name: name, value: value)
         }
-        if forwardedHeaders.addsXForwarded {
+
+        if preserveHost && clientHost == nil { headers.add(name: "Host", value: upstreamHostHeader) }
+        if framing == .chunked { headers.add(name: "Transfer-Encoding", value: "chunked") }
+        if addsXForwarded {
             if let clientIP {
-                let prior = headers[canonicalForm: "x-forwarded-for"]
-                if prior.isEmpty {
-                    headers.add(name: "X-Forwarded-For", value: clientIP)
-                } else {
-                    headers.replaceOrAdd(name: "X-Forwarded-For", value: prior.joined(separator: ", ") + ", " + clientIP)
-                }
+                headers.add(name: "X-Forwarded-For", value: priorForwardedFor.map { $0 + ", " + clientIP } ?? clientIP)
+            } else if let priorForwardedFor {
+                headers.add(name: "X-Forwarded-For", value: priorForwardedFor)
             }
-            headers.replaceOrAdd(name: "X-Forwarded-Proto", value: scheme)
-            if let clientHost { headers.replaceOrAdd(name: "X-Forwarded-Host", value: clientHost) }
+            headers.add(name: "X-Forwarded-Proto", value: scheme)
+            if let clientHost { headers.add(name: "X-Forwarded-Host", value: clientHost) }
         }
-        if forwardedHeaders.addsVia {
-            let via = "1.1 tracegate"
-            if let prior = headers.first(name: "via") {
-                headers.replaceOrAdd(name: "Via", value: prior + ", " + via)
-            } else {
-                headers.add(name: "Via", value: via)
-            }
-        }
+        if addsVia { headers.add(name: "Via", value: priorVia.map { $0 + ", 1.1 tracegate" } ?? "1.1 tracegate") }
 
         let requestID: String
-        let generated: Bool
-        if let given = headers.first(name: requestIDHeader), !given.isEmpty {
-            requestID = given
-            generated = false
+        if let givenRequestID {
+            requestID = givenRequestID
         } else {
             requestID = ids.generate()
-            generated = true
-            headers.replaceOrAdd(name: requestIDHeader, value: requestID)
+            headers.add(name: requestIDHeader, value: requestID)
         }
-
-        var head = HTTPRequestHead(version: .http1_1, method: clientHead.method, uri: basePath + target, headers: headers)
-        if basePath.isEmpty || target == "*" { head.uri = target }
-        return UpstreamRequest(head: head, requestID: requestID, requestIDWasGenerated: generated, framing: framing)
+        let uri = basePath.isEmpty || target == "*" ? target : basePath + target
+        let head = HTTPRequestHead(version: .http1_1, method: clientHead.method, uri: uri, headers: headers)
+        return UpstreamRequest(head: head, requestID: requestID, requestIDWasGenerated: givenRequestID == nil, framing: framing)
     }
 
     /// The origin-form of a request target: `/path?query` or `*`; absolute-form is reduced to its path.
@@ -90,6 +113,33 @@ struct RequestHeadRewriter {
             return pathAndQuery.first == "?" ? "/" + pathAndQuery : String(pathAndQuery)
         }
         return "/"
+    }
+}
+
+/// The request fields the rewriter treats specially, recognised by length first, then by name.
+private enum RequestField {
+    case hopByHop, transferEncoding, contentLength, host, forwardedFor, forwardedProto, forwardedHost, via, requestID, other
+
+    @inline(__always)
+    init(_ name: String, requestIDHeader: String) {
+        switch name.utf8.count {
+        case 3: self = name.equalsLowercased("via") ? .via : .other
+        case 4: self = name.equalsLowercased("host") ? .host : .other
+        case 14: self = name.equalsLowercased("content-length") ? .contentLength : .other
+        case 15: self = name.equalsLowercased("x-forwarded-for") ? .forwardedFor : .other
+        case 16: self = name.equalsLowercased("x-forwarded-host") ? .forwardedHost : .other
+        case 17:
+            if name.equalsLowercased("transfer-encoding") { self = .transferEncoding; return }
+            self = name.equalsLowercased("x-forwarded-proto") ? .forwardedProto : .other
+        default: self = .other
+        }
+        if case .other = self {
+            if HopByHop.classify(name).hopByHop {
+                self = .hopByHop
+            } else if name.utf8.count == requestIDHeader.utf8.count && name.equalsIgnoringASCIICase(requestIDHeader) {
+                self = .requestID
+            }
+        }
     }
 }
 
@@ -114,22 +164,39 @@ struct ResponseHeadRewriter {
         _ upstreamHead: HTTPResponseHead, requestIsHEAD: Bool, clientVersion: HTTPVersion,
         keepClientAlive: Bool, requestID: String
     ) -> ClientResponse {
-        var headers = upstreamHead.headers
         let code = upstreamHead.status.code
         let statusHasBody = !(code < 200 || code == 204 || code == 304)
+        let named = HopByHop.namedInConnection(upstreamHead.headers)
+        var headers = HTTPHeaders()
+        headers.reserveCapacity(upstreamHead.headers.count + 3)
+        var advertisedChunked = false
+        var hasContentLength = false
+        var hasRequestID = false
+        for (name, value) in upstreamHead.headers {
+            let kind = HopByHop.classify(name)
+            if kind.hopByHop {
+                if name.utf8.count == 17 { advertisedChunked = true }  // transfer-encoding
+                continue
+            }
+            if !named.isEmpty, named.contains(where: { name.equalsIgnoringASCIICase($0) }) { continue }
+            if name.utf8.count == 14 && name.equalsLowercased("content-length") {
+                hasContentLength = true
+            } else if !hasRequestID && name.equalsIgnoringASCIICase(requestIDHeader) {
+                hasRequestID = true
+            }
+            headers.add(name: name, value: value)
+        }
         let upstreamFraming: BodyFraming
         if requestIsHEAD || !statusHasBody {
             upstreamFraming = .none
-        } else if headers.hasTransferEncoding {
+        } else if advertisedChunked {
             upstreamFraming = .chunked
-        } else if headers.contains(name: "content-length") {
+        } else if hasContentLength {
             upstreamFraming = .contentLength
         } else {
             upstreamFraming = .untilClose
         }
 
-        let advertisedChunked = headers.hasTransferEncoding
-        HopByHop.strip(&headers)
         var closeAfter = !keepClientAlive
         switch upstreamFraming {
         case .contentLength:
@@ -146,7 +213,7 @@ struct ResponseHeadRewriter {
                 closeAfter = true  // an HTTP/1.0 client reads to the end of the connection
             }
         }
-        if code >= 200 && !headers.contains(name: requestIDHeader) {
+        if code >= 200 && !hasRequestID {
             headers.add(name: requestIDHeader, value: requestID)
         }
         if code >= 200 {

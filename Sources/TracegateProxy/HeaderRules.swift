@@ -31,6 +31,18 @@ enum HopByHop {
         }
     }
 
+    /// The field names listed in `Connection` (empty, without allocating, when there is none).
+    static func namedInConnection(_ headers: HTTPHeaders) -> [Substring] {
+        var named: [Substring] = []
+        for (name, value) in headers where name.utf8.count == 10 && name.equalsLowercased("connection") {
+            for token in value.split(separator: ",") {
+                let trimmed = token.trimmingASCIISpaces()
+                if !trimmed.isEmpty { named.append(trimmed) }
+            }
+        }
+        return named
+    }
+
     /// Removes every hop-by-hop field and every field named in `Connection`.
     /// Does not copy or allocate when there is nothing to remove (the common case).
     static func strip(_ headers: inout HTTPHeaders) {
