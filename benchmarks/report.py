@@ -1,0 +1,334 @@
+"""Turns the raw per-run results into medians, same-round ratios, PASS/FAIL and Markdown.
+
+- Every figure is the median over rounds, with the per-round range [min–max].
+- Ratios are computed within a round (tracegate ÷ nginx measured minutes apart on the same
+  machine state), then their median is taken: that cancels most of the noise of a shared VM.
+- Added latency at c=1 = proxied p50 − direct p50, same round.
+- Streaming: time to first event per round = median of that round's tries; added = that
+  minus direct's median in the same round.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+# Targets from the issue.
+MIN_RPS_RATIO = 0.9          # tracegate rps ÷ nginx rps at c=32
+MAX_ADDED_P50_MS = 0.1       # at c=1, over direct
+MAX_ADDED_TTFE_MS = 1.0      # first SSE event, over direct
+MAX_RSS_MIB = 40.0           # tracegate VmRSS at the end of the c=32 run (largest round)
+SSE_GAP_MS, SSE_GAP_TOL_MS = 50.0, 5.0
+BUSY_BG_PCT = 25             # other work on the machine during a run, % of one core
+
+LABELS = {
+    "direct": "direct to origin",
+    "nginx": "nginx proxy, 1 worker",
+    "tracegate": "**tracegate** (default threads)",
+    "tracegate-t1": "tracegate, `--threads 1`",
+}
+
+
+def label(name: str) -> str:
+    return LABELS.get(name, name)
+
+
+def _med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def _agg(xs) -> dict | None:
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return None
+    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "n": len(xs)}
+
+
+def _runs_by(results: dict) -> dict:
+    """(round, load, target) -> run, for runs without an error."""
+    out = {}
+    for r in results["runs"]:
+        if not r.get("error"):
+            out[(r["round"], r["load"], r["target"])] = r
+    return out
+
+
+def summarize(results: dict) -> dict:
+    targets = results["targets"]
+    rounds = sorted({r["round"] for r in results["runs"]})
+    by = _runs_by(results)
+    tg_names = [t for t in targets if t.startswith("tracegate")]
+    proxies = [t for t in targets if t != "direct"]
+    s: dict = {"figures": {}, "ratios": {}, "sse": {}, "targets": {}, "warnings": []}
+
+    for t in targets:
+        f = {}
+        for load in ("c32", "c1"):
+            runs = [by[(r, load, t)] for r in rounds if (r, load, t) in by]
+            f[load] = {k: _agg([x.get(k) for x in runs]) for k in
+                       ("rps", "p50_ms", "p99_ms", "cpu_pct", "cpu_us_per_req", "rss_mib",
+                        "hwm_mib", "bg_cpu_pct")}
+        f["c1"]["added_p50_ms"] = _agg(
+            [by[(r, "c1", t)]["p50_ms"] - by[(r, "c1", "direct")]["p50_ms"]
+             for r in rounds if (r, "c1", t) in by and (r, "c1", "direct") in by])
+        f["bg_cpu_pct"] = _agg([x.get("bg_cpu_pct") for x in results["runs"]
+                                if x["target"] == t and not x.get("error")])
+        s["figures"][t] = f
+
+    if "nginx" in targets:
+        for t in proxies:
+            if t == "nginx":
+                continue
+            rt = {}
+            for load in ("c32", "c1"):
+                pairs = [(by[(r, load, t)], by[(r, load, "nginx")]) for r in rounds
+                         if (r, load, t) in by and (r, load, "nginx") in by]
+                rt[f"rps_{load}"] = _agg([a["rps"] / b["rps"] for a, b in pairs if b["rps"]])
+                rt[f"cpu_per_req_{load}"] = _agg(
+                    [a["cpu_us_per_req"] / b["cpu_us_per_req"] for a, b in pairs
+                     if a.get("cpu_us_per_req") and b.get("cpu_us_per_req")])
+            s["ratios"][t] = rt
+
+    # Streaming.
+    sse_by = {(x["round"], x["target"]): x for x in results.get("sse", [])}
+    for t in targets:
+        entries = [sse_by[(r, t)] for r in rounds if (r, t) in sse_by]
+        passes = [p for e in entries for p in e["passes"]]
+        gaps = [g for p in passes for g in p["gaps_ms"]]
+        round_ttfe = [_med(e["tries_ttfe_ms"]) for e in entries]
+        added = []
+        for r in rounds:
+            if (r, t) in sse_by and (r, "direct") in sse_by:
+                a = _med(sse_by[(r, t)]["tries_ttfe_ms"])
+                d = _med(sse_by[(r, "direct")]["tries_ttfe_ms"])
+                if a is not None and d is not None:
+                    added.append(a - d)
+        expected = results["meta"]["sse_events"]
+        separate = bool(passes) and all(
+            p["events"] == expected and p["arrivals"] == expected and p["max_per_read"] == 1
+            and p["status"] == 200 and not p["error"] for p in passes)
+        gap_med = _med(gaps)
+        s["sse"][t] = {
+            "ttfe_ms": _agg(round_ttfe),
+            "added_ttfe_ms": _agg(added),
+            "passes": len(passes),
+            "events_min": min((p["events"] for p in passes), default=0),
+            "arrivals_min": min((p["arrivals"] for p in passes), default=0),
+            "max_per_read": max((p["max_per_read"] for p in passes), default=0),
+            "failed_passes": sum(1 for p in passes if p["error"] or p["status"] != 200),
+            "failed_tries": sum(e.get("failed_tries", 0) for e in entries),
+            "gap_ms": {"median": gap_med, "min": min(gaps, default=None),
+                       "max": max(gaps, default=None)},
+            "separate": separate,
+            "gaps_ok": gap_med is not None and abs(gap_med - SSE_GAP_MS) <= SSE_GAP_TOL_MS,
+        }
+
+    # PASS/FAIL for every tracegate variant (the headline is "tracegate").
+    for t in tg_names:
+        rt = s["ratios"].get(t, {})
+        rps = (rt.get("rps_c32") or {}).get("median")
+        added = (s["figures"][t]["c1"]["added_p50_ms"] or {}).get("median")
+        ttfe = (s["sse"][t]["added_ttfe_ms"] or {}).get("median")
+        rss = (s["figures"][t]["c32"]["rss_mib"] or {}).get("max")
+        sse = s["sse"][t]
+        s["targets"][t] = {
+            "throughput": {"value": rps, "ok": rps is not None and rps >= MIN_RPS_RATIO},
+            "added_p50_c1": {"value": added, "ok": added is not None and added <= MAX_ADDED_P50_MS},
+            "sse": {"value": ttfe, "ok": ttfe is not None and ttfe <= MAX_ADDED_TTFE_MS
+                    and sse["separate"] and sse["gaps_ok"]},
+            "rss": {"value": rss, "ok": rss is not None and rss <= MAX_RSS_MIB},
+        }
+
+    # Things a reader should know before trusting the figures.
+    if results.get("aborted"):
+        s["warnings"].append("RUN ABORTED: " + results["aborted"].splitlines()[0])
+    busy = []
+    for r in results["runs"]:
+        where = f"round {r['round']} {r['load']} {r['target']}"
+        if r.get("error"):
+            s["warnings"].append(f"{where}: {r['error']}")
+            continue
+        errs = sum(r["socket_errors"].values())
+        if r["non_2xx"] or errs:
+            s["warnings"].append(f"{where}: {r['non_2xx']} non-2xx responses, "
+                                 f"socket errors {r['socket_errors']}")
+        if (r.get("bg_cpu_pct") or 0) > BUSY_BG_PCT:
+            busy.append(f"r{r['round']} {r['load']} {r['target']} {r['bg_cpu_pct']:.0f}%")
+    if busy:
+        s["warnings"].append(
+            f"{len(busy)} of {len(results['runs'])} wrk runs shared the machine with other work "
+            f"using more than {BUSY_BG_PCT}% of a core (see *other work CPU %*; same-round "
+            f"ratios are the figures to trust)"
+            + (": " + ", ".join(busy) if len(busy) <= 8 else ""))
+    for t, x in s["sse"].items():
+        if x["failed_passes"] or x["failed_tries"]:
+            s["warnings"].append(f"SSE {t}: {x['failed_passes']} failed passes, "
+                                 f"{x['failed_tries']} failed tries")
+    return s
+
+
+# ---------- formatting ----------
+
+def _us(ms):
+    """ms -> whole µs, without a negative zero."""
+    return None if ms is None else round(ms * 1000) + 0
+
+
+def _n(x, fmt="{:,.0f}"):
+    return "–" if x is None else fmt.format(x)
+
+
+def _mr(a: dict | None, fmt: str, rng: bool = True) -> str:
+    """'median [min–max]' of an aggregate."""
+    if not a:
+        return "–"
+    if not rng or a["n"] < 2:
+        return fmt.format(a["median"])
+    return f"{fmt.format(a['median'])} [{fmt.format(a['min'])}–{fmt.format(a['max'])}]"
+
+
+def _m(a: dict | None, fmt: str) -> str:
+    return "–" if not a else fmt.format(a["median"])
+
+
+def _pf(ok: bool) -> str:
+    return "**PASS**" if ok else "**FAIL**"
+
+
+def markdown(results: dict, s: dict) -> str:
+    meta = results["meta"]
+    targets = results["targets"]
+    out = []
+    out.append(f"### tracegate benchmark — {meta['started']}")
+    out.append("")
+    if meta.get("standin"):
+        out.append(f"> **Not tracegate:** the proxy under test was `{meta['proxy_cmd']}`.")
+        out.append("")
+    out.append(
+        f"{meta['rounds']} round{'s' if meta['rounds'] != 1 else ''} × {meta['duration_s']:g} s per wrk run, configurations "
+        f"alternating in a rotating order; medians over rounds, per-round range in brackets. "
+        f"{meta['machine']}; load generator, proxy and origin share the machine. "
+        f"nginx {meta['nginx_version']}, wrk {meta['wrk_version']}, {meta['swift_version']}, "
+        f"tracegate {meta['git']}. Origin: nginx `return 200`, {meta['body_bytes']}-byte JSON "
+        f"body, 1 worker. c=32: `wrk -t2 -c32 -d{meta['duration_s']:g}s --latency`; "
+        f"c=1: `wrk -t1 -c1 -d{meta['duration_s']:g}s --latency`.")
+    out.append("")
+
+    tg = [t for t in targets if t.startswith("tracegate")]
+    if tg:
+        out.append("| target | " + " | ".join(label(t) for t in tg) + " |")
+        out.append("|---|" + "---|" * len(tg))
+        rows = [
+            ("throughput ≥ 0.9× nginx (c=32, same round)", "throughput",
+             lambda v: _n(v, "{:.2f}×")),
+            ("added p50 at c=1 ≤ 0.1 ms over direct", "added_p50_c1",
+             lambda v: _n(_us(v), "{:+.0f} µs")),
+            ("first SSE event ≤ 1 ms over direct, events separate", "sse",
+             lambda v: _n(v, "{:+.2f} ms")),
+            ("RSS ≤ 40 MiB (largest round, end of c=32)", "rss", lambda v: _n(v, "{:.1f} MiB")),
+        ]
+        for title, key, fmt in rows:
+            cells = []
+            for t in tg:
+                x = s["targets"][t][key]
+                extra = ""
+                if key == "sse":
+                    sse = s["sse"][t]
+                    extra = (f", {sse['arrivals_min']}/{meta['sse_events']} separate"
+                             if sse["separate"] else
+                             f", events {sse['events_min']}, arrivals {sse['arrivals_min']}, "
+                             f"≤{sse['max_per_read']}/read")
+                cells.append(f"{fmt(x['value'])}{extra} {_pf(x['ok'])}")
+            out.append(f"| {title} | " + " | ".join(cells) + " |")
+        out.append("")
+
+    out.append("| configuration | rps c=32 | p50 / p99 ms c=32 | rps c=1 | p50 / p99 ms c=1 "
+               "| added p50 c=1 | proxy CPU % c=32 | CPU µs/req c=32 | CPU µs/req c=1 "
+               "| RSS MiB | other work CPU % |")
+    out.append("|---|---:|---|---:|---|---:|---:|---:|---:|---:|---:|")
+    for t in targets:
+        f = s["figures"][t]
+        c32, c1 = f["c32"], f["c1"]
+        a_us = c1["added_p50_ms"] and {k: (_us(v) if k != "n" else v)
+                                       for k, v in c1["added_p50_ms"].items()}
+        added = "0" if t == "direct" else _mr(a_us, "{:+.0f}") + " µs"
+        out.append(
+            f"| {label(t)} | {_mr(c32['rps'], '{:,.0f}')} "
+            f"| {_m(c32['p50_ms'], '{:.2f}')} / {_m(c32['p99_ms'], '{:.2f}')} "
+            f"| {_mr(c1['rps'], '{:,.0f}')} "
+            f"| {_m(c1['p50_ms'], '{:.3f}')} / {_m(c1['p99_ms'], '{:.3f}')} "
+            f"| {added} | {_m(c32['cpu_pct'], '{:.0f}')} "
+            f"| {_mr(c32['cpu_us_per_req'], '{:.1f}')} | {_mr(c1['cpu_us_per_req'], '{:.0f}')} "
+            f"| {_mr(c32['rss_mib'], '{:.1f}')} "
+            f"| {_mr(f['bg_cpu_pct'], '{:.0f}')} |")
+    out.append("")
+    out.append("CPU is the proxy's own utime+stime over the wrk run (nginx: master + workers), as % "
+               "of one core and µs per request; RSS is VmRSS at the end of the c=32 run. "
+               "*Other work CPU %* is the machine's busy time not spent by wrk, the origins, the "
+               "proxies or this script (median over the target's runs, % of one core): "
+               "a measure of interference.")
+    out.append("")
+
+    if s["ratios"]:
+        out.append("| same-round ratio vs nginx | rps c=32 | rps c=1 | CPU/req c=32 "
+                   "| CPU/req c=1 |")
+        out.append("|---|---|---|---|---|")
+        for t, rt in s["ratios"].items():
+            out.append(f"| {label(t)} | {_mr(rt['rps_c32'], '{:.2f}')} "
+                       f"| {_mr(rt['rps_c1'], '{:.2f}')} "
+                       f"| {_mr(rt['cpu_per_req_c32'], '{:.2f}')} "
+                       f"| {_mr(rt['cpu_per_req_c1'], '{:.2f}')} |")
+        out.append("")
+
+    out.append(f"Streaming: {meta['sse_events']} events {meta['sse_gap_ms']:g} ms apart; "
+               f"time to first event = new connection + request → first `data:` bytes on a raw "
+               f"socket, {meta['sse_tries']} tries per round; events and gaps from "
+               f"{meta['sse_passes']} full stream{'s' if meta['sse_passes'] != 1 else ''} per round.")
+    out.append("")
+    out.append("| SSE | first event ms | added ms | events separate | gap ms median [min–max] |")
+    out.append("|---|---|---|---|---|")
+    for t in targets:
+        x = s["sse"][t]
+        g = x["gap_ms"]
+        sep = (f"yes ({x['passes']} streams)" if x["separate"] else
+               f"NO: ≥{x['events_min']} events, ≥{x['arrivals_min']} arrivals, "
+               f"≤{x['max_per_read']}/read")
+        added = "–" if t == "direct" else _mr(x["added_ttfe_ms"], "{:+.3f}")
+        gaps = "–" if g["median"] is None else \
+            f"{g['median']:.1f} [{g['min']:.1f}–{g['max']:.1f}]"
+        out.append(f"| {label(t)} | {_mr(x['ttfe_ms'], '{:.3f}')} | {added} | {sep} | {gaps} |")
+    out.append("")
+    if s["warnings"]:
+        out.append("Warnings:")
+        out.extend(f"- {w}" for w in s["warnings"])
+        out.append("")
+    return "\n".join(out)
+
+
+def text_summary(results: dict, s: dict) -> str:
+    """A few plain lines for the terminal, before the Markdown."""
+    lines = []
+    meta = results["meta"]
+    if results.get("aborted"):
+        lines.append("RUN ABORTED, figures are partial: " + results["aborted"].splitlines()[0])
+    if meta.get("standin"):
+        lines.append(f"NOTE: the proxy under test was NOT tracegate but: {meta['proxy_cmd']}")
+    for t, tg in s["targets"].items():
+        lines.append(f"{t}:")
+        v = tg["throughput"]["value"]
+        lines.append(f"  {'PASS' if tg['throughput']['ok'] else 'FAIL'}  throughput "
+                     f"{_n(v, '{:.2f}')}x nginx (target >= {MIN_RPS_RATIO})")
+        v = tg["added_p50_c1"]["value"]
+        lines.append(f"  {'PASS' if tg['added_p50_c1']['ok'] else 'FAIL'}  added p50 at c=1 "
+                     f"{_n(_us(v), '{:+.0f}')} us "
+                     f"(target <= {MAX_ADDED_P50_MS * 1000:.0f} us)")
+        v = tg["sse"]["value"]
+        sse = s["sse"][t]
+        lines.append(f"  {'PASS' if tg['sse']['ok'] else 'FAIL'}  first SSE event "
+                     f"{_n(v, '{:+.3f}')} ms over direct (target <= {MAX_ADDED_TTFE_MS} ms); "
+                     f"events separate: {'yes' if sse['separate'] else 'NO'}; median gap "
+                     f"{_n(sse['gap_ms']['median'], '{:.1f}')} ms")
+        v = tg["rss"]["value"]
+        lines.append(f"  {'PASS' if tg['rss']['ok'] else 'FAIL'}  RSS {_n(v, '{:.1f}')} MiB "
+                     f"(target <= {MAX_RSS_MIB:.0f} MiB)")
+    return "\n".join(lines)
