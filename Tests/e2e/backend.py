@@ -52,6 +52,7 @@ import json
 import random
 import select
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -598,8 +599,14 @@ class _Server(http.server.ThreadingHTTPServer):
 class Backend:
     """A fake backend on a free loopback port, served from a background thread."""
 
-    def __init__(self, name: str = "backend", host: str = "127.0.0.1", port: int = 0, verbose: bool = False):
+    def __init__(self, name: str = "backend", host: str = "127.0.0.1", port: int = 0, verbose: bool = False,
+                 tls: "ssl.SSLContext | None" = None):
         self.server = _Server((host, port), name, verbose)
+        if tls is not None:
+            # Every accepted connection does the TLS handshake in its own handler thread.
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True,
+                                                 do_handshake_on_connect=False)
+        self.scheme = "https" if tls is not None else "http"
         self.name = name
         self.host, self.port = self.server.server_address[:2]
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
@@ -607,7 +614,7 @@ class Backend:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
     @property
     def stats(self) -> Stats:
