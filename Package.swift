@@ -17,10 +17,24 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
     ],
     targets: [
         /// Settings: one table of keys, parsed from proxy.conf, the environment and flags. Pure.
         .target(name: "TracegateConfig"),
+        /// Traces as values: the trace record, chat-payload understanding (OpenAI, Anthropic, SSE),
+        /// validation of user/session/request ids, and the MLflow wire encodings. Pure, no I/O.
+        .target(name: "TracegateTrace"),
+        /// Delivery of traces: the MLflow tracking-server client and the batching exporter.
+        .target(
+            name: "TracegateExport",
+            dependencies: [
+                "TracegateTrace",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         /// The data plane: client and upstream channel handlers, the upstream pool, header rules.
         .target(
             name: "TracegateProxy",
@@ -37,17 +51,20 @@ let package = Package(
         .target(
             name: "TracegateServer",
             dependencies: [
-                "TracegateConfig", "TracegateProxy",
+                "TracegateConfig", "TracegateProxy", "TracegateTrace", "TracegateExport",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: [.swiftLanguageMode(.v5)]
         ),
         .executableTarget(name: "tracegate", dependencies: ["TracegateServer", "TracegateConfig"]),
         .testTarget(name: "TracegateConfigTests", dependencies: ["TracegateConfig"]),
+        .testTarget(name: "TracegateTraceTests", dependencies: ["TracegateTrace"]),
         .testTarget(
             name: "TracegateProxyTests",
             dependencies: [

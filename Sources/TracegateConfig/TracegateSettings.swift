@@ -37,6 +37,33 @@ public struct TracegateSettings: Sendable, Equatable {
     public var requestIDHeader: String = ""
     /// Forwarding headers added to each request.
     public var forwardedHeaders: ForwardedHeaders = .none
+    /// Request header carrying the user id.
+    public var userHeader: String = ""
+    /// Request header carrying the session id.
+    public var sessionHeader: String = ""
+    /// Response header carrying the trace id.
+    public var traceIDHeader: String = ""
+    /// Bytes of each body kept in a trace.
+    public var captureMaxBodyBytes: Int = 0
+    /// Whether 4xx responses make a trace ERROR.
+    public var traceErrorOn4xx: Bool = false
+    /// Static tags on every trace.
+    public var traceTags = NamedPairs([])
+    /// Request headers copied into tags: (header, tag key).
+    public var tagHeaders = NamedPairs([])
+    /// Traces per OTLP request.
+    public var exportBatchSize: Int = 0
+    /// Longest wait before a batch is sent.
+    public var exportBatchDelay: Duration = .zero
+    /// StartTraceV3 calls in flight at once.
+    public var exportConcurrency: Int = 0
+    /// MLflow tracking server; nil turns the export off.
+    public var mlflowTrackingURI: String? = nil
+    public var mlflowExperimentName: String? = nil
+    public var mlflowExperimentID: String? = nil
+    public var mlflowTrackingUsername: String? = nil
+    public var mlflowTrackingPassword: String? = nil
+    public var mlflowTrackingToken: String? = nil
     /// Access log format on standard output.
     public var accessLog: AccessLogFormat = .off
     /// Diagnostic log level on standard error.

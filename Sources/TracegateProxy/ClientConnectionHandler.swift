@@ -329,8 +329,12 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             exchange.closeClientAfter = response.closeAfter
             exchange.responseStarted = true
             exchange.status = Int(head.status.code)
-            exchange.tap?.responseHead(head)
-            context.write(wrapOutboundOut(.head(response.head)), promise: nil)
+            var clientHead = response.head
+            if let tap = exchange.tap {
+                tap.responseHead(head)
+                for field in tap.responseHeaders { clientHead.headers.add(name: field.name, value: field.value) }
+            }
+            context.write(wrapOutboundOut(.head(clientHead)), promise: nil)
             clientNeedsFlush = true
         case .body(let buffer):
             exchange.responseBodyBytes += buffer.readableBytes
@@ -417,7 +421,9 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             exchange.discardingRequest = true
             closing = true
         }
-        writeError(error, requestID: exchange.upstreamRequest.requestID, version: exchange.clientHead.version)
+        writeError(
+            error, requestID: exchange.upstreamRequest.requestID, version: exchange.clientHead.version,
+            extraHeaders: exchange.tap?.responseHeaders ?? [])
         finish(exchange, outcome: error.outcome)
     }
 
@@ -451,12 +457,15 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         }
     }
 
-    private func writeError(_ error: ProxyError, requestID: String, version: HTTPVersion) {
+    private func writeError(
+        _ error: ProxyError, requestID: String, version: HTTPVersion, extraHeaders: [(name: String, value: String)] = []
+    ) {
         let body = error.jsonBody(requestID: requestID, allocator: context.channel.allocator)
         var headers = HTTPHeaders()
         headers.add(name: "content-type", value: "application/json")
         headers.add(name: "content-length", value: String(body.readableBytes))
         headers.add(name: configuration.requestIDHeader, value: requestID)
+        for field in extraHeaders { headers.add(name: field.name, value: field.value) }
         if closing { headers.add(name: "connection", value: "close") }
         let head = HTTPResponseHead(version: version.major == 1 ? version : .http1_1, status: error.status, headers: headers)
         if error == .connectNotSupported {

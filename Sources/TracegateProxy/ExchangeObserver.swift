@@ -38,6 +38,8 @@ public struct ExchangeSummary: Sendable {
 
 /// Sees every exchange's body bytes as they pass; created per exchange and used on its event loop only.
 public protocol ExchangeTap: AnyObject {
+    /// Fields added to the response sent to the client (e.g. the trace id), read once per response head.
+    var responseHeaders: [(name: String, value: String)] { get }
     func requestBody(_ bytes: ByteBuffer)
     func responseHead(_ head: HTTPResponseHead)
     func responseBody(_ bytes: ByteBuffer)

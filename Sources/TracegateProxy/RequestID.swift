@@ -1,18 +1,15 @@
-/// Random (version 4) UUIDs for requests that arrive without an id.
-///
-/// Each generator is seeded once from the system's random source and then runs in user space
-/// (xoshiro256**): asking the kernel for every id cost two `getrandom` syscalls per request.
-struct RequestIDGenerator {
-    private static let hex: [UInt8] = Array("0123456789abcdef".utf8)
+/// A fast non-cryptographic generator (xoshiro256**), seeded once from the system's random source.
+/// Ids are drawn per request: asking the kernel each time cost a `getrandom` syscall per 8 bytes.
+public struct Xoshiro256StarStar: RandomNumberGenerator {
     private var state: (UInt64, UInt64, UInt64, UInt64)
 
-    init() {
+    public init() {
         var seed = SystemRandomNumberGenerator()
         state = (seed.next(), seed.next(), seed.next(), seed.next())
         if state == (0, 0, 0, 0) { state.0 = 0x9E37_79B9_7F4A_7C15 }
     }
 
-    private mutating func next() -> UInt64 {
+    public mutating func next() -> UInt64 {
         let result = rotl(state.1 &* 5, 7) &* 9
         let t = state.1 << 17
         state.2 ^= state.0
@@ -26,11 +23,17 @@ struct RequestIDGenerator {
 
     @inline(__always)
     private func rotl(_ x: UInt64, _ k: UInt64) -> UInt64 { (x << k) | (x >> (64 - k)) }
+}
+
+/// Random (version 4) UUIDs for requests that arrive without an id.
+struct RequestIDGenerator {
+    private static let hex: [UInt8] = Array("0123456789abcdef".utf8)
+    private var random = Xoshiro256StarStar()
 
     /// A lowercase RFC 9562 version-4 UUID, e.g. `1b4e28ba-2fa1-4d2b-883f-0016d3cca427`.
     mutating func generate() -> String {
-        var high = next()
-        var low = next()
+        var high = random.next()
+        var low = random.next()
         high = (high & 0xFFFF_FFFF_FFFF_0FFF) | 0x0000_0000_0000_4000  // version 4
         low = (low & 0x3FFF_FFFF_FFFF_FFFF) | 0x8000_0000_0000_0000  // variant 10
         return String(unsafeUninitializedCapacity: 36) { buffer in

@@ -23,7 +23,28 @@ public enum TracegateApp {
     ) async -> Int32 {
 
         let accessLog: LineWriter? = settings.accessLog == .off ? nil : LineWriter()
-        let observer = accessLog.map { AccessLog(format: settings.accessLog, writer: $0) }
+        let tracing = TracingPipeline(settings: settings, logger: logger)
+        var observers: [ExchangeObserver] = []
+        if let accessLog { observers.append(AccessLog(format: settings.accessLog, writer: accessLog)) }
+        if let tracing {
+            observers.append(TraceObserver(settings: TraceCaptureSettings(settings: settings), deliver: tracing.deliver))
+        } else {
+            logger.notice("no MLFLOW_TRACKING_URI: traces are not exported")
+        }
+        let observer: ExchangeObserver? = observers.isEmpty ? nil : (observers.count == 1 ? observers[0] : CompositeObserver(observers))
+        let exporterRun = tracing.map { pipeline in Task { await pipeline.exporter.run() } }
+        let code = await serveUntilSignalled(settings: settings, group: group, observer: observer, threads: threads, logger: logger)
+        // In-flight exchanges are over: their traces are queued; deliver them before exiting.
+        if let tracing, let exporterRun { await tracing.finish(exporterRun: exporterRun) }
+        accessLog?.flush()
+        logger.info("stopped")
+        return code
+    }
+
+    /// Binds the listeners, serves until SIGTERM/SIGINT, then drains in-flight exchanges.
+    private static func serveUntilSignalled(
+        settings: TracegateSettings, group: EventLoopGroup, observer: ExchangeObserver?, threads: Int, logger: Logger
+    ) async -> Int32 {
         let readiness = Readiness()
         let signals = SignalWaiter(signals: [SIGTERM, SIGINT])
 
@@ -65,8 +86,6 @@ public enum TracegateApp {
         let clean = await listener.shutdown(grace: TimeAmount(settings.shutdownGrace))
         if !clean { logger.warning("grace period over: closed the connections still open") }
         try? await adminChannel.close()
-        accessLog?.flush()
-        logger.info("stopped")
         return 0
     }
 

@@ -34,7 +34,7 @@ final class ExampleFileTests: XCTestCase {
     /// `key` when the line reads `key = ...` with a lowercase snake_case key.
     private func settingKey(_ line: String) -> String? {
         guard let space = line.firstIndex(of: " "), line[space...].hasPrefix(" ="),
-              line[..<space].allSatisfy({ $0.isLowercase || $0 == "_" }), !line[..<space].isEmpty
+              line[..<space].allSatisfy({ $0.isLowercase || $0.isNumber || $0 == "_" }), !line[..<space].isEmpty
         else { return nil }
         return String(line[..<space])
     }

@@ -1,0 +1,77 @@
+/// Value kinds of the tracing and MLflow settings.
+extension ValueKind where Value == String? {
+    /// Any text; empty means unset (nil).
+    static var optionalText: Self {
+        .init(placeholder: "TEXT", accepted: "any text, or nothing to leave it unset",
+              parse: { (text) throws(ValueRejection) in text.isEmpty ? nil : text })
+    }
+
+    /// An http(s) URL of an MLflow tracking server; empty means unset (traces then go to the trace file).
+    static var optionalTrackingURI: Self {
+        .init(placeholder: "URL",
+              accepted: "an http:// or https:// tracking server URL such as http://127.0.0.1:5000, or nothing",
+              parse: { (text) throws(ValueRejection) in
+                  if text.isEmpty { return nil }
+                  guard let url = UpstreamURL.parse(text) else {
+                      throw ValueRejection("tracegate sends traces over HTTP to a tracking server")
+                  }
+                  return url.description
+              })
+    }
+
+    /// A numeric MLflow experiment id; empty means unset.
+    static var optionalExperimentID: Self {
+        .init(placeholder: "ID", accepted: "a numeric experiment id such as 0 or 42, or nothing",
+              parse: { (text) throws(ValueRejection) in
+                  if text.isEmpty { return nil }
+                  guard text.allSatisfy(\.isASCIIDigit) else { throw ValueRejection() }
+                  return text
+              })
+    }
+}
+
+/// A `key=value` pair list of trace tags, or `Header=tag` pairs.
+public struct NamedPairs: Sendable, Equatable {
+    public var pairs: [(String, String)]
+    public init(_ pairs: [(String, String)]) { self.pairs = pairs }
+    public static func == (a: Self, b: Self) -> Bool { a.pairs.elementsEqual(b.pairs, by: { $0 == $1 }) }
+}
+
+extension ValueKind where Value == NamedPairs {
+    /// `environment=production,app.version=1.2.3`: tag keys up to 250 characters, values up to 8000.
+    static var tagList: Self {
+        .init(placeholder: "K=V,...", accepted: "comma-separated key=value pairs such as environment=production,app.version=1.2.3",
+              parse: { (text) throws(ValueRejection) in
+                  try NamedPairs(pairs(text).map { (key, value) throws(ValueRejection) in
+                      guard key.count <= 250, value.count <= 8000 else { throw ValueRejection("a tag key is over 250 or a value over 8000 characters") }
+                      guard !key.hasPrefix("mlflow.") else { throw ValueRejection("tag keys starting with 'mlflow.' are reserved by MLflow") }
+                      return (key, value)
+                  })
+              })
+    }
+
+    /// `X-Tenant=tenant,X-App-Version=app.version`: request header → tag key.
+    static var headerTagList: Self {
+        .init(placeholder: "HEADER=TAG,...", accepted: "comma-separated Header=tag pairs such as X-Tenant=tenant",
+              parse: { (text) throws(ValueRejection) in
+                  try NamedPairs(pairs(text).map { (header, tag) throws(ValueRejection) in
+                      _ = try ValueParsers.token(header)
+                      guard tag.count <= 250, !tag.hasPrefix("mlflow.") else { throw ValueRejection("tag '\(tag)' is reserved or too long") }
+                      return (header, tag)
+                  })
+              })
+    }
+
+    private static func pairs(_ text: String) throws(ValueRejection) -> [(String, String)] {
+        var result: [(String, String)] = []
+        for item in text.split(separator: ",") {
+            let parts = item.split(separator: "=", maxSplits: 1)
+            let key = parts.first.map { String($0.trimmingCharacters(in: .whitespaces)) } ?? ""
+            guard parts.count == 2, !key.isEmpty else { throw ValueRejection("'\(item)' is not key=value") }
+            result.append((key, String(parts[1].trimmingCharacters(in: .whitespaces))))
+        }
+        return result
+    }
+}
+
+import Foundation

@@ -1,0 +1,154 @@
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import TracegateProxy
+import TracegateTrace
+
+/// What the tracing observer reads from requests and how much it keeps.
+public struct TraceCaptureSettings: Sendable {
+    public var userHeader = "X-User-ID"
+    public var sessionHeader = "X-Session-ID"
+    public var requestIDHeader = "X-Request-ID"
+    /// Response header carrying the trace id; empty disables it.
+    public var traceIDResponseHeader = "X-MLflow-Trace-Id"
+    /// Bytes of each body kept for the trace (the exchange itself is never affected).
+    public var maxCapturedBodyBytes = 64 * 1024
+    /// Request headers copied into trace tags: (header name, tag key).
+    public var headerTags: [(header: String, tag: String)] = []
+    /// The upstream as shown in traces.
+    public var upstream = ""
+
+    public init() {}
+}
+
+/// Captures one exchange on its event loop: ids, header values and capped copies of both bodies.
+/// Nothing is parsed here; the capture is handed off when the exchange ends.
+final class TraceTap: ExchangeTap {
+    let traceIDHigh: UInt64
+    let traceIDLow: UInt64
+    let rootSpanID: UInt64
+    let user: String?
+    let session: String?
+    let requestIDWasGenerated: Bool
+    let headerTags: [(String, String)]
+    let responseHeaders: [(name: String, value: String)]
+    private let limit: Int
+    private let startedAt = NIODeadline.now()
+    private(set) var request: CapturedExchange.Body
+    private(set) var response = CapturedExchange.Body()
+    private var isEventStream = false
+    private(set) var timeToFirstEventNanos: Int64?
+
+    init(head: HTTPRequestHead, settings: TraceCaptureSettings, random: inout Xoshiro256StarStar) {
+        traceIDHigh = random.next()
+        traceIDLow = random.next()
+        rootSpanID = random.next() | 1  // never the invalid all-zero span id
+        let headers = head.headers
+        user = headers.first(name: settings.userHeader)
+        session = headers.first(name: settings.sessionHeader)
+        requestIDWasGenerated = (headers.first(name: settings.requestIDHeader) ?? "").isEmpty
+        headerTags = settings.headerTags.compactMap { pair in headers.first(name: pair.header).map { (pair.tag, $0) } }
+        limit = settings.maxCapturedBodyBytes
+        request = CapturedExchange.Body(
+            contentType: headers.first(name: "content-type"), contentEncoding: headers.first(name: "content-encoding"))
+        if settings.traceIDResponseHeader.isEmpty {
+            responseHeaders = []
+        } else {
+            responseHeaders = [(settings.traceIDResponseHeader, "tr-" + Self.hex(traceIDHigh) + Self.hex(traceIDLow))]
+        }
+    }
+
+    func requestBody(_ bytes: ByteBuffer) { Self.append(bytes, to: &request, limit: limit) }
+
+    func responseHead(_ head: HTTPResponseHead) {
+        response.contentType = head.headers.first(name: "content-type")
+        response.contentEncoding = head.headers.first(name: "content-encoding")
+        isEventStream = response.contentType?.lowercased().hasPrefix("text/event-stream") ?? false
+    }
+
+    func responseBody(_ bytes: ByteBuffer) {
+        if isEventStream && timeToFirstEventNanos == nil && bytes.readableBytes > 0 {
+            timeToFirstEventNanos = (NIODeadline.now() - startedAt).nanoseconds
+        }
+        Self.append(bytes, to: &response, limit: limit)
+    }
+
+    private static func append(_ bytes: ByteBuffer, to body: inout CapturedExchange.Body, limit: Int) {
+        body.totalSize += bytes.readableBytes
+        let room = limit - body.bytes.count
+        guard room > 0 else { return }
+        bytes.withUnsafeReadableBytes { raw in body.bytes.append(contentsOf: raw.prefix(room)) }
+    }
+
+    static func hex(_ value: UInt64) -> String {
+        let digits = String(value, radix: 16)
+        return String(repeating: "0", count: 16 - digits.count) + digits
+    }
+}
+
+/// Turns every exchange into a `CapturedExchange` and hands it to `deliver`, which runs off the
+/// event loop (building the trace parses bodies; that never happens on the forwarding path).
+public final class TraceObserver: ExchangeObserver {
+    private let settings: TraceCaptureSettings
+    private let deliver: @Sendable (CapturedExchange) -> Void
+    private let random = ThreadSpecificVariable<RandomBox>()
+
+    private final class RandomBox { var generator = Xoshiro256StarStar() }
+
+    public init(settings: TraceCaptureSettings, deliver: @escaping @Sendable (CapturedExchange) -> Void) {
+        self.settings = settings
+        self.deliver = deliver
+    }
+
+    public func exchangeStarted(_ head: HTTPRequestHead, requestID: String) -> ExchangeTap? {
+        let box: RandomBox
+        if let existing = random.currentValue {
+            box = existing
+        } else {
+            box = RandomBox()
+            random.currentValue = box
+        }
+        return TraceTap(head: head, settings: settings, random: &box.generator)
+    }
+
+    public func exchangeFinished(_ summary: ExchangeSummary, tap: ExchangeTap?) {
+        guard let tap = tap as? TraceTap else { return }
+        let outcome: CapturedExchange.Outcome
+        switch summary.outcome {
+        case .completed: outcome = .completed
+        case .rejected(let why): outcome = .rejected(why)
+        case .upstreamFailed(let why): outcome = .upstreamFailed(why)
+        case .upstreamTimeout(let why): outcome = .upstreamTimeout(why)
+        case .clientAborted: outcome = .clientAborted
+        }
+        deliver(
+            CapturedExchange(
+                traceIDHigh: tap.traceIDHigh, traceIDLow: tap.traceIDLow, rootSpanID: tap.rootSpanID,
+                method: summary.method.rawValue, target: summary.target, upstream: settings.upstream,
+                user: tap.user, session: tap.session, requestID: summary.requestID,
+                requestIDWasGenerated: tap.requestIDWasGenerated, headerTags: tap.headerTags,
+                request: tap.request, response: tap.response, status: summary.status,
+                startEpochNanos: summary.startedAtEpochNanos, durationNanos: summary.duration.nanoseconds,
+                timeToFirstByteNanos: summary.timeToFirstByte?.nanoseconds,
+                timeToFirstEventNanos: tap.timeToFirstEventNanos, outcome: outcome))
+    }
+}
+
+/// Several observers as one: the first tap offered wins, every observer sees every end.
+public struct CompositeObserver: ExchangeObserver {
+    let observers: [ExchangeObserver]
+
+    public init(_ observers: [ExchangeObserver]) { self.observers = observers }
+
+    public func exchangeStarted(_ head: HTTPRequestHead, requestID: String) -> ExchangeTap? {
+        var tap: ExchangeTap?
+        for observer in observers {
+            if let offered = observer.exchangeStarted(head, requestID: requestID), tap == nil { tap = offered }
+        }
+        return tap
+    }
+
+    public func exchangeFinished(_ summary: ExchangeSummary, tap: ExchangeTap?) {
+        for observer in observers { observer.exchangeFinished(summary, tap: tap) }
+    }
+}

@@ -1,0 +1,84 @@
+/// Everything the proxy saw of one exchange, captured on the event loop and turned into a
+/// `TraceRecord` later, off the forwarding path. Bodies are capped copies.
+public struct CapturedExchange: Sendable {
+    /// How the exchange ended, as the client saw it.
+    public enum Outcome: Sendable, Equatable {
+        case completed
+        /// The proxy refused the request (4xx/501); the message says why.
+        case rejected(String)
+        case upstreamFailed(String)
+        case upstreamTimeout(String)
+        case clientAborted
+    }
+
+    /// A body as captured: the first `bytes` (at most the capture limit) and the real size.
+    public struct Body: Sendable, Equatable {
+        public var bytes: [UInt8]
+        public var totalSize: Int
+        public var contentType: String?
+        public var contentEncoding: String?
+        public var isTruncated: Bool { totalSize > bytes.count }
+
+        public init(bytes: [UInt8] = [], totalSize: Int = 0, contentType: String? = nil, contentEncoding: String? = nil) {
+            self.bytes = bytes
+            self.totalSize = totalSize
+            self.contentType = contentType
+            self.contentEncoding = contentEncoding
+        }
+    }
+
+    /// 128-bit trace id and 64-bit root span id, chosen when the request arrived (the client gets the
+    /// trace id in a response header).
+    public var traceIDHigh: UInt64
+    public var traceIDLow: UInt64
+    public var rootSpanID: UInt64
+    public var method: String
+    /// The request target as the client sent it (path and query).
+    public var target: String
+    /// The upstream base URL the request went to.
+    public var upstream: String
+    /// Raw header values as received; validated when the trace is built.
+    public var user: String?
+    public var session: String?
+    public var requestID: String
+    public var requestIDWasGenerated: Bool
+    /// Request headers chosen for copying into tags: (tag key, value).
+    public var headerTags: [(String, String)]
+    public var request: Body
+    public var response: Body
+    public var status: Int?
+    public var startEpochNanos: Int64
+    public var durationNanos: Int64
+    /// From the request head to the upstream's response head.
+    public var timeToFirstByteNanos: Int64?
+    /// For `text/event-stream` responses: from the request head to the first body bytes.
+    public var timeToFirstEventNanos: Int64?
+    public var outcome: Outcome
+
+    public init(
+        traceIDHigh: UInt64, traceIDLow: UInt64, rootSpanID: UInt64, method: String, target: String, upstream: String,
+        user: String?, session: String?, requestID: String, requestIDWasGenerated: Bool, headerTags: [(String, String)],
+        request: Body, response: Body, status: Int?, startEpochNanos: Int64, durationNanos: Int64,
+        timeToFirstByteNanos: Int64?, timeToFirstEventNanos: Int64?, outcome: Outcome
+    ) {
+        self.traceIDHigh = traceIDHigh
+        self.traceIDLow = traceIDLow
+        self.rootSpanID = rootSpanID
+        self.method = method
+        self.target = target
+        self.upstream = upstream
+        self.user = user
+        self.session = session
+        self.requestID = requestID
+        self.requestIDWasGenerated = requestIDWasGenerated
+        self.headerTags = headerTags
+        self.request = request
+        self.response = response
+        self.status = status
+        self.startEpochNanos = startEpochNanos
+        self.durationNanos = durationNanos
+        self.timeToFirstByteNanos = timeToFirstByteNanos
+        self.timeToFirstEventNanos = timeToFirstEventNanos
+        self.outcome = outcome
+    }
+}

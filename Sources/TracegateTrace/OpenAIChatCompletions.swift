@@ -1,0 +1,225 @@
+/// OpenAI Chat Completions (`POST …/chat/completions`): a `chat.completion` object, or a stream of
+/// `chat.completion.chunk` objects in `data:` lines ending with `data: [DONE]`.
+enum OpenAIChatCompletions {
+    /// A `chat.completion` object; nil if it has no `choices` array.
+    static func interpret(response: PayloadJSON, base: ChatExchange) -> ChatExchange? {
+        guard let choices = response["choices"]?.array else { return nil }
+        var exchange = base
+        if let model = response["model"]?.string, !model.isEmpty { exchange.model = model }
+        exchange.outputJSON = response.serialized
+        let choice = choices.first(where: { $0["index"]?.int == 0 }) ?? choices.first
+        if let choice {
+            let message = choice["message"]
+            if let text = ChatPayloadInterpreter.textOfContent(message?["content"]), !text.isEmpty {
+                exchange.assistantText = text
+            }
+            exchange.toolCalls = toolCalls(of: message)
+            exchange.finishReason = choice["finish_reason"]?.string
+        }
+        exchange.usage = usage(response["usage"])
+        return exchange
+    }
+
+    /// `message.tool_calls` (and the legacy `message.function_call`).
+    static func toolCalls(of message: PayloadJSON?) -> [ToolCall] {
+        var calls: [ToolCall] = []
+        for call in message?["tool_calls"]?.array ?? [] {
+            let function = call["function"] ?? call["custom"]
+            guard let name = function?["name"]?.string else { continue }
+            let arguments = function?["arguments"]?.string ?? function?["input"]?.string ?? ""
+            calls.append(ToolCall(id: call["id"]?.string, name: name, arguments: arguments))
+        }
+        if calls.isEmpty, let function = message?["function_call"], let name = function["name"]?.string {
+            calls.append(ToolCall(id: nil, name: name, arguments: function["arguments"]?.string ?? ""))
+        }
+        return calls
+    }
+
+    /// `{"prompt_tokens","completion_tokens","total_tokens","prompt_tokens_details":{"cached_tokens"}}`.
+    static func usage(_ usage: PayloadJSON?) -> TokenUsage? {
+        guard let usage, usage.isObject else { return nil }
+        let input = usage["prompt_tokens"]?.int
+        let output = usage["completion_tokens"]?.int
+        guard input != nil || output != nil else { return nil }
+        return TokenUsage(inputTokens: input ?? 0, outputTokens: output ?? 0, totalTokens: usage["total_tokens"]?.int,
+                          cacheReadInputTokens: usage["prompt_tokens_details"]?["cached_tokens"]?.int)
+    }
+}
+
+/// Assembles a Chat Completions stream into a `chat.completion` object.
+///
+/// Per choice index: `delta.role`, `delta.content` and `delta.refusal` fragments concatenated,
+/// `delta.tool_calls[]` merged by their `index` (`id`, `type` and `function.name` from the first
+/// fragment, `function.arguments` concatenated), `finish_reason` kept. `usage` comes from the chunk
+/// that carries it (with `stream_options.include_usage`, the last one, with `"choices": []`).
+struct OpenAIChatStream: Sendable {
+    struct ToolCallState: Sendable {
+        var index: Int
+        var id: String?
+        var type: String?
+        var name = ""
+        var arguments = ""
+    }
+
+    struct Choice: Sendable {
+        var index: Int
+        var role: String?
+        var content = ""
+        var hasContent = false
+        var refusal: String?
+        var toolCalls: [ToolCallState] = []
+        var functionCall: ToolCallState?
+        var finishReason: String?
+    }
+
+    private(set) var completed = false
+    private var id: PayloadJSON?
+    private var created: PayloadJSON?
+    private var model: String?
+    private var systemFingerprint: PayloadJSON?
+    private var serviceTier: PayloadJSON?
+    private var choices: [Choice] = []
+    private var usage: PayloadJSON?
+    private var error: String?
+    private var chunkCount = 0
+
+    /// Consumes one event; returns whether it was a Chat Completions event.
+    mutating func consume(_ event: SSEEvent, notes: inout StreamNotes) -> Bool {
+        let data = event.data
+        if data == "[DONE]" || data.trimmedASCIIWhitespace == "[DONE]" {
+            completed = true
+            return true
+        }
+        guard let chunk = notes.jsonObject(of: event) else { return false }
+        if let description = ChatPayloadInterpreter.errorDescription(chunk["error"]) {
+            error = description
+            return true
+        }
+        guard let deltas = chunk["choices"]?.array else {
+            return chunk["object"]?.string == "chat.completion.chunk"
+        }
+        chunkCount += 1
+        // The first real values (Azure's first chunk, holding only prompt_filter_results, has "id":"" and "created":0).
+        if id == nil, let value = chunk["id"], !value.isNull, value != .string("") { id = value }
+        if created == nil, let value = chunk["created"], !value.isNull, value.int != 0 { created = value }
+        if let value = chunk["model"]?.string, !value.isEmpty, model == nil { model = value }
+        if systemFingerprint == nil, let value = chunk["system_fingerprint"], !value.isNull { systemFingerprint = value }
+        if serviceTier == nil, let value = chunk["service_tier"], !value.isNull { serviceTier = value }
+        if let value = chunk["usage"], value.isObject { usage = value }
+
+        for (position, entry) in deltas.enumerated() {
+            let index = entry["index"]?.int ?? position
+            let slot = choiceSlot(index)
+            if let delta = entry["delta"] {
+                if let role = delta["role"]?.string { choices[slot].role = role }
+                if let content = delta["content"]?.string {
+                    choices[slot].hasContent = true
+                    notes.append(content, to: &choices[slot].content)
+                }
+                if let refusal = delta["refusal"]?.string {
+                    var text = choices[slot].refusal ?? ""
+                    notes.append(refusal, to: &text)
+                    choices[slot].refusal = text
+                }
+                for (callPosition, call) in (delta["tool_calls"]?.array ?? []).enumerated() {
+                    let callIndex = call["index"]?.int ?? callPosition
+                    let callSlot: Int
+                    if let found = choices[slot].toolCalls.firstIndex(where: { $0.index == callIndex }) {
+                        callSlot = found
+                    } else {
+                        choices[slot].toolCalls.append(ToolCallState(index: callIndex))
+                        callSlot = choices[slot].toolCalls.count - 1
+                    }
+                    Self.merge(call, into: &choices[slot].toolCalls[callSlot], notes: &notes)
+                }
+                if let function = delta["function_call"], function.isObject {
+                    var state = choices[slot].functionCall ?? ToolCallState(index: 0)
+                    Self.merge(.object([("function", function)]), into: &state, notes: &notes)
+                    choices[slot].functionCall = state
+                }
+            }
+            if let reason = entry["finish_reason"]?.string { choices[slot].finishReason = reason }
+        }
+        return true
+    }
+
+    private mutating func choiceSlot(_ index: Int) -> Int {
+        if let found = choices.firstIndex(where: { $0.index == index }) { return found }
+        choices.append(Choice(index: index))
+        return choices.count - 1
+    }
+
+    private static func merge(_ call: PayloadJSON, into state: inout ToolCallState, notes: inout StreamNotes) {
+        if let id = call["id"]?.string, !id.isEmpty, state.id == nil { state.id = id }
+        if let type = call["type"]?.string, state.type == nil { state.type = type }
+        let function = call["function"]
+        if let name = function?["name"]?.string, !name.isEmpty {
+            // The name normally arrives whole in the first fragment; some servers repeat it.
+            if state.name.isEmpty {
+                state.name = name
+            } else if state.name != name {
+                state.name += name
+            }
+        }
+        if let arguments = function?["arguments"]?.string {
+            notes.append(arguments, to: &state.arguments)
+        }
+    }
+
+    /// The assembled `chat.completion` object, interpreted like a non-streamed response.
+    func finish(base: ChatExchange, notes: inout StreamNotes) -> ChatExchange {
+        var exchange = base
+        if let error { exchange.error = error }
+        guard chunkCount > 0 else {
+            if error == nil, !completed, notes.sawEvents { notes.warn("no completion chunk in the stream") }
+            return exchange
+        }
+        let assembled = PayloadJSON.object(dropping: [
+            ("id", id ?? .string("")),
+            ("object", .string("chat.completion")),
+            ("created", created ?? .int(0)),
+            ("model", .string(model ?? base.model ?? "")),
+            ("system_fingerprint", systemFingerprint),
+            ("service_tier", serviceTier),
+            ("choices", .array(choices.sorted(by: { $0.index < $1.index }).map(Self.choiceJSON))),
+            ("usage", usage),
+        ])
+        exchange = OpenAIChatCompletions.interpret(response: assembled, base: exchange) ?? exchange
+        for call in exchange.toolCalls where PayloadJSON.parse(call.arguments.utf8) == nil && !call.arguments.isEmpty {
+            notes.warn("arguments of tool call \(call.name) are not complete JSON")
+        }
+        return exchange
+    }
+
+    private static func choiceJSON(_ choice: Choice) -> PayloadJSON {
+        let calls = choice.toolCalls.sorted(by: { $0.index < $1.index }).map { call in
+            PayloadJSON.object(dropping: [
+                ("id", call.id.map(PayloadJSON.string)),
+                ("type", .string(call.type ?? "function")),
+                ("function", .object([("name", .string(call.name)), ("arguments", .string(call.arguments))])),
+            ])
+        }
+        let message = PayloadJSON.object(dropping: [
+            ("role", .string(choice.role ?? "assistant")),
+            ("content", choice.hasContent ? .string(choice.content) : .null),
+            ("refusal", choice.refusal.map(PayloadJSON.string)),
+            ("tool_calls", calls.isEmpty ? nil : .array(calls)),
+            ("function_call", choice.functionCall.map { call in
+                .object([("name", .string(call.name)), ("arguments", .string(call.arguments))])
+            }),
+        ])
+        return .object([
+            ("index", .int(choice.index)),
+            ("message", message),
+            ("finish_reason", choice.finishReason.map(PayloadJSON.string) ?? .null),
+        ])
+    }
+}
+
+extension String {
+    var trimmedASCIIWhitespace: Substring {
+        let isSpace: (Character) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" }
+        guard let first = firstIndex(where: { !isSpace($0) }), let last = lastIndex(where: { !isSpace($0) }) else { return "" }
+        return self[first...last]
+    }
+}

@@ -1,0 +1,141 @@
+import Foundation
+
+/// Turns what the proxy captured into a `TraceRecord`: validates the ids taken from headers,
+/// understands chat payloads, and describes bodies the way MLflow shows them. Pure; runs off the
+/// forwarding path.
+public struct TraceBuilder: Sendable {
+    /// Tags on every trace (e.g. `environment=production`).
+    public var staticTags: [(String, String)]
+    /// Whether a 4xx response makes the trace ERROR.
+    public var errorOn4xx: Bool
+
+    public init(staticTags: [(String, String)] = [], errorOn4xx: Bool = false) {
+        self.staticTags = staticTags
+        self.errorOn4xx = errorOn4xx
+    }
+
+    public func record(for exchange: CapturedExchange) -> TraceRecord {
+        let path = exchange.target.split(separator: "?", maxSplits: 1).first.map(String.init) ?? exchange.target
+        let start = UInt64(max(0, exchange.startEpochNanos))
+        var record = TraceRecord(
+            traceID: TraceID(high: exchange.traceIDHigh, low: exchange.traceIDLow),
+            rootSpanID: SpanID(value: exchange.rootSpanID),
+            name: "\(exchange.method) \(path)",
+            startTimeUnixNano: start,
+            endTimeUnixNano: start + UInt64(max(0, exchange.durationNanos)))
+
+        let identity = IdentityValues.validate(user: exchange.user, session: exchange.session, requestID: exchange.requestID)
+        record.user = identity.user
+        record.session = identity.session
+        record.clientRequestID = identity.clientRequestID
+        for (key, value) in staticTags { record.tags[key] = value }
+        for (key, value) in exchange.headerTags { record.tags[key] = String(value.prefix(MLflowLimits.tagValue)) }
+        for (key, value) in identity.tags { record.tags[key] = value }
+        if !identity.warnings.isEmpty {
+            record.attributes["tracegate.warnings"] = .string(identity.warnings.map(\.description).joined(separator: "; "))
+        }
+
+        describeHTTP(exchange, into: &record)
+        describeBodies(exchange, path: path, into: &record)
+        describeOutcome(exchange, into: &record)
+        return record
+    }
+
+    private func describeHTTP(_ exchange: CapturedExchange, into record: inout TraceRecord) {
+        record.attributes[TraceAttributeKey.httpRequestMethod] = .string(exchange.method)
+        record.attributes[TraceAttributeKey.urlPath] = .string(exchange.target)
+        if let status = exchange.status { record.attributes[TraceAttributeKey.httpResponseStatusCode] = .int(Int64(status)) }
+        if !exchange.upstream.isEmpty { record.attributes["tracegate.upstream"] = .string(exchange.upstream) }
+        record.attributes["tracegate.request.bytes"] = .int(Int64(exchange.request.totalSize))
+        record.attributes["tracegate.response.bytes"] = .int(Int64(exchange.response.totalSize))
+        if let ttfb = exchange.timeToFirstByteNanos { record.attributes["tracegate.ttfb_ms"] = .double(Double(ttfb) / 1e6) }
+        if let ttfe = exchange.timeToFirstEventNanos {
+            record.attributes["tracegate.time_to_first_event_ms"] = .double(Double(ttfe) / 1e6)
+        }
+        record.attributes["tracegate.request_id_generated"] = .bool(exchange.requestIDWasGenerated)
+    }
+
+    private func describeBodies(_ exchange: CapturedExchange, path: String, into record: inout TraceRecord) {
+        if exchange.request.isTruncated { record.attributes["tracegate.request.truncated"] = .bool(true) }
+        if exchange.response.isTruncated { record.attributes["tracegate.response.truncated"] = .bool(true) }
+        let chat =
+            exchange.response.contentEncoding == nil
+            ? ChatPayloadInterpreter.interpret(
+                path: path, requestBody: exchange.request.bytes, responseBody: exchange.response.bytes,
+                responseContentType: exchange.response.contentType, responseTruncated: exchange.response.isTruncated)
+            : nil
+        record.inputs = BodyText.describe(exchange.request)
+        guard let chat else {
+            record.outputs = BodyText.describe(exchange.response)
+            return
+        }
+        record.spanType = .chatModel
+        record.outputs = chat.outputJSON ?? BodyText.describe(exchange.response)
+        record.attributes[TraceAttributeKey.messageFormat] = .string(chat.messageFormat)
+        if let model = chat.model { record.attributes[TraceAttributeKey.model] = .string(model) }
+        if let usage = chat.usage { record.attributes[TraceAttributeKey.tokenUsage] = .string(usage.mlflowJSON) }
+        if chat.streamed { record.attributes["tracegate.stream.events"] = .int(Int64(chat.eventCount)) }
+        if !chat.warnings.isEmpty { record.attributes["tracegate.chat.warnings"] = .string(chat.warnings.joined(separator: "; ")) }
+        if chat.format == .anthropic {
+            // MLflow previews only OpenAI shapes itself; give it the texts.
+            record.requestPreview = chat.lastUserText.map { String($0.prefix(MLflowLimits.preview)) }
+            record.responsePreview = chat.assistantText.map { String($0.prefix(MLflowLimits.preview)) }
+        }
+    }
+
+    private func describeOutcome(_ exchange: CapturedExchange, into record: inout TraceRecord) {
+        let end = record.endTimeUnixNano
+        func fail(_ type: String, _ message: String) {
+            record.status = .error(message: message)
+            record.events.append(.exception(type: type, message: message, timeUnixNano: end))
+        }
+        switch exchange.outcome {
+        case .completed, .rejected:
+            if let status = exchange.status, status >= 500 || (errorOn4xx && (400..<500).contains(status)) {
+                record.status = .error(message: "HTTP \(status)")
+            }
+        case .upstreamFailed(let why): fail("UpstreamError", why)
+        case .upstreamTimeout(let why): fail("UpstreamTimeout", why)
+        case .clientAborted: fail("ClientAborted", "the client disconnected before the response was complete")
+        }
+    }
+}
+
+/// How a captured body appears as span inputs/outputs: JSON as JSON, text as text, anything
+/// else as a short note with its size.
+enum BodyText {
+    static func describe(_ body: CapturedExchange.Body) -> String? {
+        guard body.totalSize > 0 else { return nil }
+        if let encoding = body.contentEncoding, encoding.lowercased() != "identity" {
+            return note(["compressed": .string(encoding), "size": .int(Int64(body.totalSize))], body)
+        }
+        guard isTextual(body.contentType), let text = String(validating: body.bytes, as: UTF8.self) else {
+            return note(["binary": .bool(true), "size": .int(Int64(body.totalSize))], body)
+        }
+        if body.isTruncated {
+            return text + "… [truncated: \(body.totalSize) bytes in all]"
+        }
+        return text
+    }
+
+    private static func isTextual(_ contentType: String?) -> Bool {
+        guard let type = contentType?.lowercased() else { return true }  // untyped: decide by UTF-8 validity
+        return type.hasPrefix("text/") || type.contains("json") || type.contains("xml")
+            || type.contains("x-www-form-urlencoded") || type.contains("javascript") || type.contains("ndjson")
+    }
+
+    private static func note(_ fields: [String: AttributeValue], _ body: CapturedExchange.Body) -> String {
+        var object: [String: Any] = [:]
+        for (key, value) in fields {
+            switch value {
+            case .string(let s): object[key] = s
+            case .int(let i): object[key] = i
+            case .bool(let b): object[key] = b
+            case .double(let d): object[key] = d
+            }
+        }
+        if let type = body.contentType { object["content_type"] = type }
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+        return String(decoding: data, as: UTF8.self)
+    }
+}

@@ -1,0 +1,169 @@
+import XCTest
+@testable import TracegateTrace
+
+final class IdentityValuesTests: XCTestCase {
+    func testPlainValuesPassThrough() {
+        let ids = IdentityValues.validate(user: "u1", session: "sess-42", requestID: "req-7f3c9a")
+        XCTAssertEqual(ids, IdentityValues(user: "u1", session: "sess-42", clientRequestID: "req-7f3c9a"))
+    }
+
+    func testAbsentValuesStayAbsent() {
+        XCTAssertEqual(IdentityValues.validate(user: nil, session: nil, requestID: nil), IdentityValues())
+    }
+
+    func testValuesAreTrimmedAndBlankMeansAbsent() {
+        let ids = IdentityValues.validate(user: "  alice \t", session: " \u{3000}\u{A0}", requestID: "")
+        XCTAssertEqual(ids.user, "alice")
+        XCTAssertNil(ids.session)
+        XCTAssertNil(ids.clientRequestID)
+        XCTAssertEqual(ids.warnings, [])
+    }
+
+    func testControlCharactersDropTheValueWithAWarning() {
+        for bad in ["a\u{0}b", "a\tb", "a\u{1B}[31mred", "a\u{7F}", "a\u{85}b", "a\u{9F}", "line\nbreak", "x\r\ny"] {
+            let ids = IdentityValues.validate(user: bad, session: bad, requestID: bad)
+            XCTAssertEqual(ids.user, nil, bad.debugDescription)
+            XCTAssertEqual(ids.session, nil, bad.debugDescription)
+            XCTAssertEqual(ids.clientRequestID, nil, bad.debugDescription)
+            XCTAssertEqual(ids.tags, [:])
+            XCTAssertEqual(ids.warnings.map(\.field), [.user, .session, .clientRequestID])
+            XCTAssertTrue(ids.warnings.allSatisfy { $0.problem == .controlCharacter })
+        }
+    }
+
+    func testWarningsNeverContainTheValue() {
+        let secret = "tok\u{0}en-secret"
+        let ids = IdentityValues.validate(user: secret, session: String(repeating: "s", count: 300), requestID: nil)
+        for warning in ids.warnings {
+            XCTAssertFalse(warning.description.contains("secret"))
+            XCTAssertFalse(warning.description.contains("sss"))
+        }
+        XCTAssertEqual(ids.warnings.map(\.description), [
+            "user id contains a control character; not exported",
+            "session id has 300 characters, MLflow allows 250; exported shortened; full value in tag tracegate.session_full",
+        ])
+    }
+
+    func testUnicodeQuotesAndNonControlFormatCharactersAreKept() {
+        let values = ["Zoë 👩‍👩‍👧 用户", #"o'brien "quoted" \back"#, "\u{202E}evil\u{202C}", "שלום"]
+        for value in values {
+            let ids = IdentityValues.validate(user: value, session: value, requestID: value)
+            XCTAssertEqual(ids.user, value)
+            XCTAssertEqual(ids.session, value)
+            XCTAssertEqual(ids.clientRequestID, value)
+            XCTAssertEqual(ids.warnings, [])
+        }
+    }
+
+    func testSessionOfExactly250IsKeptAnd251IsShortenedWithTheFullValueInATag() {
+        let exact = String(repeating: "s", count: 250)
+        XCTAssertEqual(IdentityValues.validate(user: nil, session: exact, requestID: nil).session, exact)
+
+        let long = String(repeating: "s", count: 250) + "t"
+        let ids = IdentityValues.validate(user: nil, session: long, requestID: nil)
+        let session = try! XCTUnwrap(ids.session)
+        XCTAssertEqual(session.unicodeScalars.count, 250)
+        XCTAssertTrue(session.hasPrefix(String(repeating: "s", count: 233) + "~"))
+        XCTAssertEqual(ids.tags, [IdentityValues.sessionFullTag: long])
+        XCTAssertEqual(ids.warnings, [IdentityWarning(
+            field: .session, problem: .shortened(length: 251, limit: 250, fullValueTag: "tracegate.session_full"))])
+    }
+
+    func testRequestIDOfExactly50IsKeptAnd51IsShortened() {
+        let exact = String(repeating: "r", count: 50)
+        XCTAssertEqual(IdentityValues.validate(user: nil, session: nil, requestID: exact).clientRequestID, exact)
+
+        let long = String(repeating: "r", count: 51)
+        let ids = IdentityValues.validate(user: nil, session: nil, requestID: long)
+        XCTAssertEqual(ids.clientRequestID?.unicodeScalars.count, 50)
+        XCTAssertEqual(ids.tags, [IdentityValues.requestIDFullTag: long])
+        XCTAssertEqual(ids.warnings.first?.field, .clientRequestID)
+    }
+
+    func testShortenedValuesAreStableAndDistinct() {
+        let a = String(repeating: "x", count: 300) + "a"
+        let b = String(repeating: "x", count: 300) + "b"
+        let first = IdentityValues.validate(user: nil, session: a, requestID: nil).session
+        XCTAssertEqual(first, IdentityValues.validate(user: nil, session: a, requestID: nil).session)
+        XCTAssertNotEqual(first, IdentityValues.validate(user: nil, session: b, requestID: nil).session)
+    }
+
+    func testLengthsCountUnicodeScalarsLikeMLflow() {
+        // 125 family emoji = 125 Characters but 625 scalars: far over 250 for MLflow.
+        let family = String(repeating: "👩‍👩‍👧", count: 125)
+        let ids = IdentityValues.validate(user: nil, session: family, requestID: nil)
+        let session = try! XCTUnwrap(ids.session)
+        XCTAssertLessThanOrEqual(session.unicodeScalars.count, 250)
+        XCTAssertTrue(session.hasPrefix("👩‍👩‍👧"))
+        // Never cut inside an emoji: the part before "~" is whole families.
+        let prefix = session.split(separator: "~").first.map(String.init) ?? ""
+        XCTAssertTrue(prefix.allSatisfy { $0 == "👩‍👩‍👧" })
+        XCTAssertEqual(ids.tags[IdentityValues.sessionFullTag], family)
+    }
+
+    func testTenThousandCharacterIDsAreShortenedAndTheirTagsCappedAt8000() {
+        let huge = String(repeating: "é", count: 10_000)
+        let ids = IdentityValues.validate(user: huge, session: huge, requestID: huge)
+        XCTAssertEqual(ids.user?.unicodeScalars.count, 8000)
+        XCTAssertEqual(ids.session?.unicodeScalars.count, 250)
+        XCTAssertEqual(ids.clientRequestID?.unicodeScalars.count, 50)
+        XCTAssertEqual(ids.tags[IdentityValues.sessionFullTag]?.unicodeScalars.count, 8000)
+        XCTAssertEqual(ids.tags[IdentityValues.requestIDFullTag]?.unicodeScalars.count, 8000)
+        XCTAssertEqual(ids.warnings.count, 3)
+        XCTAssertNil(ids.tags["tracegate.user_full"])
+    }
+}
+
+final class MLflowLimitsTests: XCTestCase {
+    func testTruncationCutsBetweenWholeCharacters() {
+        XCTAssertEqual(MLflowLimits.truncated("abcdef", to: 3), "abc")
+        XCTAssertEqual(MLflowLimits.truncated("ab", to: 3), "ab")
+        XCTAssertEqual(MLflowLimits.truncated("e\u{301}e\u{301}", to: 3), "e\u{301}")
+        XCTAssertEqual(MLflowLimits.truncated("🇫🇷🇫🇷", to: 3), "🇫🇷")
+        XCTAssertEqual(MLflowLimits.truncated("abc", to: 0), "")
+    }
+
+    func testShortenedFitsExactlyAndLeavesShortValuesAlone() {
+        XCTAssertEqual(MLflowLimits.shortened("short", to: 50), "short")
+        let out = MLflowLimits.shortened(String(repeating: "a", count: 60), to: 50)
+        XCTAssertEqual(out.count, 50)
+        XCTAssertTrue(out.hasPrefix(String(repeating: "a", count: 33) + "~"))
+        XCTAssertEqual(MLflowLimits.fnv1a64(""), 0xcbf2_9ce4_8422_2325)
+        XCTAssertEqual(MLflowLimits.fnv1a64("a"), 0xaf63_dc4c_8601_ec8c)
+    }
+
+    func testTagKeysFollowMLflowsRule() {
+        for good in ["proxy.backend", "a/b", "x-request-id", "team name", "ns:key", "用户", "_", ".hidden", String(repeating: "k", count: 250)] {
+            XCTAssertTrue(MLflowLimits.isValidTagKey(good), good)
+        }
+        for bad in ["", "a b\n", "a\"b", "a'b", "a$b", "/abs", "a/", "a//b", "a/./b", "a/../b", "..x", ".", "a/..",
+                    "e\u{301}", "tab\there", String(repeating: "k", count: 251)] {
+            XCTAssertFalse(MLflowLimits.isValidTagKey(bad), bad.debugDescription)
+        }
+    }
+
+    func testExportableTagsDropReservedAndInvalidKeysAndCapValues() {
+        let tags = MLflowLimits.exportableTags([
+            "mlflow.traceName": String(repeating: "n", count: 5000),
+            "mlflow.trace.spansLocation": "ARTIFACT_REPO",
+            "mlflow.user": "x",
+            "bad key!": "x",
+            "env": String(repeating: "v", count: 9000),
+            "a": "1",
+        ])
+        XCTAssertEqual(tags.map(\.key), ["a", "env", "mlflow.traceName"])
+        XCTAssertEqual(tags[1].value.count, 8000)
+        XCTAssertEqual(tags[2].value.count, 4096)
+        XCTAssertEqual(MLflowLimits.exportableTags([:], defaultTraceName: "GET /x").map(\.value), ["GET /x"])
+        XCTAssertEqual(MLflowLimits.exportableTags(["mlflow.traceName": "set"], defaultTraceName: "GET /x").map(\.value), ["set"])
+    }
+
+    func testMetadataHelpers() {
+        XCTAssertTrue(MLflowLimits.isValidMetadataKey("proxy.backend"))
+        XCTAssertFalse(MLflowLimits.isValidMetadataKey(""))
+        XCTAssertFalse(MLflowLimits.isValidMetadataKey("a\u{0}"))
+        XCTAssertFalse(MLflowLimits.isValidMetadataKey(String(repeating: "k", count: 251)))
+        XCTAssertEqual(MLflowLimits.metadataValue(String(repeating: "v", count: 8001)).count, 8000)
+        XCTAssertEqual(MLflowLimits.tagValue(String(repeating: "v", count: 8001)).count, 8000)
+    }
+}

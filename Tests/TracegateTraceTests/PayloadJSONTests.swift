@@ -1,0 +1,54 @@
+import XCTest
+@testable import TracegateTrace
+
+final class PayloadJSONTests: XCTestCase {
+    func testParsesAndReserializesKeepingMemberOrderAndNumberLexemes() {
+        let text = #"{"z":1,"a":[true,false,null,-0.5e+10,12345678901234567890],"m":{"k":"v"},"s":"a\"b\\c\/d\n\u00e9\ud83d\ude00"}"#
+        let value = PayloadJSON.parse(text)
+        XCTAssertEqual(value?.serialized, #"{"z":1,"a":[true,false,null,-0.5e+10,12345678901234567890],"m":{"k":"v"},"s":"a\"b\\c/d\né😀"}"#)
+        XCTAssertEqual(value?["s"]?.string, "a\"b\\c/d\né😀")
+        XCTAssertEqual(value?["z"]?.int, 1)
+    }
+
+    func testRejectsInvalidJSON() {
+        for text in ["", "{", "{\"a\":}", "[1,]", "{\"a\" 1}", "tru", "01x", "\"\\x\"", "{} {}", "-", "1.", "1e"] {
+            XCTAssertNil(PayloadJSON.parse(text), text)
+        }
+    }
+
+    func testLoneSurrogatesBecomeReplacementCharacters() {
+        XCTAssertEqual(PayloadJSON.parse(#""\ud800x\udc00""#)?.string, "\u{FFFD}x\u{FFFD}")
+    }
+
+    func testDeepNestingIsRejectedWithoutExhaustingTheStack() {
+        let deep = String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000)
+        XCTAssertNil(PayloadJSON.parse(deep))
+        XCTAssertNil(PayloadJSON.parse(Array(deep.utf8), allowTruncation: true))
+    }
+
+    func testTruncatedTextIsClosedWhereItWasCut() throws {
+        let cases: [(String, String)] = [
+            (#"{"a":"hel"#, #"{"a":"hel"}"#),
+            (#"{"a":[1,2,{"b":"x"#, #"{"a":[1,2,{"b":"x"}]}"#),
+            (#"{"a":12"#, #"{}"#), // the number may have lost digits
+            (#"{"a":1,"b"#, #"{"a":1}"#),
+            (#"{"a":1,"b":"#, #"{"a":1}"#),
+            (#"{"a":tr"#, #"{}"#),
+            (#"{"a":"x\"#, #"{"a":"x"}"#),
+            (#"{"a":"x\u00"#, #"{"a":"x"}"#),
+            (#"{"a":"\ud83d"#, #"{"a":""}"#),
+        ]
+        for (cut, closed) in cases {
+            let result = try XCTUnwrap(PayloadJSON.parse(Array(cut.utf8), allowTruncation: true), cut)
+            XCTAssertTrue(result.truncated, cut)
+            XCTAssertEqual(result.value.serialized, closed, cut)
+        }
+        let complete = try XCTUnwrap(PayloadJSON.parse(Array(#"{"a":1}"#.utf8), allowTruncation: true))
+        XCTAssertFalse(complete.truncated)
+        XCTAssertNil(PayloadJSON.parse(Array(#"{"a":1]"#.utf8), allowTruncation: true), "invalid, not merely cut")
+    }
+
+    func testControlCharactersAreEscapedWhenSerializing() {
+        XCTAssertEqual(PayloadJSON.string("a\u{1}\t\r\u{7F}").serialized, #""a\u0001\t\r\u007f""#)
+    }
+}
