@@ -66,6 +66,10 @@ let package = Package(
         .testTarget(name: "TracegateConfigTests", dependencies: ["TracegateConfig"]),
         .testTarget(name: "TracegateTraceTests", dependencies: ["TracegateTrace"]),
         .testTarget(
+            name: "TracegateExportTests",
+            dependencies: ["TracegateExport", "TracegateTrace", .product(name: "Logging", package: "swift-log")]
+        ),
+        .testTarget(
             name: "TracegateProxyTests",
             dependencies: [
                 "TracegateProxy",

@@ -20,7 +20,8 @@ public struct ExporterConfiguration: Sendable {
     public var maxBatchTraces = 100
     /// …or when its oldest trace has waited this long.
     public var maxBatchDelay: Duration = .seconds(1)
-    /// Traces held in memory; beyond it the oldest are dropped and counted.
+    /// Traces held in memory (waiting for spans, and separately for trace info); beyond it the
+    /// oldest are dropped and counted.
     public var maxQueuedTraces = 10_000
     /// StartTraceV3 calls in flight at once.
     public var startTraceConcurrency = 4
@@ -47,6 +48,8 @@ public struct ExporterStats: Sendable, Equatable {
     /// Traces the server refused as invalid, set aside after bisecting their batch.
     public var rejected = 0
     public var startTraceFailures = 0
+    /// Stored traces whose StartTraceV3 was given up because its queue overflowed.
+    public var traceInfoDropped = 0
 }
 
 /// Batches finished traces and delivers them to MLflow: OTLP `/v1/traces` for the spans, then
@@ -58,6 +61,9 @@ public final class TraceExporter: Sendable {
         var oldestQueuedAt: ContinuousClock.Instant?
         var stopping = false
         var experimentID: String?
+        /// Stored traces still waiting for StartTraceV3 (client_request_id, metadata).
+        var infoQueue: [TraceRecord] = []
+        var spansDone = false
         var stats = ExporterStats()
     }
 
@@ -96,14 +102,47 @@ public final class TraceExporter: Sendable {
     /// Delivers batches until `shutdown()`, then delivers what is left once more and returns.
     public func run() async {
         guard await resolveExperiment() else { return }
+        // Spans and trace info travel separately: StartTraceV3 (one call per trace) is several times
+        // slower than batched OTLP, so it must never hold back the spans.
+        async let info: Void = runTraceInfo()
         while true {
             let (batch, stopping) = nextBatch()
             if !batch.isEmpty {
-                await deliver(batch)
+                let stored = await postSpans(batch)
+                state.withLockedValue { state in
+                    state.stats.exported += stored.count
+                    state.infoQueue.append(contentsOf: stored)
+                    let excess = state.infoQueue.count - configuration.maxQueuedTraces
+                    if excess > 0 {
+                        state.infoQueue.removeFirst(excess)
+                        state.stats.traceInfoDropped += excess
+                    }
+                }
                 continue
             }
-            if stopping { return }
+            if stopping { break }
             try? await Task.sleep(for: .milliseconds(20))
+        }
+        state.withLockedValue { $0.spansDone = true }
+        await info
+    }
+
+    /// Sends StartTraceV3 for stored traces, `startTraceConcurrency` at a time, until the spans are done
+    /// and nothing is left.
+    private func runTraceInfo() async {
+        while true {
+            let (records, finished): ([TraceRecord], Bool) = state.withLockedValue { state in
+                let records = state.infoQueue
+                state.infoQueue.removeAll()
+                return (records, state.spansDone)
+            }
+            if !records.isEmpty {
+                await startTraces(records)
+            } else if finished {
+                return
+            } else {
+                try? await Task.sleep(for: .milliseconds(20))
+            }
         }
     }
 
@@ -158,13 +197,6 @@ public final class TraceExporter: Sendable {
             state.oldestQueuedAt = state.queue.isEmpty ? nil : .now
             return (batch, state.stopping)
         }
-    }
-
-    private func deliver(_ batch: [TraceRecord]) async {
-        let delivered = await postSpans(batch)
-        guard !delivered.isEmpty else { return }
-        state.withLockedValue { $0.stats.exported += delivered.count }
-        await startTraces(delivered)
     }
 
     /// Posts `records` as one OTLP batch, retrying while the server is unavailable; a batch the server

@@ -1,0 +1,151 @@
+import Foundation
+import Logging
+import XCTest
+
+@testable import TracegateExport
+@testable import TracegateTrace
+
+/// A tracking server stand-in: records what it is sent and fails on demand.
+final class RecordingSink: TraceSink, @unchecked Sendable {
+    private let lock = NSLock()
+    private var _batches: [[String]] = []
+    private var _infos: [String] = []
+    /// Errors to throw from the next `postTraces` calls, in order.
+    var failures: [MLflowError] = []
+    /// Trace ids (hex) the server refuses as invalid, wherever they appear in a batch.
+    var invalid: Set<String> = []
+
+    var batches: [[String]] { lock.withLock { _batches } }
+    var infos: [String] { lock.withLock { _infos } }
+
+    func postTraces(_ otlpJSON: [UInt8], experimentID: String) async throws {
+        let ids = Self.traceIDs(in: otlpJSON)
+        try lock.withLock {
+            if !failures.isEmpty { throw failures.removeFirst() }
+            if !invalid.isDisjoint(with: ids) { throw MLflowError.rejected(status: 400, body: "INVALID_PARAMETER_VALUE") }
+            _batches.append(ids)
+        }
+    }
+
+    func startTrace(_ body: [UInt8]) async throws -> [UInt8] {
+        let object = try JSONSerialization.jsonObject(with: Data(body)) as! [String: Any]
+        let info = (object["trace"] as! [String: Any])["trace_info"] as! [String: Any]
+        lock.withLock { _infos.append(info["trace_id"] as! String) }
+        return body  // MLflow echoes the stored trace info
+    }
+
+    static func traceIDs(in otlp: [UInt8]) -> [String] {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(otlp)) as? [String: Any] else { return [] }
+        var ids: [String] = []
+        for resource in object["resourceSpans"] as? [[String: Any]] ?? [] {
+            for scope in resource["scopeSpans"] as? [[String: Any]] ?? [] {
+                for span in scope["spans"] as? [[String: Any]] ?? [] { ids.append(span["traceId"] as? String ?? "") }
+            }
+        }
+        return ids
+    }
+}
+
+final class TraceExporterTests: XCTestCase {
+    private func record(_ n: UInt64) -> TraceRecord {
+        TraceRecord(
+            traceID: TraceID(high: 1, low: n), rootSpanID: SpanID(value: n), name: "GET /\(n)",
+            startTimeUnixNano: 1_700_000_000_000_000_000 + n, endTimeUnixNano: 1_700_000_000_100_000_000 + n,
+            clientRequestID: "req-\(n)")
+    }
+
+    private func exporter(_ sink: RecordingSink, batch: Int = 10, delay: Duration = .milliseconds(50)) -> TraceExporter {
+        var configuration = ExporterConfiguration(experiment: .id("7"))
+        configuration.maxBatchTraces = batch
+        configuration.maxBatchDelay = delay
+        configuration.initialBackoff = .milliseconds(1)
+        configuration.maxBackoff = .milliseconds(5)
+        return TraceExporter(configuration: configuration, sink: sink, logger: Logger(label: "test"))
+    }
+
+    func testTracesAreBatchedByCountAndEveryTraceGetsItsInfo() async {
+        let sink = RecordingSink()
+        let exporter = exporter(sink, batch: 10)
+        for n in UInt64(1)...25 { exporter.submit(record(n)) }
+        exporter.shutdown()
+        await exporter.run()
+        XCTAssertEqual(sink.batches.map(\.count), [10, 10, 5])
+        XCTAssertEqual(Set(sink.infos).count, 25)
+        XCTAssertEqual(exporter.stats.exported, 25)
+    }
+
+    func testAPartialBatchIsSentAfterTheDelay() async throws {
+        let sink = RecordingSink()
+        let exporter = exporter(sink, batch: 100, delay: .milliseconds(30))
+        let run = Task { await exporter.run() }
+        exporter.submit(record(1))
+        let deadline = ContinuousClock.now + .seconds(5)
+        while sink.batches.isEmpty && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        XCTAssertEqual(sink.batches.first?.count, 1, "a lone trace must not wait for a full batch")
+        exporter.shutdown()
+        await run.value
+    }
+
+    func testUnavailableServerIsRetriedUntilItAccepts() async {
+        let sink = RecordingSink()
+        sink.failures = [.unavailable(status: 503, body: ""), .unreachable("connection refused"), .unavailable(status: 429, body: "")]
+        let exporter = exporter(sink)
+        let run = Task { await exporter.run() }
+        exporter.submit(record(1))
+        let deadline = ContinuousClock.now + .seconds(5)
+        while sink.batches.isEmpty && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(5)) }
+        exporter.shutdown()
+        await run.value
+        XCTAssertEqual(sink.batches.count, 1)
+        XCTAssertEqual(exporter.stats.retries, 3)
+        XCTAssertEqual(exporter.stats.exported, 1)
+    }
+
+    func testARejectedBatchIsSplitAndOnlyTheInvalidTraceIsSetAside() async {
+        let sink = RecordingSink()
+        let bad = TraceID(high: 1, low: 6).hex
+        sink.invalid = [bad]
+        let exporter = exporter(sink, batch: 10)
+        for n in UInt64(1)...10 { exporter.submit(record(n)) }
+        exporter.shutdown()
+        await exporter.run()
+        let delivered = sink.batches.flatMap { $0 }
+        XCTAssertEqual(delivered.count, 9)
+        XCTAssertFalse(delivered.contains(bad))
+        XCTAssertEqual(exporter.stats.rejected, 1)
+        XCTAssertEqual(exporter.stats.exported, 9)
+        XCTAssertFalse(sink.infos.contains("tr-" + bad), "a set-aside trace gets no trace info")
+    }
+
+    func testAFullQueueDropsTheOldestAndCountsThem() {
+        let sink = RecordingSink()
+        var configuration = ExporterConfiguration(experiment: .id("7"))
+        configuration.maxQueuedTraces = 3
+        let exporter = TraceExporter(configuration: configuration, sink: sink, logger: Logger(label: "test"))
+        for n in UInt64(1)...5 { exporter.submit(record(n)) }
+        XCTAssertEqual(exporter.queuedTraces, 3)
+        XCTAssertEqual(exporter.stats.dropped, 2)
+    }
+
+    func testExperimentNameIsResolvedBeforeTheFirstBatch() async {
+        let sink = RecordingSink()
+        var configuration = ExporterConfiguration(experiment: .resolve(name: "chat", using: { name in
+            XCTAssertEqual(name, "chat")
+            return "42"
+        }))
+        configuration.maxBatchDelay = .milliseconds(1)
+        let exporter = TraceExporter(configuration: configuration, sink: sink, logger: Logger(label: "test"))
+        exporter.submit(record(1))
+        exporter.shutdown()
+        await exporter.run()
+        XCTAssertEqual(sink.batches.count, 1)
+    }
+
+    func testAuthHeadersFollowTheMLflowClientRules() {
+        XCTAssertEqual(MLflowAuth.resolve(username: "u", password: "p", token: "t"), .basic(username: "u", password: "p"))
+        XCTAssertEqual(MLflowAuth.resolve(username: nil, password: nil, token: "t"), .bearer(token: "t"))
+        XCTAssertEqual(MLflowAuth.resolve(username: nil, password: nil, token: nil), .none)
+        XCTAssertEqual(MLflowAuth.basic(username: "u", password: "p").headerValue, "Basic dTpw")
+        XCTAssertEqual(MLflowAuth.bearer(token: "t").headerValue, "Bearer t")
+    }
+}
