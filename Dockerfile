@@ -18,14 +18,19 @@ FROM debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates curl \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin tracegate
+    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin tracegate \
+    && install -d -o 10001 -g 10001 -m 0750 /var/lib/tracegate
 COPY --from=build /out/tracegate /usr/local/bin/tracegate
 COPY proxy.conf.example /etc/tracegate/proxy.conf.example
 
 USER 10001:10001
 # The admin listener must be reachable by the health check inside the container only.
+# Without MLFLOW_TRACKING_URI, traces go to the trace file (mount a volume there to keep them).
 ENV TRACEGATE_LISTEN=0.0.0.0:8080 \
-    TRACEGATE_ADMIN_LISTEN=127.0.0.1:9090
+    TRACEGATE_ADMIN_LISTEN=127.0.0.1:9090 \
+    TRACEGATE_TRACE_FILE=/var/lib/tracegate/traces.jsonl
+WORKDIR /var/lib/tracegate
+VOLUME /var/lib/tracegate
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
     CMD curl -fsS http://127.0.0.1:9090/healthz || exit 1

@@ -8,11 +8,13 @@ public enum SettingsLoader {
     ///   - environment: the process environment (only `TRACEGATE_*` and the table's variables are read).
     ///   - readFile: returns the contents of the config file at a path; called only when `--config`
     ///     or `TRACEGATE_CONFIG` names one.
+    ///   - requireUpstream: false for commands that do not proxy (`push`), so `upstream` may be absent.
     /// - Throws: `ConfigError` naming the source, key, bad value and what is accepted.
     public static func load(
         arguments: [String],
         environment: [String: String],
-        readFile: (String) throws -> String
+        readFile: (String) throws -> String,
+        requireUpstream: Bool = true
     ) throws(ConfigError) -> TracegateSettings {
         let flags = try CommandLineFlags.parse(arguments)
         let env = try EnvironmentSettings.parse(environment)
@@ -54,6 +56,7 @@ public enum SettingsLoader {
         }
 
         for setting in SettingsTable.all where setting.defaultValue == .required && !given.contains(setting.key) {
+            if !requireUpstream && setting.key == "upstream" { continue }
             throw ConfigError(
                 source: .none, key: setting.key,
                 message: "missing required setting \(setting.key): set \(setting.key) in the config file, "

@@ -65,10 +65,12 @@ enum SettingsTable {
               doc: "Longest time a finished trace waits before its batch is sent."),
         .init("export_concurrency", \.exportConcurrency, .integer(1...64), default: .value("4"),
               doc: "Trace-info calls (StartTraceV3, one per trace) in flight at once."),
+        .init("trace_file", \.traceFile, .optionalPath, default: .value("tracegate-traces.jsonl"),
+              doc: "Without a tracking server, traces are appended here (JSON lines); send them later with `tracegate push`. Empty: traces are not kept."),
         // MLflow (MLflow's own environment variable names)
         .init("mlflow_tracking_uri", \.mlflowTrackingURI, .optionalTrackingURI, default: .value(""),
               environment: "MLFLOW_TRACKING_URI",
-              doc: "MLflow tracking server, e.g. http://127.0.0.1:5000. Empty: tracing is off."),
+              doc: "MLflow tracking server, e.g. http://127.0.0.1:5000. Empty: traces go to trace_file."),
         .init("mlflow_experiment_name", \.mlflowExperimentName, .optionalText, default: .value(""),
               environment: "MLFLOW_EXPERIMENT_NAME",
               doc: "Experiment receiving the traces; created when missing."),

@@ -57,7 +57,9 @@ public struct TracegateSettings: Sendable, Equatable {
     public var exportBatchDelay: Duration = .zero
     /// StartTraceV3 calls in flight at once.
     public var exportConcurrency: Int = 0
-    /// MLflow tracking server; nil turns the export off.
+    /// Where traces go when there is no tracking server; nil keeps none.
+    public var traceFile: String? = nil
+    /// MLflow tracking server; nil sends traces to `traceFile` instead.
     public var mlflowTrackingURI: String? = nil
     public var mlflowExperimentName: String? = nil
     public var mlflowExperimentID: String? = nil

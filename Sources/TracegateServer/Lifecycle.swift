@@ -5,6 +5,8 @@ import NIOCore
 import NIOPosix
 import TracegateConfig
 import TracegateProxy
+import TracegateExport
+import TracegateTrace
 
 /// Runs tracegate: binds the listeners, serves until SIGTERM/SIGINT, then drains and exits.
 public enum TracegateApp {
@@ -23,19 +25,22 @@ public enum TracegateApp {
     ) async -> Int32 {
 
         let accessLog: LineWriter? = settings.accessLog == .off ? nil : LineWriter()
-        let tracing = TracingPipeline(settings: settings, logger: logger)
+        let tracing: TracingPipeline?
+        do {
+            tracing = try TracingPipeline(settings: settings, logger: logger)
+        } catch {
+            logger.critical("cannot open the trace file \(settings.traceFile ?? ""): \(error)")
+            return 2
+        }
         var observers: [ExchangeObserver] = []
         if let accessLog { observers.append(AccessLog(format: settings.accessLog, writer: accessLog)) }
         if let tracing {
             observers.append(TraceObserver(settings: TraceCaptureSettings(settings: settings), deliver: tracing.deliver))
-        } else {
-            logger.notice("no MLFLOW_TRACKING_URI: traces are not exported")
         }
         let observer: ExchangeObserver? = observers.isEmpty ? nil : (observers.count == 1 ? observers[0] : CompositeObserver(observers))
-        let exporterRun = tracing.map { pipeline in Task { await pipeline.exporter.run() } }
         let code = await serveUntilSignalled(settings: settings, group: group, observer: observer, threads: threads, logger: logger)
         // In-flight exchanges are over: their traces are queued; deliver them before exiting.
-        if let tracing, let exporterRun { await tracing.finish(exporterRun: exporterRun) }
+        await tracing?.finish()
         accessLog?.flush()
         logger.info("stopped")
         return code
@@ -87,6 +92,37 @@ public enum TracegateApp {
         if !clean { logger.warning("grace period over: closed the connections still open") }
         try? await adminChannel.close()
         return 0
+    }
+
+    /// `tracegate push FILE`: sends a trace file to the tracking server with the same exporter
+    /// (batches, retries, splitting of rejected batches). Exit 0 when every trace was delivered.
+    public static func push(file: String, settings: TracegateSettings) async -> Int32 {
+        let logger = makeLogger(level: settings.logLevel)
+        guard let trackingURI = settings.mlflowTrackingURI else {
+            logger.critical("push needs a tracking server: set MLFLOW_TRACKING_URI or --mlflow-tracking-uri")
+            return 2
+        }
+        let records: [TraceRecord]
+        do {
+            let read = try TraceFileReader.read(path: file)
+            records = read.records
+            if !read.badLines.isEmpty {
+                logger.warning("\(file): \(read.badLines.count) lines are not traces and were skipped (lines \(read.badLines.prefix(10).map(String.init).joined(separator: ", ")))")
+            }
+        } catch {
+            logger.critical("cannot read \(file): \(error)")
+            return 2
+        }
+        var exportSettings = settings
+        exportSettings.exportBatchDelay = .milliseconds(1)
+        let (exporter, http) = TracingPipeline.makeExporter(trackingURI: trackingURI, settings: exportSettings, logger: logger)
+        for record in records { exporter.submit(record) }
+        exporter.shutdown()
+        await exporter.run()
+        try? await http.shutdown()
+        let stats = exporter.stats
+        print("pushed \(stats.exported) of \(records.count) traces from \(file) (rejected \(stats.rejected), not delivered \(stats.dropped))")
+        return stats.exported == records.count ? 0 : 1
     }
 
     static func makeLogger(level: TracegateConfig.LogLevel) -> Logger {

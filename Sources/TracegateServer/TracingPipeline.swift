@@ -6,19 +6,45 @@ import TracegateConfig
 import TracegateExport
 import TracegateTrace
 
-/// From captured exchanges to MLflow: builds each trace on a background queue (never on an event
-/// loop) and hands it to the exporter. Holds at most `maxPending` captures waiting to be built.
+/// From captured exchanges to MLflow (or to the trace file when there is no tracking server):
+/// builds each trace on a background queue, never on an event loop, and hands it on.
+/// Holds at most `maxPending` captures waiting to be built.
 final class TracingPipeline: Sendable {
-    let exporter: TraceExporter
+    private enum Destination: Sendable {
+        case mlflow(TraceExporter, HTTPClient)
+        case file(TraceFileWriter)
+    }
+
+    private let destination: Destination
     private let builder: TraceBuilder
     private let queue = DispatchQueue(label: "tracegate.trace-builder")
     private let pending = NIOLockedValueBox(0)
     private let maxPending = 10_000
-    private let http: HTTPClient
     private let logger: Logger
+    /// Delivers to MLflow until `finish`; nil in file mode.
+    private let exporterRun: Task<Void, Never>?
 
-    init?(settings: TracegateSettings, logger: Logger) {
-        guard let trackingURI = settings.mlflowTrackingURI else { return nil }
+    /// Nil when traces go nowhere (no tracking server and no trace file).
+    init?(settings: TracegateSettings, logger: Logger) throws {
+        if let trackingURI = settings.mlflowTrackingURI {
+            let (exporter, http) = Self.makeExporter(trackingURI: trackingURI, settings: settings, logger: logger)
+            destination = .mlflow(exporter, http)
+            exporterRun = Task { await exporter.run() }
+            logger.info("exporting traces to MLflow", metadata: ["tracking_uri": "\(trackingURI)"])
+        } else if let path = settings.traceFile {
+            destination = .file(try TraceFileWriter(path: path))
+            exporterRun = nil
+            logger.notice("no MLFLOW_TRACKING_URI: traces are appended to \(path); send them with `tracegate push \(path)`")
+        } else {
+            logger.notice("no MLFLOW_TRACKING_URI and no trace_file: traces are not kept")
+            return nil
+        }
+        builder = TraceBuilder(staticTags: settings.traceTags.pairs, errorOn4xx: settings.traceErrorOn4xx)
+        self.logger = logger
+    }
+
+    /// The exporter for `settings`, and the HTTP client it uses (to be shut down after it).
+    static func makeExporter(trackingURI: String, settings: TracegateSettings, logger: Logger) -> (TraceExporter, HTTPClient) {
         let http = HTTPClient(eventLoopGroupProvider: .singleton)
         let client = MLflowClient(
             trackingURI: trackingURI,
@@ -38,10 +64,7 @@ final class TracingPipeline: Sendable {
         configuration.maxBatchTraces = settings.exportBatchSize
         configuration.maxBatchDelay = settings.exportBatchDelay
         configuration.startTraceConcurrency = settings.exportConcurrency
-        self.exporter = TraceExporter(configuration: configuration, sink: client, logger: logger)
-        self.builder = TraceBuilder(staticTags: settings.traceTags.pairs, errorOn4xx: settings.traceErrorOn4xx)
-        self.http = http
-        self.logger = logger
+        return (TraceExporter(configuration: configuration, sink: client, logger: logger), http)
     }
 
     /// Called on event loops when an exchange ends: O(1), never blocks.
@@ -56,14 +79,21 @@ final class TracingPipeline: Sendable {
             return
         }
         queue.async { [self] in
-            exporter.submit(builder.record(for: captured))
+            let record = builder.record(for: captured)
+            switch destination {
+            case .mlflow(let exporter, _):
+                exporter.submit(record)
+            case .file(let writer):
+                do { try writer.append(record) } catch { logger.error("cannot write the trace file: \(error)") }
+            }
             pending.withLockedValue { $0 -= 1 }
         }
     }
 
-    /// Builds what is waiting, delivers everything queued, and closes the HTTP client.
-    func finish(exporterRun: Task<Void, Never>) async {
+    /// Builds what is waiting and delivers everything queued.
+    func finish() async {
         await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in queue.async { done.resume() } }
+        guard case .mlflow(let exporter, let http) = destination, let exporterRun else { return }
         exporter.shutdown()
         await exporterRun.value
         try? await http.shutdown()
@@ -72,7 +102,7 @@ final class TracingPipeline: Sendable {
             "trace export finished",
             metadata: [
                 "exported": "\(stats.exported)", "retries": "\(stats.retries)", "dropped": "\(stats.dropped)",
-                "rejected": "\(stats.rejected)",
+                "rejected": "\(stats.rejected)", "trace_info_failures": "\(stats.startTraceFailures + stats.traceInfoDropped)",
             ])
     }
 }

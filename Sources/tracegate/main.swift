@@ -19,7 +19,8 @@ func fail(_ message: String, code: Int32) -> Never {
 }
 
 if arguments.contains("--help") || arguments.contains("-h") || command == "help" {
-    print("usage: tracegate [run | check-config | version] [--config PATH] [--<setting> VALUE ...]\n")
+    print("usage: tracegate [run | check-config | version] [--config PATH] [--<setting> VALUE ...]")
+    print("       tracegate push FILE [--mlflow-tracking-uri URL] [--mlflow-experiment-name NAME] ...\n")
     print(SettingsLoader.usage)
     exit(0)
 }
@@ -27,8 +28,15 @@ if command == "version" || arguments.contains("--version") {
     print("tracegate \(version)")
     exit(0)
 }
-guard command == "run" || command == "check-config" else {
-    fail("unknown command '\(command)': expected run, check-config, help or version", code: 2)
+guard command == "run" || command == "check-config" || command == "push" else {
+    fail("unknown command '\(command)': expected run, check-config, push, help or version", code: 2)
+}
+var pushFile: String?
+if command == "push" {
+    guard let first = arguments.first, !first.hasPrefix("-") else {
+        fail("push needs the trace file first: tracegate push FILE [--flags]", code: 2)
+    }
+    pushFile = arguments.removeFirst()
 }
 
 let settings: TracegateSettings
@@ -36,7 +44,8 @@ do {
     settings = try SettingsLoader.load(
         arguments: arguments,
         environment: ProcessInfo.processInfo.environment,
-        readFile: { path in try String(contentsOfFile: path, encoding: .utf8) }
+        readFile: { path in try String(contentsOfFile: path, encoding: .utf8) },
+        requireUpstream: command != "push"
     )
 } catch {
     fail("configuration error: \(error)", code: 2)
@@ -45,5 +54,8 @@ do {
 if command == "check-config" {
     print("configuration OK: listen \(settings.listen), admin \(settings.adminListen), upstream \(settings.upstream)")
     exit(0)
+}
+if let pushFile {
+    exit(await TracegateApp.push(file: pushFile, settings: settings))
 }
 exit(await TracegateApp.run(settings: settings))

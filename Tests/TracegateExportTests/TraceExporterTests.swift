@@ -149,3 +149,25 @@ final class TraceExporterTests: XCTestCase {
         XCTAssertEqual(MLflowAuth.bearer(token: "t").headerValue, "Bearer t")
     }
 }
+
+final class TraceFileTests: XCTestCase {
+    func testTraceFileRoundTripsRecordsAndReportsBadLines() throws {
+        let path = NSTemporaryDirectory() + "tracegate-file-test-\(UUID().uuidString).jsonl"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        var record = TraceRecord(
+            traceID: TraceID(high: 9, low: 9), rootSpanID: SpanID(value: 3), name: "POST /v1/chat/completions",
+            startTimeUnixNano: 1, endTimeUnixNano: 2, status: .error(message: "HTTP 502"), user: "ü \"quoted\"",
+            session: "s", clientRequestID: "r")
+        record.attributes["k"] = .int(5)
+        let writer = try TraceFileWriter(path: path)
+        try writer.append(record)
+        try writer.append(record)
+        let handle = try XCTUnwrap(FileHandle(forWritingAtPath: path))
+        handle.seekToEndOfFile()
+        handle.write(Data("not a trace\n".utf8))
+        try handle.close()
+        let read = try TraceFileReader.read(path: path)
+        XCTAssertEqual(read.records, [record, record])
+        XCTAssertEqual(read.badLines, [3])
+    }
+}
