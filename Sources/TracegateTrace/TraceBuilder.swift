@@ -36,8 +36,8 @@ public struct TraceBuilder: Sendable {
         }
 
         describeHTTP(exchange, into: &record)
-        describeBodies(exchange, path: path, into: &record)
-        describeOutcome(exchange, into: &record)
+        let chat = describeBodies(exchange, path: path, into: &record)
+        describeOutcome(exchange, streamCompleted: chat?.streamCompleted ?? false, into: &record)
         return record
     }
 
@@ -55,7 +55,8 @@ public struct TraceBuilder: Sendable {
         record.attributes["tracegate.request_id_generated"] = .bool(exchange.requestIDWasGenerated)
     }
 
-    private func describeBodies(_ exchange: CapturedExchange, path: String, into record: inout TraceRecord) {
+    /// Inputs and outputs; returns the chat exchange when the payloads were recognised.
+    private func describeBodies(_ exchange: CapturedExchange, path: String, into record: inout TraceRecord) -> ChatExchange? {
         if exchange.request.isTruncated { record.attributes["tracegate.request.truncated"] = .bool(true) }
         if exchange.response.isTruncated { record.attributes["tracegate.response.truncated"] = .bool(true) }
         let chat =
@@ -67,7 +68,7 @@ public struct TraceBuilder: Sendable {
         record.inputs = BodyText.describe(exchange.request)
         guard let chat else {
             record.outputs = BodyText.describe(exchange.response)
-            return
+            return nil
         }
         record.spanType = .chatModel
         record.outputs = chat.outputJSON ?? BodyText.describe(exchange.response)
@@ -81,9 +82,13 @@ public struct TraceBuilder: Sendable {
             record.requestPreview = chat.lastUserText.map { String($0.prefix(MLflowLimits.preview)) }
             record.responsePreview = chat.assistantText.map { String($0.prefix(MLflowLimits.preview)) }
         }
+        return chat
     }
 
-    private func describeOutcome(_ exchange: CapturedExchange, into record: inout TraceRecord) {
+    /// A client that closes right after a stream's own end marker (`[DONE]`, `message_stop`,
+    /// `response.completed`) got the whole answer: SDKs commonly stop reading there, before the
+    /// HTTP body's last chunk. That is a completed exchange, not an abort.
+    private func describeOutcome(_ exchange: CapturedExchange, streamCompleted: Bool, into record: inout TraceRecord) {
         let end = record.endTimeUnixNano
         func fail(_ type: String, _ message: String) {
             record.status = .error(message: message)
@@ -96,6 +101,8 @@ public struct TraceBuilder: Sendable {
             }
         case .upstreamFailed(let why): fail("UpstreamError", why)
         case .upstreamTimeout(let why): fail("UpstreamTimeout", why)
+        case .clientAborted where streamCompleted:
+            record.attributes["tracegate.client_closed_after_stream_end"] = .bool(true)
         case .clientAborted: fail("ClientAborted", "the client disconnected before the response was complete")
         }
     }

@@ -90,3 +90,29 @@ final class TraceBuilderTests: XCTestCase {
 }
 
 import Foundation
+
+final class TraceBuilderStreamEndTests: XCTestCase {
+    private func streamed(_ sse: String) -> CapturedExchange {
+        let request = #"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"#
+        return CapturedExchange(
+            traceIDHigh: 1, traceIDLow: 2, rootSpanID: 3, method: "POST", target: "/v1/chat/completions", upstream: "",
+            user: nil, session: nil, requestID: "r", requestIDWasGenerated: true, headerTags: [],
+            request: .init(bytes: Array(request.utf8), totalSize: request.utf8.count, contentType: "application/json"),
+            response: .init(bytes: Array(sse.utf8), totalSize: sse.utf8.count, contentType: "text/event-stream"),
+            status: 200, startEpochNanos: 1, durationNanos: 1, timeToFirstByteNanos: nil, timeToFirstEventNanos: nil,
+            outcome: .clientAborted)
+    }
+
+    private let chunk = #"data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"role":"assistant","content":"Hello"},"finish_reason":null}]}"#
+
+    func testClientClosingAfterDoneIsACompletedStream() {
+        let record = TraceBuilder().record(for: streamed(chunk + "\n\ndata: [DONE]\n\n"))
+        XCTAssertEqual(record.status, .ok)
+        XCTAssertEqual(record.attributes["tracegate.client_closed_after_stream_end"], .bool(true))
+    }
+
+    func testClientClosingMidStreamIsAnAbort() {
+        let record = TraceBuilder().record(for: streamed(chunk + "\n\n"))
+        guard case .error = record.status else { return XCTFail("a stream cut before its end is an abort") }
+    }
+}

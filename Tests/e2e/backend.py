@@ -38,6 +38,14 @@ Endpoints (all accept any method unless noted; query parameters are optional):
                                    X-Fake-Token-Interval-Ms / token_interval_ms
                                    X-Fake-Fail-After / fail_after      streamed: cut the
                                                                        connection after N chunks
+                                   X-Fake-Done-Linger-Ms / done_linger_ms
+                                                                       streamed: wait this long
+                                                                       between `data: [DONE]` and
+                                                                       the end of the chunked body
+                                 Streamed with "stream_options": {"include_usage": true}: a last
+                                 chunk with empty `choices` and the `usage`, as OpenAI sends it.
+                                 Every completion answered is recorded in /stats `chat_completions`
+                                 (id, stream, include_usage, usage), whether or not the usage was sent.
   /stats                         JSON counters (GET); see `Stats.snapshot`.
 
 Requests may carry `?tag=...`; tags are recorded in /stats (`seen_tags`, `completed_tags`).
@@ -111,6 +119,7 @@ class Stats:
         self.seen_tags: list[str] = []  # tag of every request whose head was read
         self.completed_tags: list[str] = []  # tag of every request fully answered
         self.peers: list[list] = []  # [connection_id, peer_port] per request, in order
+        self.chat_completions: list[dict] = []  # per /v1/chat/completions answered: id, usage, ...
 
     def add(self, field: str, amount: int = 1) -> None:
         with self.lock:
@@ -131,6 +140,7 @@ class Stats:
                 "seen_tags": list(self.seen_tags),
                 "completed_tags": list(self.completed_tags),
                 "peers": [list(p) for p in self.peers],
+                "chat_completions": [dict(c) for c in self.chat_completions],
             }
 
 
@@ -545,6 +555,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         usage = {"prompt_tokens": sum(len(str(m.get("content", "")).split()) for m in messages),
                  "completion_tokens": len(tokens)}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        include_usage = bool((req.get("stream_options") or {}).get("include_usage"))
+        with self.server.stats.lock:
+            self.server.stats.chat_completions.append({
+                "id": completion_id, "stream": bool(req.get("stream")), "include_usage": include_usage,
+                "usage": dict(usage)})
         if not req.get("stream"):
             self.respond_json(200, {
                 "id": completion_id, "object": "chat.completion", "created": created, "model": model,
@@ -566,6 +581,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pieces = [chunk({"role": "assistant", "content": ""}, None)]
         pieces += [chunk({"content": t}, None) for t in tokens]
         pieces.append(chunk({}, "stop"))
+        if include_usage:
+            pieces.append(("data: " + json.dumps({
+                "id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
+                "choices": [], "usage": usage}) + "\n\n").encode())
         try:
             for i, piece in enumerate(pieces):
                 if fail_after is not None and i >= int(fail_after):
@@ -576,6 +595,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self.write_chunk(piece)
                 time.sleep(interval)
             self.write_chunk(b"data: [DONE]\n\n")
+            linger = int(self.control("X-Fake-Done-Linger-Ms", "done_linger_ms") or 0)
+            if linger:
+                self.wfile.flush()
+                time.sleep(linger / 1000)
             self.end_chunks()
         except PeerGone:
             self.server.stats.add("aborted_streams")

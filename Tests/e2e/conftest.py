@@ -63,3 +63,49 @@ def shared_proxy(shared_backend, tmp_path_factory):
     assert not problems, "\n".join(problems)
 
 
+# ---- MLflow export ---------------------------------------------------------------------------
+# The server starts on first use, once per session: only the MLflow tests request it, so the rest
+# of the suite neither imports the MLflow SDK nor waits for the server.
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A running `mlflow server` (SQLite, one worker); `.url` is its base URL."""
+    from mlflow_harness import MlflowServer
+
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_client(mlflow_server):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=mlflow_server.url)
+
+
+@pytest.fixture(scope="module")
+def mlflow_experiment(request, mlflow_client) -> str:
+    """A fresh experiment (unique name) for the test module; its id."""
+    from mlflow_harness import create_experiment
+
+    return create_experiment(mlflow_client, prefix=f"e2e-{request.module.__name__}")
+
+
+@pytest.fixture
+def exporting_tracegate(backend, start_tracegate, mlflow_server, mlflow_experiment):
+    """A factory: tracegate in front of `backend` (or `upstream=`), exporting to the module's
+    experiment with a 100ms batch delay; keyword flags are added or override those (None drops
+    one, e.g. mlflow_experiment_id=None to name the experiment instead)."""
+    from mlflow_harness import require_mlflow_export
+
+    require_mlflow_export()
+
+    def start(*extra: str, upstream: str | None = None, **flags):
+        settings = {"mlflow_tracking_uri": mlflow_server.url, "mlflow_experiment_id": mlflow_experiment,
+                    "export_batch_delay": "100ms", **flags}
+        return start_tracegate(upstream or backend.url, *extra,
+                               **{k: v for k, v in settings.items() if v is not None})
+
+    return start

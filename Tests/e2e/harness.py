@@ -23,8 +23,12 @@ DEFAULT_GRACE = "5s"
 
 
 def tracegate_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The test environment minus any TRACEGATE_* variable, plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACEGATE_")}
+    """The test environment minus any TRACEGATE_* and MLFLOW_* variable, plus `extra`.
+
+    MLFLOW_* goes too: tracegate reads MLFLOW_TRACKING_URI and friends, and the MLflow SDK in
+    this process sets MLFLOW_TRACKING_URI (mlflow.set_tracking_uri), which must not turn the
+    export on for tests that did not ask for it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRACEGATE_", "MLFLOW_"))}
     env.update(extra or {})
     return env
 
@@ -44,8 +48,10 @@ class Tracegate:
         self.args = args
         self.stdout_path = workdir / f"tracegate-{port}.stdout"
         self.stderr_path = workdir / f"tracegate-{port}.stderr"
+        # Run in the test's tmp dir: without a tracking server tracegate appends its traces to
+        # ./tracegate-traces.jsonl, which belongs there rather than in the repository.
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen([str(E2E_TRACEGATE_BIN), *args], stdout=out, stderr=err,
+            self.proc = subprocess.Popen([str(E2E_TRACEGATE_BIN), *args], stdout=out, stderr=err, cwd=workdir,
                                          stdin=subprocess.DEVNULL, env=tracegate_env(env))
         self.pid = self.proc.pid
 

@@ -52,3 +52,20 @@ def test_chat_completions_stream(backend):
     lines = [line for line in r.text.split("\n\n") if line]
     assert lines[-1] == "data: [DONE]"
     assert json.loads(lines[0][6:])["object"] == "chat.completion.chunk"
+
+
+def test_chat_completions_stream_sends_usage_only_when_asked_and_records_it(backend):
+    messages = [{"role": "user", "content": "count these words"}]
+    plain = requests.post(f"{backend.url}/v1/chat/completions", json={"stream": True, "messages": messages},
+                          timeout=5)
+    assert '"usage"' not in plain.text
+    r = requests.post(f"{backend.url}/v1/chat/completions", json={
+        "stream": True, "stream_options": {"include_usage": True}, "messages": messages}, timeout=5)
+    events = [json.loads(line[6:]) for line in r.text.split("\n\n") if line and line != "data: [DONE]"]
+    assert events[-2]["choices"][0]["finish_reason"] == "stop"
+    assert events[-1]["choices"] == []
+    assert events[-1]["usage"] == {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}
+    recorded = backend.snapshot()["chat_completions"]
+    assert [(c["stream"], c["include_usage"], c["usage"]) for c in recorded] == [
+        (True, False, events[-1]["usage"]), (True, True, events[-1]["usage"])]
+    assert recorded[1]["id"] == events[-1]["id"]
