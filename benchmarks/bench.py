@@ -11,6 +11,13 @@ One run, on loopback only, with ports picked free and every file in a temp dir:
    then the SSE checks (time to first event, separate events, gaps) for every target;
 6. prints a summary and Markdown, and writes bench-results/<timestamp>.md and .json.
 
+With --mlflow (off by default) it also starts a local MLflow server (mlflow_bench.py) and:
+- adds a target "tracegate-mlflow": tracegate with capture and export to that server, measured
+  in the same rounds; the server's CPU is read over every wrk run (interference), and the
+  exporter's counters are read from tracegate's `trace export finished` line at the end;
+- before the warm-up, measures export throughput: pre-built OTLP batches posted directly vs
+  the same number of requests sent through tracegate, alternately, fresh experiment each time.
+
 Every process it started is stopped on exit, including on Ctrl-C or SIGTERM.
 """
 
@@ -35,6 +42,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import nginx  # noqa: E402
 import procs  # noqa: E402
+import mlflow_bench  # noqa: E402
 import report  # noqa: E402
 import sse_client  # noqa: E402
 import wrk  # noqa: E402
@@ -72,9 +80,38 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--out-dir", default=os.path.join(REPO, "bench-results"),
                     help="where <timestamp>.md and .json go (default bench-results/)")
     ap.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs)")
+    m = ap.add_argument_group("MLflow export (off unless --mlflow)")
+    m.add_argument("--mlflow", action="store_true",
+                   help="also measure tracegate with trace export to a local MLflow server: a "
+                        "data-plane target and export throughput (adds about 5 minutes)")
+    m.add_argument("--mlflow-bin", default=None,
+                   help="mlflow executable (default: .venv/bin/mlflow, /tmp/mlflow-venv/bin/mlflow, "
+                        "PATH)")
+    m.add_argument("--mlflow-traces", type=int, default=1000,
+                   help="traces per export-throughput measurement, M (default 1000)")
+    m.add_argument("--mlflow-batch", type=int, default=100,
+                   help="traces per OTLP request, N: tracegate's --export-batch-size and the "
+                        "direct batches (default 100, tracegate's default)")
+    m.add_argument("--mlflow-runs", type=int, default=3,
+                   help="export-throughput measurements of each kind, alternating (default 3)")
+    m.add_argument("--mlflow-concurrency", type=int, default=8,
+                   help="clients sending the M requests through tracegate (default 8)")
+    m.add_argument("--mlflow-count", choices=("db", "search"), default="db",
+                   help="how arrival in MLflow is polled: read-only count in its SQLite file "
+                        "(default; costs the server nothing) or the REST search API (loads the "
+                        "1-worker server). Final counts are always checked with the search API")
+    m.add_argument("--mlflow-deadline", type=float, default=120,
+                   help="seconds one export measurement may take (default 120)")
+    m.add_argument("--mlflow-drain", type=float, default=30,
+                   help="seconds the data-plane exporter may take to drain after SIGTERM before "
+                        "it is killed (default 30)")
     a = ap.parse_args(argv)
     if a.rounds < 1 or a.duration < 1 or a.sse_passes < 1 or a.sse_tries < 1:
         ap.error("--rounds, --duration, --sse-passes and --sse-tries must be >= 1")
+    if a.mlflow and (a.mlflow_runs < 1 or a.mlflow_batch < 1 or a.mlflow_concurrency < 1
+                     or a.mlflow_traces < a.mlflow_batch or a.mlflow_traces % a.mlflow_batch):
+        ap.error("--mlflow-runs, --mlflow-batch and --mlflow-concurrency must be >= 1, and "
+                 "--mlflow-traces a multiple of --mlflow-batch")
     return a
 
 
@@ -148,7 +185,8 @@ def _abs_argv(argv: list[str]) -> list[str]:
             else a for a in argv]
 
 
-def start_all(a, p: procs.Procs, tmp: str, proxy_argv: list[str]) -> tuple[list[Target], dict]:
+def start_all(a, p: procs.Procs, tmp: str, proxy_argv: list[str],
+              mlflow: mlflow_bench.Server | None = None) -> tuple[list[Target], dict]:
     ports = iter(procs.free_ports(16))
     env = _child_env(tmp)
     started: dict = {}
@@ -185,7 +223,8 @@ def start_all(a, p: procs.Procs, tmp: str, proxy_argv: list[str]) -> tuple[list[
         argv = proxy_argv + ["--upstream", f"http://127.0.0.1:{upstream_port}",
                              "--listen", f"127.0.0.1:{port}",
                              "--admin-listen", f"127.0.0.1:{admin}",
-                             "--access-log", "off"] + extra
+                             # The data plane alone: no trace capture (the --mlflow target measures it on).
+                             "--access-log", "off", "--trace-file="] + extra
         pr = p.spawn(f"tracegate ({tag})", argv, os.path.join(tmp, f"tracegate-{tag}.out"),
                      cwd=tmp, env=env)
         procs.wait_http_200(admin, "/healthz", pr, START_TIMEOUT_S)
@@ -195,10 +234,19 @@ def start_all(a, p: procs.Procs, tmp: str, proxy_argv: list[str]) -> tuple[list[
     variants = [("tracegate", [])]
     if not a.no_threads1:
         variants.append(("tracegate-t1", ["--threads", "1"]))
+    if mlflow is not None:
+        # Capture and export on, every other setting at its default; one experiment per instance.
+        variants.append(("tracegate-mlflow", ["--mlflow-tracking-uri", mlflow.uri]))
     for name, extra in variants:
-        main, main_port = tracegate(f"{name}-main", origin_port, extra)
-        _, sse_proxy_port = tracegate(f"{name}-sse", sse_port, extra)
+        exp = (lambda tag: ["--mlflow-experiment-name", f"bench-dataplane-{tag}"]) \
+            if name == "tracegate-mlflow" else (lambda tag: [])
+        main, main_port = tracegate(f"{name}-main", origin_port, extra + exp("main"))
+        sse_proc, sse_proxy_port = tracegate(f"{name}-sse", sse_port, extra + exp("sse"))
         targets.append(Target(name, main_port, sse_proxy_port, main))
+        if name == "tracegate-mlflow":
+            started["export_main"], started["export_sse"] = main, sse_proc
+            started["export_main_exp"] = mlflow_bench.wait_experiment_id(main, START_TIMEOUT_S)
+            started["export_sse_exp"] = mlflow_bench.wait_experiment_id(sse_proc, START_TIMEOUT_S)
     return targets, started
 
 
@@ -224,18 +272,20 @@ def check_targets(targets: list[Target]) -> None:
 
 
 def measure_wrk(t: Target, load: str, duration: float, all_procs: procs.Procs,
-                origin: procs.Proc) -> dict:
+                started: dict) -> dict:
     threads, conns = (2, 32) if load == "c32" else (1, 1)
     if t.proc is not None and not t.proc.alive():
         return {"error": f"{t.proc.name} is no longer running (exit {t.proc.popen.returncode})"}
     pids = t.pids()
     ours = sorted({pid for pr in all_procs.procs for pid in procs.tree(pr.pid)})
-    origin_pids = procs.tree(origin.pid)
+    origin_pids = procs.tree(started["origin"].pid)
+    mlflow_pids = started["mlflow"].pids() if started.get("mlflow") else []
     time.sleep(0.3)  # let the previous run's connections close
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     me0 = resource.getrusage(resource.RUSAGE_SELF)
     cpu0, org0, ours0 = (procs.cpu_seconds(pids), procs.cpu_seconds(origin_pids),
                          procs.cpu_seconds(ours))
+    mlf0 = procs.cpu_seconds(mlflow_pids)
     sys0, t0 = procs.system_busy_seconds(), time.monotonic()
     try:
         res, raw = wrk.run(f"http://127.0.0.1:{t.port}{WRK_PATH}", threads, conns, duration)
@@ -245,6 +295,7 @@ def measure_wrk(t: Target, load: str, duration: float, all_procs: procs.Procs,
     sys1 = procs.system_busy_seconds()
     cpu1, org1, ours1 = (procs.cpu_seconds(pids), procs.cpu_seconds(origin_pids),
                          procs.cpu_seconds(ours))
+    mlf1 = procs.cpu_seconds(mlflow_pids)
     mem = procs.mem_kib(pids)
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     me1 = resource.getrusage(resource.RUSAGE_SELF)
@@ -259,6 +310,8 @@ def measure_wrk(t: Target, load: str, duration: float, all_procs: procs.Procs,
         "bg_cpu_pct": max(0.0, bg / wall * 100),
         "wrk_output": raw,
     })
+    if mlflow_pids:
+        out["mlflow_cpu_pct"] = (mlf1 - mlf0) / wall * 100  # in "ours", so not in bg_cpu_pct
     if t.proc is not None:
         cpu = cpu1 - cpu0
         out.update({
@@ -293,6 +346,111 @@ def measure_sse(t: Target, passes: int, tries: int, events: int, gap: float) -> 
     return res
 
 
+def export_throughput(a, p: procs.Procs, tmp: str, proxy_argv: list[str],
+                      server: mlflow_bench.Server, origin_port: int, stamp: str) -> dict:
+    """Direct OTLP batches vs the same number of traces through tracegate, alternating."""
+    env = _child_env(tmp)
+    t0 = time.monotonic()
+    body = mlflow_bench.capture_otlp_body(p, tmp, env, proxy_argv, origin_port, a.mlflow_batch)
+    batches = a.mlflow_traces // a.mlflow_batch
+    log(f"export: captured one OTLP body from tracegate, {a.mlflow_batch} traces, "
+        f"{len(body):,} bytes ({time.monotonic() - t0:.1f}s); {a.mlflow_runs} runs of "
+        f"{a.mlflow_traces} traces each way, counted via {a.mlflow_count}")
+    out = {"traces": a.mlflow_traces, "batch": a.mlflow_batch, "runs_per_kind": a.mlflow_runs,
+           "concurrency": a.mlflow_concurrency, "count_via": a.mlflow_count,
+           "captured_body_bytes": len(body), "runs": []}
+    for k in range(1, a.mlflow_runs + 1):
+        order = ("direct", "tracegate") if k % 2 else ("tracegate", "direct")
+        for kind in order:
+            name = f"bench-export-{stamp}-{kind}-{k}"
+            if kind == "direct":
+                bodies, per = mlflow_bench.direct_batches(body, batches)  # built before timing
+                r = mlflow_bench.export_direct(server, bodies, per, name, a.mlflow_count,
+                                               a.mlflow_deadline, p)
+                log(f"[export {k}/{a.mlflow_runs}] direct     {r['traces']} traces in "
+                    f"{r['batches']} POSTs: all 200 after {r['t_posted_s']:.2f}s "
+                    f"({_rate(r.get('rate_posted'))}/s), all present after "
+                    f"{_secs(r['t_present_s'])} ({_rate(r.get('rate_present'))}/s)  "
+                    f"mlflow {r['mlflow_cpu_pct']:.0f}%  bg {r['bg_cpu_pct']:.0f}%"
+                    + ("" if r["statuses"] == {200: r["batches"]} else
+                       f"  !! statuses {r['statuses']}"))
+            else:
+                r = mlflow_bench.export_through_tracegate(
+                    p, tmp, env, proxy_argv, server, origin_port, a.mlflow_traces,
+                    a.mlflow_batch, a.mlflow_concurrency, name, a.mlflow_count,
+                    a.mlflow_deadline, drain_s=30)
+                log(f"[export {k}/{a.mlflow_runs}] tracegate  {r['requests_ok']}/{r['traces']} "
+                    f"requests sent in {_secs(r['t_sent_s'])}; all present after "
+                    f"{_secs(r['t_present_s'])} ({_rate(r.get('rate_present'))}/s), all with "
+                    f"client_request_id after {_secs(r['t_crid_s'])} "
+                    f"({_rate(r.get('rate_crid'))}/s)  mlflow {r['mlflow_cpu_pct']:.0f}%  "
+                    f"tracegate {r['tracegate_cpu_pct']:.0f}%  bg {r['bg_cpu_pct']:.0f}%  "
+                    f"export {r.get('export')}")
+            r["run"] = k
+            out["runs"].append(r)
+    out["total_s"] = time.monotonic() - t0
+    return out
+
+
+def _rate(x) -> str:
+    return "–" if x is None else f"{x:,.0f}"
+
+
+def _secs(x) -> str:
+    return "NOT within the deadline" if x is None else f"{x:.2f}s"
+
+
+def dataplane_export(a, p: procs.Procs, started: dict, server: mlflow_bench.Server,
+                     requests_main: int, rounds_cpu: dict) -> dict:
+    """What became of the traces of the export-on target: counts in MLflow, then the exporter's
+    own counters after SIGTERM (drain bounded by --mlflow-drain)."""
+    out = {"requests_main": requests_main, "mlflow_rounds_cpu": rounds_cpu}
+    for tag in ("main", "sse"):
+        proc, exp = started[f"export_{tag}"], started[f"export_{tag}_exp"]
+        alive = proc.alive()
+        try:
+            before = server.db_counts(exp)
+        except Exception as e:  # noqa: BLE001 - a report, not a reason to lose the run
+            before = None
+            log(f"count {tag}: {e}")
+        log(f"export-on tracegate ({tag}): {before[0] if before else '?'} traces in MLflow at "
+            f"the end of the rounds; SIGTERM, draining for up to {a.mlflow_drain:g}s")
+        res = (mlflow_bench.stop_and_collect(p, proc, a.mlflow_drain if tag == "main" else 15)
+               if alive else {"stats": mlflow_bench.parse_export_stats(proc.log_tail(8192)),
+                              "drain_s": None, "drain_finished": False})
+        try:
+            after = server.db_counts(exp)
+        except Exception as e:  # noqa: BLE001
+            after = None
+            log(f"count {tag}: {e}")
+        res.update({"experiment_id": exp, "alive_at_end": alive,
+                    "stored_at_sigterm": before and before[0],
+                    "with_crid_at_sigterm": before and before[1],
+                    "stored_after_drain": after and after[0],
+                    "with_crid_after_drain": after and after[1]})
+        try:
+            res["overloaded_warnings"] = _count_in_file(proc.log_path, "trace builder overloaded")
+        except OSError:
+            res["overloaded_warnings"] = None
+        log(f"export-on tracegate ({tag}): "
+            + (f"drained in {res['drain_s']:.1f}s: {res['stats']}" if res.get("drain_finished")
+               else f"drain NOT finished within the limit; killed. Last log: "
+                    f"{proc.log_tail(300).strip().splitlines()[-1:] if proc.log_tail(300) else ''}")
+            + f"; stored {res['stored_after_drain']}, with client_request_id "
+              f"{res['with_crid_after_drain']}")
+        out[tag] = res
+    return out
+
+
+def _count_in_file(path: str, needle: str) -> int:
+    n = 0
+    b = needle.encode()
+    with open(path, "rb") as f:
+        for line in f:
+            n += b in line
+    return n
+
+
 def _dead(p: procs.Procs) -> str | None:
     """Why the run cannot go on (a process it started has exited), or None."""
     for pr in p.procs:
@@ -315,6 +473,8 @@ def _fmt_run(r: dict) -> str:
         if r.get("rss_mib") is not None:
             s += f"  rss {r['rss_mib']:5.1f} MiB"
     s += f"  bg {r['bg_cpu_pct']:3.0f}%"
+    if "mlflow_cpu_pct" in r:
+        s += f"  mlflow {r['mlflow_cpu_pct']:3.0f}%"
     if r["non_2xx"] or sum(r["socket_errors"].values()):
         s += f"  !! non-2xx {r['non_2xx']} errors {r['socket_errors']}"
     return s
@@ -349,6 +509,16 @@ def run(a) -> int:
                 log(f"{proxy_argv[0]} does not exist (build it, or pass --proxy-cmd)")
                 return 2
         standin = bool(a.proxy_cmd) and "tracegate" not in os.path.basename(proxy_argv[0])
+        mlflow_bin = None
+        if a.mlflow:
+            if standin:
+                log("--mlflow needs tracegate itself (the stand-in exports nothing)")
+                return 2
+            mlflow_bin = mlflow_bench.find_mlflow(REPO, a.mlflow_bin)
+            if not mlflow_bin:
+                log("mlflow not found: pass --mlflow-bin, or python3 -m venv .venv && "
+                    ".venv/bin/pip install mlflow==3.17.2")
+                return 2
 
         sse_events, sse_gap = 20, 50.0
         meta = {
@@ -365,21 +535,39 @@ def run(a) -> int:
             "git": git_desc(),
             "body_bytes": len(nginx.CHAT_COMPLETION_BODY.encode()),
         }
+        server = None
+        if a.mlflow:
+            meta["mlflow_version"] = mlflow_bench.mlflow_version(mlflow_bin)
+            meta["mlflow_bin"] = mlflow_bin
+            log(f"temp dir {tmp}; starting MLflow {meta['mlflow_version']} server "
+                f"(SQLite, 1 worker)")
+            server = mlflow_bench.start_server(p, tmp, mlflow_bin, _child_env(tmp))
         log(f"temp dir {tmp}; starting origins and proxies")
-        targets, started = start_all(a, p, tmp, proxy_argv)
+        targets, started = start_all(a, p, tmp, proxy_argv, server)
+        started["mlflow"] = server
         check_targets(targets)
         log("targets: " + ", ".join(f"{t.name}=127.0.0.1:{t.port}" for t in targets))
+        export_results = None
+        if server is not None:
+            export_results = export_throughput(a, p, tmp, proxy_argv, server, targets[0].port,
+                                               stamp)
 
         est = (len(targets) * 2 * (a.duration + 0.6) * a.rounds
+               + (a.mlflow_drain if a.mlflow else 0)
                + len(targets) * (a.warmup + 0.5)
                + a.rounds * len(targets) * (a.sse_passes * (sse_events * sse_gap / 1000 + 0.05)
                                             + a.sse_tries * 0.015))
         log(f"warm-up {a.warmup:g}s per target, then {a.rounds} rounds; about {est / 60:.1f} min")
+        export_requests = 1  # check_targets
         for t in targets:
             try:
-                wrk.run(f"http://127.0.0.1:{t.port}{WRK_PATH}", 2, 32, a.warmup)
+                res, _ = wrk.run(f"http://127.0.0.1:{t.port}{WRK_PATH}", 2, 32, a.warmup)
+                if t.name == "tracegate-mlflow":
+                    export_requests += res["requests"]
             except (RuntimeError, ValueError, subprocess.SubprocessError) as e:
                 log(f"warm-up {t.name}: {e}")
+        mlf_pids = server.pids() if server else []
+        mlf_cpu0, mlf_t0 = procs.cpu_seconds(mlf_pids), time.monotonic()
 
         results = {"meta": meta, "targets": [t.name for t in targets], "runs": [], "sse": []}
         width = max(len(t.name) for t in targets)
@@ -395,9 +583,11 @@ def run(a) -> int:
                     aborted = aborted or _dead(p)
                     if aborted:
                         break
-                    r = measure_wrk(t, load, a.duration, p, started["origin"])
+                    r = measure_wrk(t, load, a.duration, p, started)
                     r.update({"round": rnd, "load": load, "target": t.name})
                     results["runs"].append(r)
+                    if t.name == "tracegate-mlflow":
+                        export_requests += r.get("requests", 0)
                     log(f"[{rnd}/{a.rounds}] {load:>3} {t.name:<{width}}  {_fmt_run(r)}")
             aborted = aborted or _dead(p)
             if aborted:
@@ -413,6 +603,17 @@ def run(a) -> int:
                     f"{p0['events']}/{sse_events} in {p0['arrivals']} reads  gaps "
                     f"{min(p0['gaps_ms'], default=0):.1f}–{max(p0['gaps_ms'], default=0):.1f} ms")
 
+        if server is not None:
+            wall = time.monotonic() - mlf_t0
+            rounds_cpu = {"wall_s": wall, "cpu_pct": (procs.cpu_seconds(mlf_pids) - mlf_cpu0)
+                          / max(wall, 1e-9) * 100}
+            results["mlflow"] = {
+                "server": {"version": meta["mlflow_version"], "port": server.port,
+                           "workers": 1, "backend": "sqlite"},
+                "dataplane": dataplane_export(a, p, started, server, export_requests,
+                                              rounds_cpu),
+                "export": export_results,
+            }
         if aborted:
             log(f"ABORTED: {aborted}")
             results["aborted"] = aborted

@@ -148,6 +148,7 @@ def _standin(argv: list[str]) -> None:
     ap.add_argument("--admin-listen", required=True)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--access-log", default="off")
+    ap.add_argument("--trace-file", default="")
     args, _unknown = ap.parse_known_args(argv)
     up = urllib.parse.urlsplit(args.upstream)
     _, port = _hostport(args.listen)

@@ -19,12 +19,14 @@ MAX_ADDED_TTFE_MS = 1.0      # first SSE event, over direct
 MAX_RSS_MIB = 40.0           # tracegate VmRSS at the end of the c=32 run (largest round)
 SSE_GAP_MS, SSE_GAP_TOL_MS = 50.0, 5.0
 BUSY_BG_PCT = 25             # other work on the machine during a run, % of one core
+MIN_EXPORT_RATIO = 0.9       # traces/s through tracegate ÷ direct OTLP batches (--mlflow)
 
 LABELS = {
     "direct": "direct to origin",
     "nginx": "nginx proxy, 1 worker",
     "tracegate": "**tracegate** (default threads)",
     "tracegate-t1": "tracegate, `--threads 1`",
+    "tracegate-mlflow": "tracegate + MLflow export",
 }
 
 
@@ -67,7 +69,7 @@ def summarize(results: dict) -> dict:
             runs = [by[(r, load, t)] for r in rounds if (r, load, t) in by]
             f[load] = {k: _agg([x.get(k) for x in runs]) for k in
                        ("rps", "p50_ms", "p99_ms", "cpu_pct", "cpu_us_per_req", "rss_mib",
-                        "hwm_mib", "bg_cpu_pct")}
+                        "hwm_mib", "bg_cpu_pct", "mlflow_cpu_pct")}
         f["c1"]["added_p50_ms"] = _agg(
             [by[(r, "c1", t)]["p50_ms"] - by[(r, "c1", "direct")]["p50_ms"]
              for r in rounds if (r, "c1", t) in by and (r, "c1", "direct") in by])
@@ -164,7 +166,80 @@ def summarize(results: dict) -> dict:
         if x["failed_passes"] or x["failed_tries"]:
             s["warnings"].append(f"SSE {t}: {x['failed_passes']} failed passes, "
                                  f"{x['failed_tries']} failed tries")
+    if results.get("mlflow"):
+        s["mlflow"] = summarize_mlflow(results["mlflow"], s["warnings"])
     return s
+
+
+def summarize_mlflow(m: dict, warnings: list[str]) -> dict:
+    """Export throughput (medians, same-run ratios, PASS/FAIL) and the data-plane exporter."""
+    out: dict = {"dataplane": m.get("dataplane"), "export": None}
+    ex = m.get("export")
+    if ex:
+        runs = ex["runs"]
+        d = {r["run"]: r for r in runs if r["kind"] == "direct"}
+        tg = {r["run"]: r for r in runs if r["kind"] == "tracegate"}
+        both = sorted(set(d) & set(tg))
+        e = {
+            "direct_posted": _agg([r.get("rate_posted") for r in d.values()]),
+            "direct_present": _agg([r.get("rate_present") for r in d.values()]),
+            "tg_present": _agg([r.get("rate_present") for r in tg.values()]),
+            "tg_crid": _agg([r.get("rate_crid") for r in tg.values()]),
+            "direct_posted_s": _agg([r.get("t_posted_s") for r in d.values()]),
+            "direct_present_s": _agg([r.get("t_present_s") for r in d.values()]),
+            "tg_present_s": _agg([r.get("t_present_s") for r in tg.values()]),
+            "tg_crid_s": _agg([r.get("t_crid_s") for r in tg.values()]),
+            "tg_sent_s": _agg([r.get("t_sent_s") for r in tg.values()]),
+            "direct_mlflow_cpu": _agg([r.get("mlflow_cpu_pct") for r in d.values()]),
+            "tg_mlflow_cpu": _agg([r.get("mlflow_cpu_pct") for r in tg.values()]),
+            "tg_cpu": _agg([r.get("tracegate_cpu_pct") for r in tg.values()]),
+            "direct_bg": _agg([r.get("bg_cpu_pct") for r in d.values()]),
+            "tg_bg": _agg([r.get("bg_cpu_pct") for r in tg.values()]),
+            # A run past the deadline counts as 0 traces/s, so it cannot hide.
+            "ratio_present": _agg([(tg[k].get("rate_present") or 0) / d[k]["rate_present"]
+                                   for k in both if d[k].get("rate_present")]),
+            "ratio_crid": _agg([(tg[k].get("rate_crid") or 0) / d[k]["rate_present"]
+                                for k in both if d[k].get("rate_present")]),
+        }
+        for key in ("present", "crid"):
+            v = (e[f"ratio_{key}"] or {}).get("median")
+            e[f"ok_{key}"] = v is not None and v >= MIN_EXPORT_RATIO
+        out["export"] = e
+        for r in runs:
+            where = f"export run {r['run']} {r['kind']}"
+            if r.get("t_present_s") is None or (r["kind"] == "tracegate"
+                                                and r.get("t_crid_s") is None):
+                warnings.append(f"{where}: not all {r['traces']} traces arrived within the "
+                                f"deadline ({r['final_present']} present, {r['final_crid']} "
+                                f"with client_request_id)")
+            if r["kind"] == "direct" and r["statuses"] != {200: r["batches"]} \
+                    and r["statuses"] != {"200": r["batches"]}:
+                warnings.append(f"{where}: OTLP statuses {r['statuses']}")
+            if r["kind"] == "tracegate":
+                if r.get("requests_ok") != r["traces"]:
+                    warnings.append(f"{where}: {r.get('requests_ok')}/{r['traces']} requests "
+                                    f"answered 200 {r.get('request_errors')}")
+                st = r.get("export") or {}
+                bad = {k: v for k, v in st.items() if k != "exported" and v}
+                if bad or st.get("exported") != r["traces"]:
+                    warnings.append(f"{where}: exporter counters {st or 'not logged'}")
+            if (r.get("search_present"), r.get("search_crid") if r["kind"] == "tracegate"
+                    else 0) != (r["traces"], r["traces"] if r["kind"] == "tracegate" else 0):
+                warnings.append(f"{where}: the search API finds {r.get('search_present')} "
+                                f"traces, {r.get('search_crid')} with client_request_id")
+            if (r.get("bg_cpu_pct") or 0) > BUSY_BG_PCT:
+                warnings.append(f"{where}: other work on the machine used "
+                                f"{r['bg_cpu_pct']:.0f}% of a core")
+    dp = m.get("dataplane") or {}
+    main = dp.get("main") or {}
+    if main and not main.get("drain_finished"):
+        warnings.append(f"export-on tracegate: the exporter had not drained "
+                        f"{main.get('drain_limit_s', 0):g} s after SIGTERM and was killed; its "
+                        f"counters are missing (MLflow's own counts are shown)")
+    if main.get("overloaded_warnings"):
+        warnings.append(f"export-on tracegate: {main['overloaded_warnings']} 'trace builder "
+                        f"overloaded' warnings (traces dropped before the exporter)")
+    return out
 
 
 # ---------- formatting ----------
@@ -298,11 +373,139 @@ def markdown(results: dict, s: dict) -> str:
             f"{g['median']:.1f} [{g['min']:.1f}–{g['max']:.1f}]"
         out.append(f"| {label(t)} | {_mr(x['ttfe_ms'], '{:.3f}')} | {added} | {sep} | {gaps} |")
     out.append("")
+    if s.get("mlflow"):
+        out.extend(markdown_mlflow(results, s))
     if s["warnings"]:
         out.append("Warnings:")
         out.extend(f"- {w}" for w in s["warnings"])
         out.append("")
     return "\n".join(out)
+
+
+def _exp_counters(x: dict) -> str:
+    st = x.get("stats")
+    if x.get("drain_finished") and st:
+        return (", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}"
+                          for k, v in st.items())
+                + f" (drain after SIGTERM {x['drain_s']:.1f} s)")
+    return (f"not logged: the exporter had not drained {x.get('drain_limit_s', 0):g} s after "
+            f"SIGTERM and was killed")
+
+
+def markdown_mlflow(results: dict, s: dict) -> list[str]:
+    meta = results["meta"]
+    m, ms = results["mlflow"], s["mlflow"]
+    targets = results["targets"]
+    out = []
+    srv = m["server"]
+    out.append(f"#### Trace export to MLflow (`--mlflow`)")
+    out.append("")
+    out.append(f"MLflow {srv['version']} `mlflow server`, SQLite backend, `--workers 1`, job "
+               f"execution off, on the same machine (it competes for the same "
+               f"{meta['machine'].split(' ')[0]} vCPUs). *tracegate + MLflow export* is tracegate "
+               f"with `--mlflow-tracking-uri` (capture on, every export setting at its default: "
+               f"batch 100, delay 1 s, 4 StartTraceV3 at a time), in the same rounds as the "
+               f"others. Under wrk it makes far more traces than MLflow can store; the exporter's "
+               f"queue is bounded and drops the oldest, so the server is busy for the whole run, "
+               f"including the other targets' runs (*MLflow CPU %*).")
+    out.append("")
+    out.append("| configuration | rps c=32 | vs nginx (same round) | p50 / p99 ms c=32 "
+               "| added p50 c=1 | CPU µs/req c=32 | RSS MiB | MLflow CPU % c=32 | MLflow CPU % c=1 "
+               "| other work CPU % |")
+    out.append("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+    for t in targets:
+        f = s["figures"][t]
+        c32, c1 = f["c32"], f["c1"]
+        a_us = c1["added_p50_ms"] and {k: (_us(v) if k != "n" else v)
+                                       for k, v in c1["added_p50_ms"].items()}
+        added = "0" if t == "direct" else _mr(a_us, "{:+.0f}") + " µs"
+        ratio = "1" if t == "nginx" else (
+            "–" if t not in s["ratios"] else _mr(s["ratios"][t]["rps_c32"], "{:.2f}"))
+        out.append(
+            f"| {label(t)} | {_mr(c32['rps'], '{:,.0f}')} | {ratio} "
+            f"| {_m(c32['p50_ms'], '{:.2f}')} / {_m(c32['p99_ms'], '{:.2f}')} "
+            f"| {added} | {_mr(c32['cpu_us_per_req'], '{:.1f}')} "
+            f"| {_mr(c32['rss_mib'], '{:.1f}')} | {_mr(c32['mlflow_cpu_pct'], '{:.0f}')} "
+            f"| {_mr(c1['mlflow_cpu_pct'], '{:.0f}')} | {_mr(f['bg_cpu_pct'], '{:.0f}')} |")
+    out.append("")
+    tg = s["targets"].get("tracegate-mlflow")
+    if tg:
+        out.append(f"Export on: throughput {_n(tg['throughput']['value'], '{:.2f}×')} nginx "
+                   f"{_pf(tg['throughput']['ok'])} (target ≥ {MIN_RPS_RATIO}×); added p50 at c=1 "
+                   f"{_n(_us(tg['added_p50_c1']['value']), '{:+.0f} µs')} "
+                   f"{_pf(tg['added_p50_c1']['ok'])} (target ≤ {MAX_ADDED_P50_MS * 1000:.0f} µs).")
+        out.append("")
+    dp = ms.get("dataplane") or {}
+    main = dp.get("main")
+    if main:
+        rc = dp.get("mlflow_rounds_cpu") or {}
+        out.append(
+            f"Exporter of *tracegate + MLflow export* (the instance wrk loads): "
+            f"≈{dp['requests_main']:,} requests proxied (warm-up + rounds); "
+            f"{_n(main.get('stored_at_sigterm'))} traces stored in MLflow by the end of the rounds "
+            f"({_n(main.get('with_crid_at_sigterm'))} with `client_request_id`), "
+            f"{_n(main.get('stored_after_drain'))} ({_n(main.get('with_crid_after_drain'))}) "
+            f"after the drain, i.e. {_n(_share(main.get('stored_after_drain'), dp['requests_main']), '{:.0%}')} "
+            f"of the requests have a trace in MLflow. {_n(main.get('overloaded_warnings'))} traces "
+            f"were dropped before the exporter ('trace builder overloaded' warnings). "
+            f"tracegate's own counters: {_exp_counters(main)}. "
+            f"MLflow server CPU over the warm-up and rounds: {_n(rc.get('cpu_pct'))}% of one "
+            f"core for {_n(rc.get('wall_s'))} s.")
+        sse = dp.get("sse")
+        if sse:
+            out.append("")
+            out.append(f"SSE instance of the same target: {_exp_counters(sse)}; "
+                       f"{_n(sse.get('stored_after_drain'))} traces stored.")
+        out.append("")
+
+    e = ms.get("export")
+    ex = m.get("export")
+    if e and ex:
+        out.append(
+            f"Export throughput: {ex['runs_per_kind']} runs of each kind, alternating, "
+            f"{ex['traces']:,} traces per run, a fresh experiment each run; medians, range in "
+            f"brackets. *Direct*: {ex['traces'] // ex['batch']} OTLP/JSON requests of "
+            f"{ex['batch']} traces ({ex['captured_body_bytes']:,} bytes, one body captured from "
+            f"tracegate, trace ids renewed), posted one after another on one keep-alive "
+            f"connection. *Through tracegate*: {ex['traces']:,} POST {_CHAT} requests, "
+            f"{ex['concurrency']} clients, tracegate `--export-batch-size {ex['batch']}`, other "
+            f"export settings default; the clock starts at the first request. Arrival is polled "
+            + ("every 50 ms from MLflow's SQLite file (read-only)" if ex["count_via"] == "db"
+               else "every 0.5 s with the REST search API")
+            + "; the final counts were checked with the search API.")
+        out.append("")
+        out.append("| path | timed until | traces/s | seconds | vs direct (same run) "
+                   "| MLflow CPU % | other work CPU % |")
+        out.append("|---|---|---:|---:|---:|---:|---:|")
+        out.append(f"| direct OTLP | all POSTs answered 200 | {_mr(e['direct_posted'], '{:,.0f}')} "
+                   f"| {_mr(e['direct_posted_s'], '{:.2f}')} | – "
+                   f"| {_mr(e['direct_mlflow_cpu'], '{:.0f}')} | {_mr(e['direct_bg'], '{:.0f}')} |")
+        out.append(f"| direct OTLP (reference) | all {ex['traces']:,} in MLflow "
+                   f"| {_mr(e['direct_present'], '{:,.0f}')} "
+                   f"| {_mr(e['direct_present_s'], '{:.2f}')} | 1 | | |")
+        out.append(f"| through tracegate | all {ex['traces']:,} in MLflow "
+                   f"| {_mr(e['tg_present'], '{:,.0f}')} | {_mr(e['tg_present_s'], '{:.2f}')} "
+                   f"| {_mr(e['ratio_present'], '{:.2f}')} {_pf(e['ok_present'])} "
+                   f"| {_mr(e['tg_mlflow_cpu'], '{:.0f}')} | {_mr(e['tg_bg'], '{:.0f}')} |")
+        out.append(f"| through tracegate, StartTraceV3 counted | all {ex['traces']:,} with "
+                   f"`client_request_id` | {_mr(e['tg_crid'], '{:,.0f}')} "
+                   f"| {_mr(e['tg_crid_s'], '{:.2f}')} "
+                   f"| {_mr(e['ratio_crid'], '{:.2f}')} {_pf(e['ok_crid'])} | | |")
+        out.append("")
+        out.append(f"Target: ≥ {MIN_EXPORT_RATIO}× direct (median of same-run ratios). The "
+                   f"requests themselves took {_mr(e['tg_sent_s'], '{:.2f}')} s; tracegate used "
+                   f"{_mr(e['tg_cpu'], '{:.0f}')}% of a core over a run. StartTraceV3 (one call "
+                   f"per trace, for `client_request_id`) shares the 1-worker server with the "
+                   f"OTLP posts while it runs.")
+        out.append("")
+    return out
+
+
+_CHAT = "`/v1/chat/completions`"
+
+
+def _share(part, whole):
+    return None if part is None or not whole else part / whole
 
 
 def text_summary(results: dict, s: dict) -> str:
@@ -331,4 +534,19 @@ def text_summary(results: dict, s: dict) -> str:
         v = tg["rss"]["value"]
         lines.append(f"  {'PASS' if tg['rss']['ok'] else 'FAIL'}  RSS {_n(v, '{:.1f}')} MiB "
                      f"(target <= {MAX_RSS_MIB:.0f} MiB)")
+    ms = s.get("mlflow") or {}
+    e = ms.get("export")
+    if e:
+        lines.append("export to MLflow (traces/s, through tracegate vs direct OTLP batches):")
+        for key, what in (("present", "all traces in MLflow"),
+                          ("crid", "all with client_request_id (StartTraceV3 counted)")):
+            v = (e[f"ratio_{key}"] or {}).get("median")
+            lines.append(f"  {'PASS' if e[f'ok_{key}'] else 'FAIL'}  {what}: "
+                         f"{_m(e[f'tg_{key}'], '{:,.0f}')}/s vs direct "
+                         f"{_m(e['direct_present'], '{:,.0f}')}/s = {_n(v, '{:.2f}')}x "
+                         f"(target >= {MIN_EXPORT_RATIO})")
+    main = (ms.get("dataplane") or {}).get("main")
+    if main:
+        lines.append(f"  data-plane exporter: {_exp_counters(main)}; "
+                     f"{_n(main.get('stored_after_drain'))} traces stored in MLflow")
     return "\n".join(lines)

@@ -81,6 +81,12 @@ public final class TraceExporter: Sendable {
     public var stats: ExporterStats { state.withLockedValue { $0.stats } }
     public var queuedTraces: Int { state.withLockedValue { $0.queue.count } }
 
+    /// True when the queue is full: a caller can skip building a trace that would only be dropped.
+    public var isFull: Bool { state.withLockedValue { $0.queue.count >= configuration.maxQueuedTraces } }
+
+    /// Counts a trace the caller dropped because the queue was full.
+    public func countDropped() { state.withLockedValue { $0.stats.dropped += 1 } }
+
     /// Queues a finished trace. Never blocks; when the queue is full the oldest trace is dropped.
     public func submit(_ record: TraceRecord) {
         state.withLockedValue { state in

@@ -19,7 +19,9 @@ final class TracingPipeline: Sendable {
     private let builder: TraceBuilder
     private let queue = DispatchQueue(label: "tracegate.trace-builder")
     private let pending = NIOLockedValueBox(0)
-    private let maxPending = 10_000
+    private let maxPending = 2_000
+    /// Traces dropped because the builder fell behind; logged at most every 10 s.
+    private let overload = NIOLockedValueBox((dropped: 0, lastLog: ContinuousClock.now - .seconds(60)))
     private let logger: Logger
     /// Delivers to MLflow until `finish`; nil in file mode.
     private let exporterRun: Task<Void, Never>?
@@ -75,10 +77,21 @@ final class TracingPipeline: Sendable {
             return true
         }
         guard accepted else {
-            logger.warning("trace builder overloaded: a trace was dropped")
+            let report: Int? = overload.withLockedValue { state in
+                state.dropped += 1
+                guard ContinuousClock.now - state.lastLog >= .seconds(10) else { return nil }
+                state.lastLog = .now
+                return state.dropped
+            }
+            if let report { logger.warning("trace building cannot keep up: \(report) traces dropped so far") }
             return
         }
         queue.async { [self] in
+            defer { pending.withLockedValue { $0 -= 1 } }
+            if case .mlflow(let exporter, _) = destination, exporter.isFull {
+                exporter.countDropped()  // the tracking server is behind: don't spend CPU on a trace it can't take
+                return
+            }
             let record = builder.record(for: captured)
             switch destination {
             case .mlflow(let exporter, _):
@@ -86,7 +99,6 @@ final class TracingPipeline: Sendable {
             case .file(let writer):
                 do { try writer.append(record) } catch { logger.error("cannot write the trace file: \(error)") }
             }
-            pending.withLockedValue { $0 -= 1 }
         }
     }
 
