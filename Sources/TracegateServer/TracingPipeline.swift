@@ -8,8 +8,11 @@ import TracegateTrace
 
 /// From captured exchanges to MLflow (or to the trace file when there is no tracking server):
 /// builds each trace on a background queue, never on an event loop, and hands it on.
+///
+/// Event loops only append captures to a locked array; a timer drains it every few milliseconds,
+/// so a busy proxy wakes the builder thread 200 times a second, not once per request.
 /// Holds at most `maxPending` captures waiting to be built.
-final class TracingPipeline: Sendable {
+final class TracingPipeline: @unchecked Sendable {
     private enum Destination: Sendable {
         case mlflow(TraceExporter, HTTPClient)
         case file(TraceFileWriter)
@@ -18,8 +21,9 @@ final class TracingPipeline: Sendable {
     private let destination: Destination
     private let builder: TraceBuilder
     private let queue = DispatchQueue(label: "tracegate.trace-builder")
-    private let pending = NIOLockedValueBox(0)
+    private let pending = NIOLockedValueBox([CapturedExchange]())
     private let maxPending = 2_000
+    private let drainTimer: DispatchSourceTimer
     /// Traces dropped because the builder fell behind; logged at most every 10 s.
     private let overload = NIOLockedValueBox((dropped: 0, lastLog: ContinuousClock.now - .seconds(60)))
     private let logger: Logger
@@ -43,6 +47,10 @@ final class TracingPipeline: Sendable {
         }
         builder = TraceBuilder(staticTags: settings.traceTags.pairs, errorOn4xx: settings.traceErrorOn4xx)
         self.logger = logger
+        drainTimer = DispatchSource.makeTimerSource(queue: queue)
+        drainTimer.schedule(deadline: .now() + .milliseconds(5), repeating: .milliseconds(5))
+        drainTimer.setEventHandler { [weak self] in self?.drain() }
+        drainTimer.resume()
     }
 
     /// The exporter for `settings`, and the HTTP client it uses (to be shut down after it).
@@ -71,9 +79,9 @@ final class TracingPipeline: Sendable {
 
     /// Called on event loops when an exchange ends: O(1), never blocks.
     func deliver(_ captured: CapturedExchange) {
-        let accepted = pending.withLockedValue { count in
-            guard count < maxPending else { return false }
-            count += 1
+        let accepted = pending.withLockedValue { pending in
+            guard pending.count < maxPending else { return false }
+            pending.append(captured)
             return true
         }
         guard accepted else {
@@ -86,11 +94,18 @@ final class TracingPipeline: Sendable {
             if let report { logger.warning("trace building cannot keep up: \(report) traces dropped so far") }
             return
         }
-        queue.async { [self] in
-            defer { pending.withLockedValue { $0 -= 1 } }
+    }
+
+    /// Builds and hands on everything waiting; runs on `queue`.
+    private func drain() {
+        let captures = pending.withLockedValue { pending in
+            defer { pending.removeAll(keepingCapacity: true) }
+            return pending
+        }
+        for captured in captures {
             if case .mlflow(let exporter, _) = destination, exporter.isFull {
                 exporter.countDropped()  // the tracking server is behind: don't spend CPU on a trace it can't take
-                return
+                continue
             }
             let record = builder.record(for: captured)
             switch destination {
@@ -104,7 +119,13 @@ final class TracingPipeline: Sendable {
 
     /// Builds what is waiting and delivers everything queued.
     func finish() async {
-        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in queue.async { done.resume() } }
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            queue.async { [self] in
+                drainTimer.cancel()
+                drain()
+                done.resume()
+            }
+        }
         guard case .mlflow(let exporter, let http) = destination, let exporterRun else { return }
         exporter.shutdown()
         await exporterRun.value
