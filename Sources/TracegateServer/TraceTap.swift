@@ -54,7 +54,7 @@ final class TraceTap: ExchangeTap {
         if settings.traceIDResponseHeader.isEmpty {
             responseHeaders = []
         } else {
-            responseHeaders = [(settings.traceIDResponseHeader, "tr-" + Self.hex(traceIDHigh) + Self.hex(traceIDLow))]
+            responseHeaders = [(settings.traceIDResponseHeader, TraceID(high: traceIDHigh, low: traceIDLow).mlflowID)]
         }
     }
 
@@ -78,11 +78,6 @@ final class TraceTap: ExchangeTap {
         let room = limit - body.bytes.count
         guard room > 0 else { return }
         bytes.withUnsafeReadableBytes { raw in body.bytes.append(contentsOf: raw.prefix(room)) }
-    }
-
-    static func hex(_ value: UInt64) -> String {
-        let digits = String(value, radix: 16)
-        return String(repeating: "0", count: 16 - digits.count) + digits
     }
 }
 
