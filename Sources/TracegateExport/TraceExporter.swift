@@ -22,7 +22,7 @@ public struct ExporterConfiguration: Sendable {
     public var maxBatchDelay: Duration = .seconds(1)
     /// Traces held in memory (waiting for spans, and separately for trace info); beyond it the
     /// oldest are dropped and counted.
-    public var maxQueuedTraces = 2_000
+    public var maxQueuedTraces = 1_000
     /// StartTraceV3 calls in flight at once.
     public var startTraceConcurrency = 4
     public var serviceName = "tracegate"

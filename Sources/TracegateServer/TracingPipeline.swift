@@ -22,7 +22,7 @@ final class TracingPipeline: @unchecked Sendable {
     private let builder: TraceBuilder
     private let queue = DispatchQueue(label: "tracegate.trace-builder")
     private let pending = NIOLockedValueBox([CapturedExchange]())
-    private let maxPending = 2_000
+    private let maxPending = 1_000
     private let drainTimer: DispatchSourceTimer
     /// Traces dropped because the builder fell behind; logged at most every 10 s.
     private let overload = NIOLockedValueBox((dropped: 0, lastLog: ContinuousClock.now - .seconds(60)))
