@@ -30,6 +30,14 @@ LABELS = {
 }
 
 
+
+def _added_p50(target: str, c1: dict) -> str:
+    """The c=1 p50 added over direct, as "+N µs" (median [range]); "0" for direct itself."""
+    if target == "direct":
+        return "0"
+    a_us = c1["added_p50_ms"] and {k: (_us(v) if k != "n" else v) for k, v in c1["added_p50_ms"].items()}
+    return _mr(a_us, "{:+.0f}") + " µs"
+
 def label(name: str) -> str:
     return LABELS.get(name, name)
 
@@ -324,9 +332,7 @@ def markdown(results: dict, s: dict) -> str:
     for t in targets:
         f = s["figures"][t]
         c32, c1 = f["c32"], f["c1"]
-        a_us = c1["added_p50_ms"] and {k: (_us(v) if k != "n" else v)
-                                       for k, v in c1["added_p50_ms"].items()}
-        added = "0" if t == "direct" else _mr(a_us, "{:+.0f}") + " µs"
+        added = _added_p50(t, c1)
         out.append(
             f"| {label(t)} | {_mr(c32['rps'], '{:,.0f}')} "
             f"| {_m(c32['p50_ms'], '{:.2f}')} / {_m(c32['p99_ms'], '{:.2f}')} "
@@ -416,9 +422,7 @@ def markdown_mlflow(results: dict, s: dict) -> list[str]:
     for t in targets:
         f = s["figures"][t]
         c32, c1 = f["c32"], f["c1"]
-        a_us = c1["added_p50_ms"] and {k: (_us(v) if k != "n" else v)
-                                       for k, v in c1["added_p50_ms"].items()}
-        added = "0" if t == "direct" else _mr(a_us, "{:+.0f}") + " µs"
+        added = _added_p50(t, c1)
         ratio = "1" if t == "nginx" else (
             "–" if t not in s["ratios"] else _mr(s["ratios"][t]["rps_c32"], "{:.2f}"))
         out.append(

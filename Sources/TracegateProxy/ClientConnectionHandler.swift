@@ -446,13 +446,12 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             ?? requestIDs.generate()
         writeError(error, requestID: requestID, version: requestHead?.version ?? .http1_1)
         if let requestHead, let observer = shared.observer {
-            var summary = ExchangeSummary(
+            let summary = ExchangeSummary(
                 requestID: requestID, method: requestHead.method, target: requestHead.uri,
                 clientAddress: clientIP, status: Int(error.status.code), requestBodyBytes: 0,
                 responseBodyBytes: 0, startedAtEpochNanos: Exchange.wallClockNanos(), duration: .zero,
                 timeToFirstByte: nil, outcome: error.outcome
             )
-            summary.duration = .zero
             observer.exchangeFinished(summary, tap: nil)
         }
     }
