@@ -27,30 +27,35 @@ final class ProxyShared: Sendable {
 /// Sent down a client pipeline to start a graceful close: finish the current exchange, then close.
 struct QuiesceEvent {}
 
-/// The proxy's per-client-connection handler: forwards each request to a pooled upstream connection
-/// on the same event loop and streams the response back, part by part.
+/// The proxy's per-client-connection handler: reads HTTP/1 requests straight from the socket's bytes,
+/// forwards each to a pooled upstream connection on the same event loop and streams the response back.
 ///
-/// Bytes are never buffered beyond what is in flight: client reads are held while the upstream is not
-/// writable (or not yet connected), and upstream reads are held while the client is not writable.
-/// Responses are flushed on the upstream's `channelReadComplete`, so each SSE event the upstream sends
-/// reaches the client as soon as it arrives. Pipelined requests wait in a small queue (reads stop
-/// when it is full) and are started in order once the current exchange ends.
+/// Heads are parsed in place and rewritten by copying the client's bytes; bodies pass through as
+/// slices of the bytes read (chunked bodies are re-framed). Nothing is buffered beyond what is in
+/// flight: client reads are held while the upstream is not writable (or not yet connected), and
+/// upstream reads are held while the client is not writable. Responses are flushed on the upstream's
+/// `channelReadComplete`, so each SSE event the upstream sends reaches the client as soon as it arrives.
+/// A pipelined request waits, unparsed, until the current exchange ends (reads stop meanwhile).
 final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
-    typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundIn = HTTPServerResponsePart
-    typealias OutboundOut = HTTPServerResponsePart
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
 
-    /// Pipelined request parts held before reads stop.
-    private static let maxQueuedParts = 64
+    private static let crlf = ByteBuffer(string: "\r\n")
 
     private let shared: ProxyShared
     private let pool: UpstreamPool
     private var context: ChannelHandlerContext!
     private var clientIP: String?
     private var requestIDs = RequestIDGenerator()
+    private var headParser: HeadParser
 
     private var exchange: Exchange?
-    private var queued = CircularBuffer<HTTPServerRequestPart>()
+    /// Bytes read from the client and not yet consumed.
+    private var inbound: ByteBuffer?
+    private var isProcessingInbound = false
+    /// Reads the current request's body; nil between bodies.
+    private var requestBody: BodyReader?
     private var readPending = false
     private var upstreamNeedsFlush = false
     private var clientNeedsFlush = false
@@ -65,6 +70,8 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     init(shared: ProxyShared, pool: UpstreamPool) {
         self.shared = shared
         self.pool = pool
+        self.headParser = HeadParser(
+            requestIDHeader: shared.configuration.requestIDHeader, maxHeadBytes: shared.configuration.maxHeaderBytes)
     }
 
     // MARK: Client channel events
@@ -87,15 +94,14 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let part = unwrapInboundIn(data)
-        if closing && exchange == nil { return }  // an answered request's leftovers, or a closing connection
-        if exchange == nil && queued.isEmpty {
-            handle(part)
-        } else if let exchange, queued.isEmpty, !exchange.requestComplete {
-            handle(part)
+        if closing && (exchange == nil || exchange!.discardingRequest) { return }  // leftovers of an answered request
+        var bytes = unwrapInboundIn(data)
+        if inbound == nil {
+            inbound = bytes
         } else {
-            queued.append(part)
+            inbound!.writeBuffer(&bytes)
         }
+        processInbound()
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -125,6 +131,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     func channelInactive(context: ChannelHandlerContext) {
         cancelTimer()
         closing = true
+        inbound = nil
         if let exchange {
             if let upstream = exchange.upstream {
                 exchange.upstream = nil
@@ -133,25 +140,12 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             }
             finish(exchange, outcome: .clientAborted)
         }
-        queued.removeAll()
         context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        if let parserError = error as? HTTPParserError {
-            let proxyError: ProxyError =
-                parserError == .headerOverflow ? .headersTooLarge : .malformedRequest(Self.describe(parserError))
-            closing = true
-            queued.removeAll()
-            if let exchange {
-                fail(exchange, with: proxyError)
-            } else {
-                respondWithoutExchange(proxyError)
-            }
-        } else {
-            // I/O errors (reset, broken pipe): nothing can be sent any more.
-            context.close(promise: nil)
-        }
+        // I/O errors (reset, broken pipe): nothing can be sent any more.
+        context.close(promise: nil)
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -169,44 +163,129 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
 
     // MARK: Request side
 
-    private func handle(_ part: HTTPServerRequestPart) {
-        switch part {
-        case .head(let head):
-            startExchange(head)
-        case .body(let buffer):
-            guard let exchange, !exchange.discardingRequest else { return }
-            exchange.requestBodyBytes += buffer.readableBytes
-            exchange.lastActivity = context.eventLoop.now
-            if let limit = configuration.maxBodyBytes, exchange.requestBodyBytes > limit {
-                fail(exchange, with: .bodyTooLarge(limit: limit))
+    /// Parses and forwards what the client sent, as far as the current exchange allows.
+    /// Bytes arriving while this runs (re-entrantly) are appended and handled in the same call.
+    private func processInbound() {
+        guard !isProcessingInbound else { return }
+        isProcessingInbound = true
+        defer { isProcessingInbound = false }
+        while var buffer = inbound, buffer.readableBytes > 0 {
+            inbound = nil
+            do {
+                try consume(&buffer)
+            } catch {
+                inbound = nil
+                requestBody = nil
+                reject(error)
                 return
             }
-            exchange.tap?.requestBody(buffer)
-            forward(.body(.byteBuffer(buffer)), of: exchange)
-        case .end(let trailers):
-            guard let exchange else { return }
-            exchange.requestComplete = true
-            if exchange.discardingRequest { return }
-            let now = context.eventLoop.now
-            exchange.requestEndedAt = now
-            exchange.lastActivity = now
-            forward(.end(trailers), of: exchange)
-            if let upstream = exchange.upstream {
-                upstreamNeedsFlush = false
-                upstream.flush()
+            let arrived = inbound
+            if var arrived, buffer.readableBytes > 0 {
+                buffer.writeBuffer(&arrived)
+                inbound = buffer
+            } else if arrived == nil {
+                inbound = buffer.readableBytes > 0 ? buffer : nil
+                return
             }
-            armTimer(by: now + configuration.firstByteTimeout)
-            resumeClientReadsIfPossible()
         }
     }
 
-    private func startExchange(_ head: HTTPRequestHead) {
+    private func consume(_ buffer: inout ByteBuffer) throws {
+        while buffer.readableBytes > 0 {
+            if closing && (exchange == nil || exchange!.discardingRequest) {
+                buffer.clear()
+                return
+            }
+            if requestBody != nil {
+                guard let exchange else {
+                    requestBody = nil
+                    continue
+                }
+                switch try requestBody!.next(&buffer) {
+                case .data(let slice):
+                    requestBodyArrived(slice, of: exchange)
+                    if requestBody?.isDone == true {  // a declared length is complete without further bytes
+                        requestBody = nil
+                        if self.exchange === exchange { requestEnded(exchange, trailers: nil) }
+                    }
+                case .end(let trailers):
+                    requestBody = nil
+                    requestEnded(exchange, trailers: trailers)
+                case .needMore:
+                    return
+                }
+            } else if exchange == nil {
+                guard let length = try headParser.headLength(in: &buffer) else { return }
+                startExchange(try headParser.parseRequest(buffer.readSlice(length: length)!))
+            } else {
+                return  // a pipelined request: it waits until the current exchange ends
+            }
+        }
+    }
+
+    /// Answers a request the parser refused, then closes.
+    private func reject(_ error: Error) {
+        let proxyError: ProxyError
+        switch error {
+        case HeadError.tooLarge: proxyError = .headersTooLarge
+        case HeadError.malformed(let why): proxyError = .malformedRequest(why)
+        case let failure as BodyReader.Failure: proxyError = .malformedRequest("invalid chunked body (\(failure))")
+        default: proxyError = .malformedRequest("\(error)")
+        }
+        closing = true
+        if let exchange {
+            fail(exchange, with: proxyError)
+        } else {
+            respondWithoutExchange(proxyError)
+        }
+    }
+
+    private func requestBodyArrived(_ slice: ByteBuffer, of exchange: Exchange) {
+        guard !exchange.discardingRequest else { return }
+        exchange.requestBodyBytes += slice.readableBytes
+        exchange.lastActivity = context.eventLoop.now
+        if let limit = configuration.maxBodyBytes, exchange.requestBodyBytes > limit {
+            fail(exchange, with: .bodyTooLarge(limit: limit))
+            return
+        }
+        exchange.tap?.requestBody(slice)
+        if exchange.upstreamRequest.framing == .chunked {
+            forward(ChunkedCoding.chunkHeader(for: slice.readableBytes, allocator: context.channel.allocator), of: exchange)
+            forward(slice, of: exchange)
+            forward(Self.crlf, of: exchange)
+        } else {
+            forward(slice, of: exchange)
+        }
+    }
+
+    private func requestEnded(_ exchange: Exchange, trailers: ByteBuffer?) {
+        exchange.requestComplete = true
+        if exchange.discardingRequest { return }
+        let now = context.eventLoop.now
+        exchange.requestEndedAt = now
+        exchange.lastActivity = now
+        if exchange.upstreamRequest.framing == .chunked {
+            var end = context.channel.allocator.buffer(capacity: 5 + (trailers?.readableBytes ?? 0))
+            ChunkedCoding.writeEnd(trailers: trailers, into: &end)
+            forward(end, of: exchange)
+        }
+        if let upstream = exchange.upstream {
+            upstreamNeedsFlush = false
+            upstream.flush()
+        }
+        armTimer(by: now + configuration.firstByteTimeout)
+    }
+
+    private func startExchange(_ head: RequestHead) {
         if let rejection = Self.validate(head, maxBodyBytes: configuration.maxBodyBytes) {
             closing = true
             respondWithoutExchange(rejection, requestHead: head)
             return
         }
-        guard let upstreamRequest = shared.requestRewriter.rewrite(head, clientIP: clientIP, ids: &requestIDs) else {
+        guard
+            let upstreamRequest = shared.requestRewriter.rewrite(
+                head, clientIP: clientIP, ids: &requestIDs, allocator: context.channel.allocator)
+        else {
             closing = true
             respondWithoutExchange(.malformedRequest("invalid request target"), requestHead: head)
             return
@@ -215,10 +294,18 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         let exchange = Exchange(
             clientHead: head, upstreamRequest: upstreamRequest, now: context.eventLoop.now,
             // RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 request means faulty framing; close after it.
-            keepClientAlive: head.isKeepAlive && !closing && !(head.version.minor == 0 && head.headers.hasTransferEncoding),
+            keepClientAlive: head.isKeepAlive && !closing && !(head.version.minor == 0 && head.facts.hasTransferEncoding),
             tap: tap
         )
         self.exchange = exchange
+        switch upstreamRequest.framing {
+        case .none, .untilClose:
+            requestEnded(exchange, trailers: nil)
+        case .contentLength:
+            requestBody = BodyReader(framing: .contentLength, contentLength: upstreamRequest.contentLength)
+        case .chunked:
+            requestBody = BodyReader(framing: .chunked)
+        }
         armTimer(by: exchange.lastActivity + configuration.idleTimeout)
         if let connection = pool.takeIdle() {
             attach(connection, to: exchange)
@@ -228,26 +315,23 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     }
 
     /// Refusals decided from the head alone (RFC 9112 §6.1 smuggling shapes, upgrades, declared size).
-    static func validate(_ head: HTTPRequestHead, maxBodyBytes: Int?) -> ProxyError? {
+    static func validate(_ head: RequestHead, maxBodyBytes: Int?) -> ProxyError? {
+        let facts = head.facts
         if head.method == .CONNECT { return .connectNotSupported }
-        let hosts = head.headers[canonicalForm: "host"].count
-        if hosts > 1 { return .malformedRequest("more than one Host header") }
-        if hosts == 0 && head.version.major == 1 && head.version.minor >= 1 {
+        if facts.hostCount > 1 { return .malformedRequest("more than one Host header") }
+        if facts.hostCount == 0 && head.version.minor >= 1 {
             return .malformedRequest("HTTP/1.1 request without a Host header")
         }
-        let lengths = head.headers.contentLengthValues
-        if head.headers.hasTransferEncoding && lengths.count > 0 {
+        if facts.hasTransferEncoding && facts.contentLengthCount > 0 {
             return .malformedRequest("both Content-Length and Transfer-Encoding")
         }
-        if !lengths.consistent { return .malformedRequest("conflicting Content-Length values") }
-        if head.headers.contains(name: "upgrade")
-            && head.headers[canonicalForm: "connection"].contains(where: { $0.equalsIgnoringASCIICase("upgrade") })
-        {
-            return .upgradeNotSupported
+        if facts.contentLengthConflict { return .malformedRequest("conflicting Content-Length values") }
+        if facts.contentLengthInvalid { return .malformedRequest("invalid Content-Length") }
+        if facts.hasTransferEncoding && !facts.transferEncodingOnlyChunked {
+            return .malformedRequest("unsupported Transfer-Encoding (only chunked is accepted)")
         }
-        if let limit = maxBodyBytes, let declared = head.headers.first(name: "content-length").flatMap({ Int($0) }),
-            declared > limit
-        {
+        if facts.hasUpgrade && facts.connectionUpgrade { return .upgradeNotSupported }
+        if let limit = maxBodyBytes, let declared = facts.contentLength, declared > limit {
             return .bodyTooLarge(limit: limit)
         }
         return nil
@@ -278,10 +362,11 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
 
     private func attach(_ connection: UpstreamConnection, to exchange: Exchange) {
         connection.handler.owner = self
+        connection.handler.expectResponse(requestIsHEAD: exchange.clientHead.method == .HEAD)
         exchange.upstream = connection
-        connection.write(.head(exchange.upstreamRequest.head))
-        for part in exchange.pendingParts { connection.write(part) }
-        exchange.pendingParts.removeAll()
+        connection.write(exchange.upstreamRequest.head)
+        for bytes in exchange.pendingBytes { connection.write(bytes) }
+        exchange.pendingBytes.removeAll()
         connection.flush()
         if exchange.requestComplete {
             exchange.requestEndedAt = exchange.requestEndedAt ?? context.eventLoop.now
@@ -290,12 +375,12 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         resumeClientReadsIfPossible()
     }
 
-    private func forward(_ part: HTTPClientRequestPart, of exchange: Exchange) {
+    private func forward(_ bytes: ByteBuffer, of exchange: Exchange) {
         if let upstream = exchange.upstream {
-            upstream.write(part)
+            upstream.write(bytes)
             upstreamNeedsFlush = true
         } else {
-            exchange.pendingParts.append(part)
+            exchange.pendingBytes.append(bytes)
         }
     }
 
@@ -303,56 +388,64 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
 
     var mayReadUpstream: Bool { context.channel.isWritable }
 
-    func upstreamRead(_ part: HTTPClientResponsePart) {
+    func upstreamInformational(_ head: ResponseHead) {
         guard let exchange else { return }
-        switch part {
-        case .head(let head):
-            if head.status.code < 200 && head.status.code != 101 {
-                var informational = head
-                HopByHop.strip(&informational.headers)
-                informational.version = exchange.clientHead.version
-                context.write(wrapOutboundOut(.head(informational)), promise: nil)
-                clientNeedsFlush = true
-                return
-            }
-            let now = context.eventLoop.now
-            exchange.firstByteAt = now
-            exchange.lastActivity = now
-            let response = shared.responseRewriter.rewrite(
-                head, requestIsHEAD: exchange.clientHead.method == .HEAD,
-                clientVersion: exchange.clientHead.version,
-                keepClientAlive: exchange.keepClientAlive && !closing && exchange.requestComplete,
-                requestID: exchange.upstreamRequest.requestID
-            )
-            exchange.upstreamFraming = response.upstreamFraming
-            exchange.upstreamKeepsAlive = head.isKeepAlive
-            exchange.closeClientAfter = response.closeAfter
-            exchange.responseStarted = true
-            exchange.status = Int(head.status.code)
-            var clientHead = response.head
-            if let tap = exchange.tap {
-                tap.responseHead(head)
-                for field in tap.responseHeaders { clientHead.headers.add(name: field.name, value: field.value) }
-            }
-            context.write(wrapOutboundOut(.head(clientHead)), promise: nil)
-            clientNeedsFlush = true
-        case .body(let buffer):
-            exchange.responseBodyBytes += buffer.readableBytes
-            exchange.tap?.responseBody(buffer)
-            context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
-            clientNeedsFlush = true
-        case .end(let trailers):
-            if let upstream = exchange.upstream {
-                exchange.upstream = nil
-                if exchange.requestComplete && exchange.upstreamKeepsAlive && exchange.upstreamFraming != .untilClose {
-                    pool.release(upstream)
-                } else {
-                    upstream.handler.owner = nil
-                    upstream.channel.close(promise: nil)
-                }
-            }
-            completeResponse(of: exchange, trailers: trailers)
+        let bytes = shared.responseRewriter.informational(
+            head, clientVersion: exchange.clientHead.version, allocator: context.channel.allocator)
+        context.write(wrapOutboundOut(bytes), promise: nil)
+        clientNeedsFlush = true
+    }
+
+    func upstreamHead(_ head: ResponseHead, framing: BodyFraming) {
+        guard let exchange else { return }
+        let now = context.eventLoop.now
+        exchange.firstByteAt = now
+        exchange.lastActivity = now
+        let tap = exchange.tap
+        tap?.responseHead(head)
+        let response = shared.responseRewriter.rewrite(
+            head, framing: framing, requestIsHEAD: exchange.clientHead.method == .HEAD,
+            clientVersion: exchange.clientHead.version,
+            keepClientAlive: exchange.keepClientAlive && !closing && exchange.requestComplete,
+            requestID: exchange.upstreamRequest.requestID, extraHeaders: tap?.responseHeaders ?? [],
+            allocator: context.channel.allocator
+        )
+        exchange.upstreamFraming = framing
+        exchange.chunkedToClient = response.chunked
+        exchange.upstreamKeepsAlive = head.isKeepAlive
+        exchange.closeClientAfter = response.closeAfter
+        exchange.responseStarted = true
+        exchange.status = Int(head.status.code)
+        context.write(wrapOutboundOut(response.head), promise: nil)
+        clientNeedsFlush = true
+    }
+
+    func upstreamBody(_ bytes: ByteBuffer) {
+        guard let exchange else { return }
+        exchange.responseBodyBytes += bytes.readableBytes
+        exchange.tap?.responseBody(bytes)
+        if exchange.chunkedToClient {
+            context.write(wrapOutboundOut(ChunkedCoding.chunkHeader(for: bytes.readableBytes, allocator: context.channel.allocator)), promise: nil)
+            context.write(wrapOutboundOut(bytes), promise: nil)
+            context.write(wrapOutboundOut(Self.crlf), promise: nil)
+        } else {
+            context.write(wrapOutboundOut(bytes), promise: nil)
         }
+        clientNeedsFlush = true
+    }
+
+    func upstreamEnd(trailers: ByteBuffer?) {
+        guard let exchange else { return }
+        if let upstream = exchange.upstream {
+            exchange.upstream = nil
+            if exchange.requestComplete && exchange.upstreamKeepsAlive && exchange.upstreamFraming != .untilClose {
+                pool.release(upstream)
+            } else {
+                upstream.handler.owner = nil
+                upstream.channel.close(promise: nil)
+            }
+        }
+        completeResponse(of: exchange, trailers: trailers)
     }
 
     func upstreamReadComplete() {
@@ -370,7 +463,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         guard let exchange, exchange.upstream === connection else { return }
         exchange.upstream = nil
         if exchange.responseStarted {
-            if exchange.upstreamFraming == .untilClose {
+            if exchange.upstreamFraming == .untilClose && error == nil {
                 completeResponse(of: exchange, trailers: nil)  // a close-delimited body ends here
             } else {
                 abort(exchange, outcome: .upstreamFailed("upstream closed the connection mid-response"))
@@ -388,17 +481,25 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
 
     // MARK: Ending exchanges
 
-    private func completeResponse(of exchange: Exchange, trailers: HTTPHeaders?) {
+    private func completeResponse(of exchange: Exchange, trailers: ByteBuffer?) {
         clientNeedsFlush = false
         let close = exchange.closeClientAfter || closing || !exchange.requestComplete
+        var end: ByteBuffer?
+        if exchange.chunkedToClient {
+            var bytes = context.channel.allocator.buffer(capacity: 5 + (trailers?.readableBytes ?? 0))
+            ChunkedCoding.writeEnd(trailers: trailers, into: &bytes)
+            end = bytes
+        }
         if close {
             closing = true
             exchange.discardingRequest = !exchange.requestComplete
-            context.writeAndFlush(wrapOutboundOut(.end(trailers))).whenComplete { [context] _ in
-                context!.close(promise: nil)
-            }
+            // The empty write completes once everything before it is written; only then close.
+            let written = context.writeAndFlush(wrapOutboundOut(end ?? context.channel.allocator.buffer(capacity: 0)))
+            written.whenComplete { [context] _ in context!.close(promise: nil) }
+        } else if let end {
+            context.writeAndFlush(wrapOutboundOut(end), promise: nil)
         } else {
-            context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
+            context.flush()
         }
         finish(exchange, outcome: .completed)
     }
@@ -410,7 +511,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             upstream.handler.owner = nil
             upstream.channel.close(promise: nil)
         }
-        exchange.pendingParts.removeAll()
+        exchange.pendingBytes.removeAll()
         guard !exchange.responseStarted else {
             abort(exchange, outcome: error.outcome)
             return
@@ -440,9 +541,9 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         context.close(promise: nil)
     }
 
-    private func respondWithoutExchange(_ error: ProxyError, requestHead: HTTPRequestHead? = nil) {
+    private func respondWithoutExchange(_ error: ProxyError, requestHead: RequestHead? = nil) {
         let requestID =
-            requestHead.flatMap { $0.headers.first(name: configuration.requestIDHeader) }.flatMap { $0.isEmpty ? nil : $0 }
+            requestHead.flatMap { head in head.facts.requestIDField.map { head.headers.value(at: $0) } }
             ?? requestIDs.generate()
         writeError(error, requestID: requestID, version: requestHead?.version ?? .http1_1)
         if let requestHead, let observer = shared.observer {
@@ -456,45 +557,32 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         }
     }
 
+    /// The proxy's own answer: a short JSON body naming the error and the request id.
     private func writeError(
         _ error: ProxyError, requestID: String, version: HTTPVersion, extraHeaders: [(name: String, value: String)] = []
     ) {
         let body = error.jsonBody(requestID: requestID, allocator: context.channel.allocator)
-        var headers = HTTPHeaders()
-        headers.add(name: "content-type", value: "application/json")
-        headers.add(name: "content-length", value: String(body.readableBytes))
-        headers.add(name: configuration.requestIDHeader, value: requestID)
-        for field in extraHeaders { headers.add(name: field.name, value: field.value) }
-        if closing { headers.add(name: "connection", value: "close") }
-        let head = HTTPResponseHead(version: version.major == 1 ? version : .http1_1, status: error.status, headers: headers)
-        if error == .connectNotSupported {
-            writeBypassingEncoder(head, body: body)
-            return
-        }
-        context.write(wrapOutboundOut(.head(head)), promise: nil)
-        context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        var bytes = context.channel.allocator.buffer(capacity: 256 + body.readableBytes)
+        bytes.writeString(version.minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
+        bytes.writeString("\(error.status.code) \(error.status.reasonPhrase)\r\n")
+        bytes.writeStaticString("content-type: application/json\r\ncontent-length: ")
+        bytes.writeString(String(body.readableBytes))
+        bytes.writeStaticString("\r\n")
+        bytes.writeString("\(configuration.requestIDHeader): \(requestID)\r\n")
+        for field in extraHeaders { bytes.writeString("\(field.name): \(field.value)\r\n") }
         if closing {
-            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { [context] _ in
+            bytes.writeStaticString("connection: close\r\n")
+        } else if version.minor == 0 {
+            bytes.writeStaticString("connection: keep-alive\r\n")
+        }
+        bytes.writeStaticString("\r\n")
+        bytes.writeImmutableBuffer(body)
+        if closing {
+            context.writeAndFlush(wrapOutboundOut(bytes)).whenComplete { [context] _ in
                 context!.close(promise: nil)
             }
         } else {
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-        }
-    }
-
-    /// NIO's encoder drops every body of a response to CONNECT; the refusal's body is written as raw bytes.
-    private func writeBypassingEncoder(_ head: HTTPResponseHead, body: ByteBuffer) {
-        var bytes = context.channel.allocator.buffer(capacity: 256 + body.readableBytes)
-        bytes.writeString("HTTP/\(head.version.major).\(head.version.minor) \(head.status.code) \(head.status.reasonPhrase)\r\n")
-        for (name, value) in head.headers { bytes.writeString("\(name): \(value)\r\n") }
-        bytes.writeStaticString("\r\n")
-        bytes.writeImmutableBuffer(body)
-        guard let encoder = try? context.pipeline.syncOperations.context(handlerType: HTTPResponseEncoder.self) else {
-            context.close(promise: nil)
-            return
-        }
-        encoder.writeAndFlush(NIOAny(IOData.byteBuffer(bytes))).whenComplete { [context] _ in
-            context!.close(promise: nil)
+            context.writeAndFlush(wrapOutboundOut(bytes), promise: nil)
         }
     }
 
@@ -502,29 +590,26 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         guard self.exchange === exchange else { return }
         self.exchange = nil
         shared.observer?.exchangeFinished(exchange.summary(clientAddress: clientIP, outcome: outcome, now: context.eventLoop.now), tap: exchange.tap)
-        if exchange.discardingRequest && !exchange.requestComplete {
-            // The rest of this request's body is still arriving; the connection closes after the error.
-            queued.removeAll()
-            return
-        }
-        if closing {
-            queued.removeAll()
+        if closing || (exchange.discardingRequest && !exchange.requestComplete) {
+            // Nothing more is read from this connection; it closes after what was written.
+            requestBody = nil
+            inbound = nil
             return
         }
         idleSince = context.eventLoop.now
         armTimer(by: idleSince + configuration.clientKeepaliveTimeout)
-        while self.exchange == nil || self.exchange?.requestComplete == false, let part = queued.popFirst() {
-            handle(part)
-            if closing { queued.removeAll() }
-        }
+        processInbound()
         resumeClientReadsIfPossible()
     }
 
     // MARK: Backpressure
 
     private var shouldHoldClientReads: Bool {
-        if queued.count >= Self.maxQueuedParts { return true }
-        guard let exchange, !exchange.requestComplete else { return false }
+        guard let exchange else { return false }
+        if exchange.requestComplete {
+            // A pipelined request waits in `inbound`; read no further until it can be handled.
+            return (inbound?.readableBytes ?? 0) > 0
+        }
         guard let upstream = exchange.upstream else { return exchange.isConnecting }
         return !upstream.channel.isWritable
     }
@@ -600,13 +685,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             return "cannot connect to \(target)"
         }
         if let sslError = error as? NIOSSLError { return "TLS: \(sslError)" }
-        if let parserError = error as? HTTPParserError {
-            switch parserError {
-            case .unexpectedContentLength: return "conflicting or unexpected Content-Length"
-            case .unknown: return "invalid HTTP message framing"
-            default: return "\(parserError)"
-            }
-        }
+        if let protocolError = error as? UpstreamProtocolError { return protocolError.description }
         if case ChannelError.connectTimeout = error { return "connect timeout" }
         return "\(error)"
     }

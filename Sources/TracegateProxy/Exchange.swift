@@ -3,7 +3,7 @@ import NIOHTTP1
 
 /// One request/response pair in flight on a client connection. Confined to that connection's event loop.
 final class Exchange {
-    let clientHead: HTTPRequestHead
+    let clientHead: RequestHead
     let upstreamRequest: UpstreamRequest
     let startedAt: NIODeadline
     let startedAtEpochNanos: Int64
@@ -12,8 +12,8 @@ final class Exchange {
     var keepClientAlive: Bool
 
     var upstream: UpstreamConnection?
-    /// Request parts received while the upstream connection was being opened.
-    var pendingParts: [HTTPClientRequestPart] = []  // empty arrays do not allocate
+    /// Request bytes (already framed for the upstream) received while its connection was being opened.
+    var pendingBytes: [ByteBuffer] = []  // empty arrays do not allocate
     var isConnecting = false
     /// Set after a retry on a fresh connection, so it happens at most once.
     var hasRetried = false
@@ -29,13 +29,15 @@ final class Exchange {
     var firstByteAt: NIODeadline?
     var responseBodyBytes = 0
     var upstreamFraming: BodyFraming = .none
+    /// The response body is re-framed in chunked coding for the client.
+    var chunkedToClient = false
     /// False when the upstream's response said it will close the connection.
     var upstreamKeepsAlive = true
     var closeClientAfter = false
     /// Last time bytes moved in either direction (for the idle timeout).
     var lastActivity: NIODeadline
 
-    init(clientHead: HTTPRequestHead, upstreamRequest: UpstreamRequest, now: NIODeadline, keepClientAlive: Bool, tap: ExchangeTap?) {
+    init(clientHead: RequestHead, upstreamRequest: UpstreamRequest, now: NIODeadline, keepClientAlive: Bool, tap: ExchangeTap?) {
         self.clientHead = clientHead
         self.upstreamRequest = upstreamRequest
         self.keepClientAlive = keepClientAlive

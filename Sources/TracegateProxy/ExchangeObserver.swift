@@ -41,7 +41,7 @@ public protocol ExchangeTap: AnyObject {
     /// Fields added to the response sent to the client (e.g. the trace id), read once per response head.
     var responseHeaders: [(name: String, value: String)] { get }
     func requestBody(_ bytes: ByteBuffer)
-    func responseHead(_ head: HTTPResponseHead)
+    func responseHead(_ head: ResponseHead)
     func responseBody(_ bytes: ByteBuffer)
 }
 
@@ -49,11 +49,11 @@ public protocol ExchangeTap: AnyObject {
 /// and must never block: hand anything expensive to another thread.
 public protocol ExchangeObserver: Sendable {
     /// A request head arrived and will be forwarded; return a tap to see its bytes, or nil.
-    func exchangeStarted(_ head: HTTPRequestHead, requestID: String) -> ExchangeTap?
+    func exchangeStarted(_ head: RequestHead, requestID: String) -> ExchangeTap?
     /// The exchange ended (completed, rejected, failed or aborted).
     func exchangeFinished(_ summary: ExchangeSummary, tap: ExchangeTap?)
 }
 
 extension ExchangeObserver {
-    public func exchangeStarted(_ head: HTTPRequestHead, requestID: String) -> ExchangeTap? { nil }
+    public func exchangeStarted(_ head: RequestHead, requestID: String) -> ExchangeTap? { nil }
 }

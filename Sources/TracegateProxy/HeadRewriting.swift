@@ -1,15 +1,22 @@
+import NIOCore
 import NIOHTTP1
 
 /// The request head sent upstream, and what the proxy learnt while building it.
 struct UpstreamRequest {
-    var head: HTTPRequestHead
+    /// The head's bytes, ready to write.
+    var head: ByteBuffer
     var requestID: String
     /// True when the client sent no request id and one was generated.
     var requestIDWasGenerated: Bool
     var framing: BodyFraming
+    /// The declared body length when `framing` is `.contentLength`.
+    var contentLength: Int
 }
 
-/// Turns a client's request head into the head sent upstream, following RFC 9110's proxy rules.
+/// Turns a client's request head into the bytes of the head sent upstream, following RFC 9110's proxy rules.
+///
+/// Works on the client's bytes directly: kept fields are copied as they came (line endings normalised),
+/// dropped ones are skipped, added ones appended. One pass; no strings but the request id.
 struct RequestHeadRewriter {
     let upstreamHostHeader: String
     let basePath: String
@@ -25,79 +32,128 @@ struct RequestHeadRewriter {
         self.requestIDHeader = configuration.requestIDHeader
     }
 
-    /// The upstream head for `clientHead`, or nil when its request target cannot be forwarded.
-    ///
-    /// Built in one pass over the client's fields (plus a first look for `Connection`): this runs
-    /// for every request, so it avoids the repeated scans of `HTTPHeaders.replaceOrAdd`.
+    /// The upstream head for `client`, or nil when its request target cannot be forwarded.
     func rewrite(
-        _ clientHead: HTTPRequestHead, clientIP: String?, ids: inout RequestIDGenerator, scheme: String = "http"
+        _ client: RequestHead, clientIP: String?, ids: inout RequestIDGenerator,
+        allocator: ByteBufferAllocator = ByteBufferAllocator(), scheme: String = "http"
     ) -> UpstreamRequest? {
-        guard let target = Self.originForm(clientHead.uri) else { return nil }
-        let named = HopByHop.namedInConnection(clientHead.headers)
+        let bytes = client.bytes
+        let facts = client.facts
+        let fields = client.fields
+        let isOriginForm = bytes.getInteger(at: bytes.readerIndex + client.targetRange.lowerBound, as: UInt8.self) == UInt8(ascii: "/")
+        var absoluteTarget: String?
+        if !isOriginForm {
+            guard let target = Self.originForm(client.uri) else { return nil }
+            absoluteTarget = target
+        }
         let addsXForwarded = forwardedHeaders.addsXForwarded
         let addsVia = forwardedHeaders.addsVia
+        let framing: BodyFraming =
+            facts.hasTransferEncoding ? .chunked : (facts.contentLength.map { $0 > 0 ? .contentLength : .none } ?? .none)
 
-        var headers = HTTPHeaders()
-        headers.reserveCapacity(clientHead.headers.count + 6)
-        var framing = BodyFraming.none
-        var clientHost: String?
+        var out = allocator.buffer(capacity: bytes.readableBytes + 192)
+        var clientHost: Range<Int>?
         var priorForwardedFor: String?
         var priorVia: String?
-        var givenRequestID: String?
-        if !preserveHost { headers.add(name: "Host", value: upstreamHostHeader) }
-
-        for (name, value) in clientHead.headers {
-            switch RequestField(name, requestIDHeader: requestIDHeader) {
-            case .hopByHop:
-                continue
-            case .transferEncoding:
-                framing = .chunked
-                continue
-            case .contentLength:
-                if framing == .none { framing = .contentLength }
-            case .host:
-                if clientHost == nil { clientHost = value }
-                if !preserveHost { continue }
-            case .forwardedFor where addsXForwarded:
-                priorForwardedFor = priorForwardedFor.map { $0 + ", " + value } ?? value
-                continue
-            case .forwardedProto where addsXForwarded, .forwardedHost where addsXForwarded:
-                continue
-            case .via where addsVia:
-                priorVia = priorVia.map { $0 + ", " + value } ?? value
-                continue
-            case .requestID:
-                if givenRequestID == nil, !value.isEmpty { givenRequestID = value }
-            case .other, .forwardedFor, .forwardedProto, .forwardedHost, .via:
-                break
+        bytes.withUnsafeReadableBytes { raw in
+            out.writeBytes(UnsafeRawBufferPointer(rebasing: raw[0..<client.targetRange.lowerBound]))  // method and space
+            if let absoluteTarget {
+                if absoluteTarget != "*" { out.writeString(basePath) }
+                out.writeString(absoluteTarget)
+            } else {
+                out.writeString(basePath)
+                out.writeBytes(UnsafeRawBufferPointer(rebasing: raw[client.targetRange]))
             }
-            if !named.isEmpty, named.contains(where: { name.equalsIgnoringASCIICase($0) }) { continue }
-            headers.add(name: name, value: value)
-        }
-
-        if preserveHost && clientHost == nil { headers.add(name: "Host", value: upstreamHostHeader) }
-        if framing == .chunked { headers.add(name: "Transfer-Encoding", value: "chunked") }
-        if addsXForwarded {
-            if let clientIP {
-                headers.add(name: "X-Forwarded-For", value: priorForwardedFor.map { $0 + ", " + clientIP } ?? clientIP)
-            } else if let priorForwardedFor {
-                headers.add(name: "X-Forwarded-For", value: priorForwardedFor)
+            out.writeStaticString(" HTTP/1.1\r\n")
+            if !preserveHost {
+                out.writeStaticString("Host: ")
+                out.writeString(upstreamHostHeader)
+                out.writeStaticString("\r\n")
             }
-            headers.add(name: "X-Forwarded-Proto", value: scheme)
-            if let clientHost { headers.add(name: "X-Forwarded-Host", value: clientHost) }
+            for field in fields {
+                switch field.kind {
+                case .transferEncoding, .connection, .upgrade, .hopByHop:
+                    continue
+                case .host:
+                    if clientHost == nil { clientHost = field.valueStart..<field.valueEnd }
+                    if !preserveHost { continue }
+                case .forwardedFor where addsXForwarded:
+                    let value = String(decoding: UnsafeRawBufferPointer(rebasing: raw[field.valueStart..<field.valueEnd]), as: UTF8.self)
+                    priorForwardedFor = priorForwardedFor.map { $0 + ", " + value } ?? value
+                    continue
+                case .forwardedProto where addsXForwarded, .forwardedHost where addsXForwarded:
+                    continue
+                case .via where addsVia:
+                    let value = String(decoding: UnsafeRawBufferPointer(rebasing: raw[field.valueStart..<field.valueEnd]), as: UTF8.self)
+                    priorVia = priorVia.map { $0 + ", " + value } ?? value
+                    continue
+                default:
+                    break
+                }
+                if !facts.connectionNamed.isEmpty && Self.isNamed(field, in: facts.connectionNamed, raw) { continue }
+                out.writeBytes(UnsafeRawBufferPointer(rebasing: raw[field.nameStart..<field.valueEnd]))
+                out.writeStaticString("\r\n")
+            }
+            if preserveHost && clientHost == nil {
+                out.writeStaticString("Host: ")
+                out.writeString(upstreamHostHeader)
+                out.writeStaticString("\r\n")
+            }
+            if framing == .chunked { out.writeStaticString("Transfer-Encoding: chunked\r\n") }
+            if addsXForwarded {
+                if clientIP != nil || priorForwardedFor != nil {
+                    out.writeStaticString("X-Forwarded-For: ")
+                    switch (priorForwardedFor, clientIP) {
+                    case (let prior?, let ip?): out.writeString(prior + ", " + ip)
+                    case (let prior?, nil): out.writeString(prior)
+                    case (nil, let ip?): out.writeString(ip)
+                    case (nil, nil): break
+                    }
+                    out.writeStaticString("\r\n")
+                }
+                out.writeStaticString("X-Forwarded-Proto: ")
+                out.writeString(scheme)
+                out.writeStaticString("\r\n")
+                if let clientHost {
+                    out.writeStaticString("X-Forwarded-Host: ")
+                    out.writeBytes(UnsafeRawBufferPointer(rebasing: raw[clientHost]))
+                    out.writeStaticString("\r\n")
+                }
+            }
+            if addsVia {
+                out.writeStaticString("Via: ")
+                if let priorVia { out.writeString(priorVia + ", ") }
+                out.writeStaticString("1.1 tracegate\r\n")
+            }
         }
-        if addsVia { headers.add(name: "Via", value: priorVia.map { $0 + ", 1.1 tracegate" } ?? "1.1 tracegate") }
-
         let requestID: String
-        if let givenRequestID {
-            requestID = givenRequestID
+        if let index = facts.requestIDField {
+            requestID = client.headers.value(at: index)
         } else {
             requestID = ids.generate()
-            headers.add(name: requestIDHeader, value: requestID)
+            out.writeString(requestIDHeader)
+            out.writeStaticString(": ")
+            out.writeString(requestID)
+            out.writeStaticString("\r\n")
         }
-        let uri = basePath.isEmpty || target == "*" ? target : basePath + target
-        let head = HTTPRequestHead(version: .http1_1, method: clientHead.method, uri: uri, headers: headers)
-        return UpstreamRequest(head: head, requestID: requestID, requestIDWasGenerated: givenRequestID == nil, framing: framing)
+        out.writeStaticString("\r\n")
+        return UpstreamRequest(
+            head: out, requestID: requestID, requestIDWasGenerated: facts.requestIDField == nil, framing: framing,
+            contentLength: facts.contentLength ?? 0)
+    }
+
+    /// True when `field`'s name is one of the names listed in `Connection`.
+    static func isNamed(_ field: HeadField, in named: [Range<Int>], _ raw: UnsafeRawBufferPointer) -> Bool {
+        let length = field.nameEnd - field.nameStart
+        for range in named where range.count == length {
+            var same = true
+            for offset in 0..<length where lowerASCII(raw[field.nameStart + offset]) != lowerASCII(raw[range.lowerBound + offset]) {
+                same = false
+                break
+            }
+            if same { return true }
+        }
+        return false
     }
 
     /// The origin-form of a request target: `/path?query` or `*`; absolute-form is reduced to its path.
@@ -116,114 +172,120 @@ struct RequestHeadRewriter {
     }
 }
 
-/// The request fields the rewriter treats specially, recognised by length first, then by name.
-private enum RequestField {
-    case hopByHop, transferEncoding, contentLength, host, forwardedFor, forwardedProto, forwardedHost, via, requestID, other
-
-    @inline(__always)
-    init(_ name: String, requestIDHeader: String) {
-        switch name.utf8.count {
-        case 3: self = name.equalsLowercased("via") ? .via : .other
-        case 4: self = name.equalsLowercased("host") ? .host : .other
-        case 14: self = name.equalsLowercased("content-length") ? .contentLength : .other
-        case 15: self = name.equalsLowercased("x-forwarded-for") ? .forwardedFor : .other
-        case 16: self = name.equalsLowercased("x-forwarded-host") ? .forwardedHost : .other
-        case 17:
-            if name.equalsLowercased("transfer-encoding") { self = .transferEncoding; return }
-            self = name.equalsLowercased("x-forwarded-proto") ? .forwardedProto : .other
-        default: self = .other
+/// How the upstream delimits a response body (RFC 9112 §6.3).
+enum ResponseFraming {
+    /// Nil when the response's framing is invalid (disagreeing or malformed `Content-Length`).
+    static func of(_ head: ResponseHead, requestIsHEAD: Bool) -> BodyFraming? {
+        let code = head.status.code
+        if requestIsHEAD || code < 200 || code == 204 || code == 304 { return BodyFraming.none }
+        let facts = head.facts
+        if facts.hasTransferEncoding { return facts.transferEncodingChunked ? .chunked : .untilClose }
+        if facts.contentLengthCount > 0 {
+            if facts.contentLengthInvalid || facts.contentLengthConflict { return nil }
+            return .contentLength
         }
-        if case .other = self {
-            if HopByHop.classify(name).hopByHop {
-                self = .hopByHop
-            } else if name.utf8.count == requestIDHeader.utf8.count && name.equalsIgnoringASCIICase(requestIDHeader) {
-                self = .requestID
-            }
-        }
+        return .untilClose
     }
 }
 
-/// The response head sent to the client, and how both sides frame the body.
+/// The response head sent to the client, and how the body is passed on.
 struct ClientResponse {
-    var head: HTTPResponseHead
-    /// How the upstream delimits the body it sends.
-    var upstreamFraming: BodyFraming
+    var head: ByteBuffer
+    /// The body is re-framed in chunked coding for the client (chunked or close-delimited upstream, HTTP/1.1 client).
+    var chunked: Bool
     /// True when the client connection must close after this response.
     var closeAfter: Bool
 }
 
-/// Turns an upstream response head into the head sent to the client.
+/// Turns an upstream response head into the bytes of the head sent to the client.
 struct ResponseHeadRewriter {
     let requestIDHeader: String
 
     /// - Parameters:
+    ///   - framing: how the upstream delimits the body (`ResponseFraming.of`).
     ///   - requestIsHEAD: the request was a HEAD, so the response has no body whatever it says.
     ///   - clientVersion: the client's HTTP version (1.0 clients get close-delimited bodies).
     ///   - keepClientAlive: whether the client connection may stay open after this exchange.
+    ///   - extraHeaders: fields added for the client (e.g. the trace id).
     func rewrite(
-        _ upstreamHead: HTTPResponseHead, requestIsHEAD: Bool, clientVersion: HTTPVersion,
-        keepClientAlive: Bool, requestID: String
+        _ upstream: ResponseHead, framing: BodyFraming, requestIsHEAD: Bool, clientVersion: HTTPVersion,
+        keepClientAlive: Bool, requestID: String, extraHeaders: [(name: String, value: String)] = [],
+        allocator: ByteBufferAllocator = ByteBufferAllocator()
     ) -> ClientResponse {
-        let code = upstreamHead.status.code
-        let statusHasBody = !(code < 200 || code == 204 || code == 304)
-        let named = HopByHop.namedInConnection(upstreamHead.headers)
-        var headers = HTTPHeaders()
-        headers.reserveCapacity(upstreamHead.headers.count + 3)
-        var advertisedChunked = false
-        var hasContentLength = false
+        let clientIs11 = clientVersion.minor >= 1
+        var out = allocator.buffer(capacity: upstream.bytes.readableBytes + 128)
         var hasRequestID = false
-        for (name, value) in upstreamHead.headers {
-            let kind = HopByHop.classify(name)
-            if kind.hopByHop {
-                if name.utf8.count == 17 { advertisedChunked = true }  // transfer-encoding
-                continue
-            }
-            if !named.isEmpty, named.contains(where: { name.equalsIgnoringASCIICase($0) }) { continue }
-            if name.utf8.count == 14 && name.equalsLowercased("content-length") {
-                hasContentLength = true
-            } else if !hasRequestID && name.equalsIgnoringASCIICase(requestIDHeader) {
-                hasRequestID = true
-            }
-            headers.add(name: name, value: value)
+        Self.writeStatusLineAndFields(upstream, clientVersion: clientVersion, into: &out) { field in
+            if field.kind == .requestID { hasRequestID = true }
         }
-        let upstreamFraming: BodyFraming
-        if requestIsHEAD || !statusHasBody {
-            upstreamFraming = .none
-        } else if advertisedChunked {
-            upstreamFraming = .chunked
-        } else if hasContentLength {
-            upstreamFraming = .contentLength
-        } else {
-            upstreamFraming = .untilClose
-        }
-
         var closeAfter = !keepClientAlive
-        switch upstreamFraming {
+        var chunked = false
+        switch framing {
         case .contentLength:
             break
         case .none:
-            // A HEAD response may advertise the coding a GET would have had; the encoder sends no body.
-            if requestIsHEAD && advertisedChunked && clientVersion.minor >= 1 {
-                headers.add(name: "transfer-encoding", value: "chunked")
+            // A HEAD response may advertise the coding a GET would have had.
+            if requestIsHEAD && upstream.facts.transferEncodingChunked && clientIs11 {
+                out.writeStaticString("transfer-encoding: chunked\r\n")
             }
         case .chunked, .untilClose:
-            if clientVersion.major == 1 && clientVersion.minor >= 1 {
-                headers.add(name: "transfer-encoding", value: "chunked")
+            if clientIs11 {
+                chunked = true
+                out.writeStaticString("transfer-encoding: chunked\r\n")
             } else {
                 closeAfter = true  // an HTTP/1.0 client reads to the end of the connection
             }
         }
-        if code >= 200 && !hasRequestID {
-            headers.add(name: requestIDHeader, value: requestID)
+        if !hasRequestID {
+            out.writeString(requestIDHeader)
+            out.writeStaticString(": ")
+            out.writeString(requestID)
+            out.writeStaticString("\r\n")
         }
-        if code >= 200 {
-            if closeAfter {
-                headers.add(name: "connection", value: "close")
-            } else if clientVersion.major == 1 && clientVersion.minor == 0 {
-                headers.add(name: "connection", value: "keep-alive")
+        for field in extraHeaders {
+            out.writeString(field.name)
+            out.writeStaticString(": ")
+            out.writeString(field.value)
+            out.writeStaticString("\r\n")
+        }
+        if closeAfter {
+            out.writeStaticString("connection: close\r\n")
+        } else if !clientIs11 {
+            out.writeStaticString("connection: keep-alive\r\n")
+        }
+        out.writeStaticString("\r\n")
+        return ClientResponse(head: out, chunked: chunked, closeAfter: closeAfter)
+    }
+
+    /// An interim (1xx) response for the client: hop-by-hop fields removed, nothing added.
+    func informational(_ upstream: ResponseHead, clientVersion: HTTPVersion, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var out = allocator.buffer(capacity: upstream.bytes.readableBytes + 8)
+        Self.writeStatusLineAndFields(upstream, clientVersion: clientVersion, into: &out) { _ in }
+        out.writeStaticString("\r\n")
+        return out
+    }
+
+    /// The status line in the client's version, then every end-to-end field as the upstream sent it.
+    private static func writeStatusLineAndFields(
+        _ upstream: ResponseHead, clientVersion: HTTPVersion, into out: inout ByteBuffer,
+        _ visit: (HeadField) -> Void
+    ) {
+        let named = upstream.facts.connectionNamed
+        upstream.bytes.withUnsafeReadableBytes { raw in
+            if clientVersion.minor >= 1 {
+                out.writeStaticString("HTTP/1.1")
+            } else {
+                out.writeStaticString("HTTP/1.0")
+            }
+            out.writeBytes(UnsafeRawBufferPointer(rebasing: raw[upstream.statusRange]))
+            out.writeStaticString("\r\n")
+            for field in upstream.fields {
+                if field.kind.isHopByHop { continue }
+                if !named.isEmpty && RequestHeadRewriter.isNamed(field, in: named, raw) { continue }
+                visit(field)
+                out.writeBytes(UnsafeRawBufferPointer(rebasing: raw[field.nameStart..<field.valueEnd]))
+                out.writeStaticString("\r\n")
             }
         }
-        let head = HTTPResponseHead(version: clientVersion, status: upstreamHead.status, headers: headers)
-        return ClientResponse(head: head, upstreamFraming: upstreamFraming, closeAfter: closeAfter)
     }
 }

@@ -33,14 +33,6 @@ public final class ProxyListener: Sendable {
 
     /// Binds the listener; returns the bound address (useful with port 0).
     public func start(host: String, port: Int) async throws -> SocketAddress {
-        let limits: NIOHTTPDecoderLimitConfiguration = {
-            var limits = NIOHTTPDecoderLimitConfiguration()
-            limits.maxHeaderListSize = shared.configuration.maxHeaderBytes
-            limits.maxHeaderFieldSize = shared.configuration.maxHeaderBytes
-            return limits
-        }()
-        var encoder = HTTPResponseEncoder.Configuration()
-        encoder.automaticallySetFramingHeaders = false
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 1024)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
@@ -48,13 +40,6 @@ public final class ProxyListener: Sendable {
             .childChannelOption(ChannelOptions.maxMessagesPerRead, value: 16)
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(
-                        withPipeliningAssistance: false,
-                        withErrorHandling: false,
-                        withOutboundHeaderValidation: false,
-                        withEncoderConfiguration: encoder,
-                        withDecoderLimitConfiguration: limits
-                    )
                     let pool = self.pools[ObjectIdentifier(channel.eventLoop)]!
                     try channel.pipeline.syncOperations.addHandler(ClientConnectionHandler(shared: self.shared, pool: pool))
                     self.track(channel)

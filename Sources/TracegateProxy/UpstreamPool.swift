@@ -5,12 +5,23 @@ import NIOSSL
 
 /// Receives one upstream connection's events while it serves an exchange.
 protocol UpstreamOwner: AnyObject {
-    func upstreamRead(_ part: HTTPClientResponsePart)
+    /// An interim (1xx) response; the final one follows.
+    func upstreamInformational(_ head: ResponseHead)
+    func upstreamHead(_ head: ResponseHead, framing: BodyFraming)
+    func upstreamBody(_ bytes: ByteBuffer)
+    /// The response is complete; `trailers` holds a chunked body's trailer field lines, if any.
+    func upstreamEnd(trailers: ByteBuffer?)
     func upstreamReadComplete()
     func upstreamClosed(_ connection: UpstreamConnection, error: Error?)
     func upstreamWritabilityChanged()
     /// False while the client cannot take more bytes: upstream reads are then held (backpressure).
     var mayReadUpstream: Bool { get }
+}
+
+/// The upstream sent something that is not a valid HTTP/1 response.
+struct UpstreamProtocolError: Error, CustomStringConvertible {
+    let reason: String
+    var description: String { "invalid response from upstream: \(reason)" }
 }
 
 /// One keep-alive connection to the upstream, with the handler at the end of its pipeline.
@@ -26,33 +37,118 @@ final class UpstreamConnection {
         handler.connection = self
     }
 
-    func write(_ part: HTTPClientRequestPart) { handler.write(part) }
+    func write(_ bytes: ByteBuffer) { handler.write(bytes) }
     func flush() { handler.flush() }
 }
 
-/// The last handler of an upstream connection: relays events to the exchange that owns it.
+/// The last handler of an upstream connection: parses responses from the socket's bytes and relays
+/// them to the exchange that owns the connection.
 final class UpstreamHandler: ChannelDuplexHandler {
-    typealias InboundIn = HTTPClientResponsePart
-    typealias OutboundIn = HTTPClientRequestPart
-    typealias OutboundOut = HTTPClientRequestPart
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    /// Largest response head accepted from the upstream.
+    static let maxResponseHeadBytes = 64 * 1024
 
     var owner: UpstreamOwner?
     weak var connection: UpstreamConnection?
     private var context: ChannelHandlerContext?
     private var readPending = false
     private var lastError: Error?
+    private var headParser: HeadParser
+    private var inbound: ByteBuffer?
+    private var body: BodyReader?
+    private var awaitingHead = false
+    private var requestIsHEAD = false
     /// Called once when the channel closes (removes it from the pool's idle list).
     var onClose: ((UpstreamHandler) -> Void)?
 
+    init(requestIDHeader: String = "X-Request-ID") {
+        headParser = HeadParser(requestIDHeader: requestIDHeader, maxHeadBytes: Self.maxResponseHeadBytes)
+    }
+
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
 
+    /// A request was sent: the next bytes are its response.
+    func expectResponse(requestIsHEAD: Bool) {
+        self.requestIsHEAD = requestIsHEAD
+        awaitingHead = true
+        body = nil
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard let owner else {
+        var bytes = unwrapInboundIn(data)
+        guard owner != nil, awaitingHead || body != nil else {
             // An idle pooled connection must not receive anything: it is unusable now.
             context.close(promise: nil)
             return
         }
-        owner.upstreamRead(unwrapInboundIn(data))
+        if inbound == nil {
+            inbound = bytes
+        } else {
+            inbound!.writeBuffer(&bytes)
+        }
+        guard var buffer = inbound else { return }
+        inbound = nil
+        do {
+            try consume(&buffer)
+        } catch {
+            lastError = (error as? UpstreamProtocolError) ?? UpstreamProtocolError(reason: "\(error)")
+            context.close(promise: nil)
+            return
+        }
+        if buffer.readableBytes > 0 {
+            if awaitingHead || body != nil {
+                inbound = buffer
+            } else {
+                context.close(promise: nil)  // bytes after a complete response: the connection is unusable
+            }
+        }
+    }
+
+    private func consume(_ buffer: inout ByteBuffer) throws {
+        while let owner {
+            if body != nil {
+                switch try body!.next(&buffer) {
+                case .data(let slice):
+                    owner.upstreamBody(slice)
+                case .end(let trailers):
+                    body = nil
+                    owner.upstreamEnd(trailers: trailers)
+                    return
+                case .needMore:
+                    return
+                }
+            } else if awaitingHead {
+                let length: Int?
+                do {
+                    length = try headParser.headLength(in: &buffer)
+                } catch {
+                    throw UpstreamProtocolError(reason: "response head larger than \(Self.maxResponseHeadBytes) bytes")
+                }
+                guard let length else { return }
+                let head: ResponseHead
+                do {
+                    head = try headParser.parseResponse(buffer.readSlice(length: length)!)
+                } catch HeadError.malformed(let why) {
+                    throw UpstreamProtocolError(reason: why)
+                }
+                let code = head.status.code
+                if code < 200 && code != 101 {
+                    owner.upstreamInformational(head)
+                    continue
+                }
+                guard let framing = ResponseFraming.of(head, requestIsHEAD: requestIsHEAD) else {
+                    throw UpstreamProtocolError(reason: "invalid Content-Length")
+                }
+                awaitingHead = false
+                body = BodyReader(framing: framing, contentLength: head.facts.contentLength ?? 0)
+                owner.upstreamHead(head, framing: framing)
+            } else {
+                return
+            }
+        }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -94,8 +190,8 @@ final class UpstreamHandler: ChannelDuplexHandler {
         context.read()
     }
 
-    func write(_ part: HTTPClientRequestPart) {
-        context?.write(wrapOutboundOut(part), promise: nil)
+    func write(_ bytes: ByteBuffer) {
+        context?.write(wrapOutboundOut(bytes), promise: nil)
     }
 
     func flush() { context?.flush() }
@@ -111,6 +207,7 @@ struct UpstreamConnector: UpstreamConnecting {
     let host: String
     let port: Int
     let connectTimeout: TimeAmount
+    let requestIDHeader: String
     let tlsContext: NIOSSLContext?
     /// Server name for SNI and certificate checks: nil when the host is an IP literal.
     let serverHostname: String?
@@ -120,6 +217,7 @@ struct UpstreamConnector: UpstreamConnecting {
         self.host = upstream.host
         self.port = upstream.port
         self.connectTimeout = configuration.connectTimeout
+        self.requestIDHeader = configuration.requestIDHeader
         if upstream.usesTLS {
             var tls = TLSConfiguration.makeClientConfiguration()
             tls.certificateVerification = upstream.verifyCertificate ? .fullVerification : .none
@@ -133,7 +231,7 @@ struct UpstreamConnector: UpstreamConnecting {
     }
 
     func connect(on eventLoop: EventLoop) -> EventLoopFuture<UpstreamConnection> {
-        let handler = UpstreamHandler()
+        let handler = UpstreamHandler(requestIDHeader: requestIDHeader)
         let tlsContext = self.tlsContext
         let serverHostname = self.serverHostname
         return ClientBootstrap(group: eventLoop)
@@ -145,12 +243,6 @@ struct UpstreamConnector: UpstreamConnecting {
                     if let tlsContext {
                         try sync.addHandler(NIOSSLClientHandler(context: tlsContext, serverHostname: serverHostname))
                     }
-                    var encoder = HTTPRequestEncoder.Configuration()
-                    encoder.automaticallySetFramingHeaders = false
-                    try sync.addHandler(HTTPRequestEncoder(configuration: encoder))
-                    try sync.addHandler(
-                        ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes, informationalResponseStrategy: .forward))
-                    )
                     try sync.addHandler(handler)
                 }
             }

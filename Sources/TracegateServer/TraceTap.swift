@@ -39,7 +39,7 @@ final class TraceTap: ExchangeTap {
     private var isEventStream = false
     private(set) var timeToFirstEventNanos: Int64?
 
-    init(head: HTTPRequestHead, settings: TraceCaptureSettings, random: inout Xoshiro256StarStar) {
+    init(head: RequestHead, settings: TraceCaptureSettings, random: inout Xoshiro256StarStar) {
         traceIDHigh = random.next()
         traceIDLow = random.next()
         rootSpanID = random.next() | 1  // never the invalid all-zero span id
@@ -60,7 +60,7 @@ final class TraceTap: ExchangeTap {
 
     func requestBody(_ bytes: ByteBuffer) { Self.append(bytes, to: &request, limit: limit) }
 
-    func responseHead(_ head: HTTPResponseHead) {
+    func responseHead(_ head: ResponseHead) {
         response.contentType = head.headers.first(name: "content-type")
         response.contentEncoding = head.headers.first(name: "content-encoding")
         isEventStream = response.contentType?.lowercased().hasPrefix("text/event-stream") ?? false
@@ -95,7 +95,7 @@ public final class TraceObserver: ExchangeObserver {
         self.deliver = deliver
     }
 
-    public func exchangeStarted(_ head: HTTPRequestHead, requestID: String) -> ExchangeTap? {
+    public func exchangeStarted(_ head: RequestHead, requestID: String) -> ExchangeTap? {
         let box: RandomBox
         if let existing = random.currentValue {
             box = existing
@@ -135,7 +135,7 @@ public struct CompositeObserver: ExchangeObserver {
 
     public init(_ observers: [ExchangeObserver]) { self.observers = observers }
 
-    public func exchangeStarted(_ head: HTTPRequestHead, requestID: String) -> ExchangeTap? {
+    public func exchangeStarted(_ head: RequestHead, requestID: String) -> ExchangeTap? {
         var tap: ExchangeTap?
         for observer in observers {
             if let offered = observer.exchangeStarted(head, requestID: requestID), tap == nil { tap = offered }
