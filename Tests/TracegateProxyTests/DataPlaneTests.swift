@@ -9,6 +9,8 @@ import XCTest
 final class EmbeddedUpstreams: UpstreamConnecting, @unchecked Sendable {
     let loop: EmbeddedEventLoop
     private(set) var channels: [EmbeddedChannel] = []
+    /// Reads what the proxy wrote to each channel.
+    private(set) var decoders: [RequestDecoder] = []
     /// When set, the next connect fails with this error.
     var failNextConnect: Error?
 
@@ -21,6 +23,7 @@ final class EmbeddedUpstreams: UpstreamConnecting, @unchecked Sendable {
         }
         let handler = UpstreamHandler()
         let channel = EmbeddedChannel(loop: loop)
+        decoders.append(RequestDecoder())
         try! channel.pipeline.syncOperations.addHandler(handler)
         try! channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 8000)).wait()
         channels.append(channel)
@@ -34,13 +37,18 @@ final class RecordingObserver: ExchangeObserver, @unchecked Sendable {
     func exchangeFinished(_ summary: ExchangeSummary, tap: ExchangeTap?) { summaries.append(summary) }
 }
 
-/// Drives `ClientConnectionHandler` with typed HTTP parts on in-memory channels: no sockets, no sleeps.
+/// Drives `ClientConnectionHandler` on in-memory channels: no sockets, no sleeps. Requests and responses
+/// are written as bytes and what the proxy writes is read back with NIO's own HTTP/1 parser.
 final class DataPlaneTests: XCTestCase {
     private var loop: EmbeddedEventLoop!
     private var upstreams: EmbeddedUpstreams!
     private var observer: RecordingObserver!
     private var client: EmbeddedChannel!
     private var pool: UpstreamPool!
+    private var clientDecoder: ResponseDecoder!
+    /// Whether the last request / response head sent announced chunked coding.
+    private var requestChunked = false
+    private var responseChunked: [Int: Bool] = [:]
 
     private func makeClient(_ configure: (inout ProxyConfiguration) -> Void = { _ in }) throws {
         loop = EmbeddedEventLoop()
@@ -54,44 +62,69 @@ final class DataPlaneTests: XCTestCase {
         pool = UpstreamPool(eventLoop: loop, connector: upstreams, maxIdle: 4)
         let shared = ProxyShared(configuration: configuration, observer: observer)
         client = EmbeddedChannel(loop: loop)
+        clientDecoder = ResponseDecoder()
         try client.pipeline.syncOperations.addHandler(ClientConnectionHandler(shared: shared, pool: pool))
         try client.connect(to: SocketAddress(ipAddress: "10.1.2.3", port: 4000)).wait()
     }
 
     private func send(_ method: HTTPMethod = .GET, _ uri: String = "/v1/chat", headers: [(String, String)] = [], body: [String] = [], end: Bool = true) throws {
-        try client.writeInbound(HTTPServerRequestPart.head(
-            HTTPRequestHead(version: .http1_1, method: method, uri: uri, headers: HTTPHeaders([("Host", "proxy")] + headers))))
-        for part in body { try client.writeInbound(HTTPServerRequestPart.body(ByteBuffer(string: part))) }
-        if end { try client.writeInbound(HTTPServerRequestPart.end(nil)) }
+        let head = HTTPRequestHead(version: .http1_1, method: method, uri: uri, headers: HTTPHeaders([("Host", "proxy")] + headers))
+        requestChunked = head.headers["transfer-encoding"].contains("chunked")
+        try clientDecoder.expectResponse(to: method)
+        try client.writeInbound(Wire.bytes(head))
+        for part in body { try sendBody(part) }
+        if end { try sendEnd() }
     }
 
-    private func upstreamParts(_ index: Int = 0) throws -> [HTTPClientRequestPart] {
-        var parts: [HTTPClientRequestPart] = []
-        while let part = try upstreams.channels[index].readOutbound(as: HTTPClientRequestPart.self) { parts.append(part) }
+    private func sendBody(_ part: String) throws {
+        try client.writeInbound(Wire.body(part, chunked: requestChunked))
+    }
+
+    private func sendEnd() throws {
+        if requestChunked { try client.writeInbound(Wire.lastChunk) }
+    }
+
+    /// What the proxy sent to upstream `index` since the last call, as NIO parses it.
+    private func upstreamParts(_ index: Int = 0) throws -> [HTTPServerRequestPart] {
+        var parts: [HTTPServerRequestPart] = []
+        while let bytes = try upstreams.channels[index].readOutbound(as: ByteBuffer.self) {
+            parts += try upstreams.decoders[index].feed(bytes)
+        }
         return parts
     }
 
-    private func clientParts() throws -> [HTTPServerResponsePart] {
-        var parts: [HTTPServerResponsePart] = []
-        while let part = try client.readOutbound(as: HTTPServerResponsePart.self) { parts.append(part) }
+    /// What the proxy sent to the client since the last call, as NIO parses it.
+    private func clientParts() throws -> [HTTPClientResponsePart] {
+        var parts: [HTTPClientResponsePart] = []
+        while let bytes = try client.readOutbound(as: ByteBuffer.self) { parts += try clientDecoder.feed(bytes) }
         return parts
     }
 
     private func respond(_ index: Int = 0, status: HTTPResponseStatus = .ok, headers: [(String, String)] = [("Content-Length", "2")], body: [String] = ["ok"], end: Bool = true) throws {
         let upstream = upstreams.channels[index]
-        try upstream.writeInbound(HTTPClientResponsePart.head(HTTPResponseHead(version: .http1_1, status: status, headers: HTTPHeaders(headers))))
-        for part in body { try upstream.writeInbound(HTTPClientResponsePart.body(ByteBuffer(string: part))) }
-        if end { try upstream.writeInbound(HTTPClientResponsePart.end(nil)) }
+        let head = HTTPResponseHead(version: .http1_1, status: status, headers: HTTPHeaders(headers))
+        responseChunked[index] = head.headers["transfer-encoding"].contains("chunked")
+        try upstream.writeInbound(Wire.bytes(head))
+        for part in body { try respondBody(part, index) }
+        if end { try respondEnd(index) }
     }
 
-    private func status(of parts: [HTTPServerResponsePart]) -> UInt? {
+    private func respondBody(_ part: String, _ index: Int = 0) throws {
+        try upstreams.channels[index].writeInbound(Wire.body(part, chunked: responseChunked[index] ?? false))
+    }
+
+    private func respondEnd(_ index: Int = 0) throws {
+        if responseChunked[index] ?? false { try upstreams.channels[index].writeInbound(Wire.lastChunk) }
+    }
+
+    private func status(of parts: [HTTPClientResponsePart]) -> UInt? {
         for case .head(let head) in parts { return head.status.code }
         return nil
     }
 
-    private func bodyText(of parts: [HTTPServerResponsePart]) -> String {
+    private func bodyText(of parts: [HTTPClientResponsePart]) -> String {
         parts.compactMap { part -> String? in
-            if case .body(.byteBuffer(let buffer)) = part { return String(buffer: buffer) }
+            if case .body(let buffer) = part { return String(buffer: buffer) }
             return nil
         }.joined()
     }
@@ -110,8 +143,8 @@ final class DataPlaneTests: XCTestCase {
         guard case .head(let head) = parts.first else { return XCTFail("no head upstream: \(parts)") }
         XCTAssertEqual(head.headers["x-forwarded-for"], ["10.1.2.3"])
         XCTAssertEqual(parts.count, 2, "the first body part must go upstream before the request ends")
-        try client.writeInbound(HTTPServerRequestPart.body(ByteBuffer(string: "two")))
-        try client.writeInbound(HTTPServerRequestPart.end(nil))
+        try sendBody("two")
+        try sendEnd()
         parts = try upstreamParts()
         XCTAssertEqual(parts.count, 2)
         guard case .end = parts.last else { return XCTFail("no end upstream") }
@@ -125,11 +158,11 @@ final class DataPlaneTests: XCTestCase {
         let head = try clientParts()
         XCTAssertEqual(status(of: head), 200)
         for event in ["data: 1\n\n", "data: 2\n\n"] {
-            try upstreams.channels[0].writeInbound(HTTPClientResponsePart.body(ByteBuffer(string: event)))
+            try respondBody(event)
             // EmbeddedChannel only surfaces flushed writes: each event must have been flushed on its own.
             XCTAssertEqual(bodyText(of: try clientParts()), event)
         }
-        try upstreams.channels[0].writeInbound(HTTPClientResponsePart.end(nil))
+        try respondEnd()
         guard case .end = try clientParts().last else { return XCTFail("no end to the client") }
         XCTAssertEqual(observer.summaries.first?.outcome, .completed)
         XCTAssertEqual(observer.summaries.first?.responseBodyBytes, 18)

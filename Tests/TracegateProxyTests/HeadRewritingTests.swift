@@ -19,83 +19,97 @@ final class HeadRewritingTests: XCTestCase {
         ProxyConfiguration(upstream: .init(host: "backend.internal", port: port, usesTLS: false, basePath: basePath))
     }
 
-    private func head(_ headers: [(String, String)], _ method: HTTPMethod = .GET, _ uri: String = "/v1/chat") -> HTTPRequestHead {
-        HTTPRequestHead(version: .http1_1, method: method, uri: uri, headers: HTTPHeaders(headers))
+    private func head(_ headers: [(String, String)], _ method: HTTPMethod = .GET, _ uri: String = "/v1/chat") -> RequestHead {
+        try! Wire.requestHead(HTTPRequestHead(version: .http1_1, method: method, uri: uri, headers: HTTPHeaders(headers)))
     }
 
-    func testHopByHopHeadersAndThoseNamedInConnectionAreRemoved() {
-        var headers = HTTPHeaders([
-            ("Connection", "keep-alive, X-Secret-Hop"), ("Keep-Alive", "timeout=5"), ("X-Secret-Hop", "1"),
-            ("TE", "trailers"), ("Proxy-Connection", "keep-alive"), ("Proxy-Authorization", "Basic abc"),
-            ("Upgrade", "h2c"), ("Transfer-Encoding", "chunked"), ("Accept", "text/plain"), ("x-secret-hop", "2"),
-        ])
-        HopByHop.strip(&headers)
-        XCTAssertEqual(headers.map { $0.name }, ["Accept"])
+    /// The rewritten head as NIO's parser reads it.
+    private func sent(_ request: UpstreamRequest?) throws -> HTTPRequestHead {
+        try Wire.decodeRequestHead(XCTUnwrap(request).head)
     }
 
-    func testHeadersWithoutHopByHopFieldsAreKeptInOrder() {
-        var headers = HTTPHeaders([("B", "1"), ("A", "2"), ("b", "3"), ("Content-Length", "3")])
-        HopByHop.strip(&headers)
-        XCTAssertEqual(headers.map { "\($0.name)=\($0.value)" }, ["B=1", "A=2", "b=3", "Content-Length=3"])
+    func testHopByHopHeadersAndThoseNamedInConnectionAreRemoved() throws {
+        var config = configuration()
+        config.forwardedHeaders = .none
+        let rewriter = RequestHeadRewriter(configuration: config)
+        let request = rewriter.rewrite(
+            head([
+                ("Host", "h"), ("Connection", "keep-alive, X-Secret-Hop"), ("Keep-Alive", "timeout=5"), ("X-Secret-Hop", "1"),
+                ("TE", "trailers"), ("Proxy-Connection", "keep-alive"), ("Proxy-Authorization", "Basic abc"),
+                ("Upgrade", "h2c"), ("Accept", "text/plain"), ("x-secret-hop", "2"), ("X-Request-ID", "r"),
+            ]), clientIP: nil, ids: &ids)
+        XCTAssertEqual(try sent(request).headers.map { $0.name }, ["Host", "Accept", "X-Request-ID"])
+    }
+
+    func testHeadersWithoutHopByHopFieldsAreKeptInOrderByteForByte() throws {
+        var config = configuration()
+        config.forwardedHeaders = .none
+        let request = try XCTUnwrap(RequestHeadRewriter(configuration: config).rewrite(
+            head([("B", "1"), ("A", "2  x"), ("b", "3"), ("Content-Length", "3"), ("X-Request-ID", "r")]), clientIP: nil, ids: &ids))
+        XCTAssertEqual(
+            String(buffer: request.head),
+            "GET /v1/chat HTTP/1.1\r\nHost: backend.internal:8000\r\nB: 1\r\nA: 2  x\r\nb: 3\r\nContent-Length: 3\r\nX-Request-ID: r\r\n\r\n")
     }
 
     func testUpstreamRequestGetsForwardingHeadersAndTheUpstreamHost() throws {
         let rewriter = RequestHeadRewriter(configuration: configuration())
         let result = try XCTUnwrap(
             rewriter.rewrite(head([("Host", "api.example.com"), ("X-Forwarded-For", "10.0.0.1"), ("Content-Length", "2")], .POST, "/v1/chat?x=1"), clientIP: "127.0.0.1", ids: &ids))
-        let h = result.head.headers
+        let upstreamHead = try Wire.decodeRequestHead(result.head)
+        let h = upstreamHead.headers
         XCTAssertEqual(h["host"], ["backend.internal:8000"])
         XCTAssertEqual(h["x-forwarded-for"], ["10.0.0.1, 127.0.0.1"])
         XCTAssertEqual(h["x-forwarded-proto"], ["http"])
         XCTAssertEqual(h["x-forwarded-host"], ["api.example.com"])
         XCTAssertEqual(h["content-length"], ["2"])
         XCTAssertEqual(result.framing, .contentLength)
-        XCTAssertEqual(result.head.uri, "/v1/chat?x=1")
-        XCTAssertEqual(result.head.method, .POST)
+        XCTAssertEqual(upstreamHead.uri, "/v1/chat?x=1")
+        XCTAssertEqual(upstreamHead.method, .POST)
     }
 
     func testPreserveHostKeepsTheClientsHost() throws {
         var config = configuration()
         config.preserveHost = true
         let result = try XCTUnwrap(RequestHeadRewriter(configuration: config).rewrite(head([("Host", "api.example.com")]), clientIP: nil, ids: &ids))
-        XCTAssertEqual(result.head.headers["host"], ["api.example.com"])
+        XCTAssertEqual(try sent(result).headers["host"], ["api.example.com"])
     }
 
     func testViaAndNoForwardingHeaders() throws {
         var config = configuration()
         config.forwardedHeaders = .via
         let via = try XCTUnwrap(RequestHeadRewriter(configuration: config).rewrite(head([("Via", "1.0 edge")]), clientIP: "1.2.3.4", ids: &ids))
-        XCTAssertEqual(via.head.headers["via"], ["1.0 edge, 1.1 tracegate"])
-        XCTAssertFalse(via.head.headers.contains(name: "x-forwarded-for"))
+        XCTAssertEqual(try sent(via).headers["via"], ["1.0 edge, 1.1 tracegate"])
+        XCTAssertFalse(try sent(via).headers.contains(name: "x-forwarded-for"))
         config.forwardedHeaders = .none
         let none = try XCTUnwrap(RequestHeadRewriter(configuration: config).rewrite(head([]), clientIP: "1.2.3.4", ids: &ids))
-        XCTAssertFalse(none.head.headers.contains(name: "via"))
-        XCTAssertFalse(none.head.headers.contains(name: "x-forwarded-for"))
+        XCTAssertFalse(try sent(none).headers.contains(name: "via"))
+        XCTAssertFalse(try sent(none).headers.contains(name: "x-forwarded-for"))
     }
 
     func testRequestIDIsGeneratedWhenAbsentAndKeptWhenPresent() throws {
         let rewriter = RequestHeadRewriter(configuration: configuration())
         let generated = try XCTUnwrap(rewriter.rewrite(head([]), clientIP: nil, ids: &ids))
         XCTAssertTrue(generated.requestIDWasGenerated)
-        XCTAssertEqual(generated.head.headers["x-request-id"], [generated.requestID])
+        XCTAssertEqual(try sent(generated).headers["x-request-id"], [generated.requestID])
         XCTAssertNotNil(try generated.requestID.wholeMatch(of: Regex("[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")))
 
         let given = try XCTUnwrap(rewriter.rewrite(head([("x-request-id", "abc \"quoted\"")]), clientIP: nil, ids: &ids))
         XCTAssertFalse(given.requestIDWasGenerated)
         XCTAssertEqual(given.requestID, "abc \"quoted\"")
-        XCTAssertEqual(given.head.headers["x-request-id"], ["abc \"quoted\""])
+        XCTAssertEqual(try sent(given).headers["x-request-id"], ["abc \"quoted\""])
     }
 
     func testChunkedUploadsStayChunked() throws {
         let result = try XCTUnwrap(
             RequestHeadRewriter(configuration: configuration()).rewrite(head([("Transfer-Encoding", "chunked")], .POST, "/"), clientIP: nil, ids: &ids))
         XCTAssertEqual(result.framing, .chunked)
-        XCTAssertEqual(result.head.headers["transfer-encoding"], ["chunked"])
+        XCTAssertEqual(try sent(result).headers["transfer-encoding"], ["chunked"])
     }
 
     func testBasePathIsPrependedAndAbsoluteFormIsReducedToOriginForm() throws {
         let rewriter = RequestHeadRewriter(configuration: configuration(basePath: "/api"))
-        XCTAssertEqual(rewriter.rewrite(head([], .GET, "/v1?q=1"), clientIP: nil, ids: &ids)?.head.uri, "/api/v1?q=1")
+        XCTAssertEqual(try sent(rewriter.rewrite(head([], .GET, "/v1?q=1"), clientIP: nil, ids: &ids)).uri, "/api/v1?q=1")
+        XCTAssertEqual(try sent(rewriter.rewrite(head([], .GET, "http://example.com/v2?q=2"), clientIP: nil, ids: &ids)).uri, "/api/v2?q=2")
         XCTAssertEqual(RequestHeadRewriter.originForm("http://example.com/a/b?c=d"), "/a/b?c=d")
         XCTAssertEqual(RequestHeadRewriter.originForm("http://example.com"), "/")
         XCTAssertEqual(RequestHeadRewriter.originForm("http://example.com?x=1"), "/?x=1")
@@ -115,55 +129,76 @@ final class HeadRewritingTests: XCTestCase {
 
     private let responses = ResponseHeadRewriter(requestIDHeader: "X-Request-ID")
 
-    private func response(_ status: HTTPResponseStatus, _ headers: [(String, String)]) -> HTTPResponseHead {
-        HTTPResponseHead(version: .http1_1, status: status, headers: HTTPHeaders(headers))
+    private func response(_ status: HTTPResponseStatus, _ headers: [(String, String)]) -> ResponseHead {
+        try! Wire.responseHead(HTTPResponseHead(version: .http1_1, status: status, headers: HTTPHeaders(headers)))
     }
 
-    func testChunkedResponsesAreRechunkedForHTTP11Clients() {
-        let r = responses.rewrite(
-            response(.ok, [("Transfer-Encoding", "chunked"), ("Connection", "keep-alive"), ("Content-Type", "text/event-stream")]),
-            requestIsHEAD: false, clientVersion: .http1_1, keepClientAlive: true, requestID: "rid")
-        XCTAssertEqual(r.upstreamFraming, .chunked)
-        XCTAssertFalse(r.closeAfter)
+    /// Rewrites `head` as the data plane does, returning the upstream framing, the client's head (as NIO reads it) and the result.
+    private func rewrite(
+        _ head: ResponseHead, requestIsHEAD: Bool = false, clientVersion: HTTPVersion = .http1_1, keepClientAlive: Bool = true,
+        requestID: String = "rid"
+    ) throws -> (framing: BodyFraming, head: HTTPResponseHead, result: ClientResponse) {
+        let framing = try XCTUnwrap(ResponseFraming.of(head, requestIsHEAD: requestIsHEAD))
+        let result = responses.rewrite(
+            head, framing: framing, requestIsHEAD: requestIsHEAD, clientVersion: clientVersion,
+            keepClientAlive: keepClientAlive, requestID: requestID)
+        return (framing, try Wire.decodeResponseHead(result.head), result)
+    }
+
+    func testChunkedResponsesAreRechunkedForHTTP11Clients() throws {
+        let r = try rewrite(
+            response(.ok, [("Transfer-Encoding", "chunked"), ("Connection", "keep-alive"), ("Content-Type", "text/event-stream")]))
+        XCTAssertEqual(r.framing, .chunked)
+        XCTAssertFalse(r.result.closeAfter)
+        XCTAssertTrue(r.result.chunked)
         XCTAssertEqual(r.head.headers["transfer-encoding"], ["chunked"])
         XCTAssertEqual(r.head.headers["connection"], [])
         XCTAssertEqual(r.head.headers["x-request-id"], ["rid"])
         XCTAssertEqual(r.head.headers["content-type"], ["text/event-stream"])
     }
 
-    func testHTTP10ClientsGetCloseDelimitedBodies() {
-        let r = responses.rewrite(
-            response(.ok, [("Transfer-Encoding", "chunked")]), requestIsHEAD: false, clientVersion: .http1_0,
-            keepClientAlive: true, requestID: "rid")
-        XCTAssertTrue(r.closeAfter)
+    func testHTTP10ClientsGetCloseDelimitedBodies() throws {
+        let r = try rewrite(response(.ok, [("Transfer-Encoding", "chunked")]), clientVersion: .http1_0)
+        XCTAssertTrue(r.result.closeAfter)
+        XCTAssertFalse(r.result.chunked)
         XCTAssertFalse(r.head.headers.contains(name: "transfer-encoding"))
         XCTAssertEqual(r.head.headers["connection"], ["close"])
         XCTAssertEqual(r.head.version, .http1_0)
     }
 
-    func testResponsesWithoutLengthAreCloseDelimitedUpstream() {
-        let r = responses.rewrite(response(.ok, []), requestIsHEAD: false, clientVersion: .http1_1, keepClientAlive: true, requestID: "rid")
-        XCTAssertEqual(r.upstreamFraming, .untilClose)
+    func testResponsesWithoutLengthAreCloseDelimitedUpstream() throws {
+        let r = try rewrite(response(.ok, []))
+        XCTAssertEqual(r.framing, .untilClose)
         XCTAssertEqual(r.head.headers["transfer-encoding"], ["chunked"])
     }
 
-    func testHeadAndNoContentResponsesHaveNoBody() {
-        let headResponse = responses.rewrite(
-            response(.ok, [("Content-Length", "42")]), requestIsHEAD: true, clientVersion: .http1_1, keepClientAlive: true, requestID: "r")
-        XCTAssertEqual(headResponse.upstreamFraming, .none)
+    func testHeadAndNoContentResponsesHaveNoBody() throws {
+        let headResponse = try rewrite(response(.ok, [("Content-Length", "42")]), requestIsHEAD: true)
+        XCTAssertEqual(headResponse.framing, .none)
         XCTAssertEqual(headResponse.head.headers["content-length"], ["42"])
-        let noContent = responses.rewrite(
-            response(.noContent, []), requestIsHEAD: false, clientVersion: .http1_1, keepClientAlive: true, requestID: "r")
-        XCTAssertEqual(noContent.upstreamFraming, .none)
+        let noContent = try rewrite(response(.noContent, []))
+        XCTAssertEqual(noContent.framing, .none)
         XCTAssertFalse(noContent.head.headers.contains(name: "transfer-encoding"))
     }
 
-    func testUpstreamRequestIDInResponseIsNotDuplicated() {
-        let r = responses.rewrite(
-            response(.ok, [("x-request-id", "theirs"), ("Content-Length", "0")]), requestIsHEAD: false,
-            clientVersion: .http1_1, keepClientAlive: false, requestID: "ours")
+    func testConflictingResponseContentLengthsAreRefused() {
+        XCTAssertNil(ResponseFraming.of(response(.ok, [("Content-Length", "2"), ("Content-Length", "3")]), requestIsHEAD: false))
+        XCTAssertNil(ResponseFraming.of(response(.ok, [("Content-Length", "2x")]), requestIsHEAD: false))
+        XCTAssertEqual(ResponseFraming.of(response(.ok, [("Content-Length", "2, 2")]), requestIsHEAD: false), .contentLength)
+    }
+
+    func testUpstreamRequestIDInResponseIsNotDuplicated() throws {
+        let r = try rewrite(
+            response(.ok, [("x-request-id", "theirs"), ("Content-Length", "0")]), keepClientAlive: false, requestID: "ours")
         XCTAssertEqual(r.head.headers["x-request-id"], ["theirs"])
         XCTAssertEqual(r.head.headers["connection"], ["close"])
-        XCTAssertTrue(r.closeAfter)
+        XCTAssertTrue(r.result.closeAfter)
+    }
+
+    func testStatusLineAndFieldsAreCopiedByteForByte() throws {
+        let head = response(.init(statusCode: 299, reasonPhrase: "Odd Reason"), [("X-A", "1  2"), ("Content-Length", "0")])
+        let r = responses.rewrite(
+            head, framing: .contentLength, requestIsHEAD: false, clientVersion: .http1_1, keepClientAlive: true, requestID: "i")
+        XCTAssertEqual(String(buffer: r.head), "HTTP/1.1 299 Odd Reason\r\nX-A: 1  2\r\nContent-Length: 0\r\nX-Request-ID: i\r\n\r\n")
     }
 }

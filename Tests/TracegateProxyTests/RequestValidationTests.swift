@@ -9,7 +9,8 @@ final class RequestValidationTests: XCTestCase {
         _ headers: [(String, String)], limit: Int? = 1000, method: HTTPMethod = .POST, host: [(String, String)] = [("Host", "x")]
     ) -> ProxyError? {
         ClientConnectionHandler.validate(
-            HTTPRequestHead(version: .http1_1, method: method, uri: "/", headers: HTTPHeaders(host + headers)), maxBodyBytes: limit)
+            try! Wire.requestHead(HTTPRequestHead(version: .http1_1, method: method, uri: "/", headers: HTTPHeaders(host + headers))),
+            maxBodyBytes: limit)
     }
 
     func testHTTP11RequestsNeedExactlyOneHost() {
@@ -33,6 +34,19 @@ final class RequestValidationTests: XCTestCase {
         XCTAssertEqual(validate([("Content-Length", "5"), ("Content-Length", "6")]), .malformedRequest("conflicting Content-Length values"))
         XCTAssertEqual(validate([("Content-Length", "5, 6")]), .malformedRequest("conflicting Content-Length values"))
         XCTAssertNil(validate([("Content-Length", "5"), ("Content-Length", "5")]))
+    }
+
+    func testMalformedLengthsAndUnsupportedCodingsAreRefused() {
+        XCTAssertEqual(validate([("Content-Length", "5x")]), .malformedRequest("invalid Content-Length"))
+        XCTAssertEqual(validate([("Content-Length", "")]), .malformedRequest("invalid Content-Length"))
+        XCTAssertEqual(validate([("Content-Length", "-1")]), .malformedRequest("invalid Content-Length"))
+        XCTAssertEqual(
+            validate([("Transfer-Encoding", "gzip, chunked")]),
+            .malformedRequest("unsupported Transfer-Encoding (only chunked is accepted)"))
+        XCTAssertEqual(
+            validate([("Transfer-Encoding", "chunked"), ("Transfer-Encoding", "chunked")]),
+            .malformedRequest("unsupported Transfer-Encoding (only chunked is accepted)"))
+        XCTAssertNil(validate([("Transfer-Encoding", "Chunked")]))
     }
 
     func testWebSocketUpgradeIsRefusedWith501() {
