@@ -239,6 +239,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.route_until_close()
         elif path == "/big-headers":
             self.route_big_headers()
+        elif path == "/v1/responses":
+            self.route_responses()
+        elif path == "/v1/messages":
+            self.route_anthropic_messages()
         elif path == "/v1/chat/completions":
             self.route_chat_completions()
         else:  # /echo and anything else: echo the request
@@ -604,6 +608,149 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.server.stats.add("aborted_streams")
             raise
         self.server.stats.add("completed_streams")
+
+
+    def chat_request(self) -> dict | None:
+        """The JSON body of a POST, or None after answering 405/400."""
+        raw = self.read_body()
+        if self.command != "POST":
+            self.respond_json(405, {"error": {"message": "use POST", "type": "invalid_request_error"}})
+            return None
+        try:
+            return json.loads(raw or b"{}")
+        except ValueError:
+            self.respond_json(400, {"error": {"message": "invalid JSON body", "type": "invalid_request_error"}})
+            return None
+
+    def record_completion(self, completion_id: str, stream: bool, usage: dict) -> None:
+        with self.server.stats.lock:
+            self.server.stats.chat_completions.append(
+                {"id": completion_id, "stream": stream, "include_usage": True, "usage": dict(usage)})
+
+    def stream_events(self, events: list[tuple[str | None, dict]]) -> None:
+        """Sends SSE events (with `event:` names when given), one chunk each, token_interval_ms apart."""
+        interval = int(self.control("X-Fake-Token-Interval-Ms", "token_interval_ms") or 10) / 1000
+        self.start_response(200, [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"),
+                                  ("Transfer-Encoding", "chunked")])
+        try:
+            for name, data in events:
+                prefix = f"event: {name}\n" if name else ""
+                self.write_chunk(f"{prefix}data: {json.dumps(data)}\n\n".encode())
+                time.sleep(interval)
+            self.end_chunks()
+        except PeerGone:
+            self.server.stats.add("aborted_streams")
+            raise
+        self.server.stats.add("completed_streams")
+
+    def route_responses(self) -> None:
+        """OpenAI Responses API: `input` (string or messages) → one output_text message."""
+        req = self.chat_request()
+        if req is None:
+            return
+        model = req.get("model", "fake-model")
+        given = req.get("input", "")
+        if isinstance(given, str):
+            last = given
+        else:
+            last = ""
+            for item in reversed(given):
+                if item.get("role") != "user":
+                    continue
+                content = item.get("content", "")
+                last = content if isinstance(content, str) else "".join(
+                    part.get("text", "") for part in content if isinstance(part, dict))
+                break
+        text = f"You said: {last}" if last else "Hello from the fake backend."
+        tokens = [w + " " for w in text.split(" ")]
+        tokens[-1] = tokens[-1].rstrip()
+        response_id, message_id = "resp_" + uuid.uuid4().hex, "msg_" + uuid.uuid4().hex
+        usage = {"input_tokens": len(last.split()), "output_tokens": len(tokens)}
+        usage["total_tokens"] = usage["input_tokens"] + usage["output_tokens"]
+        self.record_completion(response_id, bool(req.get("stream")),
+                               {"prompt_tokens": usage["input_tokens"], "completion_tokens": usage["output_tokens"],
+                                "total_tokens": usage["total_tokens"]})
+        message = {"id": message_id, "type": "message", "status": "completed", "role": "assistant",
+                   "content": [{"type": "output_text", "text": text, "annotations": []}]}
+        base = {"id": response_id, "object": "response", "created_at": int(time.time()), "model": model,
+                "error": None, "incomplete_details": None, "instructions": None, "metadata": {},
+                "parallel_tool_calls": True, "temperature": 1.0, "tool_choice": "auto", "tools": [], "top_p": 1.0}
+        done = dict(base, status="completed", output=[message], usage=dict(
+            usage, input_tokens_details={"cached_tokens": 0}, output_tokens_details={"reasoning_tokens": 0}))
+        if not req.get("stream"):
+            self.respond_json(200, done)
+            return
+        started = dict(base, status="in_progress", output=[], usage=None)
+        events: list[tuple[str | None, dict]] = [
+            ("response.created", {"type": "response.created", "sequence_number": 0, "response": started}),
+            ("response.output_item.added", {"type": "response.output_item.added", "sequence_number": 1,
+                                            "output_index": 0, "item": dict(message, status="in_progress",
+                                                                            content=[])}),
+            ("response.content_part.added", {"type": "response.content_part.added", "sequence_number": 2,
+                                             "item_id": message_id, "output_index": 0, "content_index": 0,
+                                             "part": {"type": "output_text", "text": "", "annotations": []}}),
+        ]
+        for token in tokens:
+            events.append(("response.output_text.delta", {
+                "type": "response.output_text.delta", "sequence_number": len(events), "item_id": message_id,
+                "output_index": 0, "content_index": 0, "delta": token, "logprobs": []}))
+        events += [
+            ("response.output_text.done", {"type": "response.output_text.done", "sequence_number": len(events),
+                                           "item_id": message_id, "output_index": 0, "content_index": 0,
+                                           "text": text, "logprobs": []}),
+            ("response.output_item.done", {"type": "response.output_item.done", "sequence_number": len(events) + 1,
+                                           "output_index": 0, "item": message}),
+            ("response.completed", {"type": "response.completed", "sequence_number": len(events) + 2,
+                                    "response": done}),
+        ]
+        self.stream_events(events)
+
+    def route_anthropic_messages(self) -> None:
+        """Anthropic Messages: usage in message_start, cumulative output tokens in message_delta."""
+        req = self.chat_request()
+        if req is None:
+            return
+        model = req.get("model", "fake-claude")
+        last = ""
+        for message in reversed(req.get("messages") or []):
+            if message.get("role") != "user":
+                continue
+            content = message.get("content", "")
+            last = content if isinstance(content, str) else "".join(
+                block.get("text", "") for block in content if isinstance(block, dict))
+            break
+        text = f"You said: {last}" if last else "Hello from the fake backend."
+        tokens = [w + " " for w in text.split(" ")]
+        tokens[-1] = tokens[-1].rstrip()
+        message_id = "msg_" + uuid.uuid4().hex[:24]
+        input_tokens, output_tokens = len(last.split()) + 3, len(tokens)
+        self.record_completion(message_id, bool(req.get("stream")),
+                               {"prompt_tokens": input_tokens, "completion_tokens": output_tokens,
+                                "total_tokens": input_tokens + output_tokens})
+        if not req.get("stream"):
+            self.respond_json(200, {
+                "id": message_id, "type": "message", "role": "assistant", "model": model,
+                "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": None,
+                "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens}})
+            return
+        events: list[tuple[str | None, dict]] = [
+            ("message_start", {"type": "message_start", "message": {
+                "id": message_id, "type": "message", "role": "assistant", "model": model, "content": [],
+                "stop_reason": None, "stop_sequence": None,
+                "usage": {"input_tokens": input_tokens, "output_tokens": 1}}}),
+            ("content_block_start", {"type": "content_block_start", "index": 0,
+                                     "content_block": {"type": "text", "text": ""}}),
+            ("ping", {"type": "ping"}),
+        ]
+        events += [("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                            "delta": {"type": "text_delta", "text": t}}) for t in tokens]
+        events += [
+            ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+            ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                               "usage": {"output_tokens": output_tokens}}),
+            ("message_stop", {"type": "message_stop"}),
+        ]
+        self.stream_events(events)
 
 
 class _Server(http.server.ThreadingHTTPServer):
