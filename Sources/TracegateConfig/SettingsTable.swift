@@ -43,6 +43,8 @@ enum SettingsTable {
               doc: "Header carrying the request id; passed through, or generated (a UUID) when absent."),
         .init("forwarded_headers", \.forwardedHeaders, .oneOf(ForwardedHeaders.self), default: .value("x-forwarded"),
               doc: "Forwarding headers added to each request: x-forwarded, via, both or none."),
+        .init("server_timing", \.serverTiming, .bool, default: .value("true"),
+              doc: "Add a Server-Timing header to responses: tracegate's own time, connect time and upstream time."),
         // Tracing
         .init("user_header", \.userHeader, .headerName, default: .value("X-User-ID"),
               doc: "Request header whose value becomes the trace's user (metadata mlflow.trace.user)."),

@@ -37,6 +37,8 @@ public struct TracegateSettings: Sendable, Equatable {
     public var requestIDHeader: String = ""
     /// Forwarding headers added to each request.
     public var forwardedHeaders: ForwardedHeaders = .none
+    /// Add `Server-Timing` to responses.
+    public var serverTiming: Bool = false
     /// Request header carrying the user id.
     public var userHeader: String = ""
     /// Request header carrying the session id.

@@ -339,6 +339,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
 
     private func connect(_ exchange: Exchange) {
         exchange.isConnecting = true
+        if exchange.connectStartedAt == nil { exchange.connectStartedAt = context.eventLoop.now }
         pool.connect().whenComplete { [self] result in
             exchange.isConnecting = false
             switch result {
@@ -364,6 +365,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         connection.handler.owner = self
         connection.handler.expectResponse(requestIsHEAD: exchange.clientHead.method == .HEAD)
         exchange.upstream = connection
+        exchange.sentUpstreamAt = context.eventLoop.now
         connection.write(exchange.upstreamRequest.head)
         for bytes in exchange.pendingBytes { connection.write(bytes) }
         exchange.pendingBytes.removeAll()
@@ -408,6 +410,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             clientVersion: exchange.clientHead.version,
             keepClientAlive: exchange.keepClientAlive && !closing && exchange.requestComplete,
             requestID: exchange.upstreamRequest.requestID, extraHeaders: tap?.responseHeaders ?? [],
+            timing: configuration.serverTiming ? exchange.timing(responseHeadAt: now) : nil,
             allocator: context.channel.allocator
         )
         exchange.upstreamFraming = framing

@@ -15,6 +15,9 @@ final class Exchange {
     /// Request bytes (already framed for the upstream) received while its connection was being opened.
     var pendingBytes: [ByteBuffer] = []  // empty arrays do not allocate
     var isConnecting = false
+    /// When a new upstream connection was asked for, and when the request head was handed to one.
+    var connectStartedAt: NIODeadline?
+    var sentUpstreamAt: NIODeadline?
     /// Set after a retry on a fresh connection, so it happens at most once.
     var hasRetried = false
 
@@ -62,6 +65,14 @@ final class Exchange {
         case .GET, .HEAD, .OPTIONS, .TRACE, .PUT, .DELETE: return true
         default: return false
         }
+    }
+
+    /// What the proxy spent before the request went upstream, opening a connection, and waiting for the
+    /// upstream's response head (`Server-Timing`), as of `responseHeadAt`.
+    func timing(responseHeadAt: NIODeadline) -> ServerTiming? {
+        guard let sent = sentUpstreamAt else { return nil }
+        let connect = connectStartedAt.map { sent - $0 } ?? .zero
+        return ServerTiming(proxy: sent - startedAt - connect, connect: connectStartedAt == nil ? nil : connect, upstream: responseHeadAt - sent)
     }
 
     func summary(clientAddress: String?, outcome: ExchangeOutcome, now: NIODeadline) -> ExchangeSummary {

@@ -210,7 +210,7 @@ struct ResponseHeadRewriter {
     func rewrite(
         _ upstream: ResponseHead, framing: BodyFraming, requestIsHEAD: Bool, clientVersion: HTTPVersion,
         keepClientAlive: Bool, requestID: String, extraHeaders: [(name: String, value: String)] = [],
-        allocator: ByteBufferAllocator = ByteBufferAllocator()
+        timing: ServerTiming? = nil, allocator: ByteBufferAllocator = ByteBufferAllocator()
     ) -> ClientResponse {
         let clientIs11 = clientVersion.minor >= 1
         var out = allocator.buffer(capacity: upstream.bytes.readableBytes + 128)
@@ -242,6 +242,7 @@ struct ResponseHeadRewriter {
             out.writeString(requestID)
             out.writeStaticString("\r\n")
         }
+        timing?.write(into: &out)
         for field in extraHeaders {
             out.writeString(field.name)
             out.writeStaticString(": ")

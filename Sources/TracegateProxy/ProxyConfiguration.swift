@@ -45,6 +45,8 @@ public struct ProxyConfiguration: Sendable {
     /// Send the client's `Host` upstream instead of the upstream's own.
     public var preserveHost: Bool = false
     public var forwardedHeaders: ForwardedHeaders = .xForwarded
+    /// Add a `Server-Timing` header to forwarded responses.
+    public var serverTiming: Bool = true
     /// Header carrying the request id (generated when absent).
     public var requestIDHeader: String = "X-Request-ID"
     /// Idle keep-alive upstream connections kept per event loop.

@@ -200,6 +200,7 @@ extension TracegateSettings {
             }
         }()
         configuration.requestIDHeader = requestIDHeader
+        configuration.serverTiming = serverTiming
         configuration.upstreamPoolSize = upstreamPoolSize
         configuration.connectTimeout = TimeAmount(connectTimeout)
         configuration.firstByteTimeout = TimeAmount(firstByteTimeout)

@@ -168,6 +168,28 @@ final class DataPlaneTests: XCTestCase {
         XCTAssertEqual(observer.summaries.first?.responseBodyBytes, 18)
     }
 
+    func testServerTimingSplitsConnectAndUpstreamTime() throws {
+        try makeClient()
+        try send()
+        loop.advanceTime(by: .milliseconds(7))
+        try respond()
+        guard case .head(let first) = try clientParts().first else { return XCTFail("no response") }
+        XCTAssertEqual(first.headers["server-timing"], ["tracegate;dur=0.000, connect;dur=0.000, upstream;dur=7.000"])
+        try send()
+        loop.advanceTime(by: .microseconds(2_345))
+        try respond()
+        guard case .head(let second) = try clientParts().first else { return XCTFail("no response") }
+        XCTAssertEqual(second.headers["server-timing"], ["tracegate;dur=0.000, upstream;dur=2.345"], "pooled: no connect")
+    }
+
+    func testServerTimingCanBeTurnedOff() throws {
+        try makeClient { $0.serverTiming = false }
+        try send()
+        try respond()
+        guard case .head(let head) = try clientParts().first else { return XCTFail("no response") }
+        XCTAssertFalse(head.headers.contains(name: "server-timing"))
+    }
+
     func testUpstreamConnectionIsReusedForTheNextRequest() throws {
         try makeClient()
         try send()

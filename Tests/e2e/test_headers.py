@@ -208,3 +208,36 @@ def test_requests_library_sees_a_normal_proxy(shared_proxy):
     assert r.json()["query"] == "from=requests"
     assert r.headers["X-Backend"] == "shared"
     assert UUID_RE.match(r.headers["X-Request-ID"])
+
+
+# ---- Server-Timing -------------------------------------------------------------------------
+
+
+def server_timing(response) -> dict[str, float]:
+    """`Server-Timing` metrics by name, in milliseconds."""
+    metrics = {}
+    for item in response.headers.get("Server-Timing", "").split(","):
+        name, _, params = item.strip().partition(";")
+        if name:
+            metrics[name] = float(params.removeprefix("dur="))
+    return metrics
+
+
+def test_server_timing_reports_upstream_and_own_time(proxy):
+    client = requests.Session()  # one client connection: one event loop, one upstream pool
+    first = client.get(f"{proxy.url}/echo?delay_ms=120", timeout=5)
+    assert first.status_code == 200
+    timing = server_timing(first)
+    assert set(timing) == {"tracegate", "connect", "upstream"}, first.headers  # a new upstream connection
+    assert 120 <= timing["upstream"] < 1000, timing
+    assert 0 <= timing["tracegate"] < 50, timing
+    again = client.get(f"{proxy.url}/echo", timeout=5)  # the pooled connection: no connect time
+    assert set(server_timing(again)) == {"tracegate", "upstream"}, again.headers
+    assert server_timing(again)["upstream"] < 120
+
+
+def test_server_timing_can_be_turned_off(backend, start_tracegate):
+    tg = start_tracegate(backend.url, server_timing="false")
+    response = requests.get(f"{tg.url}/echo", timeout=5)
+    assert response.status_code == 200
+    assert "Server-Timing" not in response.headers
