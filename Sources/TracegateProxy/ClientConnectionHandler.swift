@@ -419,6 +419,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         exchange.closeClientAfter = response.closeAfter
         exchange.responseStarted = true
         exchange.status = Int(head.status.code)
+        if let observer = shared.observer { observer.responseStarted(streamed: framing == .chunked || framing == .untilClose) }
         context.write(wrapOutboundOut(response.head), promise: nil)
         clientNeedsFlush = true
     }
@@ -554,7 +555,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
                 requestID: requestID, method: requestHead.method, target: requestHead.uri,
                 clientAddress: clientIP, status: Int(error.status.code), requestBodyBytes: 0,
                 responseBodyBytes: 0, startedAtEpochNanos: Exchange.wallClockNanos(), duration: .zero,
-                timeToFirstByte: nil, outcome: error.outcome
+                timeToFirstByte: nil, outcome: error.outcome, forwarded: false
             )
             observer.exchangeFinished(summary, tap: nil)
         }

@@ -87,7 +87,8 @@ final class Exchange {
             startedAtEpochNanos: startedAtEpochNanos,
             duration: now - startedAt,
             timeToFirstByte: firstByteAt.map { $0 - startedAt },
-            outcome: outcome
+            outcome: outcome,
+            streamed: upstreamFraming == .chunked || upstreamFraming == .untilClose
         )
     }
 

@@ -34,6 +34,10 @@ public struct ExchangeSummary: Sendable {
     /// From the request head to the upstream's response head.
     public var timeToFirstByte: TimeAmount?
     public var outcome: ExchangeOutcome
+    /// False when the proxy refused the request from its head alone (no `exchangeStarted` was called).
+    public var forwarded: Bool = true
+    /// The response body was streamed (chunked or close-delimited upstream), as SSE responses are.
+    public var streamed: Bool = false
 }
 
 /// Sees every exchange's body bytes as they pass; created per exchange and used on its event loop only.
@@ -50,10 +54,13 @@ public protocol ExchangeTap: AnyObject {
 public protocol ExchangeObserver: Sendable {
     /// A request head arrived and will be forwarded; return a tap to see its bytes, or nil.
     func exchangeStarted(_ head: RequestHead, requestID: String) -> ExchangeTap?
+    /// The upstream's response head was passed on; `streamed` when its body is chunked or close-delimited.
+    func responseStarted(streamed: Bool)
     /// The exchange ended (completed, rejected, failed or aborted).
     func exchangeFinished(_ summary: ExchangeSummary, tap: ExchangeTap?)
 }
 
 extension ExchangeObserver {
     public func exchangeStarted(_ head: RequestHead, requestID: String) -> ExchangeTap? { nil }
+    public func responseStarted(streamed: Bool) {}
 }

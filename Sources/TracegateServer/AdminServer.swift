@@ -11,32 +11,38 @@ public final class Readiness: Sendable {
     public func set(_ value: Bool) { ready.withLockedValue { $0 = value } }
 }
 
-/// The admin listener: `GET /healthz` (the process is alive) and `GET /readyz` (ready to serve:
-/// public listener bound, not draining, upstream host resolvable). Never served on the public port.
+/// The admin listener: `GET /healthz` (the process is alive), `GET /readyz` (ready to serve:
+/// public listener bound, not draining, upstream host resolvable) and `GET /metrics` (Prometheus text).
+/// Never served on the public port.
 public final class AdminServer: Sendable {
     private let group: EventLoopGroup
     private let readiness: Readiness
     private let upstreamHost: String
     private let upstreamPort: Int
+    private let metrics: TracegateMetrics?
 
-    public init(group: EventLoopGroup, readiness: Readiness, upstreamHost: String, upstreamPort: Int) {
+    public init(
+        group: EventLoopGroup, readiness: Readiness, upstreamHost: String, upstreamPort: Int, metrics: TracegateMetrics? = nil
+    ) {
         self.group = group
         self.readiness = readiness
         self.upstreamHost = upstreamHost
         self.upstreamPort = upstreamPort
+        self.metrics = metrics
     }
 
     public func start(host: String, port: Int) async throws -> Channel {
         let readiness = self.readiness
         let host_ = upstreamHost
         let port_ = upstreamPort
+        let metrics = self.metrics
         return try await ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
                     try channel.pipeline.syncOperations.addHandler(
-                        AdminHandler(readiness: readiness, upstreamHost: host_, upstreamPort: port_))
+                        AdminHandler(readiness: readiness, upstreamHost: host_, upstreamPort: port_, metrics: metrics))
                 }
             }
             .bind(host: host, port: port)
@@ -52,12 +58,14 @@ final class AdminHandler: ChannelInboundHandler {
     private let readiness: Readiness
     private let upstreamHost: String
     private let upstreamPort: Int
+    private let metrics: TracegateMetrics?
     private var head: HTTPRequestHead?
 
-    init(readiness: Readiness, upstreamHost: String, upstreamPort: Int) {
+    init(readiness: Readiness, upstreamHost: String, upstreamPort: Int, metrics: TracegateMetrics?) {
         self.readiness = readiness
         self.upstreamHost = upstreamHost
         self.upstreamPort = upstreamPort
+        self.metrics = metrics
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -80,6 +88,10 @@ final class AdminHandler: ChannelInboundHandler {
         switch path {
         case "/healthz":
             respond(.ok, #"{"status":"ok"}"#, head: head, context: context)
+        case "/metrics" where metrics != nil:
+            respond(
+                .ok, String(decoding: metrics!.exposition(), as: UTF8.self), contentType: "text/plain; version=0.0.4; charset=utf-8",
+                head: head, context: context)
         case "/readyz":
             guard readiness.isReady else {
                 respond(.serviceUnavailable, #"{"status":"not ready","reason":"starting or draining"}"#, head: head, context: context)
@@ -106,9 +118,12 @@ final class AdminHandler: ChannelInboundHandler {
         }
     }
 
-    private func respond(_ status: HTTPResponseStatus, _ json: String, head: HTTPRequestHead, context: ChannelHandlerContext) {
+    private func respond(
+        _ status: HTTPResponseStatus, _ json: String, contentType: String = "application/json", head: HTTPRequestHead,
+        context: ChannelHandlerContext
+    ) {
         var headers = HTTPHeaders()
-        headers.add(name: "content-type", value: "application/json")
+        headers.add(name: "content-type", value: contentType)
         headers.add(name: "content-length", value: String(json.utf8.count))
         if !head.isKeepAlive { headers.add(name: "connection", value: "close") }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)

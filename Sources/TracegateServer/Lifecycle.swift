@@ -32,13 +32,16 @@ public enum TracegateApp {
             logger.critical("cannot open the trace file \(settings.traceFile ?? ""): \(error)")
             return 2
         }
-        var observers: [ExchangeObserver] = []
+        let metrics = TracegateMetrics()
+        tracing?.attach(metrics)
+        var observers: [ExchangeObserver] = [MetricsObserver(metrics: metrics)]
         if let accessLog { observers.append(AccessLog(format: settings.accessLog, writer: accessLog)) }
         if let tracing {
             observers.append(TraceObserver(settings: TraceCaptureSettings(settings: settings), deliver: tracing.deliver))
         }
         let observer: ExchangeObserver? = observers.isEmpty ? nil : (observers.count == 1 ? observers[0] : CompositeObserver(observers))
-        let code = await serveUntilSignalled(settings: settings, group: group, observer: observer, threads: threads, logger: logger)
+        let code = await serveUntilSignalled(
+            settings: settings, group: group, observer: observer, metrics: metrics, threads: threads, logger: logger)
         // In-flight exchanges are over: their traces are queued; deliver them before exiting.
         await tracing?.finish()
         accessLog?.flush()
@@ -48,7 +51,8 @@ public enum TracegateApp {
 
     /// Binds the listeners, serves until SIGTERM/SIGINT, then drains in-flight exchanges.
     private static func serveUntilSignalled(
-        settings: TracegateSettings, group: EventLoopGroup, observer: ExchangeObserver?, threads: Int, logger: Logger
+        settings: TracegateSettings, group: EventLoopGroup, observer: ExchangeObserver?, metrics: TracegateMetrics,
+        threads: Int, logger: Logger
     ) async -> Int32 {
         let readiness = Readiness()
         let signals = SignalWaiter(signals: [SIGTERM, SIGINT])
@@ -61,7 +65,8 @@ public enum TracegateApp {
             return 2
         }
         let admin = AdminServer(
-            group: group, readiness: readiness, upstreamHost: settings.upstream.host, upstreamPort: settings.upstream.port)
+            group: group, readiness: readiness, upstreamHost: settings.upstream.host, upstreamPort: settings.upstream.port,
+            metrics: metrics)
         let adminChannel: Channel
         let publicAddress: SocketAddress
         do {

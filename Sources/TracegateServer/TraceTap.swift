@@ -143,6 +143,10 @@ public struct CompositeObserver: ExchangeObserver {
         return tap
     }
 
+    public func responseStarted(streamed: Bool) {
+        for observer in observers { observer.responseStarted(streamed: streamed) }
+    }
+
     public func exchangeFinished(_ summary: ExchangeSummary, tap: ExchangeTap?) {
         for observer in observers { observer.exchangeFinished(summary, tap: tap) }
     }

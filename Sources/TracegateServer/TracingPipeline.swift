@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import Foundation
 import Dispatch
 import Logging
 import NIOConcurrencyHelpers
@@ -27,6 +28,8 @@ final class TracingPipeline: @unchecked Sendable {
     /// Traces dropped because the builder fell behind; logged at most every 10 s.
     private let overload = NIOLockedValueBox((dropped: 0, lastLog: ContinuousClock.now - .seconds(60)))
     private let logger: Logger
+    /// Counts token usage of the traces built; set once before serving.
+    private var metrics: TracegateMetrics?
     /// Delivers to MLflow until `finish`; nil in file mode.
     private let exporterRun: Task<Void, Never>?
 
@@ -77,6 +80,18 @@ final class TracingPipeline: @unchecked Sendable {
         return (TraceExporter(configuration: configuration, sink: client, logger: logger), http)
     }
 
+    /// Reports token usage and delivery figures to `metrics` (call before serving).
+    func attach(_ metrics: TracegateMetrics) {
+        self.metrics = metrics
+        guard case .mlflow(let exporter, _) = destination else { return }
+        metrics.setDeliverySource {
+            let stats = exporter.stats
+            return DeliverySnapshot(
+                queued: exporter.queuedTraces, exported: stats.exported, retries: stats.retries, dropped: stats.dropped,
+                rejected: stats.rejected, traceInfoFailures: stats.startTraceFailures + stats.traceInfoDropped)
+        }
+    }
+
     /// Called on event loops when an exchange ends: O(1), never blocks.
     func deliver(_ captured: CapturedExchange) {
         let accepted = pending.withLockedValue { pending in
@@ -108,6 +123,7 @@ final class TracingPipeline: @unchecked Sendable {
                 continue
             }
             let record = builder.record(for: captured)
+            if let metrics { Self.countTokens(of: record, into: metrics) }
             switch destination {
             case .mlflow(let exporter, _):
                 exporter.submit(record)
@@ -115,6 +131,20 @@ final class TracingPipeline: @unchecked Sendable {
                 do { try writer.append(record) } catch { logger.error("cannot write the trace file: \(error)") }
             }
         }
+    }
+
+    private struct Usage: Decodable {
+        var input_tokens: Int?
+        var output_tokens: Int?
+    }
+
+    private static func countTokens(of record: TraceRecord, into metrics: TracegateMetrics) {
+        guard case .string(let json)? = record.attributes[TraceAttributeKey.tokenUsage],
+            let usage = try? JSONDecoder().decode(Usage.self, from: Data(json.utf8))
+        else { return }
+        var model: String?
+        if case .string(let name)? = record.attributes[TraceAttributeKey.model] { model = name }
+        metrics.countTokens(model: model, input: usage.input_tokens ?? 0, output: usage.output_tokens ?? 0)
     }
 
     /// Builds what is waiting and delivers everything queued.

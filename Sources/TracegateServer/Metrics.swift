@@ -1,0 +1,174 @@
+import Foundation
+import NIOConcurrencyHelpers
+import Prometheus
+import TracegateProxy
+import TracegateTrace
+
+/// Prometheus metrics of the data plane and of trace delivery, served on the admin listener's `/metrics`.
+///
+/// Label values are bounded: methods outside the common set count as `other`, statuses by class,
+/// and at most `maxModels` distinct model names (then `other`). No user, session or request id is a label.
+public final class TracegateMetrics: Sendable {
+    public let registry = PrometheusCollectorRegistry()
+
+    static let methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "other"]
+    static let statusClasses = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"]
+    static let maxModels = 32
+    private static let durationBuckets: [Duration] = [
+        .milliseconds(1), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
+        .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .milliseconds(2500),
+        .seconds(5), .seconds(10), .seconds(30), .seconds(60), .seconds(300),
+    ]
+
+    /// Indexed [method][status class].
+    let requests: [[Counter]]
+    let requestDuration: DurationHistogram
+    let upstreamTimeToFirstByte: DurationHistogram
+    let inFlight: Gauge
+    let streamsOpen: Gauge
+    let requestBytes: Counter
+    let responseBytes: Counter
+
+    private let delivery = NIOLockedValueBox(DeliveryCounters())
+    private let deliverySource = NIOLockedValueBox<(@Sendable () -> DeliverySnapshot)?>(nil)
+    private let tokenCounters = NIOLockedValueBox([String: (input: Counter, output: Counter)]())
+
+    public init() {
+        let registry = self.registry
+        requests = Self.methods.map { method in
+            Self.statusClasses.map { statusClass in
+                registry.makeCounter(
+                    name: "tracegate_requests_total", labels: [("method", method), ("status_class", statusClass)],
+                    help: "Requests answered, by method and status class (none: the client got no response head).")
+            }
+        }
+        requestDuration = registry.makeDurationHistogram(
+            name: "tracegate_request_duration_seconds", buckets: Self.durationBuckets,
+            help: "From the request head to the end of the response, as the client saw it.")
+        upstreamTimeToFirstByte = registry.makeDurationHistogram(
+            name: "tracegate_upstream_time_to_first_byte_seconds", buckets: Self.durationBuckets,
+            help: "From the request head to the upstream's response head.")
+        inFlight = registry.makeGauge(name: "tracegate_requests_in_flight", help: "Exchanges being forwarded now.")
+        streamsOpen = registry.makeGauge(
+            name: "tracegate_streams_open", help: "Exchanges streaming a chunked or close-delimited response (SSE) now.")
+        requestBytes = registry.makeCounter(
+            name: "tracegate_request_body_bytes_total", help: "Request body bytes received from clients.")
+        responseBytes = registry.makeCounter(
+            name: "tracegate_response_body_bytes_total", help: "Response body bytes sent to clients.")
+        delivery.withLockedValue { $0 = DeliveryCounters(registry: registry) }
+    }
+
+    /// Where the delivery figures come from (the tracing pipeline); read at each scrape.
+    func setDeliverySource(_ source: @escaping @Sendable () -> DeliverySnapshot) {
+        deliverySource.withLockedValue { $0 = source }
+    }
+
+    /// Counts a recognised chat exchange's token usage under its model.
+    func countTokens(model: String?, input: Int, output: Int) {
+        let counters: (input: Counter, output: Counter) = tokenCounters.withLockedValue { counters in
+            var label = model ?? "unknown"
+            if counters[label] == nil && counters.count >= Self.maxModels { label = "other" }
+            if let existing = counters[label] { return existing }
+            let made = (
+                input: registry.makeCounter(
+                    name: "tracegate_tokens_total", labels: [("model", label), ("kind", "input")],
+                    help: "Token usage of recognised chat exchanges, by model."),
+                output: registry.makeCounter(
+                    name: "tracegate_tokens_total", labels: [("model", label), ("kind", "output")],
+                    help: "Token usage of recognised chat exchanges, by model.")
+            )
+            counters[label] = made
+            return made
+        }
+        if input > 0 { counters.input.increment(by: Int64(input)) }
+        if output > 0 { counters.output.increment(by: Int64(output)) }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    public func exposition() -> [UInt8] {
+        if let snapshot = deliverySource.withLockedValue({ $0 })?() {
+            delivery.withLockedValue { $0.update(to: snapshot) }
+        }
+        return registry.emitToBuffer()
+    }
+
+    static func methodIndex(_ method: String) -> Int {
+        methods.firstIndex(of: method) ?? methods.count - 1
+    }
+
+    static func statusClassIndex(_ status: Int?) -> Int {
+        guard let status, status >= 100, status < 600 else { return statusClasses.count - 1 }
+        return status / 100 - 1
+    }
+}
+
+/// Trace delivery figures at one moment; totals only ever grow.
+struct DeliverySnapshot: Sendable {
+    var queued = 0
+    var exported = 0
+    var retries = 0
+    var dropped = 0
+    var rejected = 0
+    var traceInfoFailures = 0
+}
+
+/// Prometheus counters mirroring delivery totals kept elsewhere: each scrape adds what grew since the last.
+private struct DeliveryCounters {
+    private var queue: Gauge?
+    private var counters: [(Counter, KeyPath<DeliverySnapshot, Int>)] = []
+    private var last = DeliverySnapshot()
+
+    init() {}
+
+    init(registry: PrometheusCollectorRegistry) {
+        queue = registry.makeGauge(name: "tracegate_export_queue_traces", help: "Traces waiting in memory to be exported.")
+        func counter(_ name: String, _ help: String, _ key: KeyPath<DeliverySnapshot, Int>) -> (Counter, KeyPath<DeliverySnapshot, Int>) {
+            (registry.makeCounter(name: name, help: help), key)
+        }
+        counters = [
+            counter("tracegate_traces_exported_total", "Traces whose spans MLflow stored.", \.exported),
+            counter("tracegate_trace_export_retries_total", "Export attempts retried after a failure.", \.retries),
+            counter("tracegate_traces_dropped_total", "Traces given up (queues full or the tracking server unreachable).", \.dropped),
+            counter("tracegate_traces_rejected_total", "Traces MLflow refused as invalid (set aside).", \.rejected),
+            counter(
+                "tracegate_trace_info_failures_total",
+                "Traces whose StartTraceV3 (client_request_id, metadata) failed or was given up.", \.traceInfoFailures),
+        ]
+    }
+
+    mutating func update(to snapshot: DeliverySnapshot) {
+        queue?.set(Double(snapshot.queued))
+        for (counter, key) in counters {
+            let grown = snapshot[keyPath: key] - last[keyPath: key]
+            if grown > 0 { counter.increment(by: Int64(grown)) }
+        }
+        last = snapshot
+    }
+}
+
+/// Counts every exchange for `TracegateMetrics`. Cheap: a few atomic increments per exchange.
+final class MetricsObserver: ExchangeObserver {
+    private let metrics: TracegateMetrics
+
+    init(metrics: TracegateMetrics) { self.metrics = metrics }
+
+    func exchangeStarted(_ head: RequestHead, requestID: String) -> ExchangeTap? {
+        metrics.inFlight.increment()
+        return nil
+    }
+
+    func responseStarted(streamed: Bool) {
+        if streamed { metrics.streamsOpen.increment() }
+    }
+
+    func exchangeFinished(_ summary: ExchangeSummary, tap: ExchangeTap?) {
+        if summary.forwarded { metrics.inFlight.decrement() }
+        if summary.streamed { metrics.streamsOpen.decrement() }
+        let method = TracegateMetrics.methodIndex(summary.method.rawValue)
+        metrics.requests[method][TracegateMetrics.statusClassIndex(summary.status)].increment()
+        metrics.requestDuration.recordNanoseconds(summary.duration.nanoseconds)
+        if let ttfb = summary.timeToFirstByte { metrics.upstreamTimeToFirstByte.recordNanoseconds(ttfb.nanoseconds) }
+        if summary.requestBodyBytes > 0 { metrics.requestBytes.increment(by: Int64(summary.requestBodyBytes)) }
+        if summary.responseBodyBytes > 0 { metrics.responseBytes.increment(by: Int64(summary.responseBodyBytes)) }
+    }
+}
