@@ -62,6 +62,12 @@ public enum SettingsLoader {
                 message: "missing required setting \(setting.key): set \(setting.key) in the config file, "
                     + "\(setting.environmentVariable) in the environment, or \(setting.flag) on the command line")
         }
+        if (settings.tlsCertFile == nil) != (settings.tlsKeyFile == nil) {
+            let missing = settings.tlsCertFile == nil ? "tls_cert_file" : "tls_key_file"
+            throw ConfigError(
+                source: .none, key: missing,
+                message: "missing setting \(missing): tls_cert_file and tls_key_file go together (set both to serve HTTPS, or neither)")
+        }
         return settings
     }
 

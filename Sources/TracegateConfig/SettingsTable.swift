@@ -8,6 +8,10 @@ enum SettingsTable {
               doc: "Public address clients connect to (host:port; [::1]:8080 for IPv6)."),
         .init("admin_listen", \.adminListen, .hostPort, default: .value("127.0.0.1:9090"),
               doc: "Admin address for /healthz and /readyz. Never served on the public port."),
+        .init("tls_cert_file", \.tlsCertFile, .optionalPath, default: .value(""),
+              doc: "PEM certificate chain for HTTPS on the public listener (with tls_key_file); reloaded on SIGHUP."),
+        .init("tls_key_file", \.tlsKeyFile, .optionalPath, default: .value(""),
+              doc: "PEM private key for tls_cert_file; reloaded on SIGHUP."),
         .init("threads", \.threads, .integer(0...256), default: .value("0"),
               doc: "Event-loop threads; 0 means one per CPU core."),
         // Upstream

@@ -17,6 +17,9 @@ public struct TracegateSettings: Sendable, Equatable {
     public var upstreamTLSVerify: Bool = false
     /// PEM file of CA certificates to trust for the upstream; nil means the system store.
     public var upstreamCAFile: String? = nil
+    /// HTTPS on the public listener: certificate chain and private key (PEM), both or neither.
+    public var tlsCertFile: String? = nil
+    public var tlsKeyFile: String? = nil
     /// Idle keep-alive connections kept per event-loop thread.
     public var upstreamPoolSize: Int = 0
     /// Time allowed to open a connection (TCP and TLS) to the upstream.

@@ -16,9 +16,9 @@ final class ProxyShared: Sendable {
     let responseRewriter: ResponseHeadRewriter
     let observer: ExchangeObserver?
 
-    init(configuration: ProxyConfiguration, observer: ExchangeObserver?) {
+    init(configuration: ProxyConfiguration, observer: ExchangeObserver?, scheme: String = "http") {
         self.configuration = configuration
-        self.requestRewriter = RequestHeadRewriter(configuration: configuration)
+        self.requestRewriter = RequestHeadRewriter(configuration: configuration, scheme: scheme)
         self.responseRewriter = ResponseHeadRewriter(requestIDHeader: configuration.requestIDHeader)
         self.observer = observer
     }

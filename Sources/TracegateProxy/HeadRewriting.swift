@@ -23,8 +23,11 @@ struct RequestHeadRewriter {
     let preserveHost: Bool
     let forwardedHeaders: ProxyConfiguration.ForwardedHeaders
     let requestIDHeader: String
+    /// The listener's scheme, sent as `X-Forwarded-Proto`.
+    let scheme: String
 
-    init(configuration: ProxyConfiguration) {
+    init(configuration: ProxyConfiguration, scheme: String = "http") {
+        self.scheme = scheme
         self.upstreamHostHeader = configuration.upstream.hostHeader
         self.basePath = configuration.upstream.basePath
         self.preserveHost = configuration.preserveHost
@@ -35,7 +38,7 @@ struct RequestHeadRewriter {
     /// The upstream head for `client`, or nil when its request target cannot be forwarded.
     func rewrite(
         _ client: RequestHead, clientIP: String?, ids: inout RequestIDGenerator,
-        allocator: ByteBufferAllocator = ByteBufferAllocator(), scheme: String = "http"
+        allocator: ByteBufferAllocator = ByteBufferAllocator()
     ) -> UpstreamRequest? {
         let bytes = client.bytes
         let facts = client.facts

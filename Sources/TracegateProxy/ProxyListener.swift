@@ -2,6 +2,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 
 /// The public listener: accepts client connections and runs the data plane on them.
 ///
@@ -11,6 +12,7 @@ public final class ProxyListener: Sendable {
     private let shared: ProxyShared
     private let group: EventLoopGroup
     private let pools: [ObjectIdentifier: UpstreamPool]
+    private let tls: ServerTLS?
     private let state = NIOLockedValueBox(State())
 
     private struct State {
@@ -19,8 +21,10 @@ public final class ProxyListener: Sendable {
         var drained: EventLoopPromise<Void>?
     }
 
-    public init(configuration: ProxyConfiguration, group: EventLoopGroup, observer: ExchangeObserver?) throws {
-        self.shared = ProxyShared(configuration: configuration, observer: observer)
+    /// - Parameter tls: serve HTTPS with this certificate (nil: plain HTTP).
+    public init(configuration: ProxyConfiguration, group: EventLoopGroup, observer: ExchangeObserver?, tls: ServerTLS? = nil) throws {
+        self.shared = ProxyShared(configuration: configuration, observer: observer, scheme: tls == nil ? "http" : "https")
+        self.tls = tls
         self.group = group
         let connector = try UpstreamConnector(configuration: configuration)
         var pools: [ObjectIdentifier: UpstreamPool] = [:]
@@ -40,6 +44,9 @@ public final class ProxyListener: Sendable {
             .childChannelOption(ChannelOptions.maxMessagesPerRead, value: 16)
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls = self.tls {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.context))
+                    }
                     let pool = self.pools[ObjectIdentifier(channel.eventLoop)]!
                     try channel.pipeline.syncOperations.addHandler(ClientConnectionHandler(shared: self.shared, pool: pool))
                     self.track(channel)

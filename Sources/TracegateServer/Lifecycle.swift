@@ -57,9 +57,19 @@ public enum TracegateApp {
         let readiness = Readiness()
         let signals = SignalWaiter(signals: [SIGTERM, SIGINT])
 
+        var tls: ServerTLS?
+        if let certificate = settings.tlsCertFile, let key = settings.tlsKeyFile {
+            do {
+                tls = try ServerTLS(certificateFile: certificate, keyFile: key)
+            } catch {
+                logger.critical("cannot load the TLS certificate \(certificate) and key \(key): \(error)")
+                return 2
+            }
+        }
         let listener: ProxyListener
         do {
-            listener = try ProxyListener(configuration: settings.proxyConfiguration, group: group, observer: observer)
+            listener = try ProxyListener(
+                configuration: settings.proxyConfiguration, group: group, observer: observer, tls: tls)
         } catch {
             logger.critical("cannot set up the upstream connection: \(error)")
             return 2
@@ -86,10 +96,28 @@ public enum TracegateApp {
         logger.info(
             "tracegate listening",
             metadata: [
-                "listen": "\(publicAddress)", "admin": "\(adminChannel.localAddress.map { "\($0)" } ?? "?")",
+                "listen": "\(publicAddress)", "tls": "\(tls != nil)", "admin": "\(adminChannel.localAddress.map { "\($0)" } ?? "?")",
                 "upstream": "\(settings.upstream)", "threads": "\(threads)",
             ])
 
+        // SIGHUP reloads the listener's certificate; other settings need a restart (see README).
+        let hangups = SignalWaiter(signals: [SIGHUP])
+        let reloads = Task {
+            while !Task.isCancelled {
+                _ = await hangups.next()
+                guard let tls else {
+                    logger.notice("SIGHUP: nothing to reload (only the TLS certificate is; other settings need a restart)")
+                    continue
+                }
+                do {
+                    try tls.reload()
+                    logger.notice("SIGHUP: reloaded the TLS certificate; new connections use it")
+                } catch {
+                    logger.error("SIGHUP: cannot reload the TLS certificate, keeping the current one: \(error)")
+                }
+            }
+        }
+        defer { reloads.cancel() }
         let signal = await signals.next()
         logger.info("received \(signal == SIGINT ? "SIGINT" : "SIGTERM"), draining", metadata: ["grace": "\(settings.shutdownGrace)"])
         readiness.set(false)
