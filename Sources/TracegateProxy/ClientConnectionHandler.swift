@@ -282,15 +282,17 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             respondWithoutExchange(rejection, requestHead: head)
             return
         }
-        guard
-            let upstreamRequest = shared.requestRewriter.rewrite(
-                head, clientIP: clientIP, ids: &requestIDs, allocator: context.channel.allocator)
-        else {
+        let givenID = head.facts.requestIDField.map { head.headers.value(at: $0) }
+        let requestID = givenID ?? requestIDs.generate()
+        guard RequestHeadRewriter.isForwardable(head) else {
             closing = true
             respondWithoutExchange(.malformedRequest("invalid request target"), requestHead: head)
             return
         }
-        let tap = shared.observer?.exchangeStarted(head, requestID: upstreamRequest.requestID)
+        let tap = shared.observer?.exchangeStarted(head, requestID: requestID)
+        let upstreamRequest = shared.requestRewriter.rewrite(
+            head, clientIP: clientIP, requestID: requestID, extraFields: tap?.upstreamHeaders ?? [],
+            allocator: context.channel.allocator)!  // forwardable: checked above
         let exchange = Exchange(
             clientHead: head, upstreamRequest: upstreamRequest, now: context.eventLoop.now,
             // RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 request means faulty framing; close after it.
@@ -548,7 +550,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     private func respondWithoutExchange(_ error: ProxyError, requestHead: RequestHead? = nil) {
         let requestID =
             requestHead.flatMap { head in head.facts.requestIDField.map { head.headers.value(at: $0) } }
-            ?? requestIDs.generate()
+            ?? requestIDs.generate()  // a refused request's id is generated here
         writeError(error, requestID: requestID, version: requestHead?.version ?? .http1_1)
         if let requestHead, let observer = shared.observer {
             let summary = ExchangeSummary(

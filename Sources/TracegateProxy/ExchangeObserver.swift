@@ -44,6 +44,9 @@ public struct ExchangeSummary: Sendable {
 public protocol ExchangeTap: AnyObject {
     /// Fields added to the response sent to the client (e.g. the trace id), read once per response head.
     var responseHeaders: [(name: String, value: String)] { get }
+    /// Fields set on the request sent upstream (e.g. `traceparent`), replacing the client's fields of
+    /// the same names; read once, when the request head is rewritten.
+    var upstreamHeaders: [(name: String, value: String)] { get }
     func requestBody(_ bytes: ByteBuffer)
     func responseHead(_ head: ResponseHead)
     func responseBody(_ bytes: ByteBuffer)
@@ -58,6 +61,10 @@ public protocol ExchangeObserver: Sendable {
     func responseStarted(streamed: Bool)
     /// The exchange ended (completed, rejected, failed or aborted).
     func exchangeFinished(_ summary: ExchangeSummary, tap: ExchangeTap?)
+}
+
+extension ExchangeTap {
+    public var upstreamHeaders: [(name: String, value: String)] { [] }
 }
 
 extension ExchangeObserver {

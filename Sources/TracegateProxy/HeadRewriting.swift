@@ -36,9 +36,11 @@ struct RequestHeadRewriter {
     }
 
     /// The upstream head for `client`, or nil when its request target cannot be forwarded.
+    ///   - requestID: the id to send when the client sent none (`client.facts.requestIDField` is nil).
+    ///   - extraFields: set on the upstream request, replacing the client's fields of the same names.
     func rewrite(
-        _ client: RequestHead, clientIP: String?, ids: inout RequestIDGenerator,
-        allocator: ByteBufferAllocator = ByteBufferAllocator()
+        _ client: RequestHead, clientIP: String?, requestID generatedID: @autoclosure () -> String,
+        extraFields: [(name: String, value: String)] = [], allocator: ByteBufferAllocator = ByteBufferAllocator()
     ) -> UpstreamRequest? {
         let bytes = client.bytes
         let facts = client.facts
@@ -94,6 +96,7 @@ struct RequestHeadRewriter {
                     break
                 }
                 if !facts.connectionNamed.isEmpty && Self.isNamed(field, in: facts.connectionNamed, raw) { continue }
+                if !extraFields.isEmpty && Self.isReplaced(field, by: extraFields, raw) { continue }
                 out.writeBytes(UnsafeRawBufferPointer(rebasing: raw[field.nameStart..<field.valueEnd]))
                 out.writeStaticString("\r\n")
             }
@@ -129,11 +132,17 @@ struct RequestHeadRewriter {
                 out.writeStaticString("1.1 tracegate\r\n")
             }
         }
+        for field in extraFields {
+            out.writeString(field.name)
+            out.writeStaticString(": ")
+            out.writeString(field.value)
+            out.writeStaticString("\r\n")
+        }
         let requestID: String
         if let index = facts.requestIDField {
             requestID = client.headers.value(at: index)
         } else {
-            requestID = ids.generate()
+            requestID = generatedID()
             out.writeString(requestIDHeader)
             out.writeStaticString(": ")
             out.writeString(requestID)
@@ -157,6 +166,26 @@ struct RequestHeadRewriter {
             if same { return true }
         }
         return false
+    }
+
+    /// Whether `head`'s request target can be forwarded (origin-form, `*`, or an http(s) absolute-form).
+    static func isForwardable(_ head: RequestHead) -> Bool {
+        head.bytes.getInteger(at: head.bytes.readerIndex + head.targetRange.lowerBound, as: UInt8.self) == UInt8(ascii: "/")
+            || originForm(head.uri) != nil
+    }
+
+    /// True when `field` is named in `replacements` (ASCII case-insensitive).
+    static func isReplaced(_ field: HeadField, by replacements: [(name: String, value: String)], _ raw: UnsafeRawBufferPointer) -> Bool {
+        let length = field.nameEnd - field.nameStart
+        return replacements.contains { replacement in
+            guard replacement.name.utf8.count == length else { return false }
+            var index = field.nameStart
+            for byte in replacement.name.utf8 {
+                if lowerASCII(raw[index]) != lowerASCII(byte) { return false }
+                index += 1
+            }
+            return true
+        }
     }
 
     /// The origin-form of a request target: `/path?query` or `*`; absolute-form is reduced to its path.

@@ -37,7 +37,7 @@ final class HeadRewritingTests: XCTestCase {
                 ("Host", "h"), ("Connection", "keep-alive, X-Secret-Hop"), ("Keep-Alive", "timeout=5"), ("X-Secret-Hop", "1"),
                 ("TE", "trailers"), ("Proxy-Connection", "keep-alive"), ("Proxy-Authorization", "Basic abc"),
                 ("Upgrade", "h2c"), ("Accept", "text/plain"), ("x-secret-hop", "2"), ("X-Request-ID", "r"),
-            ]), clientIP: nil, ids: &ids)
+            ]), clientIP: nil, requestID: ids.generate())
         XCTAssertEqual(try sent(request).headers.map { $0.name }, ["Host", "Accept", "X-Request-ID"])
     }
 
@@ -45,7 +45,7 @@ final class HeadRewritingTests: XCTestCase {
         var config = configuration()
         config.forwardedHeaders = .none
         let request = try XCTUnwrap(RequestHeadRewriter(configuration: config).rewrite(
-            head([("B", "1"), ("A", "2  x"), ("b", "3"), ("Content-Length", "3"), ("X-Request-ID", "r")]), clientIP: nil, ids: &ids))
+            head([("B", "1"), ("A", "2  x"), ("b", "3"), ("Content-Length", "3"), ("X-Request-ID", "r")]), clientIP: nil, requestID: ids.generate()))
         XCTAssertEqual(
             String(buffer: request.head),
             "GET /v1/chat HTTP/1.1\r\nHost: backend.internal:8000\r\nB: 1\r\nA: 2  x\r\nb: 3\r\nContent-Length: 3\r\nX-Request-ID: r\r\n\r\n")
@@ -54,7 +54,7 @@ final class HeadRewritingTests: XCTestCase {
     func testUpstreamRequestGetsForwardingHeadersAndTheUpstreamHost() throws {
         let rewriter = RequestHeadRewriter(configuration: configuration())
         let result = try XCTUnwrap(
-            rewriter.rewrite(head([("Host", "api.example.com"), ("X-Forwarded-For", "10.0.0.1"), ("Content-Length", "2")], .POST, "/v1/chat?x=1"), clientIP: "127.0.0.1", ids: &ids))
+            rewriter.rewrite(head([("Host", "api.example.com"), ("X-Forwarded-For", "10.0.0.1"), ("Content-Length", "2")], .POST, "/v1/chat?x=1"), clientIP: "127.0.0.1", requestID: ids.generate()))
         let upstreamHead = try Wire.decodeRequestHead(result.head)
         let h = upstreamHead.headers
         XCTAssertEqual(h["host"], ["backend.internal:8000"])
@@ -70,46 +70,55 @@ final class HeadRewritingTests: XCTestCase {
     func testPreserveHostKeepsTheClientsHost() throws {
         var config = configuration()
         config.preserveHost = true
-        let result = try XCTUnwrap(RequestHeadRewriter(configuration: config).rewrite(head([("Host", "api.example.com")]), clientIP: nil, ids: &ids))
+        let result = try XCTUnwrap(RequestHeadRewriter(configuration: config).rewrite(head([("Host", "api.example.com")]), clientIP: nil, requestID: ids.generate()))
         XCTAssertEqual(try sent(result).headers["host"], ["api.example.com"])
     }
 
     func testViaAndNoForwardingHeaders() throws {
         var config = configuration()
         config.forwardedHeaders = .via
-        let via = try XCTUnwrap(RequestHeadRewriter(configuration: config).rewrite(head([("Via", "1.0 edge")]), clientIP: "1.2.3.4", ids: &ids))
+        let via = try XCTUnwrap(RequestHeadRewriter(configuration: config).rewrite(head([("Via", "1.0 edge")]), clientIP: "1.2.3.4", requestID: ids.generate()))
         XCTAssertEqual(try sent(via).headers["via"], ["1.0 edge, 1.1 tracegate"])
         XCTAssertFalse(try sent(via).headers.contains(name: "x-forwarded-for"))
         config.forwardedHeaders = .none
-        let none = try XCTUnwrap(RequestHeadRewriter(configuration: config).rewrite(head([]), clientIP: "1.2.3.4", ids: &ids))
+        let none = try XCTUnwrap(RequestHeadRewriter(configuration: config).rewrite(head([]), clientIP: "1.2.3.4", requestID: ids.generate()))
         XCTAssertFalse(try sent(none).headers.contains(name: "via"))
         XCTAssertFalse(try sent(none).headers.contains(name: "x-forwarded-for"))
     }
 
     func testRequestIDIsGeneratedWhenAbsentAndKeptWhenPresent() throws {
         let rewriter = RequestHeadRewriter(configuration: configuration())
-        let generated = try XCTUnwrap(rewriter.rewrite(head([]), clientIP: nil, ids: &ids))
+        let generated = try XCTUnwrap(rewriter.rewrite(head([]), clientIP: nil, requestID: ids.generate()))
         XCTAssertTrue(generated.requestIDWasGenerated)
         XCTAssertEqual(try sent(generated).headers["x-request-id"], [generated.requestID])
         XCTAssertNotNil(try generated.requestID.wholeMatch(of: Regex("[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")))
 
-        let given = try XCTUnwrap(rewriter.rewrite(head([("x-request-id", "abc \"quoted\"")]), clientIP: nil, ids: &ids))
+        let given = try XCTUnwrap(rewriter.rewrite(head([("x-request-id", "abc \"quoted\"")]), clientIP: nil, requestID: ids.generate()))
         XCTAssertFalse(given.requestIDWasGenerated)
         XCTAssertEqual(given.requestID, "abc \"quoted\"")
         XCTAssertEqual(try sent(given).headers["x-request-id"], ["abc \"quoted\""])
     }
 
+    func testTapFieldsReplaceTheClientsFieldsOfTheSameName() throws {
+        var config = configuration()
+        config.forwardedHeaders = .none
+        let request = try XCTUnwrap(RequestHeadRewriter(configuration: config).rewrite(
+            head([("traceparent", "00-aaaa"), ("Accept", "*/*"), ("X-Request-ID", "r")]), clientIP: nil, requestID: "unused",
+            extraFields: [(name: "TraceParent", value: "00-bbbb")]))
+        XCTAssertEqual(try sent(request).headers.map { "\($0.name)=\($0.value)" }, ["Host=backend.internal:8000", "Accept=*/*", "X-Request-ID=r", "TraceParent=00-bbbb"])
+    }
+
     func testChunkedUploadsStayChunked() throws {
         let result = try XCTUnwrap(
-            RequestHeadRewriter(configuration: configuration()).rewrite(head([("Transfer-Encoding", "chunked")], .POST, "/"), clientIP: nil, ids: &ids))
+            RequestHeadRewriter(configuration: configuration()).rewrite(head([("Transfer-Encoding", "chunked")], .POST, "/"), clientIP: nil, requestID: ids.generate()))
         XCTAssertEqual(result.framing, .chunked)
         XCTAssertEqual(try sent(result).headers["transfer-encoding"], ["chunked"])
     }
 
     func testBasePathIsPrependedAndAbsoluteFormIsReducedToOriginForm() throws {
         let rewriter = RequestHeadRewriter(configuration: configuration(basePath: "/api"))
-        XCTAssertEqual(try sent(rewriter.rewrite(head([], .GET, "/v1?q=1"), clientIP: nil, ids: &ids)).uri, "/api/v1?q=1")
-        XCTAssertEqual(try sent(rewriter.rewrite(head([], .GET, "http://example.com/v2?q=2"), clientIP: nil, ids: &ids)).uri, "/api/v2?q=2")
+        XCTAssertEqual(try sent(rewriter.rewrite(head([], .GET, "/v1?q=1"), clientIP: nil, requestID: ids.generate())).uri, "/api/v1?q=1")
+        XCTAssertEqual(try sent(rewriter.rewrite(head([], .GET, "http://example.com/v2?q=2"), clientIP: nil, requestID: ids.generate())).uri, "/api/v2?q=2")
         XCTAssertEqual(RequestHeadRewriter.originForm("http://example.com/a/b?c=d"), "/a/b?c=d")
         XCTAssertEqual(RequestHeadRewriter.originForm("http://example.com"), "/")
         XCTAssertEqual(RequestHeadRewriter.originForm("http://example.com?x=1"), "/?x=1")
