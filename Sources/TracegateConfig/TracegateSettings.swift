@@ -62,6 +62,26 @@ public struct TracegateSettings: Sendable, Equatable {
     public var exportBatchDelay: Duration = .zero
     /// StartTraceV3 calls in flight at once.
     public var exportConcurrency: Int = 0
+    /// At shutdown, how long delivery may go on before the rest is spooled.
+    public var exportDrainTimeout: Duration = .zero
+    /// The on-disk spool directory; nil means no spool.
+    public var spoolDir: String? = nil
+    /// Size cap of each spool queue.
+    public var spoolMaxBytes: Int = 0
+    /// What traces hold.
+    public var capture: CaptureMode = .off
+    /// Headers never exported.
+    public var redactHeaders: [String] = []
+    /// JSON field paths redacted from captured bodies.
+    public var redactJSONFields: [String] = []
+    /// Built-in redaction patterns.
+    public var redactBuiltin: [BuiltinRedaction] = []
+    /// A user regular expression redacted from bodies, tags and paths.
+    public var redactRegex: String? = nil
+    /// Share of exchanges traced (errors always are).
+    public var sampleRatio: Double = 0
+    /// A request header that forces a trace.
+    public var forceTraceHeader: String = ""
     /// Where traces go when there is no tracking server; nil keeps none.
     public var traceFile: String? = nil
     /// MLflow tracking server; nil sends traces to `traceFile` instead.
@@ -94,6 +114,24 @@ public enum ForwardedHeaders: String, Sendable, CaseIterable {
     case both
     /// No forwarding headers.
     case none
+}
+
+/// What a trace holds.
+public enum CaptureMode: String, Sendable, CaseIterable {
+    /// Bodies (capped) and metadata.
+    case full
+    /// Everything but the bodies.
+    case metadata
+    /// No traces at all.
+    case off
+}
+
+/// Patterns tracegate knows how to redact without a regular expression from the user.
+public enum BuiltinRedaction: String, Sendable, CaseIterable {
+    /// API keys and tokens of the common shapes (sk-…, sk-ant-…, AKIA…, ghp_…, Bearer …, xox…-).
+    case apiKeys = "api-keys"
+    /// E-mail addresses.
+    case emails
 }
 
 /// Format of the access log written to standard output.

@@ -28,6 +28,9 @@ public enum TracegateApp {
         let tracing: TracingPipeline?
         do {
             tracing = try TracingPipeline(settings: settings, logger: logger)
+        } catch let error as SpoolError {
+            logger.critical("cannot use spool_dir: \(error)")
+            return 2
         } catch {
             logger.critical("cannot open the trace file \(settings.traceFile ?? ""): \(error)")
             return 2
@@ -148,6 +151,7 @@ public enum TracegateApp {
         }
         var exportSettings = settings
         exportSettings.exportBatchDelay = .milliseconds(1)
+        exportSettings.exportDrainTimeout = .seconds(365 * 86_400)  // push waits for every trace
         let (exporter, http) = TracingPipeline.makeExporter(trackingURI: trackingURI, settings: exportSettings, logger: logger)
         for record in records { exporter.submit(record) }
         exporter.shutdown()

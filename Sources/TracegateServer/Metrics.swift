@@ -110,11 +110,17 @@ struct DeliverySnapshot: Sendable {
     var dropped = 0
     var rejected = 0
     var traceInfoFailures = 0
+    var spooled = 0
+    var replayed = 0
+    var spoolTraces = 0
+    var spoolBytes = 0
 }
 
 /// Prometheus counters mirroring delivery totals kept elsewhere: each scrape adds what grew since the last.
 private struct DeliveryCounters {
     private var queue: Gauge?
+    private var spoolTraces: Gauge?
+    private var spoolBytes: Gauge?
     private var counters: [(Counter, KeyPath<DeliverySnapshot, Int>)] = []
     private var last = DeliverySnapshot()
 
@@ -122,6 +128,8 @@ private struct DeliveryCounters {
 
     init(registry: PrometheusCollectorRegistry) {
         queue = registry.makeGauge(name: "tracegate_export_queue_traces", help: "Traces waiting in memory to be exported.")
+        spoolTraces = registry.makeGauge(name: "tracegate_spool_traces", help: "Traces waiting in the on-disk spool.")
+        spoolBytes = registry.makeGauge(name: "tracegate_spool_bytes", help: "Bytes of the on-disk spool.")
         func counter(_ name: String, _ help: String, _ key: KeyPath<DeliverySnapshot, Int>) -> (Counter, KeyPath<DeliverySnapshot, Int>) {
             (registry.makeCounter(name: name, help: help), key)
         }
@@ -129,7 +137,9 @@ private struct DeliveryCounters {
             counter("tracegate_traces_exported_total", "Traces whose spans MLflow stored.", \.exported),
             counter("tracegate_trace_export_retries_total", "Export attempts retried after a failure.", \.retries),
             counter("tracegate_traces_dropped_total", "Traces given up (queues full or the tracking server unreachable).", \.dropped),
-            counter("tracegate_traces_rejected_total", "Traces MLflow refused as invalid (set aside).", \.rejected),
+            counter("tracegate_traces_rejected_total", "Traces MLflow refused as invalid (set aside in the dead-letter file).", \.rejected),
+            counter("tracegate_traces_spooled_total", "Traces written to the on-disk spool.", \.spooled),
+            counter("tracegate_traces_replayed_total", "Spooled traces delivered.", \.replayed),
             counter(
                 "tracegate_trace_info_failures_total",
                 "Traces whose StartTraceV3 (client_request_id, metadata) failed or was given up.", \.traceInfoFailures),
@@ -138,6 +148,8 @@ private struct DeliveryCounters {
 
     mutating func update(to snapshot: DeliverySnapshot) {
         queue?.set(Double(snapshot.queued))
+        spoolTraces?.set(Double(snapshot.spoolTraces))
+        spoolBytes?.set(Double(snapshot.spoolBytes))
         for (counter, key) in counters {
             let grown = snapshot[keyPath: key] - last[keyPath: key]
             if grown > 0 { counter.increment(by: Int64(grown)) }

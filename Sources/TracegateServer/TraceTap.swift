@@ -17,6 +17,10 @@ public struct TraceCaptureSettings: Sendable {
     public var headerTags: [(header: String, tag: String)] = []
     /// The upstream as shown in traces.
     public var upstream = ""
+    /// Share of exchanges traced (errors are kept whatever the draw).
+    public var sampleRatio = 1.0
+    /// A request header that forces a trace (any value but `0` or `false`).
+    public var forceTraceHeader = "X-Tracegate-Force-Trace"
 
     public init() {}
 }
@@ -30,6 +34,8 @@ final class TraceTap: ExchangeTap {
     let user: String?
     let session: String?
     let requestIDWasGenerated: Bool
+    /// Drawn when the request arrives; an unsampled exchange is still traced if it ends in error.
+    let sampled: Bool
     let headerTags: [(String, String)]
     let responseHeaders: [(name: String, value: String)]
     private let limit: Int
@@ -47,15 +53,25 @@ final class TraceTap: ExchangeTap {
         user = headers.first(name: settings.userHeader)
         session = headers.first(name: settings.sessionHeader)
         requestIDWasGenerated = (headers.first(name: settings.requestIDHeader) ?? "").isEmpty
+        sampled =
+            settings.sampleRatio >= 1
+            || Self.isSampled(traceIDLow, ratio: settings.sampleRatio, forced: headers.first(name: settings.forceTraceHeader))
         headerTags = settings.headerTags.compactMap { pair in headers.first(name: pair.header).map { (pair.tag, $0) } }
         limit = settings.maxCapturedBodyBytes
         request = CapturedExchange.Body(
             contentType: headers.first(name: "content-type"), contentEncoding: headers.first(name: "content-encoding"))
-        if settings.traceIDResponseHeader.isEmpty {
+        if settings.traceIDResponseHeader.isEmpty || !sampled {
             responseHeaders = []
         } else {
             responseHeaders = [(settings.traceIDResponseHeader, TraceID(high: traceIDHigh, low: traceIDLow).mlflowID)]
         }
+    }
+
+    /// The draw uses the random low half of the trace id, so it costs nothing more.
+    static func isSampled(_ random: UInt64, ratio: Double, forced: String?) -> Bool {
+        if ratio >= 1 { return true }
+        if let forced, !forced.isEmpty, forced != "0", forced.lowercased() != "false" { return true }
+        return Double(random >> 11) / Double(UInt64(1) << 53) < ratio
     }
 
     func requestBody(_ bytes: ByteBuffer) { Self.append(bytes, to: &request, limit: limit) }
@@ -125,7 +141,7 @@ public final class TraceObserver: ExchangeObserver {
                 request: tap.request, response: tap.response, status: summary.status,
                 startEpochNanos: summary.startedAtEpochNanos, durationNanos: summary.duration.nanoseconds,
                 timeToFirstByteNanos: summary.timeToFirstByte?.nanoseconds,
-                timeToFirstEventNanos: tap.timeToFirstEventNanos, outcome: outcome))
+                timeToFirstEventNanos: tap.timeToFirstEventNanos, outcome: outcome, sampled: tap.sampled))
     }
 }
 

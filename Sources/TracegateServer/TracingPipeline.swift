@@ -33,10 +33,20 @@ final class TracingPipeline: @unchecked Sendable {
     /// Delivers to MLflow until `finish`; nil in file mode.
     private let exporterRun: Task<Void, Never>?
 
-    /// Nil when traces go nowhere (no tracking server and no trace file).
+    /// Nil when traces go nowhere (capture off, or no tracking server and no trace file).
     init?(settings: TracegateSettings, logger: Logger) throws {
+        if settings.capture == .off {
+            logger.notice("capture = off: no traces are made")
+            return nil
+        }
         if let trackingURI = settings.mlflowTrackingURI {
-            let (exporter, http) = Self.makeExporter(trackingURI: trackingURI, settings: settings, logger: logger)
+            var spool: ExportSpool?
+            if let directory = settings.spoolDir {
+                spool = try ExportSpool(directory: directory, maxBytes: settings.spoolMaxBytes)
+            } else {
+                logger.warning("no spool_dir: traces the tracking server cannot take in time are dropped (counted)")
+            }
+            let (exporter, http) = Self.makeExporter(trackingURI: trackingURI, settings: settings, logger: logger, spool: spool)
             destination = .mlflow(exporter, http)
             exporterRun = Task { await exporter.run() }
             logger.info("exporting traces to MLflow", metadata: ["tracking_uri": "\(trackingURI)"])
@@ -48,7 +58,9 @@ final class TracingPipeline: @unchecked Sendable {
             logger.notice("no MLFLOW_TRACKING_URI and no trace_file: traces are not kept")
             return nil
         }
-        builder = TraceBuilder(staticTags: settings.traceTags.pairs, errorOn4xx: settings.traceErrorOn4xx)
+        builder = TraceBuilder(
+            staticTags: settings.traceTags.pairs, errorOn4xx: settings.traceErrorOn4xx, capturesBodies: settings.capture == .full,
+            redaction: Redaction(settings: settings))
         self.logger = logger
         drainTimer = DispatchSource.makeTimerSource(queue: queue)
         drainTimer.schedule(deadline: .now() + .milliseconds(5), repeating: .milliseconds(5))
@@ -57,7 +69,9 @@ final class TracingPipeline: @unchecked Sendable {
     }
 
     /// The exporter for `settings`, and the HTTP client it uses (to be shut down after it).
-    static func makeExporter(trackingURI: String, settings: TracegateSettings, logger: Logger) -> (TraceExporter, HTTPClient) {
+    static func makeExporter(
+        trackingURI: String, settings: TracegateSettings, logger: Logger, spool: ExportSpool? = nil
+    ) -> (TraceExporter, HTTPClient) {
         let http = HTTPClient(eventLoopGroupProvider: .singleton)
         let client = MLflowClient(
             trackingURI: trackingURI,
@@ -77,7 +91,8 @@ final class TracingPipeline: @unchecked Sendable {
         configuration.maxBatchTraces = settings.exportBatchSize
         configuration.maxBatchDelay = settings.exportBatchDelay
         configuration.startTraceConcurrency = settings.exportConcurrency
-        return (TraceExporter(configuration: configuration, sink: client, logger: logger), http)
+        configuration.drainTimeout = settings.exportDrainTimeout
+        return (TraceExporter(configuration: configuration, sink: client, logger: logger, spool: spool), http)
     }
 
     /// Reports token usage and delivery figures to `metrics` (call before serving).
@@ -88,7 +103,9 @@ final class TracingPipeline: @unchecked Sendable {
             let stats = exporter.stats
             return DeliverySnapshot(
                 queued: exporter.queuedTraces, exported: stats.exported, retries: stats.retries, dropped: stats.dropped,
-                rejected: stats.rejected, traceInfoFailures: stats.startTraceFailures + stats.traceInfoDropped)
+                rejected: stats.rejected, traceInfoFailures: stats.startTraceFailures + stats.traceInfoDropped,
+                spooled: stats.spooled, replayed: stats.replayed, spoolTraces: exporter.spooledTraces,
+                spoolBytes: exporter.spooledBytes)
         }
     }
 
@@ -118,6 +135,7 @@ final class TracingPipeline: @unchecked Sendable {
             return pending
         }
         for captured in captures {
+            if !captured.sampled && !builder.isError(captured) { continue }
             if case .mlflow(let exporter, _) = destination, exporter.isFull {
                 exporter.countDropped()  // the tracking server is behind: don't spend CPU on a trace it can't take
                 continue
@@ -166,7 +184,22 @@ final class TracingPipeline: @unchecked Sendable {
             metadata: [
                 "exported": "\(stats.exported)", "retries": "\(stats.retries)", "dropped": "\(stats.dropped)",
                 "rejected": "\(stats.rejected)", "trace_info_failures": "\(stats.startTraceFailures + stats.traceInfoDropped)",
+                "spooled": "\(exporter.spooledTraces)",
             ])
+    }
+}
+
+extension Redaction {
+    init(settings: TracegateSettings) {
+        var patterns: [String] = []
+        for builtin in settings.redactBuiltin {
+            switch builtin {
+            case .apiKeys: patterns.append(Redaction.apiKeyPattern)
+            case .emails: patterns.append(Redaction.emailPattern)
+            }
+        }
+        if let regex = settings.redactRegex { patterns.append(regex) }
+        self.init(jsonPaths: settings.redactJSONFields, patterns: patterns)
     }
 }
 
@@ -178,7 +211,10 @@ extension TraceCaptureSettings {
         requestIDHeader = settings.requestIDHeader
         traceIDResponseHeader = settings.traceIDHeader
         maxCapturedBodyBytes = settings.captureMaxBodyBytes
-        headerTags = settings.tagHeaders.pairs.map { (header: $0.0, tag: $0.1) }
+        let redacted = Set(settings.redactHeaders.map { $0.lowercased() })
+        headerTags = settings.tagHeaders.pairs.filter { !redacted.contains($0.0.lowercased()) }.map { (header: $0.0, tag: $0.1) }
         upstream = settings.upstream.description
+        sampleRatio = settings.sampleRatio
+        forceTraceHeader = settings.forceTraceHeader
     }
 }

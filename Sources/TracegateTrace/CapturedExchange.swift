@@ -54,12 +54,14 @@ public struct CapturedExchange: Sendable {
     /// For `text/event-stream` responses: from the request head to the first body bytes.
     public var timeToFirstEventNanos: Int64?
     public var outcome: Outcome
+    /// Drawn by sampling when the request arrived; an unsampled exchange is traced only if it ends in error.
+    public var sampled: Bool
 
     public init(
         traceIDHigh: UInt64, traceIDLow: UInt64, rootSpanID: UInt64, method: String, target: String, upstream: String,
         user: String?, session: String?, requestID: String, requestIDWasGenerated: Bool, headerTags: [(String, String)],
         request: Body, response: Body, status: Int?, startEpochNanos: Int64, durationNanos: Int64,
-        timeToFirstByteNanos: Int64?, timeToFirstEventNanos: Int64?, outcome: Outcome
+        timeToFirstByteNanos: Int64?, timeToFirstEventNanos: Int64?, outcome: Outcome, sampled: Bool = true
     ) {
         self.traceIDHigh = traceIDHigh
         self.traceIDLow = traceIDLow
@@ -80,5 +82,6 @@ public struct CapturedExchange: Sendable {
         self.timeToFirstByteNanos = timeToFirstByteNanos
         self.timeToFirstEventNanos = timeToFirstEventNanos
         self.outcome = outcome
+        self.sampled = sampled
     }
 }

@@ -8,10 +8,26 @@ public struct TraceBuilder: Sendable {
     public var staticTags: [(String, String)]
     /// Whether a 4xx response makes the trace ERROR.
     public var errorOn4xx: Bool
+    /// Whether bodies become inputs and outputs (`capture = full`) or only their sizes are kept.
+    public var capturesBodies: Bool
+    /// Applied to everything textual the trace holds before it leaves the builder.
+    public var redaction: Redaction
 
-    public init(staticTags: [(String, String)] = [], errorOn4xx: Bool = false) {
+    public init(staticTags: [(String, String)] = [], errorOn4xx: Bool = false, capturesBodies: Bool = true, redaction: Redaction = Redaction()) {
         self.staticTags = staticTags
         self.errorOn4xx = errorOn4xx
+        self.capturesBodies = capturesBodies
+        self.redaction = redaction
+    }
+
+    /// Whether the exchange ended as an error trace (kept whatever the sampling).
+    public func isError(_ exchange: CapturedExchange) -> Bool {
+        switch exchange.outcome {
+        case .upstreamFailed, .upstreamTimeout, .clientAborted: return true
+        case .completed, .rejected:
+            guard let status = exchange.status else { return false }
+            return status >= 500 || (errorOn4xx && (400..<500).contains(status))
+        }
     }
 
     public func record(for exchange: CapturedExchange) -> TraceRecord {
@@ -20,7 +36,7 @@ public struct TraceBuilder: Sendable {
         var record = TraceRecord(
             traceID: TraceID(high: exchange.traceIDHigh, low: exchange.traceIDLow),
             rootSpanID: SpanID(value: exchange.rootSpanID),
-            name: "\(exchange.method) \(path)",
+            name: redaction.text("\(exchange.method) \(path)"),
             startTimeUnixNano: start,
             endTimeUnixNano: start + UInt64(max(0, exchange.durationNanos)))
 
@@ -29,7 +45,7 @@ public struct TraceBuilder: Sendable {
         record.session = identity.session
         record.clientRequestID = identity.clientRequestID
         for (key, value) in staticTags { record.tags[key] = value }
-        for (key, value) in exchange.headerTags { record.tags[key] = String(value.prefix(MLflowLimits.tagValue)) }
+        for (key, value) in exchange.headerTags { record.tags[key] = String(redaction.text(value).prefix(MLflowLimits.tagValue)) }
         for (key, value) in identity.tags { record.tags[key] = value }
         if !identity.warnings.isEmpty {
             record.attributes["tracegate.warnings"] = .string(identity.warnings.map(\.description).joined(separator: "; "))
@@ -43,7 +59,7 @@ public struct TraceBuilder: Sendable {
 
     private func describeHTTP(_ exchange: CapturedExchange, into record: inout TraceRecord) {
         record.attributes[TraceAttributeKey.httpRequestMethod] = .string(exchange.method)
-        record.attributes[TraceAttributeKey.urlPath] = .string(exchange.target)
+        record.attributes[TraceAttributeKey.urlPath] = .string(redaction.text(QueryRedaction.target(exchange.target)))
         if let status = exchange.status { record.attributes[TraceAttributeKey.httpResponseStatusCode] = .int(Int64(status)) }
         if !exchange.upstream.isEmpty { record.attributes["tracegate.upstream"] = .string(exchange.upstream) }
         record.attributes["tracegate.request.bytes"] = .int(Int64(exchange.request.totalSize))
@@ -55,32 +71,36 @@ public struct TraceBuilder: Sendable {
         record.attributes["tracegate.request_id_generated"] = .bool(exchange.requestIDWasGenerated)
     }
 
-    /// Inputs and outputs; returns the chat exchange when the payloads were recognised.
+    /// Inputs and outputs (unless bodies are not captured), and what a chat payload tells: model,
+    /// token usage, format. Returns the chat exchange when the payloads were recognised.
     private func describeBodies(_ exchange: CapturedExchange, path: String, into record: inout TraceRecord) -> ChatExchange? {
-        if exchange.request.isTruncated { record.attributes["tracegate.request.truncated"] = .bool(true) }
-        if exchange.response.isTruncated { record.attributes["tracegate.response.truncated"] = .bool(true) }
+        if capturesBodies {
+            if exchange.request.isTruncated { record.attributes["tracegate.request.truncated"] = .bool(true) }
+            if exchange.response.isTruncated { record.attributes["tracegate.response.truncated"] = .bool(true) }
+            record.inputs = BodyText.describe(exchange.request).map(redaction.body)
+        }
         let chat =
             exchange.response.contentEncoding == nil
             ? ChatPayloadInterpreter.interpret(
                 path: path, requestBody: exchange.request.bytes, responseBody: exchange.response.bytes,
                 responseContentType: exchange.response.contentType, responseTruncated: exchange.response.isTruncated)
             : nil
-        record.inputs = BodyText.describe(exchange.request)
         guard let chat else {
-            record.outputs = BodyText.describe(exchange.response)
+            if capturesBodies { record.outputs = BodyText.describe(exchange.response).map(redaction.body) }
             return nil
         }
         record.spanType = .chatModel
-        record.outputs = chat.outputJSON ?? BodyText.describe(exchange.response)
         record.attributes[TraceAttributeKey.messageFormat] = .string(chat.messageFormat)
         if let model = chat.model { record.attributes[TraceAttributeKey.model] = .string(model) }
         if let usage = chat.usage { record.attributes[TraceAttributeKey.tokenUsage] = .string(usage.mlflowJSON) }
         if chat.streamed { record.attributes["tracegate.stream.events"] = .int(Int64(chat.eventCount)) }
         if !chat.warnings.isEmpty { record.attributes["tracegate.chat.warnings"] = .string(chat.warnings.joined(separator: "; ")) }
+        guard capturesBodies else { return chat }
+        record.outputs = (chat.outputJSON ?? BodyText.describe(exchange.response)).map(redaction.body)
         if chat.format == .anthropic {
             // MLflow previews only OpenAI shapes itself; give it the texts.
-            record.requestPreview = chat.lastUserText.map { String($0.prefix(MLflowLimits.preview)) }
-            record.responsePreview = chat.assistantText.map { String($0.prefix(MLflowLimits.preview)) }
+            record.requestPreview = chat.lastUserText.map { String(redaction.text($0).prefix(MLflowLimits.preview)) }
+            record.responsePreview = chat.assistantText.map { String(redaction.text($0).prefix(MLflowLimits.preview)) }
         }
         return chat
     }
@@ -96,7 +116,7 @@ public struct TraceBuilder: Sendable {
         }
         switch exchange.outcome {
         case .completed, .rejected:
-            if let status = exchange.status, status >= 500 || (errorOn4xx && (400..<500).contains(status)) {
+            if isError(exchange), let status = exchange.status {
                 record.status = .error(message: "HTTP \(status)")
             }
         case .upstreamFailed(let why): fail("UpstreamError", why)

@@ -14,6 +14,12 @@ final class RecordingSink: TraceSink, @unchecked Sendable {
     var failures: [MLflowError] = []
     /// Trace ids (hex) the server refuses as invalid, wherever they appear in a batch.
     var invalid: Set<String> = []
+    /// While true, every call fails as if the server were unreachable.
+    private var _down = false
+    var down: Bool {
+        get { lock.withLock { _down } }
+        set { lock.withLock { _down = newValue } }
+    }
 
     var batches: [[String]] { lock.withLock { _batches } }
     var infos: [String] { lock.withLock { _infos } }
@@ -21,6 +27,7 @@ final class RecordingSink: TraceSink, @unchecked Sendable {
     func postTraces(_ otlpJSON: [UInt8], experimentID: String) async throws {
         let ids = Self.traceIDs(in: otlpJSON)
         try lock.withLock {
+            if _down { throw MLflowError.unreachable("connection refused") }
             if !failures.isEmpty { throw failures.removeFirst() }
             if !invalid.isDisjoint(with: ids) { throw MLflowError.rejected(status: 400, body: "INVALID_PARAMETER_VALUE") }
             _batches.append(ids)
@@ -30,7 +37,10 @@ final class RecordingSink: TraceSink, @unchecked Sendable {
     func startTrace(_ body: [UInt8]) async throws -> [UInt8] {
         let object = try JSONSerialization.jsonObject(with: Data(body)) as! [String: Any]
         let info = (object["trace"] as! [String: Any])["trace_info"] as! [String: Any]
-        lock.withLock { _infos.append(info["trace_id"] as! String) }
+        try lock.withLock {
+            if _down { throw MLflowError.unreachable("connection refused") }
+            _infos.append(info["trace_id"] as! String)
+        }
         return body  // MLflow echoes the stored trace info
     }
 
