@@ -499,9 +499,13 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         if close {
             closing = true
             exchange.discardingRequest = !exchange.requestComplete
+            // Finished before the close: a write that completes at once closes the channel at once,
+            // and an exchange still open then would be reported as a client abort.
+            finish(exchange, outcome: .completed)
             // The empty write completes once everything before it is written; only then close.
             let written = context.writeAndFlush(wrapOutboundOut(end ?? context.channel.allocator.buffer(capacity: 0)))
             written.whenComplete { [context] _ in context!.close(promise: nil) }
+            return
         } else if let end {
             context.writeAndFlush(wrapOutboundOut(end), promise: nil)
         } else {

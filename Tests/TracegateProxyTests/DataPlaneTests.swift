@@ -200,6 +200,16 @@ final class DataPlaneTests: XCTestCase {
         XCTAssertEqual(observer.summaries.count, 2)
     }
 
+    func testAResponseEndingWithConnectionCloseIsACompletedExchange() throws {
+        try makeClient()
+        try send(headers: [("Connection", "close")])
+        _ = try upstreamParts()
+        try respond()
+        XCTAssertEqual(bodyText(of: try clientParts()), "ok")
+        XCTAssertFalse(client.isActive, "the client connection closes after the response")
+        XCTAssertEqual(observer.summaries.map(\.outcome), [.completed], "the close that follows the response is no abort")
+    }
+
     func testUpstreamConnectionThatAnnouncedCloseIsNotPooled() throws {
         try makeClient()
         try send()
