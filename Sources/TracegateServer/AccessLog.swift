@@ -3,6 +3,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import TracegateConfig
 import TracegateProxy
+import TracegateTrace
 
 /// One access-log line per exchange, in text or JSON, written to standard output.
 public struct AccessLog: ExchangeObserver {
@@ -20,7 +21,7 @@ public struct AccessLog: ExchangeObserver {
 
     /// `2026-11-25T10:00:00.123Z 127.0.0.1 "GET /v1/models" 200 in=0 out=512 1.234ms id=… [outcome]`
     static func text(_ s: ExchangeSummary) -> String {
-        var line = "\(timestamp(s.startedAtEpochNanos)) \(s.clientAddress ?? "-") \"\(s.method.rawValue) \(s.target)\" "
+        var line = "\(timestamp(s.startedAtEpochNanos)) \(s.clientAddress ?? "-") \"\(s.method.rawValue) \(QueryRedaction.target(s.target))\" "
         line += s.status.map(String.init) ?? "-"
         line += " in=\(s.requestBodyBytes) out=\(s.responseBodyBytes) \(milliseconds(s.duration))ms id=\(s.requestID)"
         if s.outcome != .completed { line += " outcome=\(outcomeName(s.outcome))" }
@@ -32,7 +33,7 @@ public struct AccessLog: ExchangeObserver {
             ("time", quoted(timestamp(s.startedAtEpochNanos))),
             ("client", quoted(s.clientAddress ?? "")),
             ("method", quoted(s.method.rawValue)),
-            ("path", quoted(s.target)),
+            ("path", quoted(QueryRedaction.target(s.target))),
             ("status", s.status.map(String.init) ?? "null"),
             ("bytes_in", String(s.requestBodyBytes)),
             ("bytes_out", String(s.responseBodyBytes)),

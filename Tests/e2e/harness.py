@@ -170,6 +170,9 @@ class TracegateFactory:
             all_flags = {"listen": f"127.0.0.1:{port}", "admin_listen": f"127.0.0.1:{admin_port}",
                          "shutdown_grace": grace, **{k: v for k, v in flags.items()
                                                      if k not in ("listen", "admin_listen")}}
+            if subcommand is None and "spool_dir" not in flags and not any(a.startswith("--spool-dir") for a in extra):
+                # One spool per process (it is locked): tests that restart on the same spool pass spool_dir.
+                all_flags["spool_dir"] = str(self.workdir / f"spool-{port}")
             for key, value in all_flags.items():
                 args += [f"--{key.replace('_', '-')}", str(value)]
             args += list(extra)

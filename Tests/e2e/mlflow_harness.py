@@ -86,8 +86,14 @@ class MlflowServer:
                     raise
         raise last_error  # type: ignore[misc]
 
-    def _start_once(self) -> None:
-        self.port = free_port()
+    def restart(self) -> "MlflowServer":
+        """Start again on the same port and database (after `stop`), as an operator would."""
+        self._start_once(keep_port=True)
+        return self
+
+    def _start_once(self, keep_port: bool = False) -> None:
+        if not keep_port:
+            self.port = free_port()
         db = self.workdir / "mlflow.db"
         artifacts = self.workdir / "artifacts"
         args = [mlflow_executable(), "server",
