@@ -83,6 +83,28 @@ public struct OpenTelemetryExport: Sendable, Equatable {
     }
 }
 
+extension ValueKind where Value == String? {
+    /// An http(s) URL kept exactly as written; empty means unset.
+    static var optionalHTTPURL: Self {
+        .init(placeholder: "URL", accepted: "an http:// or https:// URL such as http://127.0.0.1:4318, or nothing",
+              parse: { (text) throws(ValueRejection) in
+                  if text.isEmpty { return nil }
+                  guard UpstreamURL.parse(text) != nil else { throw ValueRejection() }
+                  return text
+              })
+    }
+
+    /// `key=value,key2=value2` with percent-encoded values (kept as written); empty means unset.
+    static func keyValueList(what: String) -> Self {
+        .init(placeholder: "K=V,...", accepted: "comma-separated key=value pairs with percent-encoded values, or nothing",
+              parse: { (text) throws(ValueRejection) in
+                  if text.isEmpty { return nil }
+                  _ = try OpenTelemetryExport.pairs(text, what: what)
+                  return text
+              })
+    }
+}
+
 extension String {
     fileprivate func trimmedOfBlanks() -> String {
         let set = " \t"

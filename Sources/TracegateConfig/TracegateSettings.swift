@@ -80,6 +80,8 @@ public struct TracegateSettings: Sendable, Equatable {
     public var redactRegex: String? = nil
     /// Share of exchanges traced (errors always are).
     public var sampleRatio: Double = 0
+    /// Continue incoming W3C traceparent and propagate one upstream.
+    public var propagateTraceContext: Bool = false
     /// A request header that forces a trace.
     public var forceTraceHeader: String = ""
     /// Where traces go when there is no tracking server; nil keeps none.
@@ -91,6 +93,20 @@ public struct TracegateSettings: Sendable, Equatable {
     public var mlflowTrackingUsername: String? = nil
     public var mlflowTrackingPassword: String? = nil
     public var mlflowTrackingToken: String? = nil
+    /// OpenTelemetry export, as the standard `OTEL_*` variables give it (see `openTelemetryExport`).
+    public var otelEndpoint: String? = nil
+    public var otelTracesEndpoint: String? = nil
+    public var otelHeaders: String? = nil
+    public var otelServiceName: String? = nil
+    public var otelResourceAttributes: String? = nil
+
+    /// Where and how traces go to an OpenTelemetry backend; nil when no endpoint is set.
+    public var openTelemetryExport: OpenTelemetryExport? {
+        // The lists were validated when loaded, so resolving cannot fail here.
+        try? OpenTelemetryExport.resolve(
+            endpoint: otelEndpoint, tracesEndpoint: otelTracesEndpoint, headers: otelHeaders,
+            serviceName: otelServiceName, resourceAttributes: otelResourceAttributes)
+    }
     /// Access log format on standard output.
     public var accessLog: AccessLogFormat = .off
     /// Diagnostic log level on standard error.

@@ -27,6 +27,9 @@ public struct ExporterConfiguration: Sendable {
     public var startTraceConcurrency = 4
     /// Whether StartTraceV3 is called at all (an OpenTelemetry collector has no such call).
     public var sendsTraceInfo = true
+    /// Whether a span continuing a caller's trace names the caller's span as its parent (OTLP
+    /// backends); MLflow keeps tracegate's span as the root (see `OTLPJSON.exportRequest`).
+    public var linksParentSpans = false
     public var serviceName = "tracegate"
     public var resourceAttributes: [String: String] = [:]
     public var initialBackoff: Duration = .milliseconds(200)
@@ -279,7 +282,8 @@ public final class TraceExporter: Sendable {
     /// next try after a growing backoff.
     private func postSpans(_ records: [TraceRecord]) async -> Delivery {
         let body = OTLPJSON.exportRequest(
-            records, serviceName: configuration.serviceName, resourceAttributes: configuration.resourceAttributes)
+            records, serviceName: configuration.serviceName, resourceAttributes: configuration.resourceAttributes,
+            linksParents: configuration.linksParentSpans)
         do {
             try await sink.postTraces(body, experimentID: experimentID)
             return .stored(records)

@@ -1,3 +1,4 @@
+import AsyncHTTPClient
 import Dispatch
 import Foundation
 import Logging
@@ -152,7 +153,9 @@ public enum TracegateApp {
         var exportSettings = settings
         exportSettings.exportBatchDelay = .milliseconds(1)
         exportSettings.exportDrainTimeout = .seconds(365 * 86_400)  // push waits for every trace
-        let (exporter, http) = TracingPipeline.makeExporter(trackingURI: trackingURI, settings: exportSettings, logger: logger)
+        let http = HTTPClient(eventLoopGroupProvider: .singleton)
+        let exporter = TracingPipeline.makeExporter(
+            trackingURI: trackingURI, settings: exportSettings, http: http, logger: logger, memoryBound: max(1_000, records.count))
         for record in records { exporter.submit(record) }
         exporter.shutdown()
         await exporter.run()

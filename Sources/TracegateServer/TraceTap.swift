@@ -21,6 +21,8 @@ public struct TraceCaptureSettings: Sendable {
     public var sampleRatio = 1.0
     /// A request header that forces a trace (any value but `0` or `false`).
     public var forceTraceHeader = "X-Tracegate-Force-Trace"
+    /// Continue an incoming W3C `traceparent` and send one upstream naming tracegate's span.
+    public var propagatesTraceContext = true
 
     public init() {}
 }
@@ -31,6 +33,9 @@ final class TraceTap: ExchangeTap {
     let traceIDHigh: UInt64
     let traceIDLow: UInt64
     let rootSpanID: UInt64
+    /// The caller's span, when the request carried a valid `traceparent`.
+    let parentSpanID: UInt64?
+    let upstreamHeaders: [(name: String, value: String)]
     let user: String?
     let session: String?
     let requestIDWasGenerated: Bool
@@ -46,10 +51,12 @@ final class TraceTap: ExchangeTap {
     private(set) var timeToFirstEventNanos: Int64?
 
     init(head: RequestHead, settings: TraceCaptureSettings, random: inout Xoshiro256StarStar) {
-        traceIDHigh = random.next()
-        traceIDLow = random.next()
-        rootSpanID = random.next() | 1  // never the invalid all-zero span id
         let headers = head.headers
+        let caller = settings.propagatesTraceContext ? headers.first(name: "traceparent").flatMap(W3CTraceParent.init) : nil
+        traceIDHigh = caller?.traceIDHigh ?? random.next()
+        traceIDLow = caller?.traceIDLow ?? random.next()
+        parentSpanID = caller?.parentSpanID
+        rootSpanID = random.next() | 1  // never the invalid all-zero span id
         user = headers.first(name: settings.userHeader)
         session = headers.first(name: settings.sessionHeader)
         requestIDWasGenerated = (headers.first(name: settings.requestIDHeader) ?? "").isEmpty
@@ -60,6 +67,10 @@ final class TraceTap: ExchangeTap {
         limit = settings.maxCapturedBodyBytes
         request = CapturedExchange.Body(
             contentType: headers.first(name: "content-type"), contentEncoding: headers.first(name: "content-encoding"))
+        upstreamHeaders =
+            settings.propagatesTraceContext
+            ? [("traceparent", W3CTraceParent.header(traceIDHigh: traceIDHigh, traceIDLow: traceIDLow, spanID: rootSpanID, sampled: sampled))]
+            : []
         if settings.traceIDResponseHeader.isEmpty || !sampled {
             responseHeaders = []
         } else {
@@ -141,7 +152,8 @@ public final class TraceObserver: ExchangeObserver {
                 request: tap.request, response: tap.response, status: summary.status,
                 startEpochNanos: summary.startedAtEpochNanos, durationNanos: summary.duration.nanoseconds,
                 timeToFirstByteNanos: summary.timeToFirstByte?.nanoseconds,
-                timeToFirstEventNanos: tap.timeToFirstEventNanos, outcome: outcome, sampled: tap.sampled))
+                timeToFirstEventNanos: tap.timeToFirstEventNanos, outcome: outcome, sampled: tap.sampled,
+                parentSpanID: tap.parentSpanID))
     }
 }
 

@@ -7,15 +7,23 @@ import TracegateConfig
 import TracegateExport
 import TracegateTrace
 
-/// From captured exchanges to MLflow (or to the trace file when there is no tracking server):
-/// builds each trace on a background queue, never on an event loop, and hands it on.
+/// From captured exchanges to MLflow and/or an OpenTelemetry backend (or to the trace file when
+/// there is neither): builds each trace on a background queue, never on an event loop, and hands it
+/// to every exporter, each with its own memory queue and spool (`spool_dir/mlflow`, `spool_dir/otlp`).
 ///
 /// Event loops only append captures to a locked array; a timer drains it every few milliseconds,
 /// so a busy proxy wakes the builder thread 200 times a second, not once per request.
 /// Holds at most `maxPending` captures waiting to be built.
 final class TracingPipeline: @unchecked Sendable {
+    /// One delivery target and the task running it.
+    private struct Export: Sendable {
+        let name: String
+        let exporter: TraceExporter
+        let run: Task<Void, Never>
+    }
+
     private enum Destination: Sendable {
-        case mlflow(TraceExporter, HTTPClient)
+        case exporters([Export], HTTPClient)
         case file(TraceFileWriter)
     }
 
@@ -30,29 +38,35 @@ final class TracingPipeline: @unchecked Sendable {
     private let logger: Logger
     /// Counts token usage of the traces built; set once before serving.
     private var metrics: TracegateMetrics?
-    /// Delivers to MLflow until `finish`; nil in file mode.
-    private let exporterRun: Task<Void, Never>?
 
-    /// Nil when traces go nowhere (capture off, or no tracking server and no trace file).
+    /// Nil when traces go nowhere (capture off, or no exporter and no trace file).
     init?(settings: TracegateSettings, logger: Logger) throws {
         if settings.capture == .off {
             logger.notice("capture = off: no traces are made")
             return nil
         }
-        if let trackingURI = settings.mlflowTrackingURI {
-            var spool: ExportSpool?
-            if let directory = settings.spoolDir {
-                spool = try ExportSpool(directory: directory, maxBytes: settings.spoolMaxBytes)
-            } else {
-                logger.warning("no spool_dir: traces the tracking server cannot take in time are dropped (counted)")
+        let otel = settings.openTelemetryExport
+        if settings.mlflowTrackingURI != nil || otel != nil {
+            if settings.spoolDir == nil {
+                logger.warning("no spool_dir: traces an exporter cannot deliver in time are dropped (counted)")
             }
-            let (exporter, http) = Self.makeExporter(trackingURI: trackingURI, settings: settings, logger: logger, spool: spool)
-            destination = .mlflow(exporter, http)
-            exporterRun = Task { await exporter.run() }
-            logger.info("exporting traces to MLflow", metadata: ["tracking_uri": "\(trackingURI)"])
+            let http = HTTPClient(eventLoopGroupProvider: .singleton)
+            var exports: [Export] = []
+            if let trackingURI = settings.mlflowTrackingURI {
+                let spool = try settings.spoolDir.map { try ExportSpool(directory: $0 + "/mlflow", maxBytes: settings.spoolMaxBytes) }
+                let exporter = Self.makeExporter(trackingURI: trackingURI, settings: settings, http: http, logger: logger, spool: spool)
+                exports.append(Export(name: "mlflow", exporter: exporter, run: Task { await exporter.run() }))
+                logger.info("exporting traces to MLflow", metadata: ["tracking_uri": "\(trackingURI)"])
+            }
+            if let otel {
+                let spool = try settings.spoolDir.map { try ExportSpool(directory: $0 + "/otlp", maxBytes: settings.spoolMaxBytes) }
+                let exporter = Self.makeOpenTelemetryExporter(otel, settings: settings, http: http, logger: logger, spool: spool)
+                exports.append(Export(name: "otlp", exporter: exporter, run: Task { await exporter.run() }))
+                logger.info("exporting traces over OTLP", metadata: ["endpoint": "\(otel.tracesEndpoint)"])
+            }
+            destination = .exporters(exports, http)
         } else if let path = settings.traceFile {
             destination = .file(try TraceFileWriter(path: path))
-            exporterRun = nil
             logger.notice("no MLFLOW_TRACKING_URI: traces are appended to \(path); send them with `tracegate push \(path)`")
         } else {
             logger.notice("no MLFLOW_TRACKING_URI and no trace_file: traces are not kept")
@@ -68,11 +82,12 @@ final class TracingPipeline: @unchecked Sendable {
         drainTimer.resume()
     }
 
-    /// The exporter for `settings`, and the HTTP client it uses (to be shut down after it).
+    /// The MLflow exporter for `settings`.
+    /// `memoryBound`: traces held in memory per queue before they are spooled (or dropped without a spool).
     static func makeExporter(
-        trackingURI: String, settings: TracegateSettings, logger: Logger, spool: ExportSpool? = nil
-    ) -> (TraceExporter, HTTPClient) {
-        let http = HTTPClient(eventLoopGroupProvider: .singleton)
+        trackingURI: String, settings: TracegateSettings, http: HTTPClient, logger: Logger, spool: ExportSpool? = nil,
+        memoryBound: Int = 1_000
+    ) -> TraceExporter {
         let client = MLflowClient(
             trackingURI: trackingURI,
             auth: .resolve(
@@ -92,20 +107,49 @@ final class TracingPipeline: @unchecked Sendable {
         configuration.maxBatchDelay = settings.exportBatchDelay
         configuration.startTraceConcurrency = settings.exportConcurrency
         configuration.drainTimeout = settings.exportDrainTimeout
-        return (TraceExporter(configuration: configuration, sink: client, logger: logger, spool: spool), http)
+        configuration.maxQueuedTraces = memoryBound
+        return TraceExporter(configuration: configuration, sink: client, logger: logger, spool: spool)
     }
 
-    /// Reports token usage and delivery figures to `metrics` (call before serving).
+    /// The OpenTelemetry exporter: the same batching, retries and spool, no trace-info calls, and
+    /// spans linked to the caller's span when the request carried `traceparent`.
+    static func makeOpenTelemetryExporter(
+        _ otel: OpenTelemetryExport, settings: TracegateSettings, http: HTTPClient, logger: Logger, spool: ExportSpool?
+    ) -> TraceExporter {
+        let client = OTLPCollectorClient(
+            tracesEndpoint: otel.tracesEndpoint, headers: otel.headers.map { ($0.name, $0.value) }, http: http)
+        var configuration = ExporterConfiguration(experiment: .id("0"))
+        configuration.maxBatchTraces = settings.exportBatchSize
+        configuration.maxBatchDelay = settings.exportBatchDelay
+        configuration.drainTimeout = settings.exportDrainTimeout
+        configuration.sendsTraceInfo = false
+        configuration.linksParentSpans = true
+        configuration.serviceName = otel.serviceName
+        configuration.resourceAttributes = otel.resourceAttributes
+        return TraceExporter(configuration: configuration, sink: client, logger: logger, spool: spool)
+    }
+
+    /// Reports token usage and delivery figures (summed over the exporters) to `metrics`; call before serving.
     func attach(_ metrics: TracegateMetrics) {
         self.metrics = metrics
-        guard case .mlflow(let exporter, _) = destination else { return }
+        guard case .exporters(let exports, _) = destination else { return }
         metrics.setDeliverySource {
-            let stats = exporter.stats
-            return DeliverySnapshot(
-                queued: exporter.queuedTraces, exported: stats.exported, retries: stats.retries, dropped: stats.dropped,
-                rejected: stats.rejected, traceInfoFailures: stats.startTraceFailures + stats.traceInfoDropped,
-                spooled: stats.spooled, replayed: stats.replayed, spoolTraces: exporter.spooledTraces,
-                spoolBytes: exporter.spooledBytes)
+            var total = DeliverySnapshot()
+            for export in exports {
+                let exporter = export.exporter
+                let stats = exporter.stats
+                total.queued += exporter.queuedTraces
+                total.exported += stats.exported
+                total.retries += stats.retries
+                total.dropped += stats.dropped
+                total.rejected += stats.rejected
+                total.traceInfoFailures += stats.startTraceFailures + stats.traceInfoDropped
+                total.spooled += stats.spooled
+                total.replayed += stats.replayed
+                total.spoolTraces += exporter.spooledTraces
+                total.spoolBytes += exporter.spooledBytes
+            }
+            return total
         }
     }
 
@@ -136,15 +180,16 @@ final class TracingPipeline: @unchecked Sendable {
         }
         for captured in captures {
             if !captured.sampled && !builder.isError(captured) { continue }
-            if case .mlflow(let exporter, _) = destination, exporter.isFull {
-                exporter.countDropped()  // the tracking server is behind: don't spend CPU on a trace it can't take
+            if case .exporters(let exports, _) = destination, exports.allSatisfy(\.exporter.isFull) {
+                // No exporter can take it (full memory, no spool): don't spend CPU on building it.
+                for export in exports { export.exporter.countDropped() }
                 continue
             }
             let record = builder.record(for: captured)
             if let metrics { Self.countTokens(of: record, into: metrics) }
             switch destination {
-            case .mlflow(let exporter, _):
-                exporter.submit(record)
+            case .exporters(let exports, _):
+                for export in exports { export.exporter.submit(record) }
             case .file(let writer):
                 do { try writer.append(record) } catch { logger.error("cannot write the trace file: \(error)") }
             }
@@ -165,7 +210,7 @@ final class TracingPipeline: @unchecked Sendable {
         metrics.countTokens(model: model, input: usage.input_tokens ?? 0, output: usage.output_tokens ?? 0)
     }
 
-    /// Builds what is waiting and delivers everything queued.
+    /// Builds what is waiting, then lets every exporter deliver (or spool) what it holds.
     func finish() async {
         await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
             queue.async { [self] in
@@ -174,18 +219,21 @@ final class TracingPipeline: @unchecked Sendable {
                 done.resume()
             }
         }
-        guard case .mlflow(let exporter, let http) = destination, let exporterRun else { return }
-        exporter.shutdown()
-        await exporterRun.value
+        guard case .exporters(let exports, let http) = destination else { return }
+        for export in exports { export.exporter.shutdown() }
+        for export in exports {
+            await export.run.value
+            let stats = export.exporter.stats
+            logger.info(
+                "trace export finished",
+                metadata: [
+                    "exporter": "\(export.name)", "exported": "\(stats.exported)", "retries": "\(stats.retries)",
+                    "dropped": "\(stats.dropped)", "rejected": "\(stats.rejected)",
+                    "trace_info_failures": "\(stats.startTraceFailures + stats.traceInfoDropped)",
+                    "spooled": "\(export.exporter.spooledTraces)",
+                ])
+        }
         try? await http.shutdown()
-        let stats = exporter.stats
-        logger.info(
-            "trace export finished",
-            metadata: [
-                "exported": "\(stats.exported)", "retries": "\(stats.retries)", "dropped": "\(stats.dropped)",
-                "rejected": "\(stats.rejected)", "trace_info_failures": "\(stats.startTraceFailures + stats.traceInfoDropped)",
-                "spooled": "\(exporter.spooledTraces)",
-            ])
     }
 }
 
@@ -216,5 +264,6 @@ extension TraceCaptureSettings {
         upstream = settings.upstream.description
         sampleRatio = settings.sampleRatio
         forceTraceHeader = settings.forceTraceHeader
+        propagatesTraceContext = settings.propagateTraceContext
     }
 }

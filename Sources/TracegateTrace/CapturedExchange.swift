@@ -32,6 +32,8 @@ public struct CapturedExchange: Sendable {
     public var traceIDHigh: UInt64
     public var traceIDLow: UInt64
     public var rootSpanID: UInt64
+    /// The caller's span id from a W3C `traceparent`, whose trace id this exchange then carries.
+    public var parentSpanID: UInt64?
     public var method: String
     /// The request target as the client sent it (path and query).
     public var target: String
@@ -61,7 +63,8 @@ public struct CapturedExchange: Sendable {
         traceIDHigh: UInt64, traceIDLow: UInt64, rootSpanID: UInt64, method: String, target: String, upstream: String,
         user: String?, session: String?, requestID: String, requestIDWasGenerated: Bool, headerTags: [(String, String)],
         request: Body, response: Body, status: Int?, startEpochNanos: Int64, durationNanos: Int64,
-        timeToFirstByteNanos: Int64?, timeToFirstEventNanos: Int64?, outcome: Outcome, sampled: Bool = true
+        timeToFirstByteNanos: Int64?, timeToFirstEventNanos: Int64?, outcome: Outcome, sampled: Bool = true,
+        parentSpanID: UInt64? = nil
     ) {
         self.traceIDHigh = traceIDHigh
         self.traceIDLow = traceIDLow
@@ -83,5 +86,6 @@ public struct CapturedExchange: Sendable {
         self.timeToFirstEventNanos = timeToFirstEventNanos
         self.outcome = outcome
         self.sampled = sampled
+        self.parentSpanID = parentSpanID
     }
 }

@@ -22,8 +22,12 @@ public enum OTLPJSON {
     /// trace tags on the server (except `mlflow.*` and `telemetry.sdk.*` keys). A session id
     /// over 250 is shortened here too (`MLflowLimits.shortened`), because one would make MLflow
     /// refuse the whole batch.
+    ///
+    /// `linksParents`: give a span whose request carried `traceparent` the caller's span as its parent.
+    /// Off for MLflow, which keeps a trace IN_PROGRESS and without previews until its root arrives
+    /// (the caller's spans may never reach it); there the caller's span id is an attribute instead.
     public static func exportRequest(
-        _ records: [TraceRecord], serviceName: String, resourceAttributes: [String: String]
+        _ records: [TraceRecord], serviceName: String, resourceAttributes: [String: String], linksParents: Bool = false
     ) -> [UInt8] {
         var json = TraceJSONWriter(reservingCapacity: 1024 + records.count * 2048)
         json.raw("{\"resourceSpans\":[{\"resource\":{\"attributes\":[")
@@ -35,15 +39,18 @@ public enum OTLPJSON {
         json.raw("]},\"scopeSpans\":[{\"scope\":{\"name\":")
         json.string(scopeName)
         json.raw("},\"spans\":[")
-        json.list(records) { json, record in span(&json, record) }
+        json.list(records) { json, record in span(&json, record, linksParent: linksParents) }
         json.raw("]}]}]}")
         return json.bytes
     }
 
-    private static func span(_ json: inout TraceJSONWriter, _ record: TraceRecord) {
+    private static func span(_ json: inout TraceJSONWriter, _ record: TraceRecord, linksParent: Bool) {
         json.raw("{")
         json.key("traceId"); json.string(record.traceID.hex)
         json.raw(","); json.key("spanId"); json.string(record.rootSpanID.hex)
+        if linksParent, let parent = record.parentSpanID {
+            json.raw(","); json.key("parentSpanId"); json.string(parent.hex)
+        }
         json.raw(","); json.key("name"); json.string(record.name)
         json.raw(","); json.key("kind"); json.raw("2")
         json.raw(","); json.key("startTimeUnixNano"); json.quotedInteger(record.startTimeUnixNano)
@@ -86,6 +93,7 @@ public enum OTLPJSON {
         if let session = record.session {
             result.append(("session.id", .string(MLflowLimits.shortened(session, to: MLflowLimits.sessionID))))
         }
+        if let parent = record.parentSpanID { result.append(("tracegate.parent_span_id", .string(parent.hex))) }
         for (key, value) in record.attributes.sorted(by: { $0.key < $1.key })
         where !reservedAttributeKeys.contains(key) && !key.hasPrefix(traceTagPrefix) {
             result.append((key, value))

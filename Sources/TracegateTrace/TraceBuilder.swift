@@ -36,6 +36,7 @@ public struct TraceBuilder: Sendable {
         var record = TraceRecord(
             traceID: TraceID(high: exchange.traceIDHigh, low: exchange.traceIDLow),
             rootSpanID: SpanID(value: exchange.rootSpanID),
+            parentSpanID: exchange.parentSpanID.map(SpanID.init(value:)),
             name: redaction.text("\(exchange.method) \(path)"),
             startTimeUnixNano: start,
             endTimeUnixNano: start + UInt64(max(0, exchange.durationNanos)))
@@ -69,6 +70,7 @@ public struct TraceBuilder: Sendable {
             record.attributes["tracegate.time_to_first_event_ms"] = .double(Double(ttfe) / 1e6)
         }
         record.attributes["tracegate.request_id_generated"] = .bool(exchange.requestIDWasGenerated)
+        record.attributes["tracegate.request_id"] = .string(String(exchange.requestID.prefix(MLflowLimits.tagValue)))
     }
 
     /// Inputs and outputs (unless bodies are not captured), and what a chat payload tells: model,
@@ -93,6 +95,14 @@ public struct TraceBuilder: Sendable {
         record.attributes[TraceAttributeKey.messageFormat] = .string(chat.messageFormat)
         if let model = chat.model { record.attributes[TraceAttributeKey.model] = .string(model) }
         if let usage = chat.usage { record.attributes[TraceAttributeKey.tokenUsage] = .string(usage.mlflowJSON) }
+        // OpenTelemetry GenAI semantic conventions, for OpenTelemetry backends (MLflow reads its own keys first).
+        record.attributes["gen_ai.operation.name"] = .string("chat")
+        record.attributes["gen_ai.provider.name"] = .string(chat.messageFormat)
+        if let model = chat.model { record.attributes["gen_ai.request.model"] = .string(model) }
+        if let usage = chat.usage {
+            record.attributes["gen_ai.usage.input_tokens"] = .int(Int64(usage.inputTokens))
+            record.attributes["gen_ai.usage.output_tokens"] = .int(Int64(usage.outputTokens))
+        }
         if chat.streamed { record.attributes["tracegate.stream.events"] = .int(Int64(chat.eventCount)) }
         if !chat.warnings.isEmpty { record.attributes["tracegate.chat.warnings"] = .string(chat.warnings.joined(separator: "; ")) }
         guard capturesBodies else { return chat }

@@ -36,6 +36,8 @@ public struct TraceRecord: Sendable, Equatable, Codable {
 
     public var traceID: TraceID
     public var rootSpanID: SpanID
+    /// The caller's span when the request carried a W3C `traceparent` (the trace continues the caller's).
+    public var parentSpanID: SpanID?
     /// Root span name, e.g. `POST /v1/chat/completions`. Also the trace name (tag
     /// `mlflow.traceName`, capped at 4096) unless `tags["mlflow.traceName"]` says otherwise.
     public var name: String
@@ -74,6 +76,7 @@ public struct TraceRecord: Sendable, Equatable, Codable {
     public init(
         traceID: TraceID,
         rootSpanID: SpanID,
+        parentSpanID: SpanID? = nil,
         name: String,
         startTimeUnixNano: UInt64,
         endTimeUnixNano: UInt64,
@@ -93,6 +96,7 @@ public struct TraceRecord: Sendable, Equatable, Codable {
     ) {
         self.traceID = traceID
         self.rootSpanID = rootSpanID
+        self.parentSpanID = parentSpanID
         self.name = name
         self.startTimeUnixNano = startTimeUnixNano
         self.endTimeUnixNano = endTimeUnixNano

@@ -277,8 +277,9 @@ final class SettingsLoaderTests: XCTestCase {
     func testTableNamesAreConsistent() {
         XCTAssertEqual(Set(SettingsTable.all.map(\.key)).count, SettingsTable.all.count)
         for setting in SettingsTable.all {
-            // MLflow's settings keep MLflow's own variable names; every other one is TRACEGATE_<KEY>.
-            let expected = setting.key.hasPrefix("mlflow_") ? setting.key.uppercased() : "TRACEGATE_" + setting.key.uppercased()
+            // MLflow's and OpenTelemetry's settings keep their own variable names; every other one is TRACEGATE_<KEY>.
+            let foreign = setting.key.hasPrefix("mlflow_") || setting.key.hasPrefix("otel_")
+            let expected = foreign ? setting.key.uppercased() : "TRACEGATE_" + setting.key.uppercased()
             XCTAssertEqual(setting.environmentVariable, expected)
             XCTAssertEqual(setting.flag, "--" + setting.key.replacingOccurrences(of: "_", with: "-"))
             XCTAssertFalse(setting.doc.contains("\n"), setting.key)

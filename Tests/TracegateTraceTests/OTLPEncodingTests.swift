@@ -66,6 +66,17 @@ final class OTLPEncodingTests: XCTestCase {
         XCTAssertEqual(attrs["mlflow.traceTag.proxy.backend"]?["stringValue"] as? String, "backend-a")
     }
 
+    func testACallersSpanIsTheParentOnlyWhenAsked() throws {
+        var record = TraceRecordFixtures.chat()
+        record.parentSpanID = SpanID(value: 0x00f0_0000_0000_0abc)
+        for linked in [false, true] {
+            let body = OTLPJSON.exportRequest([record], serviceName: "t", resourceAttributes: [:], linksParents: linked)
+            let span = try XCTUnwrap(spans(try parseJSON(body)).first)
+            XCTAssertEqual(span["parentSpanId"] as? String, linked ? "00f0000000000abc" : nil)
+            XCTAssertEqual(try attributes(span)["tracegate.parent_span_id"]?["stringValue"] as? String, "00f0000000000abc")
+        }
+    }
+
     func testAttributeOrderIsDeterministic() {
         var record = TraceRecordFixtures.chat()
         for i in 0..<20 { record.attributes["k\(i)"] = .int(Int64(i)) }

@@ -163,7 +163,7 @@ def test_a_trace_the_server_rejects_is_dead_lettered_and_the_others_delivered(
         if i == 4:
             assert chat(tg, user, marker).status_code == 200
     assert_exactly_once(mlflow_client, mlflow_experiment, user, good, 60)
-    dead = spool / "dead-letter.jsonl"
+    dead = spool / "mlflow" / "dead-letter.jsonl"
     wait_until(dead.exists, 10, message="the dead-letter file")
     entries = [json.loads(line) for line in dead.read_text().splitlines()]
     assert [e["record"]["clientRequestID"] for e in entries] == [marker]
