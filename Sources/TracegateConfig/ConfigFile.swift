@@ -1,17 +1,30 @@
 /// Parser for the config file syntax: `key = value` lines, `#` comments, blank lines,
-/// optionally double-quoted values. Checks syntax, unknown keys and duplicates; not values.
+/// optionally double-quoted values, and `[route NAME]` sections (whose lines take `sectionKeys`).
+/// Checks syntax, unknown keys and duplicates; not values.
 enum ConfigFile {
     /// One `key = value` line, value unquoted and stripped of any trailing comment.
     struct Entry: Equatable {
         var key: String
         var value: String
         var line: Int
+        /// The `[route NAME]` section the line is in; nil before any section.
+        var section: Section? = nil
+    }
+
+    struct Section: Equatable, Hashable {
+        var name: String
+        /// The line of the `[route NAME]` header.
+        var line: Int
     }
 
     /// Parses `contents` (of the file at `path`, used only in error messages).
-    static func parse(_ contents: String, path: String, knownKeys: [String]) throws(ConfigError) -> [Entry] {
+    static func parse(
+        _ contents: String, path: String, knownKeys: [String], sectionKeys: [String] = []
+    ) throws(ConfigError) -> [Entry] {
         var entries: [Entry] = []
         var firstLine: [String: Int] = [:]
+        var section: Section?
+        var sectionLines: [String: Int] = [:]
         var text = Substring(contents)
         if text.first == "\u{FEFF}" { text = text.dropFirst() }
 
@@ -22,14 +35,30 @@ enum ConfigFile {
             }
             let line = trimmed(rawLine)
             if line.isEmpty || line.first == "#" { continue }
+            if line.first == "[" {
+                let words = line.dropFirst().prefix { $0 != "]" }.split(separator: " ", omittingEmptySubsequences: true)
+                guard line.last == "]", words.count == 2, words[0] == "route" else {
+                    throw fail(nil, "expected a section header '[route NAME]', got '\(line)'")
+                }
+                let name = String(words[1])
+                if let first = sectionLines[name] {
+                    throw fail(nil, "duplicate route '\(name)' (already defined on line \(first))")
+                }
+                sectionLines[name] = lineNumber
+                section = Section(name: name, line: lineNumber)
+                firstLine = [:]
+                continue
+            }
+            let allowed = section == nil ? knownKeys : sectionKeys
 
             guard let equals = line.firstIndex(of: "="), !trimmed(line[..<equals]).isEmpty else {
                 throw fail(nil, "expected 'key = value', got '\(line)'")
             }
             let key = String(trimmed(line[..<equals]))
-            guard knownKeys.contains(key) else {
-                let hint = Suggestions.closest(to: key, among: knownKeys).map { " (did you mean '\($0)'?)" } ?? ""
-                throw fail(key, "unknown key '\(key)'\(hint)")
+            guard allowed.contains(key) else {
+                let hint = Suggestions.closest(to: key, among: allowed).map { " (did you mean '\($0)'?)" } ?? ""
+                let place = section.map { " in [route \($0.name)] (accepted there: \(sectionKeys.joined(separator: ", ")))" } ?? ""
+                throw fail(key, "unknown key '\(key)'\(place)\(hint)")
             }
             if let first = firstLine[key] {
                 throw fail(key, "duplicate key '\(key)' (already set on line \(first))")
@@ -42,7 +71,7 @@ enum ConfigFile {
             } catch {
                 throw fail(key, "\(error.message) for \(key)")
             }
-            entries.append(Entry(key: key, value: value, line: lineNumber))
+            entries.append(Entry(key: key, value: value, line: lineNumber, section: section))
         }
         return entries
     }

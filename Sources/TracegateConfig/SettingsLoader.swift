@@ -30,7 +30,8 @@ public enum SettingsLoader {
                                   message: "cannot read config file '\(path)': \(ErrorReason.describe(error))")
             }
             filePath = path
-            fileEntries = try ConfigFile.parse(contents, path: path, knownKeys: SettingsTable.all.map(\.key))
+            fileEntries = try ConfigFile.parse(
+                contents, path: path, knownKeys: SettingsTable.all.map(\.key), sectionKeys: RouteSettings.keys)
         }
 
         // Lowest precedence first, so each later source overrides; every given value is validated.
@@ -44,7 +45,8 @@ public enum SettingsLoader {
             }
             given.insert(setting.key)
         }
-        for entry in fileEntries {
+        settings.routes = try RouteSettings.routes(from: fileEntries, path: filePath)
+        for entry in fileEntries where entry.section == nil {
             guard let setting = SettingsTable.byKey[entry.key] else { continue }
             try apply(setting, entry.value, .file(path: filePath, line: entry.line))
         }

@@ -107,6 +107,8 @@ public struct TracegateSettings: Sendable, Equatable {
             endpoint: otelEndpoint, tracesEndpoint: otelTracesEndpoint, headers: otelHeaders,
             serviceName: otelServiceName, resourceAttributes: otelResourceAttributes)
     }
+    /// `[route NAME]` sections of the config file, in file order.
+    public var routes: [Route] = []
     /// Access log format on standard output.
     public var accessLog: AccessLogFormat = .off
     /// Diagnostic log level on standard error.

@@ -12,13 +12,18 @@ import Musl
 /// Immutable state shared by every client connection of a listener.
 final class ProxyShared: Sendable {
     let configuration: ProxyConfiguration
-    let requestRewriter: RequestHeadRewriter
+    /// One per target (the default upstream, then each route's).
+    let requestRewriters: [RequestHeadRewriter]
+    let routes: RouteTable
     let responseRewriter: ResponseHeadRewriter
     let observer: ExchangeObserver?
 
     init(configuration: ProxyConfiguration, observer: ExchangeObserver?, scheme: String = "http") {
         self.configuration = configuration
-        self.requestRewriter = RequestHeadRewriter(configuration: configuration, scheme: scheme)
+        self.requestRewriters = configuration.targets.map {
+            RequestHeadRewriter(configuration: configuration, upstream: $0, scheme: scheme)
+        }
+        self.routes = RouteTable(configuration.routes.map(\.rule))
         self.responseRewriter = ResponseHeadRewriter(requestIDHeader: configuration.requestIDHeader)
         self.observer = observer
     }
@@ -44,7 +49,8 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     private static let crlf = ByteBuffer(string: "\r\n")
 
     private let shared: ProxyShared
-    private let pool: UpstreamPool
+    /// This event loop's pool for each target.
+    private let pools: [UpstreamPool]
     private var context: ChannelHandlerContext!
     private var clientIP: String?
     private var requestIDs = RequestIDGenerator()
@@ -67,9 +73,9 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
 
     private var configuration: ProxyConfiguration { shared.configuration }
 
-    init(shared: ProxyShared, pool: UpstreamPool) {
+    init(shared: ProxyShared, pools: [UpstreamPool]) {
         self.shared = shared
-        self.pool = pool
+        self.pools = pools
         self.headParser = HeadParser(
             requestIDHeader: shared.configuration.requestIDHeader, maxHeadBytes: shared.configuration.maxHeaderBytes)
     }
@@ -289,15 +295,18 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             respondWithoutExchange(.malformedRequest("invalid request target"), requestHead: head)
             return
         }
+        let target =
+            shared.routes.isEmpty
+            ? 0 : shared.routes.target(for: Substring(head.uri), host: head.headers.first(name: "host").map { Substring($0) })
         let tap = shared.observer?.exchangeStarted(head, requestID: requestID)
-        let upstreamRequest = shared.requestRewriter.rewrite(
+        let upstreamRequest = shared.requestRewriters[target].rewrite(
             head, clientIP: clientIP, requestID: requestID, extraFields: tap?.upstreamHeaders ?? [],
             allocator: context.channel.allocator)!  // forwardable: checked above
         let exchange = Exchange(
             clientHead: head, upstreamRequest: upstreamRequest, now: context.eventLoop.now,
             // RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 request means faulty framing; close after it.
             keepClientAlive: head.isKeepAlive && !closing && !(head.version.minor == 0 && head.facts.hasTransferEncoding),
-            tap: tap
+            tap: tap, target: target
         )
         self.exchange = exchange
         switch upstreamRequest.framing {
@@ -309,7 +318,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             requestBody = BodyReader(framing: .chunked)
         }
         armTimer(by: exchange.lastActivity + configuration.idleTimeout)
-        if let connection = pool.takeIdle() {
+        if let connection = pools[target].takeIdle() {
             attach(connection, to: exchange)
         } else {
             connect(exchange)
@@ -342,12 +351,12 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     private func connect(_ exchange: Exchange) {
         exchange.isConnecting = true
         if exchange.connectStartedAt == nil { exchange.connectStartedAt = context.eventLoop.now }
-        pool.connect().whenComplete { [self] result in
+        pools[exchange.target].connect().whenComplete { [self] result in
             exchange.isConnecting = false
             switch result {
             case .success(let connection):
                 guard self.exchange === exchange, !exchange.discardingRequest else {
-                    self.pool.release(connection)
+                    self.pools[exchange.target].release(connection)
                     return
                 }
                 self.attach(connection, to: exchange)
@@ -445,7 +454,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         if let upstream = exchange.upstream {
             exchange.upstream = nil
             if exchange.requestComplete && exchange.upstreamKeepsAlive && exchange.upstreamFraming != .untilClose {
-                pool.release(upstream)
+                pools[exchange.target].release(upstream)
             } else {
                 upstream.handler.owner = nil
                 upstream.channel.close(promise: nil)

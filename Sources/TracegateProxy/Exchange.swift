@@ -8,6 +8,8 @@ final class Exchange {
     let startedAt: NIODeadline
     let startedAtEpochNanos: Int64
     let tap: ExchangeTap?
+    /// Which upstream (0: the default, `i`: route `i - 1`'s).
+    let target: Int
     /// Whether the client connection may stay open once this exchange ends.
     var keepClientAlive: Bool
 
@@ -40,7 +42,11 @@ final class Exchange {
     /// Last time bytes moved in either direction (for the idle timeout).
     var lastActivity: NIODeadline
 
-    init(clientHead: RequestHead, upstreamRequest: UpstreamRequest, now: NIODeadline, keepClientAlive: Bool, tap: ExchangeTap?) {
+    init(
+        clientHead: RequestHead, upstreamRequest: UpstreamRequest, now: NIODeadline, keepClientAlive: Bool, tap: ExchangeTap?,
+        target: Int = 0
+    ) {
+        self.target = target
         self.clientHead = clientHead
         self.upstreamRequest = upstreamRequest
         self.keepClientAlive = keepClientAlive
@@ -88,7 +94,8 @@ final class Exchange {
             duration: now - startedAt,
             timeToFirstByte: firstByteAt.map { $0 - startedAt },
             outcome: outcome,
-            streamed: upstreamFraming == .chunked || upstreamFraming == .untilClose
+            streamed: upstreamFraming == .chunked || upstreamFraming == .untilClose,
+            route: target
         )
     }
 

@@ -26,10 +26,10 @@ struct RequestHeadRewriter {
     /// The listener's scheme, sent as `X-Forwarded-Proto`.
     let scheme: String
 
-    init(configuration: ProxyConfiguration, scheme: String = "http") {
+    init(configuration: ProxyConfiguration, upstream: ProxyConfiguration.Upstream? = nil, scheme: String = "http") {
         self.scheme = scheme
-        self.upstreamHostHeader = configuration.upstream.hostHeader
-        self.basePath = configuration.upstream.basePath
+        self.upstreamHostHeader = (upstream ?? configuration.upstream).hostHeader
+        self.basePath = (upstream ?? configuration.upstream).basePath
         self.preserveHost = configuration.preserveHost
         self.forwardedHeaders = configuration.forwardedHeaders
         self.requestIDHeader = configuration.requestIDHeader

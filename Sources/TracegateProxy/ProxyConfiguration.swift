@@ -2,7 +2,7 @@ import NIOCore
 
 /// Everything the data plane needs to know, resolved once at start-up.
 public struct ProxyConfiguration: Sendable {
-    /// The single upstream every request is forwarded to.
+    /// Where requests are forwarded.
     public struct Upstream: Sendable {
         public var host: String
         public var port: Int
@@ -41,7 +41,23 @@ public struct ProxyConfiguration: Sendable {
         var addsVia: Bool { self == .via || self == .both }
     }
 
+    /// Requests no route takes go here.
     public var upstream: Upstream
+    /// Other upstreams, chosen by path prefix (and host): see `RouteTable`.
+    public var routes: [Route] = []
+
+    public struct Route: Sendable {
+        public var rule: RouteTable.Rule
+        public var upstream: Upstream
+
+        public init(rule: RouteTable.Rule, upstream: Upstream) {
+            self.rule = rule
+            self.upstream = upstream
+        }
+    }
+
+    /// Target `i`: the default upstream, then each route's.
+    var targets: [Upstream] { [upstream] + routes.map(\.upstream) }
     /// Send the client's `Host` upstream instead of the upstream's own.
     public var preserveHost: Bool = false
     public var forwardedHeaders: ForwardedHeaders = .xForwarded

@@ -11,7 +11,8 @@ import NIOSSL
 public final class ProxyListener: Sendable {
     private let shared: ProxyShared
     private let group: EventLoopGroup
-    private let pools: [ObjectIdentifier: UpstreamPool]
+    /// Per event loop, one pool per target.
+    private let pools: [ObjectIdentifier: [UpstreamPool]]
     private let tls: ServerTLS?
     private let state = NIOLockedValueBox(State())
 
@@ -26,11 +27,12 @@ public final class ProxyListener: Sendable {
         self.shared = ProxyShared(configuration: configuration, observer: observer, scheme: tls == nil ? "http" : "https")
         self.tls = tls
         self.group = group
-        let connector = try UpstreamConnector(configuration: configuration)
-        var pools: [ObjectIdentifier: UpstreamPool] = [:]
+        let connectors = try configuration.targets.map { try UpstreamConnector(upstream: $0, configuration: configuration) }
+        var pools: [ObjectIdentifier: [UpstreamPool]] = [:]
         for eventLoop in group.makeIterator() {
-            pools[ObjectIdentifier(eventLoop)] = UpstreamPool(
-                eventLoop: eventLoop, connector: connector, maxIdle: configuration.upstreamPoolSize)
+            pools[ObjectIdentifier(eventLoop)] = connectors.map {
+                UpstreamPool(eventLoop: eventLoop, connector: $0, maxIdle: configuration.upstreamPoolSize)
+            }
         }
         self.pools = pools
     }
@@ -47,8 +49,8 @@ public final class ProxyListener: Sendable {
                     if let tls = self.tls {
                         try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.context))
                     }
-                    let pool = self.pools[ObjectIdentifier(channel.eventLoop)]!
-                    try channel.pipeline.syncOperations.addHandler(ClientConnectionHandler(shared: self.shared, pool: pool))
+                    let pools = self.pools[ObjectIdentifier(channel.eventLoop)]!
+                    try channel.pipeline.syncOperations.addHandler(ClientConnectionHandler(shared: self.shared, pools: pools))
                     self.track(channel)
                 }
             }
@@ -96,7 +98,7 @@ public final class ProxyListener: Sendable {
             let leftover = state.withLockedValue { Array($0.connections.values) }
             for channel in leftover { try? await channel.close() }
         }
-        for (_, pool) in pools {
+        for pool in pools.values.joined() {
             try? await pool.eventLoop.submit { pool.closeAll() }.get()
         }
         return clean

@@ -212,8 +212,7 @@ struct UpstreamConnector: UpstreamConnecting {
     /// Server name for SNI and certificate checks: nil when the host is an IP literal.
     let serverHostname: String?
 
-    init(configuration: ProxyConfiguration) throws {
-        let upstream = configuration.upstream
+    init(upstream: ProxyConfiguration.Upstream, configuration: ProxyConfiguration) throws {
         self.host = upstream.host
         self.port = upstream.port
         self.connectTimeout = configuration.connectTimeout

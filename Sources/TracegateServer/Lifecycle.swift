@@ -230,6 +230,13 @@ extension TracegateSettings {
             upstream: .init(
                 host: upstream.host, port: upstream.port, usesTLS: upstream.usesTLS, basePath: upstream.basePath,
                 verifyCertificate: upstreamTLSVerify, caFile: upstreamCAFile))
+        configuration.routes = routes.map { route in
+            .init(
+                rule: .init(pathPrefix: route.pathPrefix, host: route.host),
+                upstream: .init(
+                    host: route.upstream.host, port: route.upstream.port, usesTLS: route.upstream.usesTLS,
+                    basePath: route.upstream.basePath, verifyCertificate: upstreamTLSVerify, caFile: upstreamCAFile))
+        }
         configuration.preserveHost = preserveHost
         configuration.forwardedHeaders = {
             switch forwardedHeaders {

@@ -15,8 +15,8 @@ public struct TraceCaptureSettings: Sendable {
     public var maxCapturedBodyBytes = 64 * 1024
     /// Request headers copied into trace tags: (header name, tag key).
     public var headerTags: [(header: String, tag: String)] = []
-    /// The upstream as shown in traces.
-    public var upstream = ""
+    /// The upstream as shown in traces, per route (0: the default upstream, `i`: route `i - 1`'s).
+    public var upstreams: [String] = [""]
     /// Share of exchanges traced (errors are kept whatever the draw).
     public var sampleRatio = 1.0
     /// A request header that forces a trace (any value but `0` or `false`).
@@ -146,14 +146,14 @@ public final class TraceObserver: ExchangeObserver {
         deliver(
             CapturedExchange(
                 traceIDHigh: tap.traceIDHigh, traceIDLow: tap.traceIDLow, rootSpanID: tap.rootSpanID,
-                method: summary.method.rawValue, target: summary.target, upstream: settings.upstream,
+                method: summary.method.rawValue, target: summary.target, upstream: settings.upstreams[min(summary.route, settings.upstreams.count - 1)],
                 user: tap.user, session: tap.session, requestID: summary.requestID,
                 requestIDWasGenerated: tap.requestIDWasGenerated, headerTags: tap.headerTags,
                 request: tap.request, response: tap.response, status: summary.status,
                 startEpochNanos: summary.startedAtEpochNanos, durationNanos: summary.duration.nanoseconds,
                 timeToFirstByteNanos: summary.timeToFirstByte?.nanoseconds,
                 timeToFirstEventNanos: tap.timeToFirstEventNanos, outcome: outcome, sampled: tap.sampled,
-                parentSpanID: tap.parentSpanID))
+                parentSpanID: tap.parentSpanID, route: summary.route))
     }
 }
 

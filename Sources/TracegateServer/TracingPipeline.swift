@@ -20,12 +20,17 @@ final class TracingPipeline: @unchecked Sendable {
         let name: String
         let exporter: TraceExporter
         let run: Task<Void, Never>
+        /// The routes whose traces it takes (0: the default upstream, `i`: route `i - 1`).
+        let routes: Set<Int>
     }
 
     private enum Destination: Sendable {
         case exporters([Export], HTTPClient)
         case file(TraceFileWriter)
     }
+
+    /// Tags each route adds to its traces (index as in `Export.routes`).
+    private let routeTags: [[(String, String)]]
 
     private let destination: Destination
     private let builder: TraceBuilder
@@ -53,15 +58,22 @@ final class TracingPipeline: @unchecked Sendable {
             let http = HTTPClient(eventLoopGroupProvider: .singleton)
             var exports: [Export] = []
             if let trackingURI = settings.mlflowTrackingURI {
-                let spool = try settings.spoolDir.map { try ExportSpool(directory: $0 + "/mlflow", maxBytes: settings.spoolMaxBytes) }
-                let exporter = Self.makeExporter(trackingURI: trackingURI, settings: settings, http: http, logger: logger, spool: spool)
-                exports.append(Export(name: "mlflow", exporter: exporter, run: Task { await exporter.run() }))
+                // One exporter per experiment: the global one, and each route that names its own.
+                for (name, experimentSettings, routes) in Self.experiments(settings) {
+                    let spool = try settings.spoolDir.map {
+                        try ExportSpool(directory: $0 + "/" + name, maxBytes: settings.spoolMaxBytes)
+                    }
+                    let exporter = Self.makeExporter(
+                        trackingURI: trackingURI, settings: experimentSettings, http: http, logger: logger, spool: spool)
+                    exports.append(Export(name: name, exporter: exporter, run: Task { await exporter.run() }, routes: routes))
+                }
                 logger.info("exporting traces to MLflow", metadata: ["tracking_uri": "\(trackingURI)"])
             }
             if let otel {
                 let spool = try settings.spoolDir.map { try ExportSpool(directory: $0 + "/otlp", maxBytes: settings.spoolMaxBytes) }
                 let exporter = Self.makeOpenTelemetryExporter(otel, settings: settings, http: http, logger: logger, spool: spool)
-                exports.append(Export(name: "otlp", exporter: exporter, run: Task { await exporter.run() }))
+                exports.append(
+                    Export(name: "otlp", exporter: exporter, run: Task { await exporter.run() }, routes: Set(0...settings.routes.count)))
                 logger.info("exporting traces over OTLP", metadata: ["endpoint": "\(otel.tracesEndpoint)"])
             }
             destination = .exporters(exports, http)
@@ -72,6 +84,7 @@ final class TracingPipeline: @unchecked Sendable {
             logger.notice("no MLFLOW_TRACKING_URI and no trace_file: traces are not kept")
             return nil
         }
+        routeTags = [[]] + settings.routes.map(\.traceTags.pairs)
         builder = TraceBuilder(
             staticTags: settings.traceTags.pairs, errorOn4xx: settings.traceErrorOn4xx, capturesBodies: settings.capture == .full,
             redaction: Redaction(settings: settings))
@@ -80,6 +93,24 @@ final class TracingPipeline: @unchecked Sendable {
         drainTimer.schedule(deadline: .now() + .milliseconds(5), repeating: .milliseconds(5))
         drainTimer.setEventHandler { [weak self] in self?.drain() }
         drainTimer.resume()
+    }
+
+    /// The MLflow experiments traces go to: the global one (named `mlflow`), then one per route that
+    /// names its own (`mlflow-route-NAME`), each with the routes it takes and settings naming it.
+    private static func experiments(_ settings: TracegateSettings) -> [(String, TracegateSettings, Set<Int>)] {
+        var global: Set<Int> = [0]
+        var own: [(String, TracegateSettings, Set<Int>)] = []
+        for (index, route) in settings.routes.enumerated() {
+            guard route.mlflowExperimentName != nil || route.mlflowExperimentID != nil else {
+                global.insert(index + 1)
+                continue
+            }
+            var routeSettings = settings
+            routeSettings.mlflowExperimentName = route.mlflowExperimentName
+            routeSettings.mlflowExperimentID = route.mlflowExperimentID
+            own.append(("mlflow-route-" + route.name, routeSettings, [index + 1]))
+        }
+        return [("mlflow", settings, global)] + own
     }
 
     /// The MLflow exporter for `settings`.
@@ -180,16 +211,21 @@ final class TracingPipeline: @unchecked Sendable {
         }
         for captured in captures {
             if !captured.sampled && !builder.isError(captured) { continue }
-            if case .exporters(let exports, _) = destination, exports.allSatisfy(\.exporter.isFull) {
+            if case .exporters(let exports, _) = destination,
+                exports.allSatisfy({ !$0.routes.contains(captured.route) || $0.exporter.isFull })
+            {
                 // No exporter can take it (full memory, no spool): don't spend CPU on building it.
-                for export in exports { export.exporter.countDropped() }
+                for export in exports where export.routes.contains(captured.route) { export.exporter.countDropped() }
                 continue
             }
-            let record = builder.record(for: captured)
+            var record = builder.record(for: captured)
+            if captured.route < routeTags.count {
+                for (key, value) in routeTags[captured.route] { record.tags[key] = value }
+            }
             if let metrics { Self.countTokens(of: record, into: metrics) }
             switch destination {
             case .exporters(let exports, _):
-                for export in exports { export.exporter.submit(record) }
+                for export in exports where export.routes.contains(captured.route) { export.exporter.submit(record) }
             case .file(let writer):
                 do { try writer.append(record) } catch { logger.error("cannot write the trace file: \(error)") }
             }
@@ -261,7 +297,7 @@ extension TraceCaptureSettings {
         maxCapturedBodyBytes = settings.captureMaxBodyBytes
         let redacted = Set(settings.redactHeaders.map { $0.lowercased() })
         headerTags = settings.tagHeaders.pairs.filter { !redacted.contains($0.0.lowercased()) }.map { (header: $0.0, tag: $0.1) }
-        upstream = settings.upstream.description
+        upstreams = [settings.upstream.description] + settings.routes.map(\.upstream.description)
         sampleRatio = settings.sampleRatio
         forceTraceHeader = settings.forceTraceHeader
         propagatesTraceContext = settings.propagateTraceContext

@@ -34,6 +34,8 @@ public struct CapturedExchange: Sendable {
     public var rootSpanID: UInt64
     /// The caller's span id from a W3C `traceparent`, whose trace id this exchange then carries.
     public var parentSpanID: UInt64?
+    /// The route that took the request: 0 for the default upstream, `i` for the `i`th configured route.
+    public var route: Int
     public var method: String
     /// The request target as the client sent it (path and query).
     public var target: String
@@ -64,7 +66,7 @@ public struct CapturedExchange: Sendable {
         user: String?, session: String?, requestID: String, requestIDWasGenerated: Bool, headerTags: [(String, String)],
         request: Body, response: Body, status: Int?, startEpochNanos: Int64, durationNanos: Int64,
         timeToFirstByteNanos: Int64?, timeToFirstEventNanos: Int64?, outcome: Outcome, sampled: Bool = true,
-        parentSpanID: UInt64? = nil
+        parentSpanID: UInt64? = nil, route: Int = 0
     ) {
         self.traceIDHigh = traceIDHigh
         self.traceIDLow = traceIDLow
@@ -87,5 +89,6 @@ public struct CapturedExchange: Sendable {
         self.outcome = outcome
         self.sampled = sampled
         self.parentSpanID = parentSpanID
+        self.route = route
     }
 }

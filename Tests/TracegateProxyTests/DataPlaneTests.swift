@@ -44,7 +44,7 @@ final class DataPlaneTests: XCTestCase {
     private var upstreams: EmbeddedUpstreams!
     private var observer: RecordingObserver!
     private var client: EmbeddedChannel!
-    private var pool: UpstreamPool!
+    private var pools: [UpstreamPool]!
     private var clientDecoder: ResponseDecoder!
     /// Whether the last request / response head sent announced chunked coding.
     private var requestChunked = false
@@ -59,11 +59,11 @@ final class DataPlaneTests: XCTestCase {
         configuration.idleTimeout = .seconds(20)
         configuration.clientKeepaliveTimeout = .seconds(30)
         configure(&configuration)
-        pool = UpstreamPool(eventLoop: loop, connector: upstreams, maxIdle: 4)
+        pools = configuration.targets.map { _ in UpstreamPool(eventLoop: loop, connector: upstreams, maxIdle: 4) }
         let shared = ProxyShared(configuration: configuration, observer: observer)
         client = EmbeddedChannel(loop: loop)
         clientDecoder = ResponseDecoder()
-        try client.pipeline.syncOperations.addHandler(ClientConnectionHandler(shared: shared, pool: pool))
+        try client.pipeline.syncOperations.addHandler(ClientConnectionHandler(shared: shared, pools: pools))
         try client.connect(to: SocketAddress(ipAddress: "10.1.2.3", port: 4000)).wait()
     }
 
@@ -208,6 +208,32 @@ final class DataPlaneTests: XCTestCase {
         XCTAssertEqual(bodyText(of: try clientParts()), "ok")
         XCTAssertFalse(client.isActive, "the client connection closes after the response")
         XCTAssertEqual(observer.summaries.map(\.outcome), [.completed], "the close that follows the response is no abort")
+    }
+
+    func testRoutesSendEachRequestToItsUpstreamWithItsOwnPool() throws {
+        try makeClient { configuration in
+            configuration.routes = [
+                .init(rule: .init(pathPrefix: "/v1/chat"), upstream: .init(host: "chat", port: 9000, usesTLS: false, basePath: "/api")),
+            ]
+        }
+        func upstreamHost(_ parts: [HTTPServerRequestPart]) -> (String?, String?) {
+            guard case .head(let head)? = parts.first else { return (nil, nil) }
+            return (head.headers["host"].first, head.uri)
+        }
+        try send(.GET, "/v1/chat/completions")
+        XCTAssertEqual(upstreamHost(try upstreamParts(0)).0, "chat:9000")
+        try respond(0)
+        try send(.GET, "/v1/models")
+        XCTAssertEqual(upstreams.channels.count, 2, "the default upstream does not reuse the route's connection")
+        XCTAssertEqual(upstreamHost(try upstreamParts(1)).0, "backend:8000")
+        try respond(1)
+        try send(.GET, "/v1/chat")
+        XCTAssertEqual(upstreams.channels.count, 2, "the route's pooled connection is reused")
+        let (host, uri) = upstreamHost(try upstreamParts(0))
+        XCTAssertEqual(host, "chat:9000")
+        XCTAssertEqual(uri, "/api/v1/chat", "the route's base path is prepended")
+        try respond(0)
+        XCTAssertEqual(observer.summaries.map(\.route), [1, 0, 1])
     }
 
     func testUpstreamConnectionThatAnnouncedCloseIsNotPooled() throws {
