@@ -72,13 +72,15 @@ def find_pg_bindir() -> Path | None:
 class PostgresCluster:
     """A throwaway PostgreSQL cluster on 127.0.0.1:<free port> with one database."""
 
-    def __init__(self, bindir: Path | None = None, database: str = "mlflow", user: str = "tracegate"):
+    def __init__(self, bindir: Path | None = None, database: str = "mlflow", user: str = "tracegate",
+                 settings: dict[str, str] | None = None):
         found = bindir or find_pg_bindir()
         if found is None:
             raise AssertionError(f"PostgreSQL server binaries (initdb, postgres) not found: {APT_HINT}")
         self.bindir = found
         self.database = database
         self.user = user
+        self.settings = dict(settings or {})  # extra server settings (postgres -c KEY=VALUE)
         self.port = 0
         self.dir: Path | None = None
         self.proc: subprocess.Popen | None = None
@@ -132,6 +134,8 @@ class PostgresCluster:
             self.port = free_port()
             args = [str(self.bindir / "postgres"), "-D", str(data), "-p", str(self.port),
                     "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.dir}"]
+            for key, value in self.settings.items():
+                args += ["-c", f"{key}={value}"]
             log = open(self.log_path, "ab")
             try:
                 self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
