@@ -124,7 +124,11 @@ class PostgresCluster:
         # the postgres user could not enter).
         self.dir = Path(tempfile.mkdtemp(prefix="tracegate-pg-"))
         if self.run_as:
-            pw = pwd.getpwnam(self.run_as)
+            try:
+                pw = pwd.getpwnam(self.run_as)
+            except KeyError:
+                raise AssertionError(f"running as root, PostgreSQL must run as the user {self.run_as!r}, which "
+                                     f"does not exist ({APT_HINT}; the package creates it)") from None
             os.chown(self.dir, pw.pw_uid, pw.pw_gid)
         data = self.dir / "data"
         self._run([str(self.bindir / "initdb"), "-D", str(data), "-U", self.user, "--auth=trust",
