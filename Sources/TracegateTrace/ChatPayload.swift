@@ -81,14 +81,21 @@ public struct TokenUsage: Sendable, Equatable {
     /// Anthropic `cache_creation_input_tokens`. Not part of `mlflowJSON`.
     public var cacheCreationInputTokens: Int?
 
-    /// `totalTokens` defaults to input + output.
+    /// `totalTokens` defaults to input + output (saturating: the counts come from the upstream's payload,
+    /// and a hostile or broken one must not make the sum trap).
     public init(inputTokens: Int, outputTokens: Int, totalTokens: Int? = nil,
                 cacheReadInputTokens: Int? = nil, cacheCreationInputTokens: Int? = nil) {
         self.inputTokens = inputTokens
         self.outputTokens = outputTokens
-        self.totalTokens = totalTokens ?? inputTokens + outputTokens
+        self.totalTokens = totalTokens ?? Self.saturatingSum(inputTokens, outputTokens)
         self.cacheReadInputTokens = cacheReadInputTokens
         self.cacheCreationInputTokens = cacheCreationInputTokens
+    }
+
+    static func saturatingSum(_ a: Int, _ b: Int) -> Int {
+        let (sum, overflow) = a.addingReportingOverflow(b)
+        guard overflow else { return sum }
+        return b > 0 ? Int.max : Int.min
     }
 
     /// `{"input_tokens":N,"output_tokens":N,"total_tokens":N}` — always with total_tokens.

@@ -140,4 +140,16 @@ final class ChatPayloadInterpreterTests: XCTestCase {
         XCTAssertEqual(chat.model, "gpt-4o-mini")
         XCTAssertEqual(chat.warnings.count, 1)
     }
+
+    /// Found by ParserPropertyTests: token counts near Int.max made `total_tokens` (input + output, when the
+    /// payload has none) overflow and trap, taking the proxy down.
+    func testHugeTokenCountsDoNotOverflowTheTotal() throws {
+        let body = #"{"id":"m","type":"message","role":"assistant","content":[{"type":"text","text":"hi"}],"usage":{"input_tokens":9223372036854775807,"output_tokens":5}}"#
+        let chat = try XCTUnwrap(ChatTest.interpret(path: F.anthropicPath, request: F.anthropicRequest, response: body,
+                                                    contentType: "application/json"))
+        XCTAssertEqual(chat.usage?.inputTokens, Int.max)
+        XCTAssertEqual(chat.usage?.totalTokens, Int.max, "saturated, not wrapped")
+        XCTAssertEqual(TokenUsage(inputTokens: Int.min, outputTokens: -1).totalTokens, Int.min)
+        XCTAssertEqual(TokenUsage(inputTokens: 2, outputTokens: 3).totalTokens, 5)
+    }
 }
