@@ -271,8 +271,11 @@ struct PayloadJSONParser {
         let start = position
         var complete = true
         if bytes[position] == UInt8(ascii: "-") { position += 1 }
+        let digitsStart = position
         let digits = skipDigits()
         if digits == 0 { complete = false }
+        // JSON allows no leading zero ("01"); written back out, such a lexeme would not be JSON.
+        if digits > 1, bytes[digitsStart] == UInt8(ascii: "0") { throw Invalid() }
         if position < bytes.count, bytes[position] == UInt8(ascii: ".") {
             position += 1
             if skipDigits() == 0 { complete = false }

@@ -51,4 +51,15 @@ final class PayloadJSONTests: XCTestCase {
     func testControlCharactersAreEscapedWhenSerializing() {
         XCTAssertEqual(PayloadJSON.string("a\u{1}\t\r\u{7F}").serialized, #""a\u0001\t\r\u007f""#)
     }
+
+    /// Found by ParserPropertyTests: "05.5" was read and written back as "05.5", which no JSON reader accepts.
+    func testNumbersWithLeadingZerosAreRejected() {
+        for text in ["01", "-01", "00", "05.5", "{\"a\":007}", "[1,02]"] {
+            XCTAssertNil(PayloadJSON.parse(text), text)
+            XCTAssertNil(PayloadJSON.parse(Array(text.utf8), allowTruncation: true), text)
+        }
+        for text in ["0", "-0", "0.5", "-0.0e1", "10", "100"] {
+            XCTAssertEqual(PayloadJSON.parse(text)?.serialized, text)
+        }
+    }
 }
