@@ -209,8 +209,10 @@ public struct SSEParser: Sendable {
         } else if name.elementsEqual("id".utf8) {
             if !value.contains(0) { idBuffer = Array(value) }
         } else if name.elementsEqual("retry".utf8) {
-            if !value.isEmpty, value.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) {
-                retry = Int(String(decoding: value, as: UTF8.self))
+            // Digits only; a value too large for an Int is ignored (it must not erase the last valid one).
+            if !value.isEmpty, value.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
+               let milliseconds = Int(String(decoding: value, as: UTF8.self)) {
+                retry = milliseconds
             }
         }
     }

@@ -144,4 +144,10 @@ final class SSEParserTests: XCTestCase {
         }
         _ = parser.finish()
     }
+
+    /// Found by ParserPropertyTests: a `retry:` too large for an Int erased the last valid value.
+    func testRetryTooLargeForAnIntIsIgnored() {
+        let (_, parser) = parseAll("retry: 1500\nretry: 99999999999999999999999\ndata: x\n\n")
+        XCTAssertEqual(parser.retry, 1500)
+    }
 }
