@@ -10,7 +10,8 @@ Endpoints (all accept any method unless noted; query parameters are optional):
   /echo[...]?delay_ms=&close=1   JSON: method, target, path, query, headers (ordered
                                  [name, value] pairs, original case), body length and
                                  sha256, framing seen, connection id and peer address.
-  /raw                           The request body, verbatim, with the request's Content-Type.
+  /raw[/...]                     The request body, verbatim, with the request's Content-Type
+                                 (any path below it, e.g. /raw/v1/messages to answer a chat request).
   /bytes?n=&seed=&chunked=1      n deterministic bytes (see `data_chunks`), Content-Length
                                  framing or chunked.
   /sse?events=20&interval_ms=50  text/event-stream, one chunk per `data:` event.
@@ -29,6 +30,13 @@ Endpoints (all accept any method unless noted; query parameters are optional):
   /close-without-response        Reads the request and closes the connection without answering.
   /until-close?n=                n bytes framed by closing the connection (no length, not chunked).
   /big-headers?size=&count=      `count` response headers of `size` bytes each.
+  /gzip?n=                       A gzip-compressed JSON body (`Content-Encoding: gzip`), the bytes
+                                 of `gzip_body(n)`.
+  /huge-event?size=              text/event-stream: one event whose data line holds `size` bytes,
+                                 sent in 64 KiB chunks, then `data: after` (`huge_event(size)`).
+  /endless-sse[...]?interval_ms= Chat-completion chunks with content "w0 ", "w1 "... every
+                                 interval_ms (default 20) until the peer goes away (counted in
+                                 `aborted_streams`). Any path below it, e.g. /endless-sse/v1/chat/completions.
   /v1/chat/completions           OpenAI-compatible (POST). Non-streamed JSON, or SSE chunks
                                  ending with `data: [DONE]` when the JSON body has
                                  "stream": true. Controls (header or query):
@@ -54,6 +62,7 @@ Requests may carry `?tag=...`; tags are recorded in /stats (`seen_tags`, `comple
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
 import http.server
 import json
@@ -90,6 +99,16 @@ def data_chunks(n: int, seed: int = 0, piece: int = 64 * 1024) -> Iterator[memor
         take = min(piece, _BLOCK_LEN - off, n - pos)
         yield block[off : off + take]
         pos += take
+
+
+def gzip_body(n: int) -> bytes:
+    """The body of /gzip?n=: a JSON document, gzip-compressed with a fixed header (mtime 0)."""
+    return gzip.compress(json.dumps({"items": list(range(n))}).encode(), mtime=0)
+
+
+def huge_event(size: int) -> bytes:
+    """The body of /huge-event?size=: one event of `size` data bytes, then a small one."""
+    return b"data: " + b"x" * size + b"\n\ndata: after\n\n"
 
 
 def data_sha256(n: int, seed: int = 0) -> str:
@@ -211,7 +230,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         path = self.raw_path
         if path == "/stats":
             self.route_stats()
-        elif path == "/raw":
+        elif path == "/raw" or path.startswith("/raw/"):
             self.route_raw()
         elif path == "/bytes":
             self.route_bytes()
@@ -239,6 +258,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.route_until_close()
         elif path == "/big-headers":
             self.route_big_headers()
+        elif path == "/gzip":
+            self.route_gzip()
+        elif path == "/huge-event":
+            self.route_huge_event()
+        elif path.startswith("/endless-sse"):
+            self.route_endless_sse()
         elif path == "/v1/responses":
             self.route_responses()
         elif path == "/v1/messages":
@@ -512,6 +537,36 @@ class Handler(http.server.BaseHTTPRequestHandler):
         body = b"big headers"
         headers = [(f"X-Big-{i}", "v" * size) for i in range(count)]
         self.respond(200, body, "text/plain", headers)
+
+    def route_gzip(self) -> None:
+        self.read_body()
+        self.respond(200, gzip_body(self.qint("n", 1000)), "application/json", [("Content-Encoding", "gzip")])
+
+    def route_huge_event(self) -> None:
+        self.read_body()
+        body = huge_event(self.qint("size", 1 << 20))
+        self.start_response(200, [("Content-Type", "text/event-stream"), ("Transfer-Encoding", "chunked")])
+        for i in range(0, len(body), 64 * 1024):
+            self.write_chunk(body[i : i + 64 * 1024])
+        self.end_chunks()
+
+    def route_endless_sse(self) -> None:
+        self.read_body()
+        interval = self.qint("interval_ms", 20) / 1000
+        self.start_response(200, [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"),
+                                  ("Transfer-Encoding", "chunked")])
+        i = 0
+        try:
+            while not self.server.stopping.is_set():
+                chunk = {"id": "chatcmpl-endless", "object": "chat.completion.chunk", "created": 1, "model": "endless",
+                         "choices": [{"index": 0, "delta": {"content": f"w{i} "}, "finish_reason": None}]}
+                self.write_chunk(f"data: {json.dumps(chunk)}\n\n".encode())
+                i += 1
+                time.sleep(interval)
+        except PeerGone:
+            self.server.stats.add("aborted_streams")
+            raise
+        self.close_connection = True
 
     def route_upload(self) -> None:
         tag = self.tag or "untagged"
