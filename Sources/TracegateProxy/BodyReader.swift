@@ -17,6 +17,9 @@ struct BodyReader {
         case invalidChunkSize
         case invalidChunkTerminator
         case trailersTooLarge
+        /// A trailer line that is not `name: value` with a token name and no control characters in
+        /// the value: refused as it would be in the head.
+        case invalidTrailerField
     }
 
     private enum State {
@@ -102,6 +105,7 @@ struct BodyReader {
                 }
                 var section = trailers ?? ByteBuffer()
                 guard section.readableBytes + line.content + 2 <= Self.maxTrailerBytes else { throw Failure.trailersTooLarge }
+                guard Self.isValidField(buffer.readableBytesView.prefix(line.content)) else { throw Failure.invalidTrailerField }
                 var content = buffer.readSlice(length: line.content)!
                 buffer.moveReaderIndex(forwardBy: line.total - line.content)
                 section.writeBuffer(&content)
@@ -109,6 +113,15 @@ struct BodyReader {
                 trailers = section
             }
         }
+    }
+
+    /// `token ":" value` (RFC 9110 §5.1, §5.5): a non-empty name of token characters right before the
+    /// colon, and a value without control characters other than horizontal tab.
+    static func isValidField(_ line: some Collection<UInt8>) -> Bool {
+        guard let colon = line.firstIndex(of: UInt8(ascii: ":")), colon != line.startIndex else { return false }
+        for byte in line[..<colon] where !isTokenByte(byte) { return false }
+        for byte in line[line.index(after: colon)...] where (byte < 0x20 && byte != 0x09) || byte == 0x7F { return false }
+        return true
     }
 
     /// The length of the line at the start of `buffer` without and with its terminator (CRLF or LF),

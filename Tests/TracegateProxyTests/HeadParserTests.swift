@@ -165,6 +165,16 @@ final class BodyReaderTests: XCTestCase {
         }
     }
 
+    func testTrailerFieldsAreCheckedLikeHeaderFields() throws {
+        for bad in ["X-T: a\u{0}b", "X-T: a\u{1}b", "no colon", ": empty name", "X T: space in name", "X-T: a\u{7F}"] {
+            XCTAssertThrowsError(try read(.chunked, "1\r\na\r\n0\r\n\(bad)\r\n\r\n", step: 100), bad) {
+                XCTAssertEqual($0 as? BodyReader.Failure, .invalidTrailerField, bad)
+            }
+        }
+        let (_, trailers, _) = try read(.chunked, "1\r\na\r\n0\r\nX-T: tab\there é\r\n\r\n", step: 3)
+        XCTAssertEqual(trailers, "X-T: tab\there é\r\n", "tabs and non-ASCII bytes are allowed in values")
+    }
+
     func testChunkedWriterRoundTrips() throws {
         var out = ByteBuffer()
         ChunkedCoding.writeChunk(ByteBuffer(string: String(repeating: "q", count: 300)), into: &out)
