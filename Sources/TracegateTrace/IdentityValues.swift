@@ -9,14 +9,17 @@ import Foundation
 /// stand-in of `MLflowLimits.shortened` (a prefix, `~` and a 16-hex-digit hash of the whole
 /// value, exactly fitting the limit), so long ids still group and stay distinct, and the full
 /// value (capped at 8000) goes into a tag. A session id over 250 would make MLflow reject the
-/// whole OTLP batch, so one never gets through.
+/// whole OTLP batch, so one never gets through; a user id is kept to 250 too, because MLflow cuts
+/// every metadata value to 250 when it returns a trace (two long user ids would read back alike).
 public struct IdentityValues: Sendable, Equatable {
+    /// Tag holding a user id that was longer than 250.
+    public static let userFullTag = "tracegate.user_full"
     /// Tag holding a session id that was longer than 250.
     public static let sessionFullTag = "tracegate.session_full"
     /// Tag holding a client request id that was longer than 50.
     public static let requestIDFullTag = "tracegate.request_id_full"
 
-    /// → `user.id` / metadata `mlflow.trace.user`; at most 8000 (the metadata column).
+    /// → `user.id` / metadata `mlflow.trace.user`; at most 250 (what MLflow returns of a metadata value).
     public var user: String?
     /// → `session.id` / metadata `mlflow.trace.session`; at most 250.
     public var session: String?
@@ -41,7 +44,7 @@ public struct IdentityValues: Sendable, Equatable {
     /// Cleans the three raw header values (nil = header absent).
     public static func validate(user: String?, session: String?, requestID: String?) -> IdentityValues {
         var result = IdentityValues()
-        result.user = result.clean(user, field: .user, limit: MLflowLimits.metadataValue, fullTag: nil)
+        result.user = result.clean(user, field: .user, limit: MLflowLimits.returnedMetadataValue, fullTag: userFullTag)
         result.session = result.clean(
             session, field: .session, limit: MLflowLimits.sessionID, fullTag: sessionFullTag)
         result.clientRequestID = result.clean(

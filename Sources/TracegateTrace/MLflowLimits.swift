@@ -13,6 +13,8 @@ public enum MLflowLimits {
     public static let tagValue = 8000
     public static let metadataKey = 250
     public static let metadataValue = 8000
+    /// MLflow 3.17.2 stores longer metadata values but returns only their first 250 characters.
+    public static let returnedMetadataValue = 250
     /// `mlflow.traceName`: a longer one is an error, not a truncation.
     public static let traceName = 4096
     /// `request_preview` / `response_preview`: the database column size.

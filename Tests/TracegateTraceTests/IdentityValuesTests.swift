@@ -104,13 +104,13 @@ final class IdentityValuesTests: XCTestCase {
     func testTenThousandCharacterIDsAreShortenedAndTheirTagsCappedAt8000() {
         let huge = String(repeating: "é", count: 10_000)
         let ids = IdentityValues.validate(user: huge, session: huge, requestID: huge)
-        XCTAssertEqual(ids.user?.unicodeScalars.count, 8000)
+        XCTAssertEqual(ids.user?.unicodeScalars.count, 250)
         XCTAssertEqual(ids.session?.unicodeScalars.count, 250)
         XCTAssertEqual(ids.clientRequestID?.unicodeScalars.count, 50)
+        XCTAssertEqual(ids.tags[IdentityValues.userFullTag]?.unicodeScalars.count, 8000)
         XCTAssertEqual(ids.tags[IdentityValues.sessionFullTag]?.unicodeScalars.count, 8000)
         XCTAssertEqual(ids.tags[IdentityValues.requestIDFullTag]?.unicodeScalars.count, 8000)
         XCTAssertEqual(ids.warnings.count, 3)
-        XCTAssertNil(ids.tags["tracegate.user_full"])
     }
 }
 
