@@ -15,6 +15,8 @@ With --mlflow (off by default) it also starts a local MLflow server (mlflow_benc
 - adds a target "tracegate-mlflow": tracegate with capture and export to that server, measured
   in the same rounds; the server's CPU is read over every wrk run (interference), and the
   exporter's counters are read from tracegate's `trace export finished` line at the end;
+- adds a target "tracegate-mlflow-down": the same with the tracking server unreachable, so every
+  trace goes to the on-disk spool (tracing trouble must not show in the forwarding figures);
 - before the warm-up, measures export throughput: pre-built OTLP batches posted directly vs
   the same number of requests sent through tracegate, alternately, fresh experiment each time.
 
@@ -187,7 +189,7 @@ def _abs_argv(argv: list[str]) -> list[str]:
 
 def start_all(a, p: procs.Procs, tmp: str, proxy_argv: list[str],
               mlflow: mlflow_bench.Server | None = None) -> tuple[list[Target], dict]:
-    ports = iter(procs.free_ports(16))
+    ports = iter(procs.free_ports(32))
     env = _child_env(tmp)
     started: dict = {}
 
@@ -224,7 +226,8 @@ def start_all(a, p: procs.Procs, tmp: str, proxy_argv: list[str],
                              "--listen", f"127.0.0.1:{port}",
                              "--admin-listen", f"127.0.0.1:{admin}",
                              # The data plane alone: no trace capture (the --mlflow target measures it on).
-                             "--access-log", "off", "--trace-file="] + extra
+                             "--access-log", "off", "--trace-file=",
+                             "--spool-dir", os.path.join(tmp, f"spool-{tag}")] + extra
         pr = p.spawn(f"tracegate ({tag})", argv, os.path.join(tmp, f"tracegate-{tag}.out"),
                      cwd=tmp, env=env)
         procs.wait_http_200(admin, "/healthz", pr, START_TIMEOUT_S)
@@ -237,6 +240,10 @@ def start_all(a, p: procs.Procs, tmp: str, proxy_argv: list[str],
     if mlflow is not None:
         # Capture and export on, every other setting at its default; one experiment per instance.
         variants.append(("tracegate-mlflow", ["--mlflow-tracking-uri", mlflow.uri]))
+        # The tracking server unreachable (a port nothing listens on): every trace goes to the spool.
+        # Tracing trouble must not show in the forwarding figures.
+        variants.append(("tracegate-mlflow-down", ["--mlflow-tracking-uri", f"http://127.0.0.1:{next(ports)}",
+                                                   "--mlflow-experiment-id", "0"]))
     for name, extra in variants:
         exp = (lambda tag: ["--mlflow-experiment-name", f"bench-dataplane-{tag}"]) \
             if name == "tracegate-mlflow" else (lambda tag: [])

@@ -340,7 +340,8 @@ def capture_otlp_body(p: procs.Procs, tmp: str, env: dict, proxy_argv: list[str]
                          "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}",
                          "--access-log", "off", "--mlflow-tracking-uri",
                          f"http://127.0.0.1:{rec.port}", "--mlflow-experiment-name", "capture",
-                         "--export-batch-size", str(n), "--export-batch-delay", "60s"]
+                         "--export-batch-size", str(n), "--export-batch-delay", "60s",
+                         "--spool-dir", os.path.join(tmp, "spool-capture")]
     proc = p.spawn("tracegate (capture)", argv, os.path.join(tmp, "tracegate-capture.out"),
                    cwd=tmp, env=env)
     try:
@@ -467,7 +468,8 @@ def export_through_tracegate(p: procs.Procs, tmp: str, env: dict, proxy_argv: li
     argv = proxy_argv + ["--upstream", f"http://127.0.0.1:{origin_port}",
                          "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}",
                          "--access-log", "off", "--mlflow-tracking-uri", server.uri,
-                         "--mlflow-experiment-name", name, "--export-batch-size", str(batch)]
+                         "--mlflow-experiment-name", name, "--export-batch-size", str(batch),
+                         "--spool-dir", os.path.join(tmp, f"spool-{name}")]
     proc = p.spawn(f"tracegate ({name})", argv, os.path.join(tmp, f"tracegate-{name}.out"),
                    cwd=tmp, env=env)
     try:

@@ -27,6 +27,7 @@ LABELS = {
     "tracegate": "**tracegate** (default threads)",
     "tracegate-t1": "tracegate, `--threads 1`",
     "tracegate-mlflow": "tracegate + MLflow export",
+    "tracegate-mlflow-down": "tracegate, MLflow unreachable (spooling)",
 }
 
 
