@@ -25,9 +25,11 @@ COPY proxy.conf.example /etc/tracegate/proxy.conf.example
 
 USER 10001:10001
 # The admin listener must be reachable by the health check inside the container only.
-# Without MLFLOW_TRACKING_URI, traces go to the trace file (mount a volume there to keep them).
+# Traces the tracking server cannot take yet wait in the spool; without MLFLOW_TRACKING_URI they go
+# to the trace file. Mount a volume on /var/lib/tracegate (one per container) to keep both.
 ENV TRACEGATE_LISTEN=0.0.0.0:8080 \
     TRACEGATE_ADMIN_LISTEN=127.0.0.1:9090 \
+    TRACEGATE_SPOOL_DIR=/var/lib/tracegate/spool \
     TRACEGATE_TRACE_FILE=/var/lib/tracegate/traces.jsonl
 WORKDIR /var/lib/tracegate
 VOLUME /var/lib/tracegate
