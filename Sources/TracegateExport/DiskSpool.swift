@@ -129,7 +129,13 @@ public final class DiskSpool: @unchecked Sendable {
             if let last = segments.last, last.bytes > 0, last.bytes + data.count > configuration.segmentBytes {
                 try startSegment(last.sequence + 1)
             }
-            try writeAll(data, to: writeFD, path: segmentPath(segments[segments.count - 1].sequence))
+            let written = segments[segments.count - 1].bytes
+            if let code = writeFully(writeFD, data) {
+                // A disk full mid-write leaves part of the lines: cut them, so the file stays whole lines
+                // and its size stays the one recorded.
+                ftruncate(writeFD, off_t(written))
+                throw SpoolError("cannot write \(segmentPath(segments[segments.count - 1].sequence)): \(describeErrno(code))")
+            }
             segments[segments.count - 1].bytes += data.count
             segments[segments.count - 1].lines += traces.count
             let dropped = enforceCap()
@@ -297,23 +303,10 @@ public final class DiskSpool: @unchecked Sendable {
         let temporary = cursorPath + ".tmp"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { return }
-        _ = try? writeAll(Array(text.utf8), to: fd, path: temporary)
+        let failed = writeFully(fd, Array(text.utf8)) != nil
         close(fd)
-        rename(temporary, cursorPath)
-    }
-
-    private func writeAll(_ data: [UInt8], to fd: Int32, path: String) throws {
-        try data.withUnsafeBytes { raw in
-            var offset = 0
-            while offset < raw.count {
-                let n = write(fd, raw.baseAddress! + offset, raw.count - offset)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw SpoolError.system("cannot write", path)
-                }
-                offset += n
-            }
-        }
+        // A cursor that could not be written whole keeps the previous one: at worst a batch is sent again.
+        if failed { unlink(temporary) } else { rename(temporary, cursorPath) }
     }
 }
 
@@ -341,8 +334,7 @@ public final class DeadLetterFile: @unchecked Sendable {
             let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
             guard fd >= 0 else { throw SpoolError.system("cannot open", path) }
             defer { close(fd) }
-            let written = line.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-            guard written == line.count else { throw SpoolError.system("cannot write", path) }
+            if let code = writeFully(fd, line) { throw SpoolError("cannot write \(path): \(describeErrno(code))") }
         }
     }
 }

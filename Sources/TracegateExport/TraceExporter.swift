@@ -106,6 +106,8 @@ public final class TraceExporter: Sendable {
     private let spool: ExportSpool?
     private let logger: Logger
     private let state = NIOLockedValueBox(State())
+    /// Spool write failures (a full disk fails every write): logged at most every 10 s.
+    private let spoolFailures = LogThrottle()
 
     public init(configuration: ExporterConfiguration, sink: TraceSink, logger: Logger, spool: ExportSpool? = nil) {
         self.configuration = configuration
@@ -361,7 +363,9 @@ public final class TraceExporter: Sendable {
             state.withLockedValue { state in
                 if countingDrops { state.stats.dropped += traces.count } else { state.stats.traceInfoDropped += traces.count }
             }
-            logger.error("cannot write \(traces.count) traces to the spool; they are lost: \(error)")
+            if let total = spoolFailures.record(traces.count) {
+                logger.error("cannot write to the spool; \(total) traces lost so far: \(error)")
+            }
         }
     }
 

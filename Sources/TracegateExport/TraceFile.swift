@@ -24,16 +24,8 @@ public final class TraceFileWriter: @unchecked Sendable {
         var line = try encoder.encode(record)
         line.append(UInt8(ascii: "\n"))
         try lock.withLock {
-            try line.withUnsafeBytes { raw in
-                var offset = 0
-                while offset < raw.count {
-                    let n = write(fd, raw.baseAddress! + offset, raw.count - offset)
-                    if n < 0 {
-                        if errno == EINTR { continue }
-                        throw CocoaError(.fileWriteUnknown, userInfo: ["reason": String(cString: strerror(errno))])
-                    }
-                    offset += n
-                }
+            if let code = writeFully(fd, line) {
+                throw CocoaError(.fileWriteUnknown, userInfo: ["reason": describeErrno(code)])
             }
         }
     }

@@ -39,7 +39,7 @@ final class TracingPipeline: @unchecked Sendable {
     private let maxPending = 1_000
     private let drainTimer: DispatchSourceTimer
     /// Traces dropped because the builder fell behind; logged at most every 10 s.
-    private let overload = NIOLockedValueBox((dropped: 0, lastLog: ContinuousClock.now - .seconds(60)))
+    private let overload = LogThrottle()
     private let logger: Logger
     /// Counts token usage of the traces built; set once before serving.
     private var metrics: TracegateMetrics?
@@ -192,13 +192,7 @@ final class TracingPipeline: @unchecked Sendable {
             return true
         }
         guard accepted else {
-            let report: Int? = overload.withLockedValue { state in
-                state.dropped += 1
-                guard ContinuousClock.now - state.lastLog >= .seconds(10) else { return nil }
-                state.lastLog = .now
-                return state.dropped
-            }
-            if let report { logger.warning("trace building cannot keep up: \(report) traces dropped so far") }
+            if let report = overload.record() { logger.warning("trace building cannot keep up: \(report) traces dropped so far") }
             return
         }
     }

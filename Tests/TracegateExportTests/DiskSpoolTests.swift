@@ -118,3 +118,14 @@ final class DiskSpoolTests: XCTestCase {
         try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasPrefix("segment-") }.sorted()
     }
 }
+
+final class LogThrottleTests: XCTestCase {
+    func testTheFirstOccurrenceIsLoggedThenAtMostOncePerIntervalWithTheTotal() async throws {
+        let throttle = LogThrottle(interval: .milliseconds(200))
+        XCTAssertEqual(throttle.record(2), 2)
+        XCTAssertNil(throttle.record())
+        XCTAssertNil(throttle.record(3))
+        try await Task.sleep(for: .milliseconds(250))
+        XCTAssertEqual(throttle.record(), 7, "the total since the start")
+    }
+}

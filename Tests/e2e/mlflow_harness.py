@@ -55,10 +55,13 @@ def mlflow_executable() -> str:
 
 
 class MlflowServer:
-    """`mlflow server` on a free loopback port with a SQLite store under `workdir`."""
+    """`mlflow server` on a free loopback port with a SQLite store under `workdir` (or the backend
+    store `store_uri`, with `workers` uvicorn workers)."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, store_uri: str | None = None, workers: int = 1):
         self.workdir = workdir
+        self.store_uri = store_uri or f"sqlite:///{workdir / 'mlflow.db'}"
+        self.workers = workers
         self.port = 0
         self.proc: subprocess.Popen | None = None
         self.log_path = workdir / "mlflow-server.log"
@@ -94,12 +97,10 @@ class MlflowServer:
     def _start_once(self, keep_port: bool = False) -> None:
         if not keep_port:
             self.port = free_port()
-        db = self.workdir / "mlflow.db"
-        artifacts = self.workdir / "artifacts"
         args = [mlflow_executable(), "server",
-                "--backend-store-uri", f"sqlite:///{db}",
-                "--default-artifact-root", str(artifacts),
-                "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
+                "--backend-store-uri", self.store_uri,
+                "--default-artifact-root", str(self.workdir / "artifacts"),
+                "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers)]
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
         env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
         with open(self.log_path, "ab") as log:

@@ -43,7 +43,7 @@ import requests
 
 from harness import E2E_TRACEGATE_BIN, Tracegate, TracegateFactory
 from helpers import free_port, wait_until
-from mlflow_harness import MlflowServer, _group_alive, _signal_group, mlflow_executable
+from mlflow_harness import MlflowServer, _group_alive, _signal_group
 
 PG_START_TIMEOUT = 30.0
 PG_STOP_TIMEOUT = 20.0
@@ -212,37 +212,7 @@ class StoreServer(MlflowServer):
     in `workdir`."""
 
     def __init__(self, workdir: Path, store_uri: str, workers: int = 1):
-        super().__init__(workdir)
-        self.store_uri = store_uri
-        self.workers = workers
-
-    def _start_once(self) -> None:
-        from mlflow_harness import SERVER_START_TIMEOUT, _Exited
-
-        self.port = free_port()
-        args = [mlflow_executable(), "server", "--backend-store-uri", self.store_uri,
-                "--default-artifact-root", str(self.workdir / "artifacts"),
-                "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers)]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-        env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
-        with open(self.log_path, "ab") as log:
-            log.write(f"\n--- {' '.join(args)}\n".encode())
-            log.flush()
-            self.proc = subprocess.Popen(args, cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
-
-        def healthy() -> bool:
-            if self.proc.poll() is not None:
-                raise _Exited()
-            return requests.get(f"{self.url}/health", timeout=2).status_code == 200
-
-        try:
-            wait_until(healthy, SERVER_START_TIMEOUT, interval=0.2, message=f"mlflow server {self.url}/health")
-        except _Exited:
-            raise AssertionError(f"mlflow server exited with {self.proc.returncode} during start-up; "
-                                 f"log:\n{self.log()[-4000:]}") from None
-        except AssertionError as e:
-            raise AssertionError(f"{e}\nlog:\n{self.log()[-4000:]}") from None
+        super().__init__(workdir, store_uri=store_uri, workers=workers)
 
 
 class TraceCounter:

@@ -13,7 +13,6 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import requests
@@ -267,3 +266,50 @@ def test_memory_stays_bounded_while_the_tracking_server_is_down_under_load(
     assert spooled >= 3000, "the traces went to disk, not memory"
     # Growth after the first round is what an unbounded queue would show: 1,000 traces of ~10 KB each.
     assert samples[-1] - samples[0] < 8 * 1024, f"RSS grew from {samples[0]} to {samples[-1]} KiB"
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 256 KiB tmpfs: a spool disk that fills up (the tests run as root, as CI does)."""
+    import subprocess
+
+    mount = tmp_path / "tiny-disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_spool_disk_harms_no_request_and_the_lost_traces_are_counted(
+        backend, start_tracegate, fault_proxy, mlflow_client, mlflow_experiment, tiny_disk):
+    tg = start_tracegate(backend.url, mlflow_tracking_uri=fault_proxy.url, mlflow_experiment_id=mlflow_experiment,
+                         export_batch_delay="50ms", spool_dir=str(tiny_disk / "spool"), spool_max_bytes="1MiB")
+    fault_proxy.mode = "fail"
+    user = f"full-{uuid.uuid4().hex[:8]}"
+    body = "x" * 3000  # ~7 KB a trace: the disk holds a few dozen
+    ids, latencies = [], []
+    for i in range(120):
+        rid = f"full-{i}-{uuid.uuid4().hex[:8]}"
+        ids.append(rid)
+        started = time.monotonic()
+        r = requests.post(f"{tg.url}/raw", data=body, timeout=10,
+                          headers={"X-User-ID": user, "X-Request-ID": rid, "Content-Type": "text/plain"})
+        latencies.append(time.monotonic() - started)
+        assert r.status_code == 200 and r.text == body
+    wait_until(lambda: metric(tg, "tracegate_traces_dropped_total") > 0, 15, message="lost traces to be counted")
+    assert max(latencies) < 1.0, f"a request waited on the full disk: {max(latencies):.3f}s"
+    assert "cannot write to the spool" in tg.stderr() and "No space left on device" in tg.stderr()
+    assert tg.stderr().count("cannot write to the spool") == 1, "a full disk is logged once, not once a trace"
+    spooled = metric(tg, "tracegate_spool_traces")
+    fault_proxy.mode = "pass"
+
+    def accounted() -> bool:
+        delivered = len(search(mlflow_client, mlflow_experiment, user_is(user)))
+        return delivered > 0 and delivered + metric(tg, "tracegate_traces_dropped_total") >= len(ids)
+
+    wait_until(accounted, 60, message="every trace either delivered or counted as lost")
+    delivered = len(search(mlflow_client, mlflow_experiment, user_is(user)))
+    dropped = metric(tg, "tracegate_traces_dropped_total")
+    print(f"full spool disk: requests {len(ids)}, all 200; spooled {spooled:.0f} when the disk was full, "
+          f"lost (counted) {dropped:.0f}, delivered {delivered}")
+    assert delivered + dropped == len(ids), (delivered, dropped)

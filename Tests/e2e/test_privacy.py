@@ -4,8 +4,6 @@ keeps errors and forced traces."""
 
 from __future__ import annotations
 
-import json
-import time
 import uuid
 from pathlib import Path
 
