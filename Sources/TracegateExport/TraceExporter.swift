@@ -137,10 +137,23 @@ public final class TraceExporter: Sendable {
 
     /// Queues a finished trace. Never waits on the network; past the memory bound the oldest traces go
     /// to the spool (or, without one, are dropped and counted).
-    public func submit(_ record: TraceRecord) {
+    public func submit(_ record: TraceRecord) { submit(contentsOf: [record]) }
+
+    /// Queues finished traces, in order. While the spool holds traces, new ones are written behind them
+    /// at once, on the caller's thread (the trace builder's, whose priority is low), so the exporter
+    /// itself only reads the spool back.
+    public func submit(contentsOf records: [TraceRecord]) {
+        if let spans = spool?.spans, !spans.isEmpty {
+            let waiting = state.withLockedValue { state -> [TraceRecord] in
+                defer { state.queue.removeAll() }
+                return state.queue
+            }
+            spill(waiting + records, to: spans)
+            return
+        }
         let overflow: [TraceRecord] = state.withLockedValue { state in
             if state.queue.isEmpty { state.oldestQueuedAt = .now }
-            state.queue.append(record)
+            state.queue.append(contentsOf: records)
             let excess = state.queue.count - configuration.maxQueuedTraces
             guard excess > 0 else { return [] }
             defer { state.queue.removeFirst(excess) }

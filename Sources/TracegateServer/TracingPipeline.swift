@@ -11,9 +11,11 @@ import TracegateTrace
 /// there is neither): builds each trace on a background queue, never on an event loop, and hands it
 /// to every exporter, each with its own memory queue and spool (`spool_dir/mlflow`, `spool_dir/otlp`).
 ///
-/// Event loops only append captures to a locked array; a timer drains it every few milliseconds,
-/// so a busy proxy wakes the builder thread 200 times a second, not once per request.
-/// Holds at most `maxPending` captures waiting to be built.
+/// Event loops only append captures to a locked array; the builder thread drains it every 5 ms,
+/// so a busy proxy wakes it 200 times a second, not once per request. The builder thread runs at
+/// a low scheduling priority (nice 10): when the CPU is saturated, forwarding wins and captures the
+/// builder cannot keep up with are dropped (counted and logged), never requests slowed. Holds at most
+/// `maxPending` captures waiting to be built.
 final class TracingPipeline: @unchecked Sendable {
     /// One delivery target and the task running it.
     private struct Export: Sendable {
@@ -34,10 +36,11 @@ final class TracingPipeline: @unchecked Sendable {
 
     private let destination: Destination
     private let builder: TraceBuilder
-    private let queue = DispatchQueue(label: "tracegate.trace-builder")
     private let pending = NIOLockedValueBox([CapturedExchange]())
     private let maxPending = 1_000
-    private let drainTimer: DispatchSourceTimer
+    /// Set to stop the builder thread; it drains once more, then signals `builderStopped`.
+    private let stopping = NIOLockedValueBox(false)
+    private let builderStopped = DispatchSemaphore(value: 0)
     /// Traces dropped because the builder fell behind; logged at most every 10 s.
     private let overload = LogThrottle()
     private let logger: Logger
@@ -89,10 +92,9 @@ final class TracingPipeline: @unchecked Sendable {
             staticTags: settings.traceTags.pairs, errorOn4xx: settings.traceErrorOn4xx, capturesBodies: settings.capture == .full,
             redaction: Redaction(settings: settings))
         self.logger = logger
-        drainTimer = DispatchSource.makeTimerSource(queue: queue)
-        drainTimer.schedule(deadline: .now() + .milliseconds(5), repeating: .milliseconds(5))
-        drainTimer.setEventHandler { [weak self] in self?.drain() }
-        drainTimer.resume()
+        let thread = Thread { [self] in runBuilder() }
+        thread.name = "tracegate-trace-builder"
+        thread.start()
     }
 
     /// The MLflow experiments traces go to: the global one (named `mlflow`), then one per route that
@@ -197,12 +199,27 @@ final class TracingPipeline: @unchecked Sendable {
         }
     }
 
-    /// Builds and hands on everything waiting; runs on `queue`.
+    /// The builder thread: lowers its own priority, then drains every 5 ms until `finish`.
+    private func runBuilder() {
+        #if os(Linux)
+        // On Linux the nice value is per thread, and PRIO_PROCESS with 0 names the calling thread.
+        setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
+        #endif
+        while !stopping.withLockedValue({ $0 }) {
+            usleep(5_000)
+            drain()
+        }
+        drain()
+        builderStopped.signal()
+    }
+
+    /// Builds and hands on everything waiting; runs on the builder thread.
     private func drain() {
         let captures = pending.withLockedValue { pending in
             defer { pending.removeAll(keepingCapacity: true) }
             return pending
         }
+        var built: [(record: TraceRecord, route: Int)] = []
         for captured in captures {
             if !captured.sampled && !builder.isError(captured) { continue }
             if case .exporters(let exports, _) = destination,
@@ -218,10 +235,17 @@ final class TracingPipeline: @unchecked Sendable {
             }
             if let metrics { Self.countTokens(of: record, into: metrics) }
             switch destination {
-            case .exporters(let exports, _):
-                for export in exports where export.routes.contains(captured.route) { export.exporter.submit(record) }
+            case .exporters:
+                built.append((record, captured.route))
             case .file(let writer):
                 do { try writer.append(record) } catch { logger.error("cannot write the trace file: \(error)") }
+            }
+        }
+        // One hand-over per exporter per drain: a spooling exporter writes the batch with one write.
+        if case .exporters(let exports, _) = destination, !built.isEmpty {
+            for export in exports {
+                let records = built.filter { export.routes.contains($0.route) }.map(\.record)
+                if !records.isEmpty { export.exporter.submit(contentsOf: records) }
             }
         }
     }
@@ -242,10 +266,10 @@ final class TracingPipeline: @unchecked Sendable {
 
     /// Builds what is waiting, then lets every exporter deliver (or spool) what it holds.
     func finish() async {
+        stopping.withLockedValue { $0 = true }
         await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
-            queue.async { [self] in
-                drainTimer.cancel()
-                drain()
+            DispatchQueue.global().async { [self] in
+                builderStopped.wait()
                 done.resume()
             }
         }

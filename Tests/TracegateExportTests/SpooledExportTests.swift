@@ -115,13 +115,18 @@ final class SpooledExportTests: XCTestCase {
         XCTAssertEqual(sink.batches.flatMap { $0 }.count, 20, "spans are not sent again for trace info")
     }
 
-    func testAFullMemoryQueueOverflowsIntoTheSpoolInsteadOfDropping() throws {
+    func testAFullMemoryQueueOverflowsIntoTheSpoolInsteadOfDroppingAndKeepsTheOrder() throws {
         let sink = RecordingSink()
         let spool = try ExportSpool(directory: directory, maxBytes: 1 << 30)
         let exporter = exporter(sink, spool: spool, maxQueued: 3)
-        for n in UInt64(1)...10 { exporter.submit(record(n)) }
+        for n in UInt64(1)...3 { exporter.submit(record(n)) }
         XCTAssertEqual(exporter.queuedTraces, 3)
-        XCTAssertEqual(spool.spans.traceCount, 7)
+        XCTAssertTrue(spool.spans.isEmpty)
+        exporter.submit(record(4))
+        XCTAssertEqual(spool.spans.traceCount, 1, "the oldest overflows to disk")
+        for n in UInt64(5)...10 { exporter.submit(record(n)) }
+        XCTAssertEqual(exporter.queuedTraces, 0, "once the spool holds traces, the rest queue behind them on disk")
+        XCTAssertEqual(spool.spans.peek(max: 20)?.traces.map(\.traceID.low), Array(UInt64(1)...10), "in the order they finished")
         XCTAssertEqual(exporter.stats.dropped, 0)
     }
 
