@@ -401,6 +401,11 @@ public final class TraceExporter: Sendable {
                 if let deadline = state.drainDeadline, ContinuousClock.now >= deadline { return .some(nil) }
                 if state.stopping && state.retryAt != nil && spool != nil { return .some(nil) }  // server down: spool it
                 if state.isResting { return .none }  // let the server recover
+                // Spans first: they make a trace visible; while a backlog of them waits to be sent, trace
+                // info (one slow call per trace on the same server) waits too.
+                if !state.spansDone && (state.queue.count >= configuration.maxBatchTraces || !(spool?.spans.isEmpty ?? true)) {
+                    return .none
+                }
                 if !state.infoQueue.isEmpty { return .some(state.infoQueue.removeFirst()) }
                 return state.spansDone ? .some(nil) : .none
             }

@@ -166,8 +166,10 @@ final class TracingPipeline: @unchecked Sendable {
     func attach(_ metrics: TracegateMetrics) {
         self.metrics = metrics
         guard case .exporters(let exports, _) = destination else { return }
+        let overload = self.overload
         metrics.setDeliverySource {
             var total = DeliverySnapshot()
+            total.dropped = overload.total  // captures the builder could not keep up with
             for export in exports {
                 let exporter = export.exporter
                 let stats = exporter.stats
