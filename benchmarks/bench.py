@@ -31,6 +31,7 @@ import http.client
 import json
 import os
 import platform
+import re
 import resource
 import shlex
 import shutil
@@ -436,7 +437,7 @@ def dataplane_export(a, p: procs.Procs, started: dict, server: mlflow_bench.Serv
                     "stored_after_drain": after and after[0],
                     "with_crid_after_drain": after and after[1]})
         try:
-            res["overloaded_warnings"] = _count_in_file(proc.log_path, "trace builder overloaded")
+            res["overloaded_warnings"] = _last_number_after(proc.log_path, "dropped_before_export=")
         except OSError:
             res["overloaded_warnings"] = None
         log(f"export-on tracegate ({tag}): "
@@ -449,13 +450,15 @@ def dataplane_export(a, p: procs.Procs, started: dict, server: mlflow_bench.Serv
     return out
 
 
-def _count_in_file(path: str, needle: str) -> int:
-    n = 0
-    b = needle.encode()
+def _last_number_after(path: str, key: str) -> int | None:
+    """The number after the last `key` in the file (tracegate's `trace capture finished` line)."""
+    found = None
     with open(path, "rb") as f:
         for line in f:
-            n += b in line
-    return n
+            m = re.search(re.escape(key.encode()) + rb"(\d+)", line)
+            if m:
+                found = int(m.group(1))
+    return found
 
 
 def _dead(p: procs.Procs) -> str | None:

@@ -275,6 +275,7 @@ final class TracingPipeline: @unchecked Sendable {
                 done.resume()
             }
         }
+        logger.info("trace capture finished", metadata: ["dropped_before_export": "\(overload.total)"])
         guard case .exporters(let exports, let http) = destination else { return }
         for export in exports { export.exporter.shutdown() }
         for export in exports {
