@@ -180,19 +180,11 @@ func require(_ condition: Bool, _ message: @autoclosure () -> String) throws {
     if !condition { throw PropertyFailure(message()) }
 }
 
-/// SplitMix64: small, fast, and the same sequence on every platform.
-struct FuzzRandom: RandomNumberGenerator {
-    private var state: UInt64
+/// The fixtures' SplitMix64: small, fast, and the same sequence on every platform.
+typealias FuzzRandom = SeededGenerator
 
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+extension SeededGenerator {
+    init(seed: UInt64) { self.init(state: seed) }
 
     mutating func int(_ range: ClosedRange<Int>) -> Int { Int.random(in: range, using: &self) }
     mutating func chance(_ probability: Double) -> Bool { Double.random(in: 0..<1, using: &self) < probability }
