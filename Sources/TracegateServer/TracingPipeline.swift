@@ -13,7 +13,7 @@ import TracegateTrace
 ///
 /// Event loops only append captures to a locked array; the builder thread drains it every 5 ms,
 /// so a busy proxy wakes it 200 times a second, not once per request. The builder thread runs at
-/// a low scheduling priority (nice 10): when the CPU is saturated, forwarding wins and captures the
+/// the lowest scheduling priority (nice 19): when the CPU is saturated, forwarding wins and captures the
 /// builder cannot keep up with are dropped (counted and logged), never requests slowed. Holds at most
 /// `maxPending` captures waiting to be built.
 final class TracingPipeline: @unchecked Sendable {
@@ -205,7 +205,7 @@ final class TracingPipeline: @unchecked Sendable {
     private func runBuilder() {
         #if os(Linux)
         // On Linux the nice value is per thread, and PRIO_PROCESS with 0 names the calling thread.
-        setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
+        setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 19)
         #endif
         while !stopping.withLockedValue({ $0 }) {
             usleep(5_000)
