@@ -113,10 +113,15 @@ enum TraceHex {
     /// 16 lower-case hex digits, zero-padded.
     static func format(_ value: UInt64) -> String {
         String(unsafeUninitializedCapacity: 16) { buffer in
-            for i in 0..<16 {
-                buffer[i] = digits[Int((value >> UInt64((15 - i) * 4)) & 0xF)]
-            }
+            write(value, into: buffer, at: 0)
             return 16
+        }
+    }
+
+    /// Writes `value` as 16 lower-case hex digits at `offset`.
+    static func write(_ value: UInt64, into buffer: UnsafeMutableBufferPointer<UInt8>, at offset: Int) {
+        for i in 0..<16 {
+            buffer[offset + i] = digits[Int((value >> UInt64((15 - i) * 4)) & 0xF)]
         }
     }
 

@@ -28,9 +28,22 @@ public struct W3CTraceParent: Sendable, Equatable {
         self.init(traceIDHigh: high, traceIDLow: low, parentSpanID: parent, flags: UInt8(flags))
     }
 
-    /// The value to send onward, naming `spanID` as the parent of what follows.
+    /// The value to send onward, naming `spanID` as the parent of what follows. Built in one buffer:
+    /// it is made on the event loop for every traced request.
     public static func header(traceIDHigh: UInt64, traceIDLow: UInt64, spanID: UInt64, sampled: Bool) -> String {
-        "00-" + hex16(traceIDHigh) + hex16(traceIDLow) + "-" + hex16(spanID) + (sampled ? "-01" : "-00")
+        String(unsafeUninitializedCapacity: 55) { buffer in
+            buffer[0] = UInt8(ascii: "0")
+            buffer[1] = UInt8(ascii: "0")
+            buffer[2] = UInt8(ascii: "-")
+            TraceHex.write(traceIDHigh, into: buffer, at: 3)
+            TraceHex.write(traceIDLow, into: buffer, at: 19)
+            buffer[35] = UInt8(ascii: "-")
+            TraceHex.write(spanID, into: buffer, at: 36)
+            buffer[52] = UInt8(ascii: "-")
+            buffer[53] = UInt8(ascii: "0")
+            buffer[54] = sampled ? UInt8(ascii: "1") : UInt8(ascii: "0")
+            return 55
+        }
     }
 
     /// Lowercase hex only, as the specification requires.
@@ -44,10 +57,5 @@ public struct W3CTraceParent: Sendable, Equatable {
             }
         }
         return value
-    }
-
-    private static func hex16(_ value: UInt64) -> String {
-        let text = String(value, radix: 16)
-        return String(repeating: "0", count: 16 - text.count) + text
     }
 }
