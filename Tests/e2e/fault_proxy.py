@@ -7,13 +7,13 @@ from __future__ import annotations
 import http.client
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
 
-from helpers import free_port
+from helpers import LoopbackHTTPServer
 
 
-class FaultProxy:
+class FaultProxy(LoopbackHTTPServer):
     """`mode` is one of: "pass" (forward), "fail" (500 to everything), "slow" (forward after
     `delay` seconds), "reject" (400 INVALID_PARAMETER_VALUE for a request whose body holds
     `marker`, forward the rest)."""
@@ -26,22 +26,7 @@ class FaultProxy:
         self.marker = b""
         self.counts: dict[str, int] = {}
         self._lock = threading.Lock()
-        self.port = free_port()
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> "FaultProxy":
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__()
 
     def count(self, what: str) -> int:
         with self._lock:
@@ -51,7 +36,7 @@ class FaultProxy:
         with self._lock:
             self.counts[what] = self.counts.get(what, 0) + 1
 
-    def _handler(self):
+    def handler(self):
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):

@@ -7,8 +7,12 @@ header case and order, duplicate headers, framing, exact bytes on the wire, arri
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import socket
+import subprocess
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -259,3 +263,67 @@ def assert_json_error(resp: Response, status: int) -> dict:
     header_id = resp.header("X-Request-ID")
     assert header_id == body["request_id"], f"X-Request-ID header {header_id!r} != body {body!r}"
     return body
+
+
+def stop_process_group(proc: subprocess.Popen, first: int, timeout: float, what: str,
+                       then: int | None = None) -> None:
+    """Stops a process that leads its own group (`start_new_session`) and everything it started:
+    `first` to the group, up to `timeout` s for the leader to exit (then `then`, if given), up to 5 s
+    more for the rest of the group, and SIGKILL for whatever is left."""
+    pgid = proc.pid
+    signal_group(pgid, first)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        if then is not None:
+            signal_group(pgid, then)
+    try:
+        wait_until(lambda: not group_alive(pgid), 5, interval=0.1, message=f"{what} to exit")
+    except AssertionError:
+        pass
+    signal_group(pgid, signal.SIGKILL)
+    if proc.poll() is None:
+        proc.wait(5)
+
+
+def signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+class LoopbackHTTPServer:
+    """A `ThreadingHTTPServer` on a free loopback port, served from a daemon thread. Subclasses give
+    `handler()`, the request handler class (built after their own state is set)."""
+
+    def __init__(self):
+        from http.server import ThreadingHTTPServer
+
+        self.port = free_port()
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), self.handler())
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def handler(self):
+        raise NotImplementedError
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

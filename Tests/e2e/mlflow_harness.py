@@ -28,7 +28,7 @@ from typing import Callable, Iterator
 import requests
 
 from harness import E2E_TRACEGATE_BIN
-from helpers import free_port, wait_until
+from helpers import free_port, stop_process_group, wait_until
 
 SERVER_START_TIMEOUT = 120.0  # a cold start imports a lot of Python; about 15s on the dev VM
 SERVER_STOP_TIMEOUT = 15.0
@@ -123,42 +123,15 @@ class MlflowServer:
             raise AssertionError(f"{e}\nlog:\n{self.log()[-4000:]}") from None
 
     def stop(self) -> None:
-        """SIGTERM to the server's process group, then SIGKILL whatever is left."""
+        """SIGTERM to the server's process group (it leads one), then SIGKILL whatever is left."""
         if self.proc is None:
             return
-        pgid = self.proc.pid  # start_new_session: the server leads its own group
-        _signal_group(pgid, signal.SIGTERM)
-        try:
-            self.proc.wait(SERVER_STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            wait_until(lambda: not _group_alive(pgid), 5, interval=0.1, message="mlflow server children to exit")
-        except AssertionError:
-            pass
-        _signal_group(pgid, signal.SIGKILL)
-        if self.proc.poll() is None:
-            self.proc.wait(5)
+        stop_process_group(self.proc, signal.SIGTERM, SERVER_STOP_TIMEOUT, "mlflow server and its children")
         self.proc = None
 
 
 class _Exited(Exception):
     pass
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
 
 
 # ---- tracegate ---------------------------------------------------------------------------

@@ -5,32 +5,21 @@ from __future__ import annotations
 
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
-from helpers import free_port
+from helpers import LoopbackHTTPServer
 
 
-class OtlpReceiver:
+class OtlpReceiver(LoopbackHTTPServer):
     def __init__(self):
-        self.port = free_port()
         self.down = False
         self.requests: list[dict] = []  # {"headers": {...}, "body": {...}}
         self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        super().__init__()
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> "OtlpReceiver":
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        return self.url
 
     def spans(self) -> list[dict]:
         """Every span received, each with `_resource` (its resource attributes as a dict) and
@@ -46,7 +35,7 @@ class OtlpReceiver:
                         out.append({**span, "_resource": resource, "_attributes": attributes(span.get("attributes", []))})
         return out
 
-    def _handler(self):
+    def handler(self):
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):

@@ -42,8 +42,8 @@ from pathlib import Path
 import requests
 
 from harness import E2E_TRACEGATE_BIN, Tracegate, TracegateFactory
-from helpers import free_port, wait_until
-from mlflow_harness import MlflowServer, _group_alive, _signal_group
+from helpers import free_port, stop_process_group, wait_until
+from mlflow_harness import MlflowServer
 
 PG_START_TIMEOUT = 30.0
 PG_STOP_TIMEOUT = 20.0
@@ -172,19 +172,8 @@ class PostgresCluster:
     def _stop_server(self) -> None:
         if self.proc is None:
             return
-        pgid = self.proc.pid
-        _signal_group(pgid, signal.SIGINT)  # PostgreSQL's "fast" shutdown
-        try:
-            self.proc.wait(PG_STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            _signal_group(pgid, signal.SIGQUIT)
-        try:
-            wait_until(lambda: not _group_alive(pgid), 5, interval=0.1, message="postgres processes to exit")
-        except AssertionError:
-            pass
-        _signal_group(pgid, signal.SIGKILL)
-        if self.proc.poll() is None:
-            self.proc.wait(5)
+        # SIGINT is PostgreSQL's "fast" shutdown; SIGQUIT its immediate one.
+        stop_process_group(self.proc, signal.SIGINT, PG_STOP_TIMEOUT, "postgres processes", then=signal.SIGQUIT)
         self.proc = None
 
     def stop(self, keep_files: bool = False) -> None:
