@@ -16,6 +16,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-atomics.git", from: "1.3.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
@@ -26,12 +27,13 @@ let package = Package(
         /// Traces as values: the trace record, chat-payload understanding (OpenAI, Anthropic, SSE),
         /// validation of user/session/request ids, and the MLflow wire encodings. Pure, no I/O.
         .target(name: "TracegateTrace"),
-        /// Delivery of traces: the MLflow tracking-server client and the batching exporter.
+        /// Delivery of traces: the capture queue, the MLflow tracking-server client, the batching exporter and its spool.
         .target(
             name: "TracegateExport",
             dependencies: [
                 "TracegateTrace",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]

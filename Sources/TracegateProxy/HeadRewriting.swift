@@ -56,7 +56,10 @@ struct RequestHeadRewriter {
         let framing: BodyFraming =
             facts.hasTransferEncoding ? .chunked : (facts.contentLength.map { $0 > 0 ? .contentLength : .none } ?? .none)
 
-        var out = allocator.buffer(capacity: bytes.readableBytes + 192)
+        // Room for every added field, so the head is written into one allocation (no regrowth).
+        var out = allocator.buffer(
+            capacity: bytes.readableBytes + upstreamHostHeader.utf8.count + basePath.utf8.count + requestIDHeader.utf8.count + 256
+                + Self.length(of: extraFields))
         var clientHost: Range<Int>?
         var priorForwardedFor: String?
         var priorVia: String?
@@ -174,6 +177,11 @@ struct RequestHeadRewriter {
             || originForm(head.uri) != nil
     }
 
+    /// Bytes that `fields` take as header lines.
+    static func length(of fields: [(name: String, value: String)]) -> Int {
+        fields.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count + 4 }
+    }
+
     /// True when `field` is named in `replacements` (ASCII case-insensitive).
     static func isReplaced(_ field: HeadField, by replacements: [(name: String, value: String)], _ raw: UnsafeRawBufferPointer) -> Bool {
         let length = field.nameEnd - field.nameStart
@@ -245,7 +253,10 @@ struct ResponseHeadRewriter {
         timing: ServerTiming? = nil, allocator: ByteBufferAllocator = ByteBufferAllocator()
     ) -> ClientResponse {
         let clientIs11 = clientVersion.minor >= 1
-        var out = allocator.buffer(capacity: upstream.bytes.readableBytes + 128)
+        // Room for every added field (Server-Timing is at most ~100 bytes), so the head takes one allocation.
+        var out = allocator.buffer(
+            capacity: upstream.bytes.readableBytes + 192 + requestIDHeader.utf8.count + requestID.utf8.count
+                + RequestHeadRewriter.length(of: extraHeaders))
         var hasRequestID = false
         Self.writeStatusLineAndFields(upstream, clientVersion: clientVersion, into: &out) { field in
             if field.kind == .requestID { hasRequestID = true }

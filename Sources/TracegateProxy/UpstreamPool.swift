@@ -268,7 +268,6 @@ final class UpstreamPool: @unchecked Sendable {
     /// An idle connection that is still open, if there is one.
     func takeIdle() -> UpstreamConnection? {
         while let connection = idle.popLast() {
-            connection.handler.onClose = nil
             if connection.channel.isActive { return connection }
         }
         return nil
@@ -286,8 +285,11 @@ final class UpstreamPool: @unchecked Sendable {
             connection.channel.close(promise: nil)
             return
         }
-        connection.handler.onClose = { [unowned self] handler in
-            self.idle.removeAll { $0.handler === handler }
+        if connection.handler.onClose == nil {
+            // Set once per connection (not per release): removing a connection that is not idle does nothing.
+            connection.handler.onClose = { [weak self] handler in
+                self?.idle.removeAll { $0.handler === handler }
+            }
         }
         idle.append(connection)
     }

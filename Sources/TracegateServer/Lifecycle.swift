@@ -13,7 +13,7 @@ import TracegateTrace
 public enum TracegateApp {
     /// Returns the process exit code.
     public static func run(settings: TracegateSettings) async -> Int32 {
-        limitMallocArenas()
+        Malloc.limitArenas()
         let logger = makeLogger(level: settings.logLevel)
         let threads = settings.threads == 0 ? System.coreCount : settings.threads
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
@@ -42,7 +42,7 @@ public enum TracegateApp {
         var observers: [ExchangeObserver] = [MetricsObserver(metrics: metrics)]
         if let accessLog { observers.append(AccessLog(format: settings.accessLog, writer: accessLog)) }
         if let tracing {
-            observers.append(TraceObserver(settings: TraceCaptureSettings(settings: settings), deliver: tracing.deliver))
+            observers.append(TraceObserver(settings: TraceCaptureSettings(settings: settings), captures: tracing.captures))
         }
         let observer: ExchangeObserver? = observers.isEmpty ? nil : (observers.count == 1 ? observers[0] : CompositeObserver(observers))
         let code = await serveUntilSignalled(
@@ -164,22 +164,6 @@ public enum TracegateApp {
         let stats = exporter.stats
         print("pushed \(stats.exported) of \(records.count) traces from \(file) (rejected \(stats.rejected), not delivered \(stats.dropped))")
         return stats.exported == records.count ? 0 : 1
-    }
-
-    /// glibc gives threads that allocate arenas of their own (up to 8 per core), and freed memory stays
-    /// in each: with event loops, the trace builder, the exporters' HTTP client and Dispatch workers that
-    /// is tens of MiB of RSS. Two arenas suffice for a process whose hot path is a few event loops.
-    /// `mallopt` is not in Swift's Glibc module, hence the lookup; `MALLOC_ARENA_MAX` in the environment
-    /// still wins.
-    private static func limitMallocArenas() {
-        #if os(Linux)
-        guard ProcessInfo.processInfo.environment["MALLOC_ARENA_MAX"] == nil,
-            let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "mallopt")  // RTLD_DEFAULT
-        else { return }
-        typealias Mallopt = @convention(c) (Int32, Int32) -> Int32
-        let mArenaMax: Int32 = -8  // M_ARENA_MAX in <malloc.h>
-        _ = unsafeBitCast(symbol, to: Mallopt.self)(mArenaMax, 2)
-        #endif
     }
 
     static func makeLogger(level: TracegateConfig.LogLevel) -> Logger {

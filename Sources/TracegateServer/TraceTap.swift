@@ -1,6 +1,7 @@
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import TracegateExport
 import TracegateProxy
 import TracegateTrace
 
@@ -90,7 +91,7 @@ final class TraceTap: ExchangeTap {
     func responseHead(_ head: ResponseHead) {
         response.contentType = head.headers.first(name: "content-type")
         response.contentEncoding = head.headers.first(name: "content-encoding")
-        isEventStream = response.contentType?.lowercased().hasPrefix("text/event-stream") ?? false
+        isEventStream = ChatPayloadInterpreter.isEventStream(contentType: response.contentType)
     }
 
     func responseBody(_ bytes: ByteBuffer) {
@@ -108,21 +109,27 @@ final class TraceTap: ExchangeTap {
     }
 }
 
-/// Turns every exchange into a `CapturedExchange` and hands it to `deliver`, which runs off the
-/// event loop (building the trace parses bodies; that never happens on the forwarding path).
-public final class TraceObserver: ExchangeObserver {
+/// Turns every exchange into a `CapturedExchange` and queues it for the trace builder, off the event
+/// loop (building the trace parses bodies; that never happens on the forwarding path). While the
+/// queue is full, exchanges are not captured at all.
+final class TraceObserver: ExchangeObserver {
     private let settings: TraceCaptureSettings
-    private let deliver: @Sendable (CapturedExchange) -> Void
+    private let captures: CaptureQueue<CapturedExchange>
     private let random = ThreadSpecificVariable<RandomBox>()
 
-    private final class RandomBox { var generator = Xoshiro256StarStar() }
+    /// One per event-loop thread (a thread-specific variable), so never shared.
+    private final class RandomBox: @unchecked Sendable { var generator = Xoshiro256StarStar() }
 
-    public init(settings: TraceCaptureSettings, deliver: @escaping @Sendable (CapturedExchange) -> Void) {
+    init(settings: TraceCaptureSettings, captures: CaptureQueue<CapturedExchange>) {
         self.settings = settings
-        self.deliver = deliver
+        self.captures = captures
     }
 
-    public func exchangeStarted(_ head: RequestHead, requestID: String) -> ExchangeTap? {
+    func exchangeStarted(_ head: RequestHead, requestID: String) -> ExchangeTap? {
+        guard captures.isAccepting else {
+            captures.refuse()
+            return nil
+        }
         let box: RandomBox
         if let existing = random.currentValue {
             box = existing
@@ -133,7 +140,7 @@ public final class TraceObserver: ExchangeObserver {
         return TraceTap(head: head, settings: settings, random: &box.generator)
     }
 
-    public func exchangeFinished(_ summary: ExchangeSummary, tap: ExchangeTap?) {
+    func exchangeFinished(_ summary: ExchangeSummary, tap: ExchangeTap?) {
         guard let tap = tap as? TraceTap else { return }
         let outcome: CapturedExchange.Outcome
         switch summary.outcome {
@@ -143,7 +150,7 @@ public final class TraceObserver: ExchangeObserver {
         case .upstreamTimeout(let why): outcome = .upstreamTimeout(why)
         case .clientAborted: outcome = .clientAborted
         }
-        deliver(
+        captures.offer(
             CapturedExchange(
                 traceIDHigh: tap.traceIDHigh, traceIDLow: tap.traceIDLow, rootSpanID: tap.rootSpanID,
                 method: summary.method.rawValue, target: summary.target, upstream: settings.upstreams[min(summary.route, settings.upstreams.count - 1)],

@@ -11,11 +11,12 @@ import TracegateTrace
 /// there is neither): builds each trace on a background queue, never on an event loop, and hands it
 /// to every exporter, each with its own memory queue and spool (`spool_dir/mlflow`, `spool_dir/otlp`).
 ///
-/// Event loops only append captures to a locked array; the builder thread drains it every 5 ms,
-/// so a busy proxy wakes it 200 times a second, not once per request. The builder thread runs at
-/// the lowest scheduling priority (nice 19): when the CPU is saturated, forwarding wins and captures the
-/// builder cannot keep up with are dropped (counted and logged), never requests slowed. Holds at most
-/// `maxPending` captures waiting to be built.
+/// Event loops only append captures to a bounded `CaptureQueue`; the builder thread drains it every
+/// 5 ms, so a busy proxy wakes it 200 times a second, not once per request. The builder thread runs
+/// only when a CPU would otherwise idle (`SCHED_IDLE`): when the CPU is saturated, forwarding wins.
+/// Once the queue is full, event loops stop capturing new exchanges (they are forwarded untraced,
+/// without a trace id header) until the builder catches up; those are counted and logged, never
+/// requests slowed.
 final class TracingPipeline: @unchecked Sendable {
     /// One delivery target and the task running it.
     private struct Export: Sendable {
@@ -36,13 +37,15 @@ final class TracingPipeline: @unchecked Sendable {
 
     private let destination: Destination
     private let builder: TraceBuilder
-    private let pending = NIOLockedValueBox([CapturedExchange]())
-    private let maxPending = 1_000
+    /// Captures waiting to be built.
+    let captures = CaptureQueue<CapturedExchange>(capacity: 1_000)
     /// Set to stop the builder thread; it drains once more, then signals `builderStopped`.
     private let stopping = NIOLockedValueBox(false)
     private let builderStopped = DispatchSemaphore(value: 0)
-    /// Traces dropped because the builder fell behind; logged at most every 10 s.
+    /// Exchanges left untraced because the builder fell behind; logged at most every 10 s.
     private let overload = LogThrottle()
+    /// `captures.refusedCount` when last logged.
+    private var refusalsLogged = 0
     private let logger: Logger
     /// Counts token usage of the traces built; set once before serving.
     private var metrics: TracegateMetrics?
@@ -116,10 +119,11 @@ final class TracingPipeline: @unchecked Sendable {
     }
 
     /// The MLflow exporter for `settings`.
-    /// `memoryBound`: traces held in memory per queue before they are spooled (or dropped without a spool).
+    /// `memoryBound`: traces held in memory per queue before they are spooled (or dropped without a spool);
+    /// by default 1,000 without a spool, and with one 250 (its overflow goes to disk, not RSS).
     static func makeExporter(
         trackingURI: String, settings: TracegateSettings, http: HTTPClient, logger: Logger, spool: ExportSpool? = nil,
-        memoryBound: Int = 1_000
+        memoryBound: Int? = nil
     ) -> TraceExporter {
         let client = MLflowClient(
             trackingURI: trackingURI,
@@ -140,7 +144,7 @@ final class TracingPipeline: @unchecked Sendable {
         configuration.maxBatchDelay = settings.exportBatchDelay
         configuration.startTraceConcurrency = settings.exportConcurrency
         configuration.drainTimeout = settings.exportDrainTimeout
-        configuration.maxQueuedTraces = memoryBound
+        configuration.maxQueuedTraces = memoryBound ?? (spool == nil ? 1_000 : 250)
         return TraceExporter(configuration: configuration, sink: client, logger: logger, spool: spool)
     }
 
@@ -157,6 +161,7 @@ final class TracingPipeline: @unchecked Sendable {
         configuration.drainTimeout = settings.exportDrainTimeout
         configuration.sendsTraceInfo = false
         configuration.linksParentSpans = true
+        configuration.maxQueuedTraces = spool == nil ? 1_000 : 250
         configuration.serviceName = otel.serviceName
         configuration.resourceAttributes = otel.resourceAttributes
         return TraceExporter(configuration: configuration, sink: client, logger: logger, spool: spool)
@@ -166,10 +171,10 @@ final class TracingPipeline: @unchecked Sendable {
     func attach(_ metrics: TracegateMetrics) {
         self.metrics = metrics
         guard case .exporters(let exports, _) = destination else { return }
-        let overload = self.overload
+        let captures = self.captures
         metrics.setDeliverySource {
             var total = DeliverySnapshot()
-            total.dropped = overload.total  // captures the builder could not keep up with
+            total.dropped = captures.refusedCount  // exchanges the builder could not keep up with
             for export in exports {
                 let exporter = export.exporter
                 let stats = exporter.stats
@@ -188,39 +193,46 @@ final class TracingPipeline: @unchecked Sendable {
         }
     }
 
-    /// Called on event loops when an exchange ends: O(1), never blocks.
-    func deliver(_ captured: CapturedExchange) {
-        let accepted = pending.withLockedValue { pending in
-            guard pending.count < maxPending else { return false }
-            pending.append(captured)
-            return true
-        }
-        guard accepted else {
-            if let report = overload.record() { logger.warning("trace building cannot keep up: \(report) traces dropped so far") }
-            return
-        }
-    }
-
     /// The builder thread: lowers its own priority, then drains every 5 ms until `finish`.
     private func runBuilder() {
-        #if os(Linux)
-        // On Linux the nice value is per thread, and PRIO_PROCESS with 0 names the calling thread.
-        setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 19)
-        #endif
+        Self.runOnlyWhenIdle()
+        var rounds = 0
+        var builtSinceTrim = false
         while !stopping.withLockedValue({ $0 }) {
             usleep(5_000)
-            drain()
+            builtSinceTrim = drain() || builtSinceTrim
+            rounds += 1
+            if rounds % 200 == 0 && builtSinceTrim {
+                // About once a second after building: what the traces needed is free again, give it back.
+                Malloc.releaseFreeMemory()
+                builtSinceTrim = false
+            }
         }
         drain()
         builderStopped.signal()
     }
 
-    /// Builds and hands on everything waiting; runs on the builder thread.
-    private func drain() {
-        let captures = pending.withLockedValue { pending in
-            defer { pending.removeAll(keepingCapacity: true) }
-            return pending
+    /// Puts the calling thread in `SCHED_IDLE` (it runs only on a CPU nothing else wants), or at nice
+    /// 19 where that is refused. On Linux both apply to the calling thread alone.
+    private static func runOnlyWhenIdle() {
+        #if os(Linux)
+        let schedIdle: Int32 = 5  // SCHED_IDLE in <sched.h>, not exported to Swift
+        var parameters = sched_param(sched_priority: 0)
+        if sched_setscheduler(0, schedIdle, &parameters) != 0 {
+            setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 19)
         }
+        #endif
+    }
+
+    /// Builds and hands on everything waiting; runs on the builder thread. True when there was any.
+    @discardableResult
+    private func drain() -> Bool {
+        let captures = self.captures.takeAll()
+        let refused = self.captures.refusedCount
+        if refused > refusalsLogged, let report = overload.record(refused - refusalsLogged) {
+            logger.warning("trace building cannot keep up: \(report) exchanges forwarded untraced so far")
+        }
+        refusalsLogged = refused
         var built: [(record: TraceRecord, route: Int)] = []
         for captured in captures {
             if !captured.sampled && !builder.isError(captured) { continue }
@@ -250,6 +262,7 @@ final class TracingPipeline: @unchecked Sendable {
                 if !records.isEmpty { export.exporter.submit(contentsOf: records) }
             }
         }
+        return !captures.isEmpty
     }
 
     private struct Usage: Decodable {
@@ -275,7 +288,7 @@ final class TracingPipeline: @unchecked Sendable {
                 done.resume()
             }
         }
-        logger.info("trace capture finished", metadata: ["dropped_before_export": "\(overload.total)"])
+        logger.info("trace capture finished", metadata: ["dropped_before_export": "\(captures.refusedCount)"])
         guard case .exporters(let exports, let http) = destination else { return }
         for export in exports { export.exporter.shutdown() }
         for export in exports {

@@ -172,9 +172,17 @@ public enum ChatPayloadInterpreter {
     }
 
     /// Whether a `Content-Type` value is `text/event-stream` (parameters and case ignored).
+    /// Allocation-free: it runs on the event loop for every traced response.
     public static func isEventStream(contentType: String?) -> Bool {
-        guard let contentType else { return false }
-        return mediaType(contentType) == "text/event-stream"
+        guard var rest = contentType?.utf8[...] else { return false }
+        func isBlank(_ byte: UInt8) -> Bool { byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
+        rest = rest.drop(while: isBlank)
+        for wanted in "text/event-stream".utf8 {
+            guard let byte = rest.first, byte == wanted || (wanted >= UInt8(ascii: "a") && byte == wanted - 32) else { return false }
+            rest = rest.dropFirst()
+        }
+        rest = rest.drop(while: isBlank)
+        return rest.isEmpty || rest.first == UInt8(ascii: ";")
     }
 
     /// Recognises a chat request by its path (query ignored) and body; nil if it is not one.

@@ -64,6 +64,12 @@ final class ChatPayloadInterpreterTests: XCTestCase {
         XCTAssertEqual(chat.assistantText, F.chatStreamText)
         XCTAssertTrue(ChatPayloadInterpreter.isEventStream(contentType: "Text/Event-Stream ; charset=utf-8"))
         XCTAssertFalse(ChatPayloadInterpreter.isEventStream(contentType: "application/json"))
+        XCTAssertTrue(ChatPayloadInterpreter.isEventStream(contentType: " text/event-stream"))
+        XCTAssertTrue(ChatPayloadInterpreter.isEventStream(contentType: "TEXT/EVENT-STREAM;charset=utf-8"))
+        XCTAssertFalse(ChatPayloadInterpreter.isEventStream(contentType: "text/event-streams"))
+        XCTAssertFalse(ChatPayloadInterpreter.isEventStream(contentType: "text/event-strea"))
+        XCTAssertFalse(ChatPayloadInterpreter.isEventStream(contentType: "text/event\u{0D}stream"))
+        XCTAssertFalse(ChatPayloadInterpreter.isEventStream(contentType: nil))
     }
 
     func testPathMayCarryAQueryAndAPrefix() {

@@ -1,0 +1,36 @@
+import Foundation
+
+/// Keeps glibc's allocator from holding on to memory the process no longer uses. Neither call is in
+/// Swift's Glibc module (they live in <malloc.h>), hence the lookups; elsewhere both do nothing.
+enum Malloc {
+    /// glibc gives threads that allocate arenas of their own (up to 8 per core), and freed memory stays
+    /// in each: with event loops, the trace builder, the exporters' HTTP client and Dispatch workers that
+    /// is tens of MiB of RSS. Two arenas suffice for a process whose hot path is a few event loops.
+    /// `MALLOC_ARENA_MAX` in the environment still wins.
+    static func limitArenas() {
+        #if os(Linux)
+        guard ProcessInfo.processInfo.environment["MALLOC_ARENA_MAX"] == nil, let mallopt = lookup("mallopt") else { return }
+        typealias Mallopt = @convention(c) (Int32, Int32) -> Int32
+        let mArenaMax: Int32 = -8  // M_ARENA_MAX in <malloc.h>
+        _ = unsafeBitCast(mallopt, to: Mallopt.self)(mArenaMax, 2)
+        #endif
+    }
+
+    /// Returns free pages inside the heaps to the system (`malloc_trim(0)`). Building and spooling
+    /// traces frees as much as it allocates, but glibc only gives back memory at the top of a heap.
+    static func releaseFreeMemory() {
+        #if os(Linux)
+        guard let trim = mallocTrim else { return }
+        typealias MallocTrim = @convention(c) (Int) -> Int32
+        _ = unsafeBitCast(trim, to: MallocTrim.self)(0)
+        #endif
+    }
+
+    #if os(Linux)
+    private nonisolated(unsafe) static let mallocTrim = lookup("malloc_trim")
+
+    private static func lookup(_ symbol: String) -> UnsafeMutableRawPointer? {
+        dlsym(UnsafeMutableRawPointer(bitPattern: 0), symbol)  // RTLD_DEFAULT
+    }
+    #endif
+}

@@ -1,0 +1,52 @@
+import TracegateExport
+import XCTest
+
+final class CaptureQueueTests: XCTestCase {
+    func testAcceptsUntilFullThenRefusesAndCounts() {
+        let queue = CaptureQueue<Int>(capacity: 3)
+        XCTAssertTrue(queue.isAccepting)
+        XCTAssertTrue(queue.offer(1))
+        XCTAssertTrue(queue.offer(2))
+        XCTAssertTrue(queue.isAccepting)
+        XCTAssertTrue(queue.offer(3))
+        XCTAssertFalse(queue.isAccepting, "a full queue tells event loops to stop capturing")
+        XCTAssertFalse(queue.offer(4), "an exchange captured before the queue filled is dropped, not queued")
+        queue.refuse()
+        XCTAssertEqual(queue.refusedCount, 2)
+        XCTAssertEqual(queue.count, 3)
+    }
+
+    func testTakingEverythingReopensInOrder() {
+        let queue = CaptureQueue<Int>(capacity: 2)
+        queue.offer(1)
+        queue.offer(2)
+        XCTAssertFalse(queue.isAccepting)
+        XCTAssertEqual(queue.takeAll(), [1, 2])
+        XCTAssertTrue(queue.isAccepting)
+        XCTAssertEqual(queue.count, 0)
+        XCTAssertTrue(queue.offer(3))
+        XCTAssertEqual(queue.takeAll(), [3])
+        XCTAssertEqual(queue.takeAll(), [])
+        XCTAssertEqual(queue.refusedCount, 0)
+    }
+
+    func testConcurrentOffersLoseNothingUncounted() {
+        let queue = CaptureQueue<Int>(capacity: 500)
+        var taken: [Int] = []
+        let lock = NSLock()
+        DispatchQueue.concurrentPerform(iterations: 4) { worker in
+            for value in 0..<1_000 {
+                queue.offer(worker * 1_000 + value)
+                if value % 100 == 0 {
+                    let batch = queue.takeAll()
+                    lock.lock()
+                    taken += batch
+                    lock.unlock()
+                }
+            }
+        }
+        taken += queue.takeAll()
+        XCTAssertEqual(taken.count + queue.refusedCount, 4_000)
+        XCTAssertEqual(Set(taken).count, taken.count)
+    }
+}
