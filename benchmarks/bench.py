@@ -77,7 +77,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                     help="skip the tracegate --threads 1 variant (saves ~30%% of the time)")
     ap.add_argument("--no-build", action="store_true", help="do not run swift build")
     ap.add_argument("--proxy-cmd", default=None,
-                    help="command used instead of .build/release/tracegate (the tracegate flags "
+                    help="command used instead of .build-static/release/tracegate (the tracegate flags "
                          "are appended); implies --no-build. For development: "
                          "--proxy-cmd 'python3 benchmarks/nginx.py standin'")
     ap.add_argument("--out-dir", default=os.path.join(REPO, "bench-results"),
@@ -149,12 +149,19 @@ def git_desc() -> str:
     return rev + (" + local changes" if dirty else "")
 
 
+# The binary as the Dockerfile builds it: release, Swift runtime linked statically (its calls are
+# direct, not through the dynamic linker; ~5% more throughput here). Its own build directory, so the
+# debug and dynamically linked builds next to it are not rebuilt.
+BUILD_DIR = ".build-static"
+BUILD_CMD = ["swift", "build", "-c", "release", "--product", "tracegate", "--static-swift-stdlib",
+             "--scratch-path", BUILD_DIR]
+
+
 def build(p: procs.Procs, tmp: str) -> None:
     log_path = os.path.join(tmp, "swift-build.log")
-    log(f"building: swift build -c release --product tracegate (log: {log_path})")
+    log(f"building: {' '.join(BUILD_CMD)} (log: {log_path})")
     t0 = time.monotonic()
-    proc = p.spawn("swift build", ["swift", "build", "-c", "release", "--product", "tracegate"],
-                   log_path, cwd=REPO)
+    proc = p.spawn("swift build", BUILD_CMD, log_path, cwd=REPO)
     try:
         rc = proc.popen.wait(timeout=BUILD_TIMEOUT_S)
     except subprocess.TimeoutExpired:
@@ -512,7 +519,7 @@ def run(a) -> int:
         if a.proxy_cmd:
             proxy_argv = _abs_argv(shlex.split(a.proxy_cmd))
         else:
-            proxy_argv = [os.path.join(REPO, ".build", "release", "tracegate")]
+            proxy_argv = [os.path.join(REPO, BUILD_DIR, "release", "tracegate")]
             if not a.no_build:
                 build(p, tmp)
             if not os.path.exists(proxy_argv[0]):

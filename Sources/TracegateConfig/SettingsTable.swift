@@ -59,6 +59,8 @@ enum SettingsTable {
         .init("capture_max_body_bytes", \.captureMaxBodyBytes,
               .size(between: (0, "0"), and: (64 << 20, "64MiB")), default: .value("256KiB"),
               doc: "Bytes of each request and response body kept in the trace; longer bodies are marked truncated."),
+        .init("capture_queue_size", \.captureQueueSize, .integer(1...100_000), default: .value("1000"),
+              doc: "Captured exchanges waiting to be made into traces; while it is full (CPU saturated), new exchanges are forwarded untraced and counted."),
         .init("trace_error_on_4xx", \.traceErrorOn4xx, .bool, default: .value("false"),
               doc: "Mark traces of 4xx responses as ERROR (5xx, upstream failures and aborts always are)."),
         .init("trace_tags", \.traceTags, .tagList, default: .value(""),

@@ -50,6 +50,8 @@ public struct TracegateSettings: Sendable, Equatable {
     public var traceIDHeader: String = ""
     /// Bytes of each body kept in a trace.
     public var captureMaxBodyBytes: Int = 0
+    /// Captured exchanges waiting for the trace builder.
+    public var captureQueueSize: Int = 0
     /// Whether 4xx responses make a trace ERROR.
     public var traceErrorOn4xx: Bool = false
     /// Static tags on every trace.

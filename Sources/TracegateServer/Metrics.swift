@@ -136,7 +136,7 @@ private struct DeliveryCounters {
         counters = [
             counter("tracegate_traces_exported_total", "Traces whose spans MLflow stored.", \.exported),
             counter("tracegate_trace_export_retries_total", "Export attempts retried after a failure.", \.retries),
-            counter("tracegate_traces_dropped_total", "Traces given up (queues full or the tracking server unreachable).", \.dropped),
+            counter("tracegate_traces_dropped_total", "Traces given up: exchanges not captured while trace building was behind, traces dropped from full queues or spools.", \.dropped),
             counter("tracegate_traces_rejected_total", "Traces MLflow refused as invalid (set aside in the dead-letter file).", \.rejected),
             counter("tracegate_traces_spooled_total", "Traces written to the on-disk spool.", \.spooled),
             counter("tracegate_traces_replayed_total", "Spooled traces delivered.", \.replayed),

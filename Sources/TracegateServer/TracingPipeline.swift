@@ -38,7 +38,7 @@ final class TracingPipeline: @unchecked Sendable {
     private let destination: Destination
     private let builder: TraceBuilder
     /// Captures waiting to be built.
-    let captures = CaptureQueue<CapturedExchange>(capacity: 1_000)
+    let captures: CaptureQueue<CapturedExchange>
     /// Set to stop the builder thread; it drains once more, then signals `builderStopped`.
     private let stopping = NIOLockedValueBox(false)
     private let builderStopped = DispatchSemaphore(value: 0)
@@ -90,6 +90,7 @@ final class TracingPipeline: @unchecked Sendable {
             logger.notice("no MLFLOW_TRACKING_URI and no trace_file: traces are not kept")
             return nil
         }
+        captures = CaptureQueue(capacity: settings.captureQueueSize)
         routeTags = [[]] + settings.routes.map(\.traceTags.pairs)
         builder = TraceBuilder(
             staticTags: settings.traceTags.pairs, errorOn4xx: settings.traceErrorOn4xx, capturesBodies: settings.capture == .full,
@@ -167,12 +168,14 @@ final class TracingPipeline: @unchecked Sendable {
         return TraceExporter(configuration: configuration, sink: client, logger: logger, spool: spool)
     }
 
-    /// Reports token usage and delivery figures (summed over the exporters) to `metrics`; call before serving.
+    /// Reports token usage and delivery figures (summed over the exporters; exchanges left uncaptured
+    /// with a trace file too) to `metrics`; call before serving.
     func attach(_ metrics: TracegateMetrics) {
         self.metrics = metrics
-        guard case .exporters(let exports, _) = destination else { return }
+        var exports: [Export] = []
+        if case .exporters(let all, _) = destination { exports = all }
         let captures = self.captures
-        metrics.setDeliverySource {
+        metrics.setDeliverySource { [exports] in
             var total = DeliverySnapshot()
             total.dropped = captures.refusedCount  // exchanges the builder could not keep up with
             for export in exports {
@@ -233,6 +236,19 @@ final class TracingPipeline: @unchecked Sendable {
             logger.warning("trace building cannot keep up: \(report) exchanges forwarded untraced so far")
         }
         refusalsLogged = refused
+        // A hundred at a time: built traces are several times the size of their captures, and handing
+        // them on in small groups keeps the peak (and so the RSS glibc keeps) small.
+        var start = captures.startIndex
+        while start < captures.endIndex {
+            let end = min(start + 100, captures.endIndex)
+            build(captures[start..<end])
+            start = end
+        }
+        return !captures.isEmpty
+    }
+
+    /// Builds `captures` and hands the traces to the exporters (one hand-over each) or the trace file.
+    private func build(_ captures: ArraySlice<CapturedExchange>) {
         var built: [(record: TraceRecord, route: Int)] = []
         for captured in captures {
             if !captured.sampled && !builder.isError(captured) { continue }
@@ -255,14 +271,13 @@ final class TracingPipeline: @unchecked Sendable {
                 do { try writer.append(record) } catch { logger.error("cannot write the trace file: \(error)") }
             }
         }
-        // One hand-over per exporter per drain: a spooling exporter writes the batch with one write.
+        // A spooling exporter writes the whole group with one write.
         if case .exporters(let exports, _) = destination, !built.isEmpty {
             for export in exports {
                 let records = built.filter { export.routes.contains($0.route) }.map(\.record)
                 if !records.isEmpty { export.exporter.submit(contentsOf: records) }
             }
         }
-        return !captures.isEmpty
     }
 
     private struct Usage: Decodable {
