@@ -71,7 +71,10 @@ let package = Package(
         .testTarget(name: "TracegateTraceTests", dependencies: ["TracegateTrace"]),
         .testTarget(
             name: "TracegateExportTests",
-            dependencies: ["TracegateExport", "TracegateTrace", .product(name: "Logging", package: "swift-log")]
+            dependencies: [
+                "TracegateExport", "TracegateTrace", .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
         ),
         .testTarget(
             name: "TracegateProxyTests",

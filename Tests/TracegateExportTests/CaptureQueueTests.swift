@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import TracegateExport
 import XCTest
 
@@ -32,20 +33,17 @@ final class CaptureQueueTests: XCTestCase {
 
     func testConcurrentOffersLoseNothingUncounted() {
         let queue = CaptureQueue<Int>(capacity: 500)
-        var taken: [Int] = []
-        let lock = NSLock()
+        let takenSoFar = NIOLockedValueBox([Int]())
         DispatchQueue.concurrentPerform(iterations: 4) { worker in
             for value in 0..<1_000 {
                 queue.offer(worker * 1_000 + value)
                 if value % 100 == 0 {
                     let batch = queue.takeAll()
-                    lock.lock()
-                    taken += batch
-                    lock.unlock()
+                    takenSoFar.withLockedValue { $0 += batch }
                 }
             }
         }
-        taken += queue.takeAll()
+        let taken = takenSoFar.withLockedValue { $0 } + queue.takeAll()
         XCTAssertEqual(taken.count + queue.refusedCount, 4_000)
         XCTAssertEqual(Set(taken).count, taken.count)
     }
