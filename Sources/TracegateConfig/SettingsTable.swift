@@ -75,6 +75,8 @@ enum SettingsTable {
               doc: "Trace-info calls (StartTraceV3, one per trace) in flight at once."),
         .init("trace_file", \.traceFile, .optionalPath, default: .value("tracegate-traces.jsonl"),
               doc: "Without a tracking server, traces are appended here (JSON lines); send them later with `tracegate push`. Empty: traces are not kept."),
+        .init("export_backlog_limit", \.exportBacklogLimit, .integer(1...100_000_000), default: .value("10000"),
+              doc: "Traces a tracking server that answers may owe (queued or spooled) before new exchanges are forwarded untraced until it is below 90% of this; an unreachable server's traces are all spooled."),
         .init("export_drain_timeout", \.exportDrainTimeout, .duration, default: .value("5s"),
               doc: "At shutdown, how long delivery of the traces in memory may go on; the rest goes to the spool."),
         .init("spool_dir", \.spoolDir, .optionalPath, default: .value("tracegate-spool"),

@@ -64,6 +64,8 @@ public struct TracegateSettings: Sendable, Equatable {
     public var exportBatchDelay: Duration = .zero
     /// StartTraceV3 calls in flight at once.
     public var exportConcurrency: Int = 0
+    /// Traces an answering tracking server may owe before capture pauses.
+    public var exportBacklogLimit: Int = 0
     /// At shutdown, how long delivery may go on before the rest is spooled.
     public var exportDrainTimeout: Duration = .zero
     /// The on-disk spool directory; nil means no spool.

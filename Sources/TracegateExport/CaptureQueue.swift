@@ -9,6 +9,7 @@ public final class CaptureQueue<Element: Sendable>: Sendable {
     public let capacity: Int
     private let items: NIOLockedValueBox<[Element]>
     private let open = ManagedAtomic(true)
+    private let paused = ManagedAtomic(false)
     private let refused = ManagedAtomic(0)
 
     public init(capacity: Int) {
@@ -18,8 +19,11 @@ public final class CaptureQueue<Element: Sendable>: Sendable {
     }
 
     /// Whether a new exchange should be captured: false from the moment the queue fills until the next
-    /// `takeAll()`. Relaxed: a stale answer only means one exchange more or less is captured.
-    public var isAccepting: Bool { open.load(ordering: .relaxed) }
+    /// `takeAll()`, and while paused. Relaxed: a stale answer only means one exchange more or less is captured.
+    public var isAccepting: Bool { open.load(ordering: .relaxed) && !paused.load(ordering: .relaxed) }
+
+    /// Stops (or resumes) capturing whatever the queue holds, e.g. while the traces cannot be delivered.
+    public func setPaused(_ pause: Bool) { paused.store(pause, ordering: .relaxed) }
 
     /// Counts an exchange left uncaptured because `isAccepting` was false.
     public func refuse() { refused.wrappingIncrement(ordering: .relaxed) }

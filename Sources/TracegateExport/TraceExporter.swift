@@ -127,6 +127,15 @@ public final class TraceExporter: Sendable {
     public var spooledTraces: Int { (spool?.spans.traceCount ?? 0) + (spool?.traceInfo.traceCount ?? 0) }
     public var spooledBytes: Int { (spool?.spans.byteCount ?? 0) + (spool?.traceInfo.byteCount ?? 0) }
 
+    /// Traces still owing their spans (memory queue and spool) while the server answers: how far
+    /// behind a working tracking server is. Nil while it does not answer (an outage: then every trace
+    /// is kept, up to the spool's bound).
+    public var spanBacklog: Int? {
+        let (queued, answering) = state.withLockedValue { ($0.queue.count, $0.retryAt == nil) }
+        guard answering else { return nil }
+        return queued + (spool?.spans.traceCount ?? 0)
+    }
+
     /// True when a new trace could only be dropped: a caller can skip building it.
     public var isFull: Bool {
         spool == nil && state.withLockedValue { $0.queue.count >= configuration.maxQueuedTraces }

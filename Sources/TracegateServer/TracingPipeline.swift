@@ -42,8 +42,13 @@ final class TracingPipeline: @unchecked Sendable {
     /// Set to stop the builder thread; it drains once more, then signals `builderStopped`.
     private let stopping = NIOLockedValueBox(false)
     private let builderStopped = DispatchSemaphore(value: 0)
-    /// Exchanges left untraced because the builder fell behind; logged at most every 10 s.
+    /// Exchanges left untraced because the builder or the tracking server fell behind; logged at most every 10 s.
     private let overload = LogThrottle()
+    /// Traces a tracking server that answers may owe before capture pauses (`export_backlog_limit`).
+    private let backlogLimit: Int
+    /// Capture is paused because every exporter's server is `backlogLimit` traces behind.
+    private var pausedForBacklog = false
+    private let backlogNotices = LogThrottle()
     /// `captures.refusedCount` when last logged.
     private var refusalsLogged = 0
     private let logger: Logger
@@ -91,6 +96,7 @@ final class TracingPipeline: @unchecked Sendable {
             return nil
         }
         captures = CaptureQueue(capacity: settings.captureQueueSize)
+        backlogLimit = settings.exportBacklogLimit
         routeTags = [[]] + settings.routes.map(\.traceTags.pairs)
         builder = TraceBuilder(
             staticTags: settings.traceTags.pairs, errorOn4xx: settings.traceErrorOn4xx, capturesBodies: settings.capture == .full,
@@ -230,10 +236,11 @@ final class TracingPipeline: @unchecked Sendable {
     /// Builds and hands on everything waiting; runs on the builder thread. True when there was any.
     @discardableResult
     private func drain() -> Bool {
+        pauseWhileBehind()
         let captures = self.captures.takeAll()
         let refused = self.captures.refusedCount
         if refused > refusalsLogged, let report = overload.record(refused - refusalsLogged) {
-            logger.warning("trace building cannot keep up: \(report) exchanges forwarded untraced so far")
+            logger.warning("trace building or delivery cannot keep up: \(report) exchanges forwarded untraced so far")
         }
         refusalsLogged = refused
         // A hundred at a time: built traces are several times the size of their captures, and handing
@@ -245,6 +252,24 @@ final class TracingPipeline: @unchecked Sendable {
             start = end
         }
         return !captures.isEmpty
+    }
+
+    /// Pauses capture while every exporter's tracking server answers but is `backlogLimit` traces
+    /// behind, and resumes below 90% of that: a working server that cannot keep up then gets the traces
+    /// it can store, fresh, instead of a backlog growing until the spool drops the oldest. An exporter
+    /// whose server does not answer keeps capture going (its spool keeps the outage's traces).
+    private func pauseWhileBehind() {
+        guard case .exporters(let exports, _) = destination else { return }
+        let threshold = pausedForBacklog ? backlogLimit * 9 / 10 : backlogLimit
+        let behind = exports.allSatisfy { ($0.exporter.spanBacklog ?? 0) >= threshold }
+        guard behind != pausedForBacklog else { return }
+        pausedForBacklog = behind
+        captures.setPaused(behind)
+        if behind, let pauses = backlogNotices.record() {
+            logger.warning(
+                "the tracking server is \(backlogLimit) traces behind: new exchanges are forwarded untraced until it catches up",
+                metadata: ["pauses_so_far": "\(pauses)"])
+        }
     }
 
     /// Builds `captures` and hands the traces to the exporters (one hand-over each) or the trace file.

@@ -1,10 +1,12 @@
 """A minimal OTLP/HTTP JSON trace receiver on loopback, standing in for an OpenTelemetry Collector:
-it records every `POST /v1/traces` (headers and parsed body) and answers 200, or 503 while `down`."""
+it records every `POST /v1/traces` (headers and parsed body) and answers 200 (after `delay` seconds:
+a server that works but slowly), or 503 while `down`."""
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler
 
 from helpers import LoopbackHTTPServer
@@ -13,6 +15,7 @@ from helpers import LoopbackHTTPServer
 class OtlpReceiver(LoopbackHTTPServer):
     def __init__(self):
         self.down = False
+        self.delay = 0.0
         self.requests: list[dict] = []  # {"headers": {...}, "body": {...}}
         self._lock = threading.Lock()
         super().__init__()
@@ -49,6 +52,7 @@ class OtlpReceiver(LoopbackHTTPServer):
                 if receiver.down or self.path != "/v1/traces":
                     status = 503 if receiver.down else 404
                 else:
+                    time.sleep(receiver.delay)
                     with receiver._lock:
                         receiver.requests.append({"headers": {k.lower(): v for k, v in self.headers.items()},
                                                   "body": json.loads(body)})

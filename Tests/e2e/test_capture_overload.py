@@ -1,7 +1,9 @@
-"""When trace building falls behind, exchanges are forwarded without being captured, and counted.
+"""When trace building or delivery falls behind, exchanges are forwarded without being captured,
+and counted.
 
 `capture_queue_size = 1` makes the queue between event loops and the trace builder (drained every
 5 ms) full after one finished exchange, so a burst of concurrent requests overloads it at once.
+A slow OTLP receiver with a small `export_backlog_limit` makes delivery fall behind.
 """
 
 import json
@@ -11,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 
 from helpers import raw_request, wait_until
+from otlp_receiver import OtlpReceiver
 
 
 def metric(tg, name: str) -> float:
@@ -45,7 +48,7 @@ def test_a_full_capture_queue_forwards_untraced_and_counts_every_exchange(backen
     assert not set(traced) & untraced
     dropped = int(tg.stderr().split("dropped_before_export=")[-1].split()[0].strip('",'))
     assert len(traced) + dropped == len(ids), (len(traced), dropped)
-    assert "trace building cannot keep up" in tg.stderr()
+    assert "trace building or delivery cannot keep up" in tg.stderr()
 
 
 def test_the_dropped_counter_tells_operators(backend, start_tracegate, tmp_path):
@@ -54,3 +57,32 @@ def test_the_dropped_counter_tells_operators(backend, start_tracegate, tmp_path)
         list(pool.map(lambda i: raw_request(tg.port, "GET", f"/echo?i={i}"), range(300)))
     wait_until(lambda: metric(tg, "tracegate_traces_dropped_total") > 0, 5,
                message="exchanges left untraced to show in tracegate_traces_dropped_total")
+
+
+def test_capture_pauses_while_a_working_tracking_server_is_too_far_behind(backend, start_tracegate, tmp_path):
+    """The receiver answers, but takes 0.5 s per batch of 5: with export_backlog_limit = 20, capture
+    stops once 20 traces wait, and what was captured is all delivered."""
+    receiver = OtlpReceiver().start()
+    receiver.delay = 0.5
+    try:
+        tg = start_tracegate(backend.url, env={"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint},
+                             export_backlog_limit="20", export_batch_size="5", export_batch_delay="10ms",
+                             spool_dir=str(tmp_path / "spool"))
+        ids = [f"behind-{uuid.uuid4().hex[:12]}" for _ in range(300)]
+        traced = []
+        for rid in ids:  # one at a time: the capture queue itself is never full
+            r = raw_request(tg.port, "GET", "/echo", [("X-Request-ID", rid)])
+            assert r.status == 200
+            if r.header("X-MLflow-Trace-Id") is not None:
+                traced.append(rid)
+        assert 20 <= len(traced) < 150, len(traced)
+        wait_until(lambda: metric(tg, "tracegate_traces_dropped_total") == len(ids) - len(traced), 10,
+                   message="every untraced exchange to be counted")
+        assert "traces behind: new exchanges are forwarded untraced" in tg.stderr()
+
+        def delivered():
+            return {s["_attributes"].get("tracegate.request_id") for s in receiver.spans()}
+        wait_until(lambda: set(traced) <= delivered(), 60, interval=0.2, message="every captured trace delivered")
+        assert not (set(ids) - set(traced)) & delivered()
+    finally:
+        receiver.stop()
