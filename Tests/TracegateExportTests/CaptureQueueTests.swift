@@ -31,6 +31,17 @@ final class CaptureQueueTests: XCTestCase {
         XCTAssertEqual(queue.refusedCount, 0)
     }
 
+    func testPausedQueueRefusesNewCapturesButKeepsThoseInFlight() {
+        let queue = CaptureQueue<Int>(capacity: 10)
+        queue.setPaused(true)
+        XCTAssertFalse(queue.isAccepting, "paused: event loops stop capturing although there is room")
+        XCTAssertTrue(queue.offer(1), "an exchange captured before the pause is still queued")
+        XCTAssertEqual(queue.takeAll(), [1])
+        XCTAssertFalse(queue.isAccepting, "taking what waits does not end a pause")
+        queue.setPaused(false)
+        XCTAssertTrue(queue.isAccepting)
+    }
+
     func testConcurrentOffersLoseNothingUncounted() {
         let queue = CaptureQueue<Int>(capacity: 500)
         let takenSoFar = NIOLockedValueBox([Int]())
