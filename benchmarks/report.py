@@ -247,7 +247,7 @@ def summarize_mlflow(m: dict, warnings: list[str]) -> dict:
                         f"counters are missing (MLflow's own counts are shown)")
     if main.get("overloaded_warnings"):
         warnings.append(f"export-on tracegate: {main['overloaded_warnings']} exchanges forwarded untraced "
-                        f"(the trace builder, which runs only on idle CPU, could not keep up)")
+                        f"(trace building or the tracking server could not keep up)")
     return out
 
 
@@ -452,8 +452,8 @@ def markdown_mlflow(results: dict, s: dict) -> list[str]:
             f"{_n(main.get('stored_after_drain'))} ({_n(main.get('with_crid_after_drain'))}) "
             f"after the drain, i.e. {_n(_share(main.get('stored_after_drain'), dp['requests_main']), '{:.0%}')} "
             f"of the requests have a trace in MLflow. {_n(main.get('overloaded_warnings'))} "
-            f"exchanges were forwarded untraced (not captured while the trace builder, which runs only on idle CPU, "
-            f"could not keep up). "
+            f"exchanges were forwarded untraced (not captured while trace building, which runs only on idle CPU, "
+            f"or the tracking server could not keep up). "
             f"tracegate's own counters: {_exp_counters(main)}. "
             f"MLflow server CPU over the warm-up and rounds: {_n(rc.get('cpu_pct'))}% of one "
             f"core for {_n(rc.get('wall_s'))} s.")
