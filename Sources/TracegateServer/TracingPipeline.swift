@@ -14,9 +14,9 @@ import TracegateTrace
 /// Event loops only append captures to a bounded `CaptureQueue`; the builder thread drains it every
 /// 5 ms, so a busy proxy wakes it 200 times a second, not once per request. The builder thread runs
 /// only when a CPU would otherwise idle (`SCHED_IDLE`): when the CPU is saturated, forwarding wins.
-/// Once the queue is full, event loops stop capturing new exchanges (they are forwarded untraced,
-/// without a trace id header) until the builder catches up; those are counted and logged, never
-/// requests slowed.
+/// Once the queue is full, and while every tracking server answers but is `export_backlog_limit`
+/// traces behind, event loops stop capturing new exchanges (they are forwarded untraced, without a
+/// trace id header); those are counted and logged, never requests slowed.
 final class TracingPipeline: @unchecked Sendable {
     /// One delivery target and the task running it.
     private struct Export: Sendable {
@@ -183,7 +183,7 @@ final class TracingPipeline: @unchecked Sendable {
         let captures = self.captures
         metrics.setDeliverySource { [exports] in
             var total = DeliverySnapshot()
-            total.dropped = captures.refusedCount  // exchanges the builder could not keep up with
+            total.dropped = captures.refusedCount  // exchanges not captured: builder or tracking server behind
             for export in exports {
                 let exporter = export.exporter
                 let stats = exporter.stats
