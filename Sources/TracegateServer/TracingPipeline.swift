@@ -126,8 +126,11 @@ final class TracingPipeline: @unchecked Sendable {
     }
 
     /// The MLflow exporter for `settings`.
-    /// `memoryBound`: traces held in memory per queue before they are spooled (or dropped without a spool);
-    /// by default 1,000 without a spool, and with one 250 (its overflow goes to disk, not RSS).
+    /// Traces an exporter holds in memory per queue: with a spool its overflow goes to disk, not RSS.
+    static func memoryBound(spooling: Bool) -> Int { spooling ? 250 : 1_000 }
+
+    /// `memoryBound`: traces held in memory per queue before they are spooled (or dropped without a
+    /// spool); `memoryBound(spooling:)` by default.
     static func makeExporter(
         trackingURI: String, settings: TracegateSettings, http: HTTPClient, logger: Logger, spool: ExportSpool? = nil,
         memoryBound: Int? = nil
@@ -151,7 +154,7 @@ final class TracingPipeline: @unchecked Sendable {
         configuration.maxBatchDelay = settings.exportBatchDelay
         configuration.startTraceConcurrency = settings.exportConcurrency
         configuration.drainTimeout = settings.exportDrainTimeout
-        configuration.maxQueuedTraces = memoryBound ?? (spool == nil ? 1_000 : 250)
+        configuration.maxQueuedTraces = memoryBound ?? Self.memoryBound(spooling: spool != nil)
         return TraceExporter(configuration: configuration, sink: client, logger: logger, spool: spool)
     }
 
@@ -168,7 +171,7 @@ final class TracingPipeline: @unchecked Sendable {
         configuration.drainTimeout = settings.exportDrainTimeout
         configuration.sendsTraceInfo = false
         configuration.linksParentSpans = true
-        configuration.maxQueuedTraces = spool == nil ? 1_000 : 250
+        configuration.maxQueuedTraces = Self.memoryBound(spooling: spool != nil)
         configuration.serviceName = otel.serviceName
         configuration.resourceAttributes = otel.resourceAttributes
         return TraceExporter(configuration: configuration, sink: client, logger: logger, spool: spool)
