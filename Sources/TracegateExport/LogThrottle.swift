@@ -8,9 +8,6 @@ public final class LogThrottle: Sendable {
 
     public init(interval: Duration = .seconds(10)) { self.interval = interval }
 
-    /// Every occurrence recorded so far.
-    public var total: Int { state.withLockedValue { $0.count } }
-
     /// Adds `occurrences`; returns the total so far when it is time to log, nil otherwise.
     public func record(_ occurrences: Int = 1) -> Int? {
         state.withLockedValue { state in
