@@ -12,8 +12,9 @@ import TracegateTrace
 /// to every exporter, each with its own memory queue and spool (`spool_dir/mlflow`, `spool_dir/otlp`).
 ///
 /// Event loops only append captures to a bounded `CaptureQueue`; the builder thread drains it every
-/// 5 ms, so a busy proxy wakes it 200 times a second, not once per request. The builder thread runs
-/// only when a CPU would otherwise idle (`SCHED_IDLE`): when the CPU is saturated, forwarding wins.
+/// 5 ms, so a busy proxy wakes it 200 times a second, not once per request. The builder thread, and
+/// the exporters with their HTTP client (`ExportExecutor`), run only when a CPU would otherwise idle
+/// (`SCHED_IDLE`): when the CPU is saturated, forwarding wins.
 /// Once the queue is full, and while every tracking server answers but is `export_backlog_limit`
 /// traces behind, event loops stop capturing new exchanges (they are forwarded untraced, without a
 /// trace id header); those are counted and logged, never requests slowed.
@@ -28,7 +29,7 @@ final class TracingPipeline: @unchecked Sendable {
     }
 
     private enum Destination: Sendable {
-        case exporters([Export], HTTPClient)
+        case exporters([Export], HTTPClient, ExportExecutor)
         case file(TraceFileWriter)
     }
 
@@ -66,7 +67,8 @@ final class TracingPipeline: @unchecked Sendable {
             if settings.spoolDir == nil {
                 logger.warning("no spool_dir: traces an exporter cannot deliver in time are dropped (counted)")
             }
-            let http = HTTPClient(eventLoopGroupProvider: .singleton)
+            let executor = ExportExecutor()
+            let http = HTTPClient(eventLoopGroupProvider: .shared(executor.group))
             var exports: [Export] = []
             if let trackingURI = settings.mlflowTrackingURI {
                 // One exporter per experiment: the global one, and each route that names its own.
@@ -76,7 +78,7 @@ final class TracingPipeline: @unchecked Sendable {
                     }
                     let exporter = Self.makeExporter(
                         trackingURI: trackingURI, settings: experimentSettings, http: http, logger: logger, spool: spool)
-                    exports.append(Export(name: name, exporter: exporter, run: Task { await exporter.run() }, routes: routes))
+                    exports.append(Export(name: name, exporter: exporter, run: Task(executorPreference: executor) { await exporter.run() }, routes: routes))
                 }
                 logger.info("exporting traces to MLflow", metadata: ["tracking_uri": "\(trackingURI)"])
             }
@@ -84,10 +86,12 @@ final class TracingPipeline: @unchecked Sendable {
                 let spool = try settings.spoolDir.map { try ExportSpool(directory: $0 + "/otlp", maxBytes: settings.spoolMaxBytes) }
                 let exporter = Self.makeOpenTelemetryExporter(otel, settings: settings, http: http, logger: logger, spool: spool)
                 exports.append(
-                    Export(name: "otlp", exporter: exporter, run: Task { await exporter.run() }, routes: Set(0...settings.routes.count)))
+                    Export(
+                        name: "otlp", exporter: exporter, run: Task(executorPreference: executor) { await exporter.run() },
+                        routes: Set(0...settings.routes.count)))
                 logger.info("exporting traces over OTLP", metadata: ["endpoint": "\(otel.tracesEndpoint)"])
             }
-            destination = .exporters(exports, http)
+            destination = .exporters(exports, http, executor)
         } else if let path = settings.traceFile {
             destination = .file(try TraceFileWriter(path: path))
             logger.notice("no MLFLOW_TRACKING_URI: traces are appended to \(path); send them with `tracegate push \(path)`")
@@ -103,7 +107,6 @@ final class TracingPipeline: @unchecked Sendable {
             redaction: Redaction(settings: settings))
         self.logger = logger
         let thread = Thread { [self] in runBuilder() }
-        thread.name = "tracegate-trace-builder"
         thread.start()
     }
 
@@ -182,7 +185,7 @@ final class TracingPipeline: @unchecked Sendable {
     func attach(_ metrics: TracegateMetrics) {
         self.metrics = metrics
         var exports: [Export] = []
-        if case .exporters(let all, _) = destination { exports = all }
+        if case .exporters(let all, _, _) = destination { exports = all }
         let captures = self.captures
         metrics.setDeliverySource { [exports] in
             var total = DeliverySnapshot()
@@ -207,7 +210,7 @@ final class TracingPipeline: @unchecked Sendable {
 
     /// The builder thread: lowers its own priority, then drains every 5 ms until `finish`.
     private func runBuilder() {
-        Self.runOnlyWhenIdle()
+        BackgroundThread.become("tg-builder")
         var rounds = 0
         var builtSinceTrim = false
         while !stopping.withLockedValue({ $0 }) {
@@ -222,18 +225,6 @@ final class TracingPipeline: @unchecked Sendable {
         }
         drain()
         builderStopped.signal()
-    }
-
-    /// Puts the calling thread in `SCHED_IDLE` (it runs only on a CPU nothing else wants), or at nice
-    /// 19 where that is refused. On Linux both apply to the calling thread alone.
-    private static func runOnlyWhenIdle() {
-        #if os(Linux)
-        let schedIdle: Int32 = 5  // SCHED_IDLE in <sched.h>, not exported to Swift
-        var parameters = sched_param(sched_priority: 0)
-        if sched_setscheduler(0, schedIdle, &parameters) != 0 {
-            setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 19)
-        }
-        #endif
     }
 
     /// Builds and hands on everything waiting; runs on the builder thread. True when there was any.
@@ -262,7 +253,7 @@ final class TracingPipeline: @unchecked Sendable {
     /// it can store, fresh, instead of a backlog growing until the spool drops the oldest. An exporter
     /// whose server does not answer keeps capture going (its spool keeps the outage's traces).
     private func pauseWhileBehind() {
-        guard case .exporters(let exports, _) = destination else { return }
+        guard case .exporters(let exports, _, _) = destination else { return }
         let threshold = pausedForBacklog ? backlogLimit * 9 / 10 : backlogLimit
         let behind = exports.allSatisfy { ($0.exporter.spanBacklog ?? 0) >= threshold }
         guard behind != pausedForBacklog else { return }
@@ -280,7 +271,7 @@ final class TracingPipeline: @unchecked Sendable {
         var built: [(record: TraceRecord, route: Int)] = []
         for captured in captures {
             if !captured.sampled && !builder.isError(captured) { continue }
-            if case .exporters(let exports, _) = destination,
+            if case .exporters(let exports, _, _) = destination,
                 exports.allSatisfy({ !$0.routes.contains(captured.route) || $0.exporter.isFull })
             {
                 // No exporter can take it (full memory, no spool): don't spend CPU on building it.
@@ -300,7 +291,7 @@ final class TracingPipeline: @unchecked Sendable {
             }
         }
         // A spooling exporter writes the whole group with one write.
-        if case .exporters(let exports, _) = destination, !built.isEmpty {
+        if case .exporters(let exports, _, _) = destination, !built.isEmpty {
             for export in exports {
                 let records = built.filter { export.routes.contains($0.route) }.map(\.record)
                 if !records.isEmpty { export.exporter.submit(contentsOf: records) }
@@ -332,7 +323,7 @@ final class TracingPipeline: @unchecked Sendable {
             }
         }
         logger.info("trace capture finished", metadata: ["dropped_before_export": "\(captures.refusedCount)"])
-        guard case .exporters(let exports, let http) = destination else { return }
+        guard case .exporters(let exports, let http, let executor) = destination else { return }
         for export in exports { export.exporter.shutdown() }
         for export in exports {
             await export.run.value
@@ -347,6 +338,7 @@ final class TracingPipeline: @unchecked Sendable {
                 ])
         }
         try? await http.shutdown()
+        await executor.shutdown()
     }
 }
 

@@ -3,12 +3,14 @@ and counted.
 
 `capture_queue_size = 1` makes the queue between event loops and the trace builder (drained every
 5 ms) full after one finished exchange, so a burst of concurrent requests overloads it at once.
-A slow OTLP receiver with a small `export_backlog_limit` makes delivery fall behind.
+A slow OTLP receiver with a small `export_backlog_limit` makes delivery fall behind. Building and
+delivery themselves run on threads scheduled only on idle CPU.
 """
 
 import json
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import requests
 
@@ -84,5 +86,34 @@ def test_capture_pauses_while_a_working_tracking_server_is_too_far_behind(backen
             return {s["_attributes"].get("tracegate.request_id") for s in receiver.spans()}
         wait_until(lambda: set(traced) <= delivered(), 60, interval=0.2, message="every captured trace delivered")
         assert not (set(ids) - set(traced)) & delivered()
+    finally:
+        receiver.stop()
+
+
+def thread_policies(pid: int) -> dict[str, set[int]]:
+    """Scheduling policy of each of `pid`'s threads, by thread name (0: normal, 5: SCHED_IDLE)."""
+    policies: dict[str, set[int]] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        stat = (task / "stat").read_text()
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        policy = int(stat[stat.rindex(")") + 2:].split()[38])  # field 41 of proc_pid_stat(5)
+        policies.setdefault(name, set()).add(policy)
+    return policies
+
+
+def test_building_and_delivery_run_at_idle_priority_and_forwarding_does_not(backend, start_tracegate, tmp_path):
+    receiver = OtlpReceiver().start()
+    try:
+        tg = start_tracegate(backend.url, env={"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint},
+                             export_batch_delay="10ms", spool_dir=str(tmp_path / "spool"))
+        rid = f"idle-{uuid.uuid4().hex[:12]}"
+        assert raw_request(tg.port, "GET", "/echo", [("X-Request-ID", rid)]).status == 200
+        wait_until(lambda: any(s["_attributes"].get("tracegate.request_id") == rid for s in receiver.spans()), 10,
+                   message="the trace delivered")
+        policies = thread_policies(tg.pid)
+        assert policies.get("tg-builder") == {5}, policies
+        assert policies.get("tg-export") == {5}, policies
+        event_loops = {name: p for name, p in policies.items() if name.startswith("NIO-ELT")}
+        assert event_loops and all(p == {0} for p in event_loops.values()), policies
     finally:
         receiver.stop()
