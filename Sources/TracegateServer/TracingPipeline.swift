@@ -78,7 +78,10 @@ final class TracingPipeline: @unchecked Sendable {
                     }
                     let exporter = Self.makeExporter(
                         trackingURI: trackingURI, settings: experimentSettings, http: http, logger: logger, spool: spool)
-                    exports.append(Export(name: name, exporter: exporter, run: Task(executorPreference: executor) { await exporter.run() }, routes: routes))
+                    exports.append(
+                        Export(
+                            name: name, exporter: exporter, run: Task(executorPreference: executor) { await exporter.run() },
+                            routes: routes))
                 }
                 logger.info("exporting traces to MLflow", metadata: ["tracking_uri": "\(trackingURI)"])
             }
