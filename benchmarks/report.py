@@ -470,7 +470,8 @@ def markdown_mlflow(results: dict, s: dict) -> list[str]:
     ex = m.get("export")
     if e and ex:
         out.append(
-            f"Export throughput: {ex['runs_per_kind']} runs of each kind, alternating, "
+            f"Export throughput: {ex['runs_per_kind']} runs of each kind, alternating, after "
+            f"an uncounted direct run that warms the server up; "
             f"{ex['traces']:,} traces per run, a fresh experiment each run; medians, range in "
             f"brackets. *Direct*: {ex['traces'] // ex['batch']} OTLP/JSON requests of "
             f"{ex['batch']} traces ({ex['captured_body_bytes']:,} bytes, one body captured from "
