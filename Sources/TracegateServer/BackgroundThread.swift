@@ -13,7 +13,7 @@ enum BackgroundThread {
     /// that is refused. On Linux both apply to the calling thread alone.
     static func become(_ name: String) {
         #if os(Linux)
-        if let setName = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "pthread_setname_np") {  // a GNU extension
+        if let setName = GlibcSymbol.address(of: "pthread_setname_np") {
             typealias SetName = @convention(c) (pthread_t, UnsafePointer<CChar>) -> Int32
             _ = unsafeBitCast(setName, to: SetName.self)(pthread_self(), name)  // longer names are refused
         }

@@ -9,7 +9,7 @@ enum Malloc {
     /// `MALLOC_ARENA_MAX` in the environment still wins.
     static func limitArenas() {
         #if os(Linux)
-        guard ProcessInfo.processInfo.environment["MALLOC_ARENA_MAX"] == nil, let mallopt = lookup("mallopt") else { return }
+        guard ProcessInfo.processInfo.environment["MALLOC_ARENA_MAX"] == nil, let mallopt = GlibcSymbol.address(of: "mallopt") else { return }
         typealias Mallopt = @convention(c) (Int32, Int32) -> Int32
         let mArenaMax: Int32 = -8  // M_ARENA_MAX in <malloc.h>
         _ = unsafeBitCast(mallopt, to: Mallopt.self)(mArenaMax, 2)
@@ -27,10 +27,6 @@ enum Malloc {
     }
 
     #if os(Linux)
-    private nonisolated(unsafe) static let mallocTrim = lookup("malloc_trim")
-
-    private static func lookup(_ symbol: String) -> UnsafeMutableRawPointer? {
-        dlsym(UnsafeMutableRawPointer(bitPattern: 0), symbol)  // RTLD_DEFAULT
-    }
+    private nonisolated(unsafe) static let mallocTrim = GlibcSymbol.address(of: "malloc_trim")
     #endif
 }
