@@ -30,12 +30,22 @@ public struct TracegateSettings: Sendable, Equatable {
     public var idleTimeout: Duration = .zero
     /// How long an idle client keep-alive connection is kept open.
     public var clientKeepaliveTimeout: Duration = .zero
+    /// Time a client has to send a whole request head.
+    public var clientHeaderTimeout: Duration = .zero
+    /// Longest pause between two reads of a request body.
+    public var clientBodyTimeout: Duration = .zero
+    /// Longest time a client may take nothing of what is sent to it.
+    public var sendTimeout: Duration = .zero
     /// How long in-flight exchanges may take to finish after SIGTERM/SIGINT.
     public var shutdownGrace: Duration = .zero
     /// Largest request head (request line and headers) accepted, in bytes.
     public var maxHeaderBytes: Int = 0
     /// Largest request body accepted, in bytes; nil means unlimited.
     public var maxBodyBytes: Int? = nil
+    /// Client connections open at once.
+    public var maxConnections: Int = 0
+    /// Request bodies up to this many bytes are read whole before going upstream; 0: always stream.
+    public var requestBuffering: Int = 0
     /// Header carrying the request id (a valid HTTP token).
     public var requestIDHeader: String = ""
     /// Forwarding headers added to each request.

@@ -105,11 +105,14 @@ struct BodyReader {
                 }
                 var section = trailers ?? ByteBuffer()
                 guard section.readableBytes + line.content + 2 <= Self.maxTrailerBytes else { throw Failure.trailersTooLarge }
-                guard Self.isValidField(buffer.readableBytesView.prefix(line.content)) else { throw Failure.invalidTrailerField }
+                let field = buffer.readableBytesView.prefix(line.content)
+                guard Self.isValidField(field) else { throw Failure.invalidTrailerField }
                 var content = buffer.readSlice(length: line.content)!
                 buffer.moveReaderIndex(forwardBy: line.total - line.content)
-                section.writeBuffer(&content)
-                section.writeStaticString("\r\n")
+                if Self.isAllowedInTrailers(field) {
+                    section.writeBuffer(&content)
+                    section.writeStaticString("\r\n")
+                }
                 trailers = section
             }
         }
@@ -122,6 +125,25 @@ struct BodyReader {
         for byte in line[..<colon] where !isTokenByte(byte) { return false }
         for byte in line[line.index(after: colon)...] where (byte < 0x20 && byte != 0x09) || byte == 0x7F { return false }
         return true
+    }
+
+    /// Fields that must not be sent in a trailer section (RFC 9110 §6.5.1: framing, routing, request
+    /// modifiers, authentication, response control and content format). Received in trailers, they are
+    /// dropped: a recipient that merged them into the head would reframe or reroute the message.
+    static let fieldsForbiddenInTrailers: Set<String> = [
+        "content-length", "transfer-encoding", "host", "connection", "keep-alive", "proxy-connection", "te",
+        "trailer", "upgrade", "expect", "max-forwards", "range", "if-match", "if-none-match", "if-modified-since",
+        "if-unmodified-since", "if-range", "authorization", "proxy-authorization", "www-authenticate",
+        "proxy-authenticate", "cookie", "set-cookie", "content-type", "content-encoding", "content-range",
+        "content-location", "cache-control", "pragma", "age", "expires", "date", "location", "retry-after", "vary",
+        "warning", "http2-settings",
+    ]
+
+    /// Whether a valid trailer field line may be passed on (its name is not in `fieldsForbiddenInTrailers`).
+    static func isAllowedInTrailers(_ line: some Collection<UInt8>) -> Bool {
+        guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else { return false }
+        let name = String(decoding: line[..<colon].lazy.map(lowerASCII), as: UTF8.self)
+        return !fieldsForbiddenInTrailers.contains(name)
     }
 
     /// The length of the line at the start of `buffer` without and with its terminator (CRLF or LF),

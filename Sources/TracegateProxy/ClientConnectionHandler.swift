@@ -68,6 +68,15 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     /// No new exchange starts; the connection closes once the current one ends.
     private var closing = false
     private var idleSince = NIODeadline.uptimeNanoseconds(0)
+    /// When the connection was accepted, and whether it has had a request yet (the first request's
+    /// head must arrive within `clientHeaderTimeout` of the accept; later ones wait `clientKeepaliveTimeout`).
+    private var acceptedAt = NIODeadline.uptimeNanoseconds(0)
+    private var hadRequest = false
+    /// When the first byte of a request head that is not complete yet arrived.
+    private var headStartedAt: NIODeadline?
+    /// Since when the client has taken nothing of what is queued for it, and how much was queued then.
+    private var sendStalledSince: NIODeadline?
+    private var sendStalledBytes = 0
     private var timer: Scheduled<Void>?
     private var timerDeadline = NIODeadline.distantFuture
 
@@ -95,8 +104,9 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     private func connectionBecameActive(context: ChannelHandlerContext) {
         guard clientIP == nil else { return }
         clientIP = context.channel.remoteAddress?.ipAddress ?? ""
-        idleSince = context.eventLoop.now
-        armTimer(by: idleSince + configuration.clientKeepaliveTimeout)
+        acceptedAt = context.eventLoop.now
+        idleSince = acceptedAt
+        armTimer(by: acceptedAt + configuration.clientHeaderTimeout)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -127,9 +137,17 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable, let exchange {
-            exchange.lastActivity = context.eventLoop.now
-            exchange.upstream?.handler.resumeReading()
+        let now = context.eventLoop.now
+        if context.channel.isWritable {
+            sendStalledSince = nil
+            if let exchange {
+                exchange.lastActivity = now
+                exchange.upstream?.handler.resumeReading()
+            }
+        } else if sendStalledSince == nil {
+            sendStalledSince = now
+            sendStalledBytes = Self.bufferedBytes(context.channel)
+            armTimer(by: now + configuration.sendTimeout)
         }
         context.fireChannelWritabilityChanged()
     }
@@ -191,9 +209,21 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
                 inbound = buffer
             } else if arrived == nil {
                 inbound = buffer.readableBytes > 0 ? buffer : nil
+                noteHeadStarted()
                 return
             }
         }
+        noteHeadStarted()
+    }
+
+    /// Starts the header timeout when part of a request head waits with no exchange in flight.
+    private func noteHeadStarted() {
+        guard exchange == nil, requestBody == nil, headStartedAt == nil, !closing,
+            let inbound, inbound.readableBytes > 0
+        else { return }
+        let now = context.eventLoop.now
+        headStartedAt = now
+        armTimer(by: now + configuration.clientHeaderTimeout)
     }
 
     private func consume(_ buffer: inout ByteBuffer) throws {
@@ -235,6 +265,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         switch error {
         case HeadError.tooLarge: proxyError = .headersTooLarge
         case HeadError.malformed(let why): proxyError = .malformedRequest(why)
+        case HeadError.versionNotSupported: proxyError = .versionNotSupported
         case let failure as BodyReader.Failure: proxyError = .malformedRequest("invalid chunked body (\(failure))")
         default: proxyError = .malformedRequest("\(error)")
         }
@@ -250,6 +281,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         guard !exchange.discardingRequest else { return }
         exchange.requestBodyBytes += slice.readableBytes
         exchange.lastActivity = context.eventLoop.now
+        exchange.lastBodyReadAt = exchange.lastActivity
         if let limit = configuration.maxBodyBytes, exchange.requestBodyBytes > limit {
             fail(exchange, with: .bodyTooLarge(limit: limit))
             return
@@ -261,6 +293,11 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             forward(Self.crlf, of: exchange)
         } else {
             forward(slice, of: exchange)
+        }
+        if exchange.isBufferingRequest && exchange.requestBodyBytes > configuration.requestBufferingBytes {
+            // A chunked body outgrew the buffer: stream the rest.
+            exchange.isBufferingRequest = false
+            sendUpstream(exchange)
         }
     }
 
@@ -278,11 +315,16 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         if let upstream = exchange.upstream {
             upstreamNeedsFlush = false
             upstream.flush()
+        } else if exchange.isBufferingRequest {
+            exchange.isBufferingRequest = false
+            sendUpstream(exchange)
         }
         armTimer(by: now + configuration.firstByteTimeout)
     }
 
     private func startExchange(_ head: RequestHead) {
+        headStartedAt = nil
+        hadRequest = true
         if let rejection = Self.validate(head, maxBodyBytes: configuration.maxBodyBytes) {
             closing = true
             respondWithoutExchange(rejection, requestHead: head)
@@ -305,20 +347,42 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         let exchange = Exchange(
             clientHead: head, upstreamRequest: upstreamRequest, now: context.eventLoop.now,
             // RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 request means faulty framing; close after it.
-            keepClientAlive: head.isKeepAlive && !closing && !(head.version.minor == 0 && head.facts.hasTransferEncoding),
-            tap: tap, target: target
+            keepClientAlive: head.isKeepAlive && !closing, tap: tap, target: target
         )
         self.exchange = exchange
+        let hasBody: Bool
         switch upstreamRequest.framing {
         case .none, .untilClose:
-            requestEnded(exchange, trailers: nil)
+            hasBody = false
         case .contentLength:
+            hasBody = true
             requestBody = BodyReader(framing: .contentLength, contentLength: upstreamRequest.contentLength)
+            exchange.isBufferingRequest = upstreamRequest.contentLength <= configuration.requestBufferingBytes
         case .chunked:
+            hasBody = true
             requestBody = BodyReader(framing: .chunked)
+            exchange.isBufferingRequest = configuration.requestBufferingBytes > 0
         }
-        armTimer(by: exchange.lastActivity + configuration.idleTimeout)
-        if let connection = pools[target].takeIdle() {
+        if hasBody && head.facts.expectsContinue && head.version.minor >= 1 {
+            // As nginx does: the proxy reads the body itself, so it invites it at once (RFC 9110 §10.1.1).
+            exchange.sentContinue = true
+            context.writeAndFlush(wrapOutboundOut(Self.continueResponse), promise: nil)
+        }
+        armTimer(by: exchange.lastActivity + (hasBody ? configuration.clientBodyTimeout : configuration.idleTimeout))
+        if hasBody {
+            if !exchange.isBufferingRequest { sendUpstream(exchange) }
+        } else {
+            requestEnded(exchange, trailers: nil)
+            sendUpstream(exchange)
+        }
+    }
+
+    private static let continueResponse = ByteBuffer(string: "HTTP/1.1 100 Continue\r\n\r\n")
+
+    /// Hands the request to a pooled upstream connection, or opens one.
+    private func sendUpstream(_ exchange: Exchange) {
+        guard self.exchange === exchange, exchange.upstream == nil, !exchange.isConnecting else { return }
+        if let connection = pools[exchange.target].takeIdle() {
             attach(connection, to: exchange)
         } else {
             connect(exchange)
@@ -336,12 +400,18 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         if facts.hasTransferEncoding && facts.contentLengthCount > 0 {
             return .malformedRequest("both Content-Length and Transfer-Encoding")
         }
+        if facts.hasTransferEncoding && head.version.minor == 0 {
+            // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
+            return .malformedRequest("Transfer-Encoding in an HTTP/1.0 request")
+        }
         if facts.contentLengthConflict { return .malformedRequest("conflicting Content-Length values") }
         if facts.contentLengthInvalid { return .malformedRequest("invalid Content-Length") }
         if facts.hasTransferEncoding && !facts.transferEncodingOnlyChunked {
             return .malformedRequest("unsupported Transfer-Encoding (only chunked is accepted)")
         }
-        if facts.hasUpgrade && facts.connectionUpgrade { return .upgradeNotSupported }
+        // An `h2c` upgrade is ignored (RFC 9113 §3.1): the request is served over HTTP/1.1.
+        if facts.hasUpgrade && facts.connectionUpgrade && !facts.upgradeOnlyH2C { return .upgradeNotSupported }
+        if facts.expectsOther { return .expectationFailed }
         if let limit = maxBodyBytes, let declared = facts.contentLength, declared > limit {
             return .bodyTooLarge(limit: limit)
         }
@@ -403,6 +473,8 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
 
     func upstreamInformational(_ head: ResponseHead) {
         guard let exchange else { return }
+        // No 1xx for an HTTP/1.0 client (RFC 9110 §15.2), and no second invitation to send the body.
+        if exchange.clientHead.version.minor == 0 || (exchange.sentContinue && head.status.code == 100) { return }
         let bytes = shared.responseRewriter.informational(
             head, clientVersion: exchange.clientHead.version, allocator: context.channel.allocator)
         context.write(wrapOutboundOut(bytes), promise: nil)
@@ -449,11 +521,15 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         clientNeedsFlush = true
     }
 
-    func upstreamEnd(trailers: ByteBuffer?) {
+    func upstreamEnd(trailers: ByteBuffer?, nothingFollowed: Bool) {
         guard let exchange else { return }
         if let upstream = exchange.upstream {
             exchange.upstream = nil
-            if exchange.requestComplete && exchange.upstreamKeepsAlive && exchange.upstreamFraming != .untilClose {
+            // Reused only when both messages were exactly delimited and nothing else arrived: anything
+            // else could leave a response in the connection that the next exchange would take for its own.
+            if exchange.requestComplete && !exchange.discardingRequest && exchange.upstreamKeepsAlive
+                && exchange.upstreamFraming != .untilClose && nothingFollowed
+            {
                 pools[exchange.target].release(upstream)
             } else {
                 upstream.handler.owner = nil
@@ -636,6 +712,8 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     private func resumeClientReadsIfPossible() {
         guard readPending, !shouldHoldClientReads else { return }
         readPending = false
+        // The body timeout measures the client's pauses, not the time reads were held for the upstream.
+        exchange?.lastBodyReadAt = context.eventLoop.now
         context.read()
     }
 
@@ -663,32 +741,89 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     private func timerFired() {
         guard context.channel.isActive else { return }
         let now = context.eventLoop.now
-        if let exchange {
-            guard let deadline = exchange.deadline(
-                firstByteTimeout: configuration.firstByteTimeout, idleTimeout: configuration.idleTimeout)
-            else {
-                armTimer(by: now + configuration.connectTimeout)
+        if let since = sendStalledSince {
+            let buffered = Self.bufferedBytes(context.channel)
+            if buffered < sendStalledBytes {
+                // The client took something since the last look: a slow reader, not a stalled one.
+                sendStalledSince = now
+                sendStalledBytes = buffered
+                armTimer(by: now + configuration.sendTimeout)
+            } else if now >= since + configuration.sendTimeout {
+                sendTimedOut()
                 return
-            }
-            guard now >= deadline else {
-                armTimer(by: deadline)
-                return
-            }
-            if !exchange.requestComplete && !exchange.responseStarted {
-                fail(exchange, with: .clientTimeout)
-            } else if exchange.responseStarted {
-                abort(exchange, outcome: ProxyError.idleTimeout.outcome)
             } else {
-                fail(exchange, with: .firstByteTimeout)
+                armTimer(by: since + configuration.sendTimeout)
+            }
+        }
+        if let exchange {
+            exchangeTimerFired(exchange, now: now)
+        } else if let headStartedAt {
+            let deadline = headStartedAt + configuration.clientHeaderTimeout
+            if now >= deadline {
+                shared.observer?.connectionEvent(.clientHeaderTimeout)
+                closing = true
+                inbound = nil
+                respondWithoutExchange(.clientHeaderTimeout)
+            } else {
+                armTimer(by: deadline)
             }
         } else {
-            let deadline = idleSince + configuration.clientKeepaliveTimeout
+            let deadline =
+                hadRequest ? idleSince + configuration.clientKeepaliveTimeout : acceptedAt + configuration.clientHeaderTimeout
             if now >= deadline {
+                if !hadRequest { shared.observer?.connectionEvent(.clientHeaderTimeout) }
                 context.close(promise: nil)
             } else {
                 armTimer(by: deadline)
             }
         }
+    }
+
+    private func exchangeTimerFired(_ exchange: Exchange, now: NIODeadline) {
+        let receivingBody = !exchange.requestComplete && !exchange.responseStarted && !exchange.discardingRequest
+        if receivingBody && !shouldHoldClientReads {
+            let deadline = exchange.lastBodyReadAt + configuration.clientBodyTimeout
+            if now >= deadline {
+                shared.observer?.connectionEvent(.clientBodyTimeout)
+                fail(exchange, with: .clientTimeout)
+            } else {
+                armTimer(by: deadline)
+            }
+            return
+        }
+        guard let deadline = exchange.deadline(
+            firstByteTimeout: configuration.firstByteTimeout, idleTimeout: configuration.idleTimeout)
+        else {
+            armTimer(by: now + configuration.connectTimeout)
+            return
+        }
+        guard now >= deadline else {
+            armTimer(by: deadline)
+            return
+        }
+        if !exchange.requestComplete && !exchange.responseStarted {
+            fail(exchange, with: .idleTimeout)  // the upstream stopped taking the body
+        } else if exchange.responseStarted {
+            abort(exchange, outcome: ProxyError.idleTimeout.outcome)
+        } else {
+            fail(exchange, with: .firstByteTimeout)
+        }
+    }
+
+    /// The client took nothing of what was written to it for `sendTimeout`: give up on it.
+    private func sendTimedOut() {
+        shared.observer?.connectionEvent(.sendTimeout)
+        closing = true
+        if let exchange {
+            abort(exchange, outcome: .clientAborted)
+        } else {
+            context.close(promise: nil)
+        }
+    }
+
+    /// Bytes written to the channel that the socket has not taken yet.
+    private static func bufferedBytes(_ channel: Channel) -> Int {
+        (try? channel.syncOptions?.getOption(ChannelOptions.bufferedWritableBytes)) ?? 0
     }
 
     // MARK: Helpers

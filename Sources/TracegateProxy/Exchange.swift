@@ -25,6 +25,12 @@ final class Exchange {
 
     var requestComplete = false
     var requestEndedAt: NIODeadline?
+    /// The body is being read whole before an upstream connection is taken (`requestBufferingBytes`).
+    var isBufferingRequest = false
+    /// The proxy answered `Expect: 100-continue` itself.
+    var sentContinue = false
+    /// Last time request body bytes were read (for the client body timeout).
+    var lastBodyReadAt: NIODeadline
     var requestBodyBytes = 0
     /// Set when the proxy answered itself before the request ended: further body parts are dropped.
     var discardingRequest = false
@@ -53,6 +59,7 @@ final class Exchange {
         self.tap = tap
         self.startedAt = now
         self.lastActivity = now
+        self.lastBodyReadAt = now
         self.startedAtEpochNanos = Exchange.wallClockNanos()
     }
 

@@ -54,6 +54,21 @@ public protocol ExchangeTap: AnyObject {
     func responseBody(_ bytes: ByteBuffer)
 }
 
+/// Something that happened to a client connection rather than to an exchange: limits and timeouts
+/// the proxy enforced, and failures to accept.
+public enum ConnectionEvent: Sendable, Equatable {
+    /// `accept` failed (`EMFILE`, `ENFILE`, `ENOMEM`…); accepting pauses briefly instead of spinning.
+    case acceptFailed(errno: Int32)
+    /// A connection arrived while `max_connections` were open: answered 503 and closed.
+    case refusedAtCapacity
+    /// A request head took longer than `client_header_timeout` (408), or a new connection sent nothing.
+    case clientHeaderTimeout
+    /// A request body paused for longer than `client_body_timeout` (408).
+    case clientBodyTimeout
+    /// The client took nothing of what was written to it for `send_timeout`: closed.
+    case sendTimeout
+}
+
 /// Watches exchanges. Called on the connection's event loop for every request, so it must be cheap
 /// and must never block: hand anything expensive to another thread.
 public protocol ExchangeObserver: Sendable {
@@ -63,6 +78,8 @@ public protocol ExchangeObserver: Sendable {
     func responseStarted(streamed: Bool)
     /// The exchange ended (completed, rejected, failed or aborted).
     func exchangeFinished(_ summary: ExchangeSummary, tap: ExchangeTap?)
+    /// A connection limit or timeout was enforced, or accepting failed. Rare; may take a lock.
+    func connectionEvent(_ event: ConnectionEvent)
 }
 
 extension ExchangeTap {
@@ -72,4 +89,5 @@ extension ExchangeTap {
 extension ExchangeObserver {
     public func exchangeStarted(_ head: RequestHead, requestID: String) -> ExchangeTap? { nil }
     public func responseStarted(streamed: Bool) {}
+    public func connectionEvent(_ event: ConnectionEvent) {}
 }

@@ -3,7 +3,7 @@ import NIOHTTP1
 
 /// The fields the data plane treats specially, recognised once while a head is parsed.
 enum FieldKind: UInt8 {
-    case other, host, contentLength, transferEncoding, connection, upgrade, hopByHop
+    case other, host, contentLength, transferEncoding, connection, upgrade, hopByHop, expect
     case forwardedFor, forwardedProto, forwardedHost, via, requestID
 
     /// RFC 9110 §7.6.1: describes one connection and is never forwarded.
@@ -94,10 +94,18 @@ struct HeadFacts {
     /// `chunked` is the one and only transfer coding.
     var transferEncodingOnlyChunked = false
     var hasUpgrade = false
+    /// Every protocol named in `Upgrade` is `h2c`, which a proxy may ignore (RFC 9113 §3.1).
+    var upgradeOnlyH2C = true
+    /// `Expect: 100-continue`, and whether any other expectation was named.
+    var expectsContinue = false
+    var expectsOther = false
     var connectionClose = false
     var connectionKeepAlive = false
     var connectionUpgrade = false
     /// Other field names listed in `Connection` (ranges into the head's bytes); those fields are dropped too.
+    /// `Content-Length`, `Transfer-Encoding` and `Host` are never among them: the proxy decides and writes a
+    /// message's framing itself, so a `Connection` option cannot remove it (RFC 9110 §7.6.1 lets a proxy
+    /// keep fields whose removal would change how the message is delimited or routed).
     var connectionNamed: [Range<Int>] = []
     /// Index of the first non-empty request id field.
     var requestIDField: Int?
@@ -146,6 +154,17 @@ public struct ResponseHead {
 enum HeadError: Error, Equatable {
     case tooLarge
     case malformed(String)
+    /// A well-formed version whose major number is not 1 (`HTTP/2.0` sent as HTTP/1 text): 505.
+    case versionNotSupported
+}
+
+/// The protocol version of a request or status line.
+enum ParsedVersion: Equatable {
+    /// `HTTP/1.0`, or `HTTP/1.1` for any minor version from 1 up (RFC 9112 §2.3: a recipient treats a
+    /// higher minor version as the highest it implements).
+    case supported(HTTPVersion)
+    case unsupportedMajor
+    case invalid
 }
 
 /// Finds and parses HTTP/1 heads in a byte stream (RFC 9112 §2–5), without copying.
@@ -217,8 +236,11 @@ struct HeadParser {
             guard targetEnd > targetStart, targetEnd < line.upperBound, raw[targetEnd] == 0x20 else {
                 throw HeadError.malformed("invalid request target")
             }
-            guard let version = Self.version(raw, targetEnd + 1, line.upperBound) else {
-                throw HeadError.malformed("unsupported HTTP version")
+            let version: HTTPVersion
+            switch Self.version(raw, targetEnd + 1, line.upperBound) {
+            case .supported(let supported): version = supported
+            case .unsupportedMajor: throw HeadError.versionNotSupported
+            case .invalid: throw HeadError.malformed("invalid HTTP version")
             }
             let method = Self.method(raw, line.lowerBound, methodEnd)
             var facts = HeadFacts()
@@ -236,7 +258,9 @@ struct HeadParser {
             guard let line = try lines.next() else { throw HeadError.malformed("empty response") }
             // HTTP-version SP 3DIGIT [SP reason-phrase]
             let start = line.lowerBound
-            guard line.count >= 12, let version = Self.version(raw, start, start + 8), raw[start + 8] == 0x20 else {
+            guard line.count >= 12, case .supported(let version) = Self.version(raw, start, start + 8),
+                raw[start + 8] == 0x20
+            else {
                 throw HeadError.malformed("invalid status line")
             }
             var code = 0
@@ -336,12 +360,28 @@ struct HeadParser {
                     facts.connectionKeepAlive = true
                 } else if equalsLowercased(raw, itemStart, itemEnd, "upgrade") {
                     facts.connectionUpgrade = true
+                } else if equalsLowercased(raw, itemStart, itemEnd, "content-length")
+                    || equalsLowercased(raw, itemStart, itemEnd, "transfer-encoding")
+                    || equalsLowercased(raw, itemStart, itemEnd, "host")
+                {
+                    return  // framing and routing are the proxy's to write: see `connectionNamed`
                 } else if itemEnd > itemStart {
                     facts.connectionNamed.append(itemStart..<itemEnd)
                 }
             }
         case .upgrade:
             facts.hasUpgrade = true
+            forEachListItem(raw, start, end) { itemStart, itemEnd in
+                if !equalsLowercased(raw, itemStart, itemEnd, "h2c") && itemEnd > itemStart { facts.upgradeOnlyH2C = false }
+            }
+        case .expect:
+            forEachListItem(raw, start, end) { itemStart, itemEnd in
+                if equalsLowercased(raw, itemStart, itemEnd, "100-continue") {
+                    facts.expectsContinue = true
+                } else if itemEnd > itemStart {
+                    facts.expectsOther = true
+                }
+            }
         case .requestID:
             if facts.requestIDField == nil && end > start { facts.requestIDField = fieldIndex }
         default:
@@ -356,6 +396,7 @@ struct HeadParser {
         case 2: kind = equalsLowercased(raw, start, end, "te") ? .hopByHop : .other
         case 3: kind = isRequest && equalsLowercased(raw, start, end, "via") ? .via : .other
         case 4: kind = isRequest && equalsLowercased(raw, start, end, "host") ? .host : .other
+        case 6: kind = isRequest && equalsLowercased(raw, start, end, "expect") ? .expect : .other
         case 7: kind = equalsLowercased(raw, start, end, "upgrade") ? .upgrade : .other
         case 10:
             if equalsLowercased(raw, start, end, "connection") {
@@ -363,7 +404,13 @@ struct HeadParser {
             } else {
                 kind = equalsLowercased(raw, start, end, "keep-alive") ? .hopByHop : .other
             }
-        case 14: kind = equalsLowercased(raw, start, end, "content-length") ? .contentLength : .other
+        case 14:
+            if equalsLowercased(raw, start, end, "content-length") {
+                kind = .contentLength
+            } else {
+                // RFC 9113 §3.2.1: describes one h2c upgrade; never forwarded.
+                kind = isRequest && equalsLowercased(raw, start, end, "http2-settings") ? .hopByHop : .other
+            }
         case 15: kind = isRequest && equalsLowercased(raw, start, end, "x-forwarded-for") ? .forwardedFor : .other
         case 16:
             if equalsLowercased(raw, start, end, "proxy-connection") {
@@ -392,18 +439,18 @@ struct HeadParser {
         return kind
     }
 
-    /// `HTTP/1.0` or `HTTP/1.1` occupying exactly `start..<end`.
-    private static func version(_ raw: UnsafeRawBufferPointer, _ start: Int, _ end: Int) -> HTTPVersion? {
+    /// `HTTP/DIGIT.DIGIT` occupying exactly `start..<end` (RFC 9112 §2.3).
+    private static func version(_ raw: UnsafeRawBufferPointer, _ start: Int, _ end: Int) -> ParsedVersion {
+        func isDigit(_ byte: UInt8) -> Bool { byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") }
         guard end - start == 8, raw[start] == UInt8(ascii: "H"), raw[start + 1] == UInt8(ascii: "T"),
             raw[start + 2] == UInt8(ascii: "T"), raw[start + 3] == UInt8(ascii: "P"),
-            raw[start + 4] == UInt8(ascii: "/"), raw[start + 5] == UInt8(ascii: "1"),
-            raw[start + 6] == UInt8(ascii: ".")
-        else { return nil }
-        switch raw[start + 7] {
-        case UInt8(ascii: "1"): return .http1_1
-        case UInt8(ascii: "0"): return .http1_0
-        default: return nil
+            raw[start + 4] == UInt8(ascii: "/"), isDigit(raw[start + 5]),
+            raw[start + 6] == UInt8(ascii: "."), isDigit(raw[start + 7])
+        else { return .invalid }
+        guard raw[start + 5] == UInt8(ascii: "1") else {
+            return raw[start + 5] == UInt8(ascii: "0") ? .invalid : .unsupportedMajor
         }
+        return .supported(raw[start + 7] == UInt8(ascii: "0") ? .http1_0 : .http1_1)
     }
 
     /// The method, without allocating for the common ones.

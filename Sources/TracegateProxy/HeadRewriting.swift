@@ -80,8 +80,8 @@ struct RequestHeadRewriter {
             }
             for field in fields {
                 switch field.kind {
-                case .transferEncoding, .connection, .upgrade, .hopByHop:
-                    continue
+                case .transferEncoding, .contentLength, .connection, .upgrade, .hopByHop, .expect:
+                    continue  // framing is written below; `Expect` is answered by the proxy
                 case .host:
                     if clientHost == nil { clientHost = field.valueStart..<field.valueEnd }
                     if !preserveHost { continue }
@@ -108,7 +108,14 @@ struct RequestHeadRewriter {
                 out.writeString(upstreamHostHeader)
                 out.writeStaticString("\r\n")
             }
-            if framing == .chunked { out.writeStaticString("Transfer-Encoding: chunked\r\n") }
+            // The one framing field, written from the parsed facts (duplicates and lists collapse to one value).
+            if framing == .chunked {
+                out.writeStaticString("Transfer-Encoding: chunked\r\n")
+            } else if let length = facts.contentLength {
+                out.writeStaticString("Content-Length: ")
+                out.writeString(String(length))
+                out.writeStaticString("\r\n")
+            }
             if addsXForwarded {
                 if clientIP != nil || priorForwardedFor != nil {
                     out.writeStaticString("X-Forwarded-For: ")
@@ -265,11 +272,16 @@ struct ResponseHeadRewriter {
         var chunked = false
         switch framing {
         case .contentLength:
-            break
+            Self.writeContentLength(upstream.facts.contentLength ?? 0, into: &out)
         case .none:
-            // A HEAD response may advertise the coding a GET would have had.
+            // A HEAD or 304 response may advertise the framing a GET would have had.
             if requestIsHEAD && upstream.facts.transferEncodingChunked && clientIs11 {
                 out.writeStaticString("transfer-encoding: chunked\r\n")
+            } else if let length = upstream.facts.contentLength, !upstream.facts.hasTransferEncoding,
+                !upstream.facts.contentLengthInvalid, !upstream.facts.contentLengthConflict,
+                upstream.status.code >= 200, upstream.status.code != 204
+            {
+                Self.writeContentLength(length, into: &out)
             }
         case .chunked, .untilClose:
             if clientIs11 {
@@ -301,6 +313,12 @@ struct ResponseHeadRewriter {
         return ClientResponse(head: out, chunked: chunked, closeAfter: closeAfter)
     }
 
+    private static func writeContentLength(_ length: Int, into out: inout ByteBuffer) {
+        out.writeStaticString("content-length: ")
+        out.writeString(String(length))
+        out.writeStaticString("\r\n")
+    }
+
     /// An interim (1xx) response for the client: hop-by-hop fields removed, nothing added.
     func informational(_ upstream: ResponseHead, clientVersion: HTTPVersion, allocator: ByteBufferAllocator) -> ByteBuffer {
         var out = allocator.buffer(capacity: upstream.bytes.readableBytes + 8)
@@ -324,7 +342,8 @@ struct ResponseHeadRewriter {
             out.writeBytes(UnsafeRawBufferPointer(rebasing: raw[upstream.statusRange]))
             out.writeStaticString("\r\n")
             for field in upstream.fields {
-                if field.kind.isHopByHop { continue }
+                // Framing fields are written by the caller from the parsed facts.
+                if field.kind.isHopByHop || field.kind == .contentLength { continue }
                 if !named.isEmpty && RequestHeadRewriter.isNamed(field, in: named, raw) { continue }
                 visit(field)
                 out.writeBytes(UnsafeRawBufferPointer(rebasing: raw[field.nameStart..<field.valueEnd]))

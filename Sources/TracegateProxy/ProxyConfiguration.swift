@@ -74,6 +74,18 @@ public struct ProxyConfiguration: Sendable {
     public var idleTimeout: TimeAmount = .seconds(300)
     /// How long an idle client keep-alive connection stays open.
     public var clientKeepaliveTimeout: TimeAmount = .seconds(75)
+    /// Time a client has to send a whole request head, from its first byte (or from the connection's
+    /// start, for its first request); then 408 (or a silent close when nothing was sent).
+    public var clientHeaderTimeout: TimeAmount = .seconds(60)
+    /// Longest wait between two reads of a request body; then 408.
+    public var clientBodyTimeout: TimeAmount = .seconds(60)
+    /// Longest time a client may take nothing of what is written to it; then the connection is closed.
+    public var sendTimeout: TimeAmount = .seconds(60)
+    /// Client connections open at once; connections beyond it are answered 503 and closed.
+    public var maxConnections: Int = 10_000
+    /// Request bodies of at most this many bytes are read whole before an upstream connection is
+    /// taken, so a slow upload holds no upstream connection; larger ones stream. 0: always stream.
+    public var requestBufferingBytes: Int = 64 * 1024
     /// Largest accepted request head; NIO's parser caps it at 80 KiB.
     public var maxHeaderBytes: Int = 32 * 1024
     /// Largest accepted request body; `nil` means unlimited.

@@ -9,6 +9,10 @@ enum ProxyError: Equatable {
     case upgradeNotSupported
     case connectNotSupported
     case clientTimeout
+    case clientHeaderTimeout
+    case expectationFailed
+    case versionNotSupported
+    case tooManyConnections
     case upstreamUnreachable(String)
     case upstreamClosedEarly
     case connectTimeout
@@ -21,7 +25,10 @@ enum ProxyError: Equatable {
         case .headersTooLarge: return .init(statusCode: 431, reasonPhrase: "Request Header Fields Too Large")
         case .bodyTooLarge: return .payloadTooLarge
         case .upgradeNotSupported, .connectNotSupported: return .notImplemented
-        case .clientTimeout: return .requestTimeout
+        case .clientTimeout, .clientHeaderTimeout: return .requestTimeout
+        case .expectationFailed: return .expectationFailed
+        case .versionNotSupported: return .httpVersionNotSupported
+        case .tooManyConnections: return .serviceUnavailable
         case .upstreamUnreachable, .upstreamClosedEarly: return .badGateway
         case .connectTimeout, .firstByteTimeout, .idleTimeout: return .gatewayTimeout
         }
@@ -34,7 +41,11 @@ enum ProxyError: Equatable {
         case .bodyTooLarge(let limit): return "request body larger than the limit of \(limit) bytes"
         case .upgradeNotSupported: return "protocol upgrades (WebSocket) are not supported by this proxy"
         case .connectNotSupported: return "CONNECT tunnelling is not supported by this proxy"
-        case .clientTimeout: return "the client sent no data within the idle timeout"
+        case .clientTimeout: return "the client sent no request body data within the client body timeout"
+        case .clientHeaderTimeout: return "the client did not send a complete request head within the client header timeout"
+        case .expectationFailed: return "the only expectation supported is 100-continue"
+        case .versionNotSupported: return "only HTTP/1.x is served on this port"
+        case .tooManyConnections: return "too many open connections; try again later"
         case .upstreamUnreachable(let why): return "upstream unreachable: \(why)"
         case .upstreamClosedEarly: return "upstream closed the connection before responding"
         case .connectTimeout: return "upstream connect timed out"
@@ -47,7 +58,7 @@ enum ProxyError: Equatable {
     var outcome: ExchangeOutcome {
         switch self {
         case .malformedRequest, .headersTooLarge, .bodyTooLarge, .upgradeNotSupported, .connectNotSupported,
-            .clientTimeout:
+            .clientTimeout, .clientHeaderTimeout, .expectationFailed, .versionNotSupported, .tooManyConnections:
             return .rejected(message)
         case .upstreamUnreachable, .upstreamClosedEarly: return .upstreamFailed(message)
         case .connectTimeout, .firstByteTimeout, .idleTimeout: return .upstreamTimeout(message)

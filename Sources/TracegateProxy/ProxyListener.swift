@@ -37,21 +37,46 @@ public final class ProxyListener: Sendable {
         self.pools = pools
     }
 
+    /// Pause before accepting again after `accept` failed (fd limit reached, out of memory): without it
+    /// the listener would retry at once, thousands of times a second.
+    static let acceptBackoff = TimeAmount.milliseconds(250)
+
+    /// Bytes queued for a client beyond which upstream reads stop (and below which they resume).
+    /// With one upstream read of at most `UpstreamConnector.maxReadBytes` on top, a client that reads
+    /// slowly holds at most ~64 KiB of response bytes in the proxy.
+    static let clientWriteBuffer = WriteBufferWaterMark(low: 16 * 1024, high: 32 * 1024)
+
     /// Binds the listener; returns the bound address (useful with port 0).
     public func start(host: String, port: Int) async throws -> SocketAddress {
+        let observer = shared.observer
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 1024)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        AcceptBackoffHandler(shouldForwardIOErrorCaught: false) { error in
+                            observer?.connectionEvent(.acceptFailed(errno: error.errnoCode))
+                            return Self.acceptBackoff
+                        })
+                }
+            }
             .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(ChannelOptions.maxMessagesPerRead, value: 16)
+            .childChannelOption(ChannelOptions.writeBufferWaterMark, value: Self.clientWriteBuffer)
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
                     if let tls = self.tls {
                         try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.context))
                     }
+                    guard self.track(channel) else {
+                        observer?.connectionEvent(.refusedAtCapacity)
+                        try channel.pipeline.syncOperations.addHandler(
+                            CapacityRefusalHandler(requestIDHeader: self.shared.configuration.requestIDHeader))
+                        return
+                    }
                     let pools = self.pools[ObjectIdentifier(channel.eventLoop)]!
                     try channel.pipeline.syncOperations.addHandler(ClientConnectionHandler(shared: self.shared, pools: pools))
-                    self.track(channel)
                 }
             }
             .bind(host: host, port: port)
@@ -64,9 +89,16 @@ public final class ProxyListener: Sendable {
     /// Number of open client connections.
     public var openConnections: Int { state.withLockedValue { $0.connections.count } }
 
-    private func track(_ channel: Channel) {
+    /// Counts `channel` as open until it closes; false (and not counted) when `maxConnections` are open.
+    private func track(_ channel: Channel) -> Bool {
         let id = ObjectIdentifier(channel)
-        state.withLockedValue { $0.connections[id] = channel }
+        let limit = shared.configuration.maxConnections
+        let admitted = state.withLockedValue { state in
+            guard state.connections.count < limit else { return false }
+            state.connections[id] = channel
+            return true
+        }
+        guard admitted else { return false }
         channel.closeFuture.whenComplete { [self] _ in
             let drained: EventLoopPromise<Void>? = state.withLockedValue { state in
                 state.connections[id] = nil
@@ -74,6 +106,7 @@ public final class ProxyListener: Sendable {
             }
             drained?.succeed()
         }
+        return true
     }
 
     /// Stops accepting, lets in-flight exchanges finish within `grace`, then closes whatever is left.

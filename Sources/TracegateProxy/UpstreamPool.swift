@@ -10,7 +10,9 @@ protocol UpstreamOwner: AnyObject {
     func upstreamHead(_ head: ResponseHead, framing: BodyFraming)
     func upstreamBody(_ bytes: ByteBuffer)
     /// The response is complete; `trailers` holds a chunked body's trailer field lines, if any.
-    func upstreamEnd(trailers: ByteBuffer?)
+    /// `nothingFollowed` is false when more bytes arrived right behind the response: bytes nobody asked
+    /// for, so the connection must not serve another exchange.
+    func upstreamEnd(trailers: ByteBuffer?, nothingFollowed: Bool)
     func upstreamReadComplete()
     func upstreamClosed(_ connection: UpstreamConnection, error: Error?)
     func upstreamWritabilityChanged()
@@ -115,7 +117,7 @@ final class UpstreamHandler: ChannelDuplexHandler {
                     owner.upstreamBody(slice)
                 case .end(let trailers):
                     body = nil
-                    owner.upstreamEnd(trailers: trailers)
+                    owner.upstreamEnd(trailers: trailers, nothingFollowed: buffer.readableBytes == 0)
                     return
                 case .needMore:
                     return
@@ -135,7 +137,11 @@ final class UpstreamHandler: ChannelDuplexHandler {
                     throw UpstreamProtocolError(reason: why)
                 }
                 let code = head.status.code
-                if code < 200 && code != 101 {
+                if code == 101 {
+                    // The proxy never forwards an upgrade, so a switch of protocols is an answer to nothing.
+                    throw UpstreamProtocolError(reason: "101 Switching Protocols without an upgrade request")
+                }
+                if code < 200 {
                     owner.upstreamInformational(head)
                     continue
                 }
@@ -204,6 +210,9 @@ protocol UpstreamConnecting: Sendable {
 
 /// Opens connections to the upstream (TCP, and TLS for https).
 struct UpstreamConnector: UpstreamConnecting {
+    /// Largest single read from an upstream socket.
+    static let maxReadBytes = 32 * 1024
+
     let host: String
     let port: Int
     let connectTimeout: TimeAmount
@@ -236,6 +245,12 @@ struct UpstreamConnector: UpstreamConnecting {
         return ClientBootstrap(group: eventLoop)
             .connectTimeout(connectTimeout)
             .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+            // One read of at most `maxReadBytes` per cycle: the client's writability is checked before
+            // every read, so a slow reader holds at most this plus its write buffer (see `ProxyListener`).
+            .channelOption(ChannelOptions.maxMessagesPerRead, value: 1)
+            .channelOption(
+                ChannelOptions.recvAllocator,
+                value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 2048, maximum: Self.maxReadBytes))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations

@@ -15,6 +15,11 @@ public enum TracegateApp {
     public static func run(settings: TracegateSettings) async -> Int32 {
         Malloc.limitArenas()
         let logger = makeLogger(level: settings.logLevel)
+        let openFiles = FileDescriptorLimit.raiseToHardLimit()
+        if openFiles < 2 * settings.maxConnections + 64 {
+            logger.warning(
+                "the open-file limit (\(openFiles)) is below 2 × max_connections (\(settings.maxConnections)) + 64: at the limit, accepting pauses (tracegate_accept_errors_total)")
+        }
         let threads = settings.threads == 0 ? System.coreCount : settings.threads
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let code = await serve(settings: settings, group: group, threads: threads, logger: logger)
@@ -39,7 +44,7 @@ public enum TracegateApp {
         }
         let metrics = TracegateMetrics()
         tracing?.attach(metrics)
-        var observers: [ExchangeObserver] = [MetricsObserver(metrics: metrics)]
+        var observers: [ExchangeObserver] = [MetricsObserver(metrics: metrics), ConnectionEventLog(logger: logger)]
         if let accessLog { observers.append(AccessLog(format: settings.accessLog, writer: accessLog)) }
         if let tracing {
             observers.append(TraceObserver(settings: TraceCaptureSettings(settings: settings), captures: tracing.captures))
@@ -256,6 +261,11 @@ extension TracegateSettings {
         configuration.clientKeepaliveTimeout = TimeAmount(clientKeepaliveTimeout)
         configuration.maxHeaderBytes = maxHeaderBytes
         configuration.maxBodyBytes = maxBodyBytes
+        configuration.clientHeaderTimeout = TimeAmount(clientHeaderTimeout)
+        configuration.clientBodyTimeout = TimeAmount(clientBodyTimeout)
+        configuration.sendTimeout = TimeAmount(sendTimeout)
+        configuration.maxConnections = maxConnections
+        configuration.requestBufferingBytes = requestBuffering
         return configuration
     }
 }

@@ -28,6 +28,11 @@ public final class TracegateMetrics: Sendable {
     let streamsOpen: Gauge
     let requestBytes: Counter
     let responseBytes: Counter
+    let connectionsRefused: Counter
+    let acceptErrors: Counter
+    /// Indexed by `clientTimeoutKinds`.
+    let clientTimeouts: [Counter]
+    static let clientTimeoutKinds = ["header", "body", "send"]
 
     private let delivery = NIOLockedValueBox(DeliveryCounters())
     private let deliverySource = NIOLockedValueBox<(@Sendable () -> DeliverySnapshot)?>(nil)
@@ -55,6 +60,16 @@ public final class TracegateMetrics: Sendable {
             name: "tracegate_request_body_bytes_total", help: "Request body bytes received from clients.")
         responseBytes = registry.makeCounter(
             name: "tracegate_response_body_bytes_total", help: "Response body bytes sent to clients.")
+        connectionsRefused = registry.makeCounter(
+            name: "tracegate_connections_refused_total", help: "Connections answered 503 because max_connections were open.")
+        acceptErrors = registry.makeCounter(
+            name: "tracegate_accept_errors_total",
+            help: "Failed accepts (file-descriptor limit, out of memory); each pauses accepting for 250ms.")
+        clientTimeouts = Self.clientTimeoutKinds.map { kind in
+            registry.makeCounter(
+                name: "tracegate_client_timeouts_total", labels: [("kind", kind)],
+                help: "Client connections cut by client_header_timeout, client_body_timeout or send_timeout.")
+        }
         delivery.withLockedValue { $0 = DeliveryCounters(registry: registry) }
     }
 
@@ -182,5 +197,15 @@ final class MetricsObserver: ExchangeObserver {
         if let ttfb = summary.timeToFirstByte { metrics.upstreamTimeToFirstByte.recordNanoseconds(ttfb.nanoseconds) }
         if summary.requestBodyBytes > 0 { metrics.requestBytes.increment(by: Int64(summary.requestBodyBytes)) }
         if summary.responseBodyBytes > 0 { metrics.responseBytes.increment(by: Int64(summary.responseBodyBytes)) }
+    }
+
+    func connectionEvent(_ event: ConnectionEvent) {
+        switch event {
+        case .acceptFailed: metrics.acceptErrors.increment()
+        case .refusedAtCapacity: metrics.connectionsRefused.increment()
+        case .clientHeaderTimeout: metrics.clientTimeouts[0].increment()
+        case .clientBodyTimeout: metrics.clientTimeouts[1].increment()
+        case .sendTimeout: metrics.clientTimeouts[2].increment()
+        }
     }
 }

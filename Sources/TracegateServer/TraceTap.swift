@@ -185,4 +185,8 @@ public struct CompositeObserver: ExchangeObserver {
     public func exchangeFinished(_ summary: ExchangeSummary, tap: ExchangeTap?) {
         for observer in observers { observer.exchangeFinished(summary, tap: tap) }
     }
+
+    public func connectionEvent(_ event: ConnectionEvent) {
+        for observer in observers { observer.connectionEvent(event) }
+    }
 }

@@ -58,6 +58,9 @@ final class DataPlaneTests: XCTestCase {
         configuration.firstByteTimeout = .seconds(10)
         configuration.idleTimeout = .seconds(20)
         configuration.clientKeepaliveTimeout = .seconds(30)
+        configuration.clientHeaderTimeout = .seconds(15)
+        configuration.clientBodyTimeout = .seconds(25)
+        configuration.requestBufferingBytes = 0  // bodies stream unless a test asks otherwise
         configure(&configuration)
         pools = configuration.targets.map { _ in UpstreamPool(eventLoop: loop, connector: upstreams, maxIdle: 4) }
         let shared = ProxyShared(configuration: configuration, observer: observer)
@@ -343,6 +346,9 @@ final class DataPlaneTests: XCTestCase {
 
     func testIdleKeepAliveConnectionIsClosedAfterTheTimeout() throws {
         try makeClient()
+        try send()
+        try respond()
+        _ = try clientParts()
         loop.advanceTime(by: .seconds(29))
         XCTAssertTrue(client.isActive)
         loop.advanceTime(by: .seconds(2))
@@ -359,6 +365,167 @@ final class DataPlaneTests: XCTestCase {
         guard case .head(let head) = parts.first else { return XCTFail("no response") }
         XCTAssertEqual(head.headers["connection"], ["close"])
         XCTAssertFalse(client.isActive)
+    }
+
+    // MARK: Framing and the upstream pool (no response for a request nobody sent)
+
+    /// Raw bytes the proxy wrote to the client since the last call.
+    private func clientBytes() throws -> String {
+        var text = ""
+        while let bytes = try client.readOutbound(as: ByteBuffer.self) { text += String(buffer: bytes) }
+        return text
+    }
+
+    func testABodyNamedInConnectionStillGoesUpstreamAsOneFramedRequest() throws {
+        try makeClient()
+        let smuggled = "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+        try send(.POST, "/attack", headers: [("Connection", "keep-alive, Content-Length"), ("Content-Length", "\(smuggled.utf8.count)")],
+                 body: [smuggled])
+        let parts = try upstreamParts()
+        let heads = parts.compactMap { part -> String? in
+            if case .head(let head) = part { return head.uri }
+            return nil
+        }
+        XCTAssertEqual(heads, ["/attack"], "the body must not read as a second request upstream")
+        guard case .end = parts.last else { return XCTFail("the request is not delimited upstream: \(parts)") }
+    }
+
+    func testUpstreamConnectionWithBytesBehindTheResponseIsNotPooled() throws {
+        try makeClient()
+        try send()
+        var bytes = Wire.bytes(HTTPResponseHead(version: .http1_1, status: .ok, headers: ["Content-Length": "2"]))
+        bytes.writeString("okHTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled")
+        try upstreams.channels[0].writeInbound(bytes)
+        XCTAssertEqual(bodyText(of: try clientParts()), "ok")
+        XCTAssertFalse(upstreams.channels[0].isActive, "a connection with an unasked-for response is closed")
+        try send()
+        XCTAssertEqual(upstreams.channels.count, 2, "the next request gets a fresh connection")
+        try respond(1, body: ["r2"])
+        XCTAssertEqual(bodyText(of: try clientParts()), "r2")
+    }
+
+    func testUpstreamSwitchingProtocolsUnaskedGets502AndIsNotPooled() throws {
+        try makeClient()
+        try send()
+        try upstreams.channels[0].writeInbound(
+            Wire.bytes(HTTPResponseHead(version: .http1_1, status: .switchingProtocols, headers: ["Upgrade": "x"])))
+        XCTAssertEqual(status(of: try clientParts()), 502)
+        XCTAssertFalse(upstreams.channels[0].isActive)
+    }
+
+    func testHTTP10RequestWithTransferEncodingIsRefused() throws {
+        try makeClient()
+        try clientDecoder.expectResponse(to: .POST)
+        try client.writeInbound(ByteBuffer(string: "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n"))
+        XCTAssertEqual(status(of: try clientParts()), 400)
+        XCTAssertEqual(upstreams.channels.count, 0)
+        XCTAssertFalse(client.isActive)
+    }
+
+    func testH2CUpgradeIsIgnoredAndTheRequestServedOverHTTP11() throws {
+        try makeClient()
+        try send(headers: [("Connection", "Upgrade, HTTP2-Settings"), ("Upgrade", "h2c"), ("HTTP2-Settings", "AAMAAABkAAQ")])
+        guard case .head(let head)? = try upstreamParts().first else { return XCTFail("not forwarded") }
+        XCTAssertFalse(head.headers.contains(name: "upgrade"))
+        try respond()
+        XCTAssertEqual(status(of: try clientParts()), 200)
+    }
+
+    // MARK: Request buffering and Expect
+
+    func testSmallBodyIsReadWholeBeforeAnUpstreamConnectionIsTaken() throws {
+        try makeClient { $0.requestBufferingBytes = 64 }
+        try send(.POST, "/upload", headers: [("Content-Length", "6")], body: ["abc"], end: false)
+        XCTAssertEqual(upstreams.channels.count, 0, "a slow upload holds no upstream connection")
+        try sendBody("def")
+        XCTAssertEqual(upstreams.channels.count, 1)
+        let parts = try upstreamParts()
+        XCTAssertEqual(parts.compactMap { if case .body(let b) = $0 { return String(buffer: b) } else { return nil } }.joined(), "abcdef")
+        guard case .end = parts.last else { return XCTFail("request not ended upstream") }
+    }
+
+    func testChunkedBodyOutgrowingTheBufferStreamsTheRest() throws {
+        try makeClient { $0.requestBufferingBytes = 4 }
+        try send(.POST, "/upload", headers: [("Transfer-Encoding", "chunked")], body: ["abc"], end: false)
+        XCTAssertEqual(upstreams.channels.count, 0)
+        try sendBody("def")
+        XCTAssertEqual(upstreams.channels.count, 1, "past the buffer the body streams")
+        try sendBody("ghi")
+        try sendEnd()
+        let body = try upstreamParts().compactMap { if case .body(let b) = $0 { return String(buffer: b) } else { return nil } }
+        XCTAssertEqual(body.joined(), "abcdefghi")
+    }
+
+    func testLargeDeclaredBodyStreamsAtOnce() throws {
+        try makeClient { $0.requestBufferingBytes = 4 }
+        try send(.POST, "/upload", headers: [("Content-Length", "6")], body: ["abc"], end: false)
+        XCTAssertEqual(upstreams.channels.count, 1)
+    }
+
+    func testExpectContinueIsAnsweredBeforeTheBodyIsSent() throws {
+        try makeClient { $0.requestBufferingBytes = 64 }
+        try client.writeInbound(ByteBuffer(string: "POST /x HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n"))
+        XCTAssertEqual(try clientBytes(), "HTTP/1.1 100 Continue\r\n\r\n")
+        try client.writeInbound(ByteBuffer(string: "ok"))
+        guard case .head(let head)? = try upstreamParts().first else { return XCTFail("not forwarded") }
+        XCTAssertFalse(head.headers.contains(name: "expect"), "the proxy answered the expectation itself")
+    }
+
+    func testUnknownExpectationGets417() throws {
+        try makeClient()
+        try send(.POST, "/x", headers: [("Expect", "something-else"), ("Content-Length", "1")], body: ["x"])
+        XCTAssertEqual(status(of: try clientParts()), 417)
+        XCTAssertEqual(upstreams.channels.count, 0)
+    }
+
+    // MARK: Client timeouts
+
+    func testConnectionThatSendsNothingIsClosedSilentlyAtTheHeaderTimeout() throws {
+        try makeClient()
+        loop.advanceTime(by: .seconds(14))
+        XCTAssertTrue(client.isActive)
+        loop.advanceTime(by: .seconds(2))
+        XCTAssertFalse(client.isActive)
+        XCTAssertEqual(try clientBytes(), "")
+    }
+
+    func testIncompleteHeadGets408AtTheHeaderTimeout() throws {
+        try makeClient()
+        loop.advanceTime(by: .seconds(10))
+        try client.writeInbound(ByteBuffer(string: "GET / HTTP/1.1\r\nHo"))
+        loop.advanceTime(by: .seconds(14))
+        XCTAssertTrue(client.isActive, "the header timeout counts from the head's first byte")
+        try client.writeInbound(ByteBuffer(string: "s"))
+        loop.advanceTime(by: .seconds(2))
+        XCTAssertTrue(try clientBytes().hasPrefix("HTTP/1.1 408 "))
+        XCTAssertFalse(client.isActive)
+        XCTAssertEqual(upstreams.channels.count, 0)
+    }
+
+    func testPausedRequestBodyGets408AtTheBodyTimeout() throws {
+        try makeClient()
+        try send(.POST, "/upload", headers: [("Transfer-Encoding", "chunked")], body: ["a"], end: false)
+        loop.advanceTime(by: .seconds(20))
+        try sendBody("b")
+        loop.advanceTime(by: .seconds(20))
+        XCTAssertNil(status(of: try clientParts()), "each read restarts the body timeout")
+        loop.advanceTime(by: .seconds(6))
+        XCTAssertEqual(status(of: try clientParts()), 408)
+        XCTAssertFalse(upstreams.channels[0].isActive)
+    }
+
+    func testClientThatTakesNothingIsCutAtTheSendTimeout() throws {
+        try makeClient { $0.sendTimeout = .seconds(5) }
+        try send()
+        try respond(headers: [("Transfer-Encoding", "chunked")], body: ["a"], end: false)
+        client.isWritable = false
+        client.pipeline.fireChannelWritabilityChanged()
+        loop.advanceTime(by: .seconds(4))
+        XCTAssertTrue(client.isActive)
+        loop.advanceTime(by: .seconds(2))
+        XCTAssertFalse(client.isActive)
+        XCTAssertFalse(upstreams.channels[0].isActive)
+        XCTAssertEqual(observer.summaries.first?.outcome, .clientAborted)
     }
 
     func testQuiesceClosesAnIdleConnectionAtOnce() throws {

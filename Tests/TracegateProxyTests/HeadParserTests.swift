@@ -75,7 +75,9 @@ final class HeadParserTests: XCTestCase {
         XCTAssertEqual(refusal("GET / HTTP/1.1\r\nHost : a\r\n\r\n"), .malformed("invalid header field name"))
         XCTAssertEqual(refusal("GET / HTTP/1.1\r\nHost: a\r\nX: a\u{0}b\r\n\r\n"), .malformed("invalid character in header value"))
         XCTAssertEqual(refusal("GET / HTTP/1.1\r\nHost: a\rX: b\r\n\r\n"), .malformed("bare CR in head"))
-        XCTAssertEqual(refusal("GET / HTTP/2.0\r\nHost: a\r\n\r\n"), .malformed("unsupported HTTP version"))
+        XCTAssertEqual(refusal("GET / HTTP/2.0\r\nHost: a\r\n\r\n"), .versionNotSupported)
+        XCTAssertEqual(refusal("GET / HTTP/0.9\r\nHost: a\r\n\r\n"), .malformed("invalid HTTP version"))
+        XCTAssertEqual(refusal("GET / HTTP/1.x\r\nHost: a\r\n\r\n"), .malformed("invalid HTTP version"))
         XCTAssertEqual(refusal("GET  / HTTP/1.1\r\nHost: a\r\n\r\n"), .malformed("invalid request target"))
         XCTAssertEqual(refusal("G(T / HTTP/1.1\r\nHost: a\r\n\r\n"), .malformed("invalid request line"))
         XCTAssertEqual(refusal("GET /a\u{7F} HTTP/1.1\r\nHost: a\r\n\r\n"), .malformed("invalid request target"))
@@ -107,6 +109,28 @@ final class HeadParserTests: XCTestCase {
         XCTAssertFalse(bare.isKeepAlive)
         XCTAssertThrowsError(try response("HTTP/1.1 2x0 OK\r\n\r\n"))
         XCTAssertThrowsError(try response("ICY 200 OK\r\n\r\n"))
+    }
+
+    func testHigherHTTP1MinorVersionsAreServedAsHTTP11() throws {
+        XCTAssertEqual(try request("GET / HTTP/1.2\r\nHost: a\r\n\r\n").version, .http1_1)
+        XCTAssertEqual(try request("GET / HTTP/1.9\r\nHost: a\r\n\r\n").version, .http1_1)
+    }
+
+    func testConnectionCannotNameFramingOrRoutingFields() throws {
+        let head = try request("POST / HTTP/1.1\r\nHost: a\r\nConnection: Content-Length, Transfer-Encoding, HOST, x-hop\r\nContent-Length: 1\r\n\r\n")
+        XCTAssertEqual(head.facts.connectionNamed.count, 1, "only x-hop is a connection option")
+        XCTAssertEqual(head.facts.contentLength, 1)
+    }
+
+    func testExpectationsAndH2CUpgradesAreRecognised() throws {
+        let h2c = try request("GET / HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\n\r\n")
+        XCTAssertTrue(h2c.facts.upgradeOnlyH2C)
+        let websocket = try request("GET / HTTP/1.1\r\nHost: a\r\nUpgrade: h2c, websocket\r\nConnection: Upgrade\r\n\r\n")
+        XCTAssertFalse(websocket.facts.upgradeOnlyH2C)
+        let expect = try request("POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\n\r\n")
+        XCTAssertTrue(expect.facts.expectsContinue)
+        XCTAssertFalse(expect.facts.expectsOther)
+        XCTAssertTrue(try request("POST / HTTP/1.1\r\nHost: a\r\nExpect: fly\r\n\r\n").facts.expectsOther)
     }
 }
 
@@ -147,6 +171,15 @@ final class BodyReaderTests: XCTestCase {
         }
     }
 
+    func testTrailerFieldsThatCouldReframeOrRerouteAreDropped() throws {
+        let wire = "1\r\na\r\n0\r\nContent-Length: 50\r\nX-Checksum: abc\r\nTransfer-Encoding: chunked\r\nhost: evil\r\n"
+            + "Authorization: Bearer x\r\nX-Other: 1\r\n\r\n"
+        let (data, trailers, ended) = try read(.chunked, wire, step: 7)
+        XCTAssertEqual(data, "a")
+        XCTAssertEqual(trailers, "X-Checksum: abc\r\nX-Other: 1\r\n")
+        XCTAssertTrue(ended)
+    }
+
     func testContentLengthStopsAtTheDeclaredLength() throws {
         var reader = BodyReader(framing: .contentLength, contentLength: 3)
         var buffer = ByteBuffer(string: "abcGET / HTTP/1.1")
@@ -185,4 +218,5 @@ final class BodyReaderTests: XCTestCase {
         XCTAssertTrue(ended)
         XCTAssertTrue(String(buffer: out).hasPrefix("12c\r\n"))
     }
+
 }

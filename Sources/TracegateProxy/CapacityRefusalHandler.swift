@@ -1,0 +1,53 @@
+import NIOCore
+
+/// Answers a connection accepted beyond `maxConnections`: a 503 with a JSON body, then close.
+///
+/// The client's request is not read. The output side is closed first and input drained for a moment,
+/// so that the answer is not lost to a reset caused by request bytes arriving on a closed socket.
+final class CapacityRefusalHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    /// How long the request bytes are drained after the answer before the connection is closed.
+    static let lingerTime = TimeAmount.seconds(2)
+
+    private let requestIDHeader: String
+    private var requestIDs = RequestIDGenerator()
+
+    init(requestIDHeader: String) { self.requestIDHeader = requestIDHeader }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { refuse(context: context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        refuse(context: context)
+        context.fireChannelActive()
+    }
+
+    private var refused = false
+
+    private func refuse(context: ChannelHandlerContext) {
+        guard !refused else { return }
+        refused = true
+        let error = ProxyError.tooManyConnections
+        let requestID = requestIDs.generate()
+        let body = error.jsonBody(requestID: requestID, allocator: context.channel.allocator)
+        var bytes = context.channel.allocator.buffer(capacity: 192 + body.readableBytes)
+        bytes.writeString("HTTP/1.1 \(error.status.code) \(error.status.reasonPhrase)\r\n")
+        bytes.writeString("content-type: application/json\r\ncontent-length: \(body.readableBytes)\r\n")
+        bytes.writeString("\(requestIDHeader): \(requestID)\r\nretry-after: 1\r\nconnection: close\r\n\r\n")
+        bytes.writeImmutableBuffer(body)
+        let channel = context.channel
+        context.writeAndFlush(NIOAny(bytes)).whenComplete { _ in
+            channel.close(mode: .output, promise: nil)
+            channel.eventLoop.scheduleTask(in: Self.lingerTime) { channel.close(promise: nil) }
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {}  // the request is not served
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.close(promise: nil)
+    }
+}
