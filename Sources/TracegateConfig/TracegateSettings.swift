@@ -42,7 +42,7 @@ public struct TracegateSettings: Sendable, Equatable {
     public var maxHeaderBytes: Int = 0
     /// Largest request body accepted, in bytes; nil means unlimited.
     public var maxBodyBytes: Int? = nil
-    /// Client connections open at once.
+    /// Client connections open at once; 0: derived from the open-file limit (`FileDescriptorLimit`).
     public var maxConnections: Int = 0
     /// Request bodies up to this many bytes are read whole before going upstream; 0: always stream.
     public var requestBuffering: Int = 0

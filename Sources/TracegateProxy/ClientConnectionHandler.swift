@@ -294,11 +294,6 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         } else {
             forward(slice, of: exchange)
         }
-        if exchange.isBufferingRequest && exchange.requestBodyBytes > configuration.requestBufferingBytes {
-            // A chunked body outgrew the buffer: stream the rest.
-            exchange.isBufferingRequest = false
-            sendUpstream(exchange)
-        }
     }
 
     private func requestEnded(_ exchange: Exchange, trailers: ByteBuffer?) {
@@ -360,8 +355,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             exchange.isBufferingRequest = upstreamRequest.contentLength <= configuration.requestBufferingBytes
         case .chunked:
             hasBody = true
-            requestBody = BodyReader(framing: .chunked)
-            exchange.isBufferingRequest = configuration.requestBufferingBytes > 0
+            requestBody = BodyReader(framing: .chunked)  // a chunked upload is streamed, as the client chose
         }
         if hasBody && head.facts.expectsContinue && head.version.minor >= 1 {
             // As nginx does: the proxy reads the body itself, so it invites it at once (RFC 9110 §10.1.1).

@@ -83,8 +83,9 @@ public struct ProxyConfiguration: Sendable {
     public var sendTimeout: TimeAmount = .seconds(60)
     /// Client connections open at once; connections beyond it are answered 503 and closed.
     public var maxConnections: Int = 10_000
-    /// Request bodies of at most this many bytes are read whole before an upstream connection is
-    /// taken, so a slow upload holds no upstream connection; larger ones stream. 0: always stream.
+    /// Request bodies declared (`Content-Length`) of at most this many bytes are read whole before an
+    /// upstream connection is taken, so a slow upload holds no upstream connection; larger and chunked
+    /// ones stream. 0: always stream.
     public var requestBufferingBytes: Int = 64 * 1024
     /// Largest accepted request head; NIO's parser caps it at 80 KiB.
     public var maxHeaderBytes: Int = 32 * 1024

@@ -20,4 +20,13 @@ enum FileDescriptorLimit {
         }
         return limit.rlim_cur >= UInt64(Int.max) ? Int.max : Int(limit.rlim_cur)
     }
+
+    /// The `max_connections` that the open-file limit `limit` allows: a reserve (a quarter of the
+    /// limit, at most 256) for listeners, upstream-pool spares, the tracking server and files, and
+    /// two descriptors per client connection (its own and its upstream's).
+    static func connectionsAllowed(byLimit limit: Int) -> Int {
+        guard limit != Int.max else { return 1_000_000 }
+        let reserve = min(256, limit / 4)
+        return max(1, (limit - reserve) / 2)
+    }
 }

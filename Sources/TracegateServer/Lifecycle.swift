@@ -15,10 +15,14 @@ public enum TracegateApp {
     public static func run(settings: TracegateSettings) async -> Int32 {
         Malloc.limitArenas()
         let logger = makeLogger(level: settings.logLevel)
+        var settings = settings
         let openFiles = FileDescriptorLimit.raiseToHardLimit()
-        if openFiles < 2 * settings.maxConnections + 64 {
+        let allowed = FileDescriptorLimit.connectionsAllowed(byLimit: openFiles)
+        if settings.maxConnections == 0 {
+            settings.maxConnections = allowed
+        } else if settings.maxConnections > allowed {
             logger.warning(
-                "the open-file limit (\(openFiles)) is below 2 × max_connections (\(settings.maxConnections)) + 64: at the limit, accepting pauses (tracegate_accept_errors_total)")
+                "max_connections (\(settings.maxConnections)) is more than the open-file limit (\(openFiles)) allows (\(allowed)): beyond that, accepts fail and are counted in tracegate_accept_errors_total")
         }
         let threads = settings.threads == 0 ? System.coreCount : settings.threads
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)

@@ -444,16 +444,12 @@ final class DataPlaneTests: XCTestCase {
         guard case .end = parts.last else { return XCTFail("request not ended upstream") }
     }
 
-    func testChunkedBodyOutgrowingTheBufferStreamsTheRest() throws {
-        try makeClient { $0.requestBufferingBytes = 4 }
+    func testChunkedUploadStreamsFromItsFirstChunkWhateverTheBuffer() throws {
+        try makeClient { $0.requestBufferingBytes = 64 }
         try send(.POST, "/upload", headers: [("Transfer-Encoding", "chunked")], body: ["abc"], end: false)
-        XCTAssertEqual(upstreams.channels.count, 0)
-        try sendBody("def")
-        XCTAssertEqual(upstreams.channels.count, 1, "past the buffer the body streams")
-        try sendBody("ghi")
-        try sendEnd()
+        XCTAssertEqual(upstreams.channels.count, 1, "a chunked upload is streamed as it arrives")
         let body = try upstreamParts().compactMap { if case .body(let b) = $0 { return String(buffer: b) } else { return nil } }
-        XCTAssertEqual(body.joined(), "abcdefghi")
+        XCTAssertEqual(body.joined(), "abc")
     }
 
     func testLargeDeclaredBodyStreamsAtOnce() throws {
