@@ -20,6 +20,9 @@ struct BodyReader {
         /// A trailer line that is not `name: value` with a token name and no control characters in
         /// the value: refused as it would be in the head.
         case invalidTrailerField
+        /// A chunk-size, chunk-data or trailer line ended by a lone LF. RFC 9112 §7.1 frames chunks with
+        /// CRLF, and parsers that accept a lone LF there disagree on where chunks end (llhttp refuses it).
+        case bareLineFeed
     }
 
     private enum State {
@@ -146,8 +149,8 @@ struct BodyReader {
         return !fieldsForbiddenInTrailers.contains(name)
     }
 
-    /// The length of the line at the start of `buffer` without and with its terminator (CRLF or LF),
-    /// nil when no terminator is within reach yet.
+    /// The length of the line at the start of `buffer` without and with its CRLF terminator, nil when no
+    /// terminator is within reach yet.
     private static func lineLength(in buffer: ByteBuffer, limit: Int) throws -> (content: Int, total: Int)? {
         try buffer.withUnsafeReadableBytes { raw in
             let end = min(raw.count, limit + 2)
@@ -155,7 +158,7 @@ struct BodyReader {
             while index < end {
                 switch raw[index] {
                 case 0x0A:
-                    return (index, index + 1)
+                    throw Failure.bareLineFeed
                 case 0x0D:
                     guard index + 1 < raw.count else { return nil }
                     guard raw[index + 1] == 0x0A else { throw Failure.invalidChunkTerminator }
@@ -190,8 +193,8 @@ struct BodyReader {
                 index += 1
             }
             guard digits > 0 else { throw Failure.invalidChunkSize }
-            // What follows the digits: optional whitespace, then nothing or a `;` extension.
-            while index < length, raw[index] == 0x20 || raw[index] == 0x09 { index += 1 }
+            // What follows the digits: nothing or a `;` extension. No whitespace: RFC 9112 §7.1.1 allows it
+            // only for compatibility, and llhttp refuses it, so a server behind might read a different size.
             guard index == length || raw[index] == UInt8(ascii: ";") else { throw Failure.invalidChunkSize }
             return size
         }

@@ -399,6 +399,10 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             return .malformedRequest("Transfer-Encoding in an HTTP/1.0 request")
         }
         if facts.contentLengthConflict { return .malformedRequest("conflicting Content-Length values") }
+        if facts.contentLengthCount > 1 || facts.contentLengthListed {
+            // RFC 9110 §8.6 allows accepting repeated equal values; nginx and llhttp refuse them, and so do we.
+            return .malformedRequest("more than one Content-Length value")
+        }
         if facts.contentLengthInvalid { return .malformedRequest("invalid Content-Length") }
         if facts.hasTransferEncoding && !facts.transferEncodingOnlyChunked {
             return .malformedRequest("unsupported Transfer-Encoding (only chunked is accepted)")

@@ -87,6 +87,8 @@ struct HeadFacts {
     var contentLength: Int?
     var contentLengthCount = 0
     var contentLengthInvalid = false
+    /// A `Content-Length` field held a list (`5, 5`).
+    var contentLengthListed = false
     var contentLengthConflict = false
     var hasTransferEncoding = false
     /// The final transfer coding is `chunked`.
@@ -170,7 +172,8 @@ enum ParsedVersion: Equatable {
 /// Finds and parses HTTP/1 heads in a byte stream (RFC 9112 §2–5), without copying.
 ///
 /// Strict where laxness enables request smuggling: no obsolete line folding, no whitespace before
-/// the colon, no control characters in values, no bare CR. A lone LF ends a line, as RFC 9112 §2.2 allows.
+/// the colon, no control characters in values, no bare CR, and no lone LF as a line ending (RFC 9112 §2.2
+/// allows accepting one; llhttp, and so most Node and Swift servers behind the proxy, refuse it).
 struct HeadParser {
     /// The request id field's name, lowercased.
     let requestIDName: [UInt8]
@@ -324,7 +327,10 @@ struct HeadParser {
             facts.hostCount += 1
         case .contentLength:
             facts.contentLengthCount += 1
+            var items = 0
             forEachListItem(raw, start, end) { itemStart, itemEnd in
+                items += 1
+                if items > 1 { facts.contentLengthListed = true }
                 var value = 0
                 guard itemEnd > itemStart, itemEnd - itemStart <= 18 else {
                     facts.contentLengthInvalid = true
@@ -481,7 +487,7 @@ struct HeadParser {
     }
 }
 
-/// Walks the lines of a complete head: each ends with CRLF or a lone LF; a bare CR is an error.
+/// Walks the lines of a complete head: each ends with CRLF; a bare CR or a lone LF is an error.
 private struct LineCursor {
     let raw: UnsafeRawBufferPointer
     var position = 0
@@ -493,10 +499,7 @@ private struct LineCursor {
         var index = start
         while index < raw.count {
             let byte = raw[index]
-            if byte == 0x0A {
-                position = index + 1
-                return start..<index
-            }
+            if byte == 0x0A { throw HeadError.malformed("bare LF in head") }
             if byte == 0x0D {
                 guard index + 1 < raw.count, raw[index + 1] == 0x0A else { throw HeadError.malformed("bare CR in head") }
                 position = index + 2

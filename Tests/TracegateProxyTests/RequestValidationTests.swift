@@ -33,7 +33,8 @@ final class RequestValidationTests: XCTestCase {
     func testConflictingContentLengthsAreRefused() {
         XCTAssertEqual(validate([("Content-Length", "5"), ("Content-Length", "6")]), .malformedRequest("conflicting Content-Length values"))
         XCTAssertEqual(validate([("Content-Length", "5, 6")]), .malformedRequest("conflicting Content-Length values"))
-        XCTAssertNil(validate([("Content-Length", "5"), ("Content-Length", "5")]))
+        XCTAssertEqual(
+            validate([("Content-Length", "5"), ("Content-Length", "5")]), .malformedRequest("more than one Content-Length value"))
     }
 
     func testMalformedLengthsAndUnsupportedCodingsAreRefused() {
