@@ -1,15 +1,15 @@
 import NIOCore
 
-/// Answers a connection accepted beyond `maxConnections`: a 503 with a JSON body, then close.
+/// Answers a connection accepted beyond `maxConnections` (or at the open-file limit): a 503 with a
+/// JSON body, then close.
 ///
-/// The client's request is not read. The output side is closed first and input drained for a moment,
-/// so that the answer is not lost to a reset caused by request bytes arriving on a closed socket.
+/// The client's request is not read, and the connection closes as soon as the answer is written: a
+/// refused connection must not hold a descriptor (lingering to drain the request would let a flood of
+/// refused connections exhaust the open-file limit). A client whose request bytes were already on the
+/// way may see a reset instead of the answer.
 final class CapacityRefusalHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
-
-    /// How long the request bytes are drained after the answer before the connection is closed.
-    static let lingerTime = TimeAmount.seconds(2)
 
     private let requestIDHeader: String
     private var requestIDs = RequestIDGenerator()
@@ -39,10 +39,7 @@ final class CapacityRefusalHandler: ChannelInboundHandler {
         bytes.writeString("\(requestIDHeader): \(requestID)\r\nretry-after: 1\r\nconnection: close\r\n\r\n")
         bytes.writeImmutableBuffer(body)
         let channel = context.channel
-        context.writeAndFlush(NIOAny(bytes)).whenComplete { _ in
-            channel.close(mode: .output, promise: nil)
-            channel.eventLoop.scheduleTask(in: Self.lingerTime) { channel.close(promise: nil) }
-        }
+        context.writeAndFlush(NIOAny(bytes)).whenComplete { _ in channel.close(promise: nil) }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {}  // the request is not served

@@ -15,6 +15,7 @@ public final class ProxyListener: Sendable {
     private let pools: [ObjectIdentifier: [UpstreamPool]]
     private let tls: ServerTLS?
     private let state = NIOLockedValueBox(State())
+    private let reserve = DescriptorReserve()
 
     private struct State {
         var serverChannel: Channel?
@@ -49,6 +50,7 @@ public final class ProxyListener: Sendable {
     /// Binds the listener; returns the bound address (useful with port 0).
     public func start(host: String, port: Int) async throws -> SocketAddress {
         let observer = shared.observer
+        let reserve = self.reserve
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 1024)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
@@ -57,6 +59,7 @@ public final class ProxyListener: Sendable {
                     try channel.pipeline.syncOperations.addHandler(
                         AcceptBackoffHandler(shouldForwardIOErrorCaught: false) { error in
                             observer?.connectionEvent(.acceptFailed(errno: error.errnoCode))
+                            if error.errnoCode == EMFILE || error.errnoCode == ENFILE { reserve.release() }
                             return Self.acceptBackoff
                         })
                 }
@@ -69,8 +72,10 @@ public final class ProxyListener: Sendable {
                     if let tls = self.tls {
                         try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.context))
                     }
-                    guard self.track(channel) else {
+                    let atFileLimit = reserve.isReleased
+                    guard !atFileLimit, self.track(channel) else {
                         observer?.connectionEvent(.refusedAtCapacity)
+                        if atFileLimit { channel.closeFuture.whenComplete { _ in reserve.reacquire() } }
                         try channel.pipeline.syncOperations.addHandler(
                             CapacityRefusalHandler(requestIDHeader: self.shared.configuration.requestIDHeader))
                         return

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 from pathlib import Path
+from typing import Callable
 
 import requests
 
@@ -42,7 +43,8 @@ def run_tracegate(args: list[str], env: dict[str, str] | None = None, timeout: f
 class Tracegate:
     """A running tracegate process; stdout and stderr go to files in the test's tmp dir."""
 
-    def __init__(self, workdir: Path, args: list[str], env: dict[str, str], port: int, admin_port: int):
+    def __init__(self, workdir: Path, args: list[str], env: dict[str, str], port: int, admin_port: int,
+                 preexec_fn: Callable[[], None] | None = None):
         self.port = port
         self.admin_port = admin_port
         self.args = args
@@ -52,7 +54,7 @@ class Tracegate:
         # ./tracegate-traces.jsonl, which belongs there rather than in the repository.
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen([str(E2E_TRACEGATE_BIN), *args], stdout=out, stderr=err, cwd=workdir,
-                                         stdin=subprocess.DEVNULL, env=tracegate_env(env))
+                                         stdin=subprocess.DEVNULL, env=tracegate_env(env), preexec_fn=preexec_fn)
         self.pid = self.proc.pid
 
     @property
@@ -156,10 +158,11 @@ class TracegateFactory:
 
     def __call__(self, upstream: str | None = None, *extra: str, env: dict[str, str] | None = None,
                  grace: str = DEFAULT_GRACE, wait: bool = True, subcommand: str | None = None,
-                 **flags: str) -> Tracegate:
+                 preexec_fn: Callable[[], None] | None = None, **flags: str) -> Tracegate:
         """Start tracegate: `upstream` as --upstream, keyword flags as --key-with-dashes VALUE,
         positional `extra` verbatim, after `subcommand` if given. Listen and admin ports are
-        picked here unless given."""
+        picked here unless given. `preexec_fn` runs in the child before exec (e.g. to lower a
+        resource limit)."""
         last_error: Exception | None = None
         for _attempt in range(3):
             port = int(flags.get("listen", "x:0").rsplit(":", 1)[1]) or free_port()
@@ -176,7 +179,7 @@ class TracegateFactory:
             for key, value in all_flags.items():
                 args += [f"--{key.replace('_', '-')}", str(value)]
             args += list(extra)
-            tg = Tracegate(self.workdir, args, env or {}, port, admin_port)
+            tg = Tracegate(self.workdir, args, env or {}, port, admin_port, preexec_fn)
             self.started.append(tg)
             if not wait:
                 return tg
