@@ -60,6 +60,8 @@ public struct TracegateSettings: Sendable, Equatable {
     public var traceIDHeader: String = ""
     /// Bytes of each body kept in a trace.
     public var captureMaxBodyBytes: Int = 0
+    /// Body bytes all exchanges in flight may hold for their traces together.
+    public var captureMemoryLimit: Int = 0
     /// Captured exchanges waiting for the trace builder.
     public var captureQueueSize: Int = 0
     /// Whether 4xx responses make a trace ERROR.

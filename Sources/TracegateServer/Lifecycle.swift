@@ -51,7 +51,10 @@ public enum TracegateApp {
         var observers: [ExchangeObserver] = [MetricsObserver(metrics: metrics), ConnectionEventLog(logger: logger)]
         if let accessLog { observers.append(AccessLog(format: settings.accessLog, writer: accessLog)) }
         if let tracing {
-            observers.append(TraceObserver(settings: TraceCaptureSettings(settings: settings), captures: tracing.captures))
+            observers.append(
+                TraceObserver(
+                    settings: TraceCaptureSettings(settings: settings), captures: tracing.captures,
+                    budget: tracing.captureBudget))
         }
         let observer: ExchangeObserver? = observers.isEmpty ? nil : (observers.count == 1 ? observers[0] : CompositeObserver(observers))
         let code = await serveUntilSignalled(

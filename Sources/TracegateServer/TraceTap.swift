@@ -45,13 +45,17 @@ final class TraceTap: ExchangeTap {
     let headerTags: [(String, String)]
     let responseHeaders: [(name: String, value: String)]
     private let limit: Int
+    private let budget: CaptureBudget
+    /// Bytes of `budget` this tap holds: what its bodies keep, given back once its trace is built.
+    private(set) var reserved = 0
     private let startedAt = NIODeadline.now()
     private(set) var request: CapturedExchange.Body
     private(set) var response = CapturedExchange.Body()
     private var isEventStream = false
     private(set) var timeToFirstEventNanos: Int64?
 
-    init(head: RequestHead, settings: TraceCaptureSettings, random: inout Xoshiro256StarStar) {
+    init(head: RequestHead, settings: TraceCaptureSettings, budget: CaptureBudget, random: inout Xoshiro256StarStar) {
+        self.budget = budget
         let headers = head.headers
         let caller = settings.propagatesTraceContext ? headers.first(name: "traceparent").flatMap(W3CTraceParent.init) : nil
         traceIDHigh = caller?.traceIDHigh ?? random.next()
@@ -86,7 +90,7 @@ final class TraceTap: ExchangeTap {
         return Double(random >> 11) / Double(UInt64(1) << 53) < ratio
     }
 
-    func requestBody(_ bytes: ByteBuffer) { Self.append(bytes, to: &request, limit: limit) }
+    func requestBody(_ bytes: ByteBuffer) { append(bytes, to: &request) }
 
     func responseHead(_ head: ResponseHead) {
         response.contentType = head.headers.first(name: "content-type")
@@ -98,13 +102,15 @@ final class TraceTap: ExchangeTap {
         if isEventStream && timeToFirstEventNanos == nil && bytes.readableBytes > 0 {
             timeToFirstEventNanos = (NIODeadline.now() - startedAt).nanoseconds
         }
-        Self.append(bytes, to: &response, limit: limit)
+        append(bytes, to: &response)
     }
 
-    private static func append(_ bytes: ByteBuffer, to body: inout CapturedExchange.Body, limit: Int) {
+    /// Keeps what the per-body limit and the shared budget allow; counts every byte.
+    private func append(_ bytes: ByteBuffer, to body: inout CapturedExchange.Body) {
         body.totalSize += bytes.readableBytes
-        let room = limit - body.bytes.count
+        let room = budget.reserve(min(limit - body.bytes.count, bytes.readableBytes))
         guard room > 0 else { return }
+        reserved += room
         bytes.withUnsafeReadableBytes { raw in body.bytes.append(contentsOf: raw.prefix(room)) }
     }
 }
@@ -115,14 +121,16 @@ final class TraceTap: ExchangeTap {
 final class TraceObserver: ExchangeObserver {
     private let settings: TraceCaptureSettings
     private let captures: CaptureQueue<CapturedExchange>
+    private let budget: CaptureBudget
     private let random = ThreadSpecificVariable<RandomBox>()
 
     /// One per event-loop thread (a thread-specific variable), so never shared.
     private final class RandomBox: @unchecked Sendable { var generator = Xoshiro256StarStar() }
 
-    init(settings: TraceCaptureSettings, captures: CaptureQueue<CapturedExchange>) {
+    init(settings: TraceCaptureSettings, captures: CaptureQueue<CapturedExchange>, budget: CaptureBudget) {
         self.settings = settings
         self.captures = captures
+        self.budget = budget
     }
 
     func exchangeStarted(_ head: RequestHead, requestID: String) -> ExchangeTap? {
@@ -137,7 +145,7 @@ final class TraceObserver: ExchangeObserver {
             box = RandomBox()
             random.currentValue = box
         }
-        return TraceTap(head: head, settings: settings, random: &box.generator)
+        return TraceTap(head: head, settings: settings, budget: budget, random: &box.generator)
     }
 
     func exchangeFinished(_ summary: ExchangeSummary, tap: ExchangeTap?) {
@@ -150,7 +158,8 @@ final class TraceObserver: ExchangeObserver {
         case .upstreamTimeout(let why): outcome = .upstreamTimeout(why)
         case .clientAborted: outcome = .clientAborted
         }
-        captures.offer(
+        // The captured bodies keep their share of the budget until the trace is built (`TracingPipeline`).
+        let queued = captures.offer(
             CapturedExchange(
                 traceIDHigh: tap.traceIDHigh, traceIDLow: tap.traceIDLow, rootSpanID: tap.rootSpanID,
                 method: summary.method.rawValue, target: summary.target, upstream: settings.upstreams[min(summary.route, settings.upstreams.count - 1)],
@@ -161,6 +170,7 @@ final class TraceObserver: ExchangeObserver {
                 timeToFirstByteNanos: summary.timeToFirstByte?.nanoseconds,
                 timeToFirstEventNanos: tap.timeToFirstEventNanos, outcome: outcome, sampled: tap.sampled,
                 parentSpanID: tap.parentSpanID, route: summary.route))
+        if !queued { budget.release(tap.reserved) }
     }
 }
 

@@ -40,6 +40,8 @@ final class TracingPipeline: @unchecked Sendable {
     private let builder: TraceBuilder
     /// Captures waiting to be built.
     let captures: CaptureQueue<CapturedExchange>
+    /// Body bytes held by captures, from the exchange's first body byte until its trace is built.
+    let captureBudget: CaptureBudget
     /// Set to stop the builder thread; it drains once more, then signals `builderStopped`.
     private let stopping = NIOLockedValueBox(false)
     private let builderStopped = DispatchSemaphore(value: 0)
@@ -103,6 +105,7 @@ final class TracingPipeline: @unchecked Sendable {
             return nil
         }
         captures = CaptureQueue(capacity: settings.captureQueueSize)
+        captureBudget = CaptureBudget(limit: settings.captureMemoryLimit)
         backlogLimit = settings.exportBacklogLimit
         routeTags = [[]] + settings.routes.map(\.traceTags.pairs)
         builder = TraceBuilder(
@@ -246,6 +249,7 @@ final class TracingPipeline: @unchecked Sendable {
         while start < captures.endIndex {
             let end = min(start + 100, captures.endIndex)
             build(captures[start..<end])
+            captureBudget.release(captures[start..<end].reduce(0) { $0 + $1.request.bytes.count + $1.response.bytes.count })
             start = end
         }
         return !captures.isEmpty
