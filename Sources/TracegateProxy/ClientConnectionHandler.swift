@@ -615,10 +615,16 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             exchange.discardingRequest = true
             closing = true
         }
+        let extraHeaders = exchange.tap?.responseHeaders ?? []
+        if closing {
+            // Finished before the answer is written: its write can complete (and close the channel) at
+            // once, and an exchange still open then would be reported as a client abort.
+            finish(exchange, outcome: error.outcome)
+        }
         writeError(
             error, requestID: exchange.upstreamRequest.requestID, version: exchange.clientHead.version,
-            extraHeaders: exchange.tap?.responseHeaders ?? [])
-        finish(exchange, outcome: error.outcome)
+            extraHeaders: extraHeaders)
+        if !closing { finish(exchange, outcome: error.outcome) }
     }
 
     /// Cuts a response that cannot be completed: the client sees the connection close.

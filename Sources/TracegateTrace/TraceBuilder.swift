@@ -120,14 +120,19 @@ public struct TraceBuilder: Sendable {
     /// HTTP body's last chunk. That is a completed exchange, not an abort.
     private func describeOutcome(_ exchange: CapturedExchange, streamCompleted: Bool, into record: inout TraceRecord) {
         let end = record.endTimeUnixNano
-        func fail(_ type: String, _ message: String) {
-            record.status = .error(message: message)
+        func fail(_ type: String, _ message: String, status: String? = nil) {
+            record.status = .error(message: status ?? message)
             record.events.append(.exception(type: type, message: message, timeUnixNano: end))
         }
+        // Every ERROR trace gets an `exception` event: MLflow's trace view shows the span red by it.
         switch exchange.outcome {
-        case .completed, .rejected:
+        case .completed:
             if isError(exchange), let status = exchange.status {
-                record.status = .error(message: "HTTP \(status)")
+                fail("HTTPError", "the upstream answered HTTP \(status)", status: "HTTP \(status)")
+            }
+        case .rejected(let why):
+            if isError(exchange), let status = exchange.status {
+                fail("RequestRejected", "tracegate answered HTTP \(status): \(why)", status: "HTTP \(status)")
             }
         case .upstreamFailed(let why): fail("UpstreamError", why)
         case .upstreamTimeout(let why): fail("UpstreamTimeout", why)

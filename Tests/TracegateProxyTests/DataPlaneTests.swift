@@ -287,6 +287,17 @@ final class DataPlaneTests: XCTestCase {
         XCTAssertEqual(observer.summaries.first?.status, 502)
     }
 
+    func testRefusedConnectDuringAnUploadIsAnUpstreamFailureNotAClientAbort() throws {
+        try makeClient()
+        upstreams.failNextConnect = IOError(errnoCode: ECONNREFUSED, reason: "connect")
+        try send(.POST, "/v1/chat/completions", headers: [("Content-Length", "10")], body: ["abc"], end: false)
+        XCTAssertEqual(status(of: try clientParts()), 502)
+        XCTAssertEqual(observer.summaries.count, 1)
+        guard case .upstreamFailed = observer.summaries.first?.outcome else {
+            return XCTFail("traced as \(String(describing: observer.summaries.first?.outcome))")
+        }
+    }
+
     func testUpstreamThatClosesBeforeRespondingGets502() throws {
         try makeClient()
         try send(.POST, "/x", headers: [("Content-Length", "1")], body: ["x"])

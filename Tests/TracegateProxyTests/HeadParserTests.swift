@@ -48,11 +48,13 @@ final class HeadParserTests: XCTestCase {
         }
     }
 
-    func testLeadingEmptyLinesAndBareLFLineEndsAreAccepted() throws {
-        let head = try request("\r\n\r\nGET / HTTP/1.0\nHost: a\nX-Request-ID:  r-1 \n\n")
+    func testLeadingEmptyLinesAreSkippedButBareLFLineEndsAreRefused() throws {
+        let head = try request("\r\n\r\nGET / HTTP/1.0\r\nHost: a\r\nX-Request-ID:  r-1 \r\n\r\n")
         XCTAssertEqual(head.version, .http1_0)
         XCTAssertEqual(head.facts.requestIDField.map { head.headers.value(at: $0) }, "r-1")
         XCTAssertFalse(head.isKeepAlive)
+        XCTAssertEqual(refusal("GET / HTTP/1.1\nHost: a\n\n"), .malformed("bare LF in head"))
+        XCTAssertEqual(refusal("GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n"), .malformed("bare LF in head"))
     }
 
     func testConnectionTokensAreRecognised() throws {

@@ -54,6 +54,23 @@ final class TraceBuilderTests: XCTestCase {
         XCTAssertTrue(message.contains("client"), message)
     }
 
+    func testEveryErrorTraceCarriesAnExceptionEvent() {
+        let builder = TraceBuilder(errorOn4xx: true)
+        let cases: [(Int, CapturedExchange.Outcome)] = [
+            (500, .completed), (503, .completed), (404, .completed), (400, .rejected("malformed request: bad")),
+            (502, .upstreamFailed("upstream unreachable")), (504, .upstreamTimeout("first byte")), (200, .clientAborted),
+        ]
+        for (status, outcome) in cases {
+            let record = builder.record(for: exchange(status: status, outcome: outcome))
+            guard case .error = record.status else { XCTFail("\(status) \(outcome) is not an error"); continue }
+            XCTAssertEqual(record.events.filter { $0.name == "exception" }.count, 1, "\(status) \(outcome)")
+        }
+        XCTAssertTrue(builder.record(for: exchange(status: 200)).events.isEmpty, "a success has no exception event")
+        let upstream500 = builder.record(for: exchange(status: 500))
+        XCTAssertEqual(upstream500.status, .error(message: "HTTP 500"))
+        XCTAssertEqual(upstream500.events.first?.attributes["exception.type"], .string("HTTPError"))
+    }
+
     func testTruncatedBodiesAreMarkedWithTheirRealSize() {
         let record = TraceBuilder().record(for: exchange(response: body("hello", type: "text/plain", total: 5_000_000)))
         XCTAssertEqual(record.attributes["tracegate.response.truncated"], .bool(true))
