@@ -14,7 +14,7 @@ from typing import Callable
 
 import requests
 
-from helpers import free_port, wait_until
+from helpers import free_port, process_fd_count, process_rss_kib, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 E2E_TRACEGATE_BIN = Path(os.environ.get("E2E_TRACEGATE_BIN") or REPO_ROOT / ".build" / "debug" / "tracegate")
@@ -118,13 +118,10 @@ class Tracegate:
     # ---- resource readings from /proc ------------------------------------------------
 
     def rss_kib(self) -> int:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise AssertionError("no VmRSS")
+        return process_rss_kib(self.pid)
 
     def fd_count(self) -> int:
-        return len(os.listdir(f"/proc/{self.pid}/fd"))
+        return process_fd_count(self.pid)
 
     def socket_count(self) -> int:
         n = 0

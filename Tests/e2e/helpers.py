@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
 T = TypeVar("T")
@@ -327,3 +328,16 @@ class LoopbackHTTPServer:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def process_rss_kib(pid: int) -> int:
+    """Resident memory of process `pid`, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def process_fd_count(pid: int) -> int:
+    """Open file descriptors of process `pid`, from /proc."""
+    return len(os.listdir(f"/proc/{pid}/fd"))

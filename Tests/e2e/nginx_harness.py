@@ -17,7 +17,7 @@ import subprocess
 from pathlib import Path
 from typing import Callable
 
-from helpers import free_port, stop_process_group, wait_until
+from helpers import free_port, process_fd_count, process_rss_kib, stop_process_group, wait_until
 
 NGINX_BIN = os.environ.get("E2E_NGINX_BIN") or shutil.which("nginx") or "/usr/sbin/nginx"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -107,13 +107,10 @@ class Nginx:
     # ---- resource readings from /proc ----------------------------------------------------
 
     def rss_kib(self) -> int:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise AssertionError("no VmRSS")
+        return process_rss_kib(self.pid)
 
     def fd_count(self) -> int:
-        return len(os.listdir(f"/proc/{self.pid}/fd"))
+        return process_fd_count(self.pid)
 
 
 class NginxFactory:
