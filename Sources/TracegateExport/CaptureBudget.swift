@@ -24,7 +24,12 @@ public final class CaptureBudget: Sendable {
         }
     }
 
-    /// Gives back bytes taken with `reserve`.
+    /// Takes `bytes` whether or not they fit: storage that was allocated beyond what was reserved.
+    public func charge(_ bytes: Int) {
+        held.wrappingIncrement(by: bytes, ordering: .relaxed)
+    }
+
+    /// Gives back bytes taken with `reserve` or `charge`.
     public func release(_ bytes: Int) {
         guard bytes > 0 else { return }
         held.wrappingDecrement(by: bytes, ordering: .relaxed)

@@ -46,7 +46,7 @@ final class TraceTap: ExchangeTap {
     let responseHeaders: [(name: String, value: String)]
     private let limit: Int
     private let budget: CaptureBudget
-    /// Bytes of `budget` this tap holds: what its bodies keep, given back once its trace is built.
+    /// Bytes of `budget` this tap holds (its bodies' storage), given back once its trace is built.
     private(set) var reserved = 0
     private let startedAt = NIODeadline.now()
     private(set) var request: CapturedExchange.Body
@@ -105,12 +105,26 @@ final class TraceTap: ExchangeTap {
         append(bytes, to: &response)
     }
 
-    /// Keeps what the per-body limit and the shared budget allow; counts every byte.
+    /// Keeps what the per-body limit and the shared budget allow; counts every byte. The budget is
+    /// charged for the storage the body really takes: growth is decided here (doubling, up to the
+    /// limit) rather than left to the array, whose spare capacity would otherwise go uncounted.
     private func append(_ bytes: ByteBuffer, to body: inout CapturedExchange.Body) {
         body.totalSize += bytes.readableBytes
-        let room = budget.reserve(min(limit - body.bytes.count, bytes.readableBytes))
+        let wanted = min(limit - body.bytes.count, bytes.readableBytes)
+        guard wanted > 0 else { return }
+        let capacity = body.bytes.capacity
+        if body.bytes.count + wanted > capacity {
+            let target = min(limit, max(body.bytes.count + wanted, 2 * capacity, 1024))
+            let granted = budget.reserve(target - capacity)
+            guard granted > 0 else { return }
+            body.bytes.reserveCapacity(capacity + granted)
+            // The allocator may round up: charge what the storage really is, as the builder releases it.
+            let grown = body.bytes.capacity - capacity
+            if grown > granted { budget.charge(grown - granted) }
+            reserved += grown
+        }
+        let room = min(wanted, body.bytes.capacity - body.bytes.count)
         guard room > 0 else { return }
-        reserved += room
         bytes.withUnsafeReadableBytes { raw in body.bytes.append(contentsOf: raw.prefix(room)) }
     }
 }

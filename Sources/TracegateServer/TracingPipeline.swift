@@ -40,7 +40,8 @@ final class TracingPipeline: @unchecked Sendable {
     private let builder: TraceBuilder
     /// Captures waiting to be built.
     let captures: CaptureQueue<CapturedExchange>
-    /// Body bytes held by captures, from the exchange's first body byte until its trace is built.
+    /// Storage of captured bodies (their arrays' capacity), from an exchange's first body byte until
+    /// its trace is built.
     let captureBudget: CaptureBudget
     /// Set to stop the builder thread; it drains once more, then signals `builderStopped`.
     private let stopping = NIOLockedValueBox(false)
@@ -233,6 +234,9 @@ final class TracingPipeline: @unchecked Sendable {
         builderStopped.signal()
     }
 
+    /// Body bytes of the captures built together, at most (a group holds at least one capture).
+    static let groupBodyBytes = 1 << 20
+
     /// Builds and hands on everything waiting; runs on the builder thread. True when there was any.
     @discardableResult
     private func drain() -> Bool {
@@ -243,13 +247,19 @@ final class TracingPipeline: @unchecked Sendable {
             logger.warning("trace building or delivery cannot keep up: \(report) exchanges forwarded untraced so far")
         }
         refusalsLogged = refused
-        // A hundred at a time: built traces are several times the size of their captures, and handing
-        // them on in small groups keeps the peak (and so the RSS glibc keeps) small.
+        // A hundred at a time, and at most `groupBodyBytes` of bodies: built traces are several times
+        // the size of their captures, and handing them on in small groups keeps the peak (and so the
+        // RSS glibc keeps) small.
         var start = captures.startIndex
         while start < captures.endIndex {
-            let end = min(start + 100, captures.endIndex)
+            var end = start
+            var bodyBytes = 0
+            while end < captures.endIndex && end - start < 100 && (end == start || bodyBytes < Self.groupBodyBytes) {
+                bodyBytes += captures[end].request.bytes.capacity + captures[end].response.bytes.capacity
+                end += 1
+            }
             build(captures[start..<end])
-            captureBudget.release(captures[start..<end].reduce(0) { $0 + $1.request.bytes.count + $1.response.bytes.count })
+            captureBudget.release(bodyBytes)
             start = end
         }
         return !captures.isEmpty
