@@ -68,6 +68,7 @@ let package = Package(
         ),
         .executableTarget(name: "tracegate", dependencies: ["TracegateServer", "TracegateConfig"]),
         .testTarget(name: "TracegateConfigTests", dependencies: ["TracegateConfig"]),
+        .testTarget(name: "TracegateServerTests", dependencies: ["TracegateServer"]),
         .testTarget(name: "TracegateTraceTests", dependencies: ["TracegateTrace"]),
         .testTarget(
             name: "TracegateExportTests",

@@ -44,8 +44,8 @@ public final class ProxyListener: Sendable {
 
     /// Bytes queued for a client beyond which upstream reads stop (and below which they resume).
     /// With one upstream read of at most `UpstreamConnector.maxReadBytes` on top, a client that reads
-    /// slowly holds at most ~32 KiB of response bytes in the proxy (nginx's default proxy buffers hold 36).
-    static let clientWriteBuffer = WriteBufferWaterMark(low: 8 * 1024, high: 16 * 1024)
+    /// slowly holds at most ~16 KiB of response bytes in the proxy (nginx's default proxy buffers hold 36).
+    static let clientWriteBuffer = WriteBufferWaterMark(low: 4 * 1024, high: 8 * 1024)
 
     /// Binds the listener; returns the bound address (useful with port 0).
     public func start(host: String, port: Int) async throws -> SocketAddress {

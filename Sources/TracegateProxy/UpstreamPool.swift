@@ -211,7 +211,7 @@ protocol UpstreamConnecting: Sendable {
 /// Opens connections to the upstream (TCP, and TLS for https).
 struct UpstreamConnector: UpstreamConnecting {
     /// Largest single read from an upstream socket.
-    static let maxReadBytes = 16 * 1024
+    static let maxReadBytes = 8 * 1024
 
     let host: String
     let port: Int

@@ -135,6 +135,15 @@ public enum TracegateApp {
             }
         }
         defer { reloads.cancel() }
+        // After a crowd of connections is gone (an attack, a burst), give its memory back.
+        let memoryReturn = Task {
+            var policy = MemoryReturn()
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(2))
+                if policy.observe(openConnections: listener.openConnections) { Malloc.releaseFreeMemory() }
+            }
+        }
+        defer { memoryReturn.cancel() }
         let signal = await signals.next()
         logger.info("received \(signal == SIGINT ? "SIGINT" : "SIGTERM"), draining", metadata: ["grace": "\(settings.shutdownGrace)"])
         readiness.set(false)
