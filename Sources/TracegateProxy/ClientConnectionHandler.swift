@@ -341,7 +341,6 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             allocator: context.channel.allocator)!  // forwardable: checked above
         let exchange = Exchange(
             clientHead: head, upstreamRequest: upstreamRequest, now: context.eventLoop.now,
-            // RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 request means faulty framing; close after it.
             keepClientAlive: head.isKeepAlive && !closing, tap: tap, target: target
         )
         self.exchange = exchange
