@@ -113,7 +113,7 @@ struct RequestHeadRewriter {
                 out.writeStaticString("Transfer-Encoding: chunked\r\n")
             } else if let length = facts.contentLength {
                 out.writeStaticString("Content-Length: ")
-                out.writeString(String(length))
+                out.writeDecimal(length)
                 out.writeStaticString("\r\n")
             }
             if addsXForwarded {
@@ -315,7 +315,7 @@ struct ResponseHeadRewriter {
 
     private static func writeContentLength(_ length: Int, into out: inout ByteBuffer) {
         out.writeStaticString("content-length: ")
-        out.writeString(String(length))
+        out.writeDecimal(length)
         out.writeStaticString("\r\n")
     }
 

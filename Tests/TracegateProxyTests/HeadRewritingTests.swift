@@ -1,3 +1,4 @@
+import NIOCore
 import NIOHTTP1
 import XCTest
 
@@ -212,6 +213,14 @@ final class HeadRewritingTests: XCTestCase {
     }
 
     // MARK: Framing is the proxy's (issue: desync through `Connection` naming a framing field)
+
+    func testLengthsAreWrittenInDecimal() {
+        for value in [0, 7, 10, 99, 100, 1_234_567_890, Int.max] {
+            var buffer = ByteBuffer()
+            buffer.writeDecimal(value)
+            XCTAssertEqual(String(buffer: buffer), String(value))
+        }
+    }
 
     func testConnectionNamingContentLengthCannotRemoveTheRequestFraming() throws {
         for connection in ["Content-Length", "keep-alive, content-length", "content-length, close", "Transfer-Encoding, Host"] {
