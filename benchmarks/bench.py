@@ -228,13 +228,15 @@ def start_all(a, p: procs.Procs, tmp: str, proxy_argv: list[str],
     _, sse_proxy_port = nginx_proxy("sse", sse_port)
     targets.append(Target("nginx", main_port, sse_proxy_port, main))
 
+    # The data plane alone: no access log and no trace capture. The "tracegate-defaults" target runs
+    # without these, as a new user starts it (text access log, traces to the trace file).
+    tuned = ["--access-log", "off", "--trace-file="]
+
     def tracegate(tag: str, upstream_port: int, extra: list[str]) -> tuple[procs.Proc, int]:
         port, admin = next(ports), next(ports)
         argv = proxy_argv + ["--upstream", f"http://127.0.0.1:{upstream_port}",
                              "--listen", f"127.0.0.1:{port}",
                              "--admin-listen", f"127.0.0.1:{admin}",
-                             # The data plane alone: no trace capture (the --mlflow target measures it on).
-                             "--access-log", "off", "--trace-file=",
                              "--spool-dir", os.path.join(tmp, f"spool-{tag}")] + extra
         pr = p.spawn(f"tracegate ({tag})", argv, os.path.join(tmp, f"tracegate-{tag}.out"),
                      cwd=tmp, env=env)
@@ -242,15 +244,16 @@ def start_all(a, p: procs.Procs, tmp: str, proxy_argv: list[str],
         procs.wait_port(port, pr, START_TIMEOUT_S)
         return pr, port
 
-    variants = [("tracegate", [])]
+    variants = [("tracegate", tuned), ("tracegate-defaults", [])]
     if not a.no_threads1:
-        variants.append(("tracegate-t1", ["--threads", "1"]))
+        variants.append(("tracegate-t1", tuned + ["--threads", "1"]))
     if mlflow is not None:
         # Capture and export on, every other setting at its default; one experiment per instance.
-        variants.append(("tracegate-mlflow", ["--mlflow-tracking-uri", mlflow.uri]))
+        variants.append(("tracegate-mlflow", ["--access-log", "off", "--mlflow-tracking-uri", mlflow.uri]))
         # The tracking server unreachable (a port nothing listens on): every trace goes to the spool.
         # Tracing trouble must not show in the forwarding figures.
-        variants.append(("tracegate-mlflow-down", ["--mlflow-tracking-uri", f"http://127.0.0.1:{next(ports)}",
+        variants.append(("tracegate-mlflow-down", ["--access-log", "off",
+                                                   "--mlflow-tracking-uri", f"http://127.0.0.1:{next(ports)}",
                                                    "--mlflow-experiment-id", "0"]))
     for name, extra in variants:
         exp = (lambda tag: ["--mlflow-experiment-name", f"bench-dataplane-{tag}"]) \

@@ -25,6 +25,7 @@ LABELS = {
     "direct": "direct to origin",
     "nginx": "nginx proxy, 1 worker",
     "tracegate": "**tracegate** (default threads)",
+    "tracegate-defaults": "tracegate, defaults (access log, trace file)",
     "tracegate-t1": "tracegate, `--threads 1`",
     "tracegate-mlflow": "tracegate + MLflow export",
     "tracegate-mlflow-down": "tracegate, MLflow unreachable (spooling)",

@@ -30,14 +30,9 @@ final class CapacityRefusalHandler: ChannelInboundHandler {
     private func refuse(context: ChannelHandlerContext) {
         guard !refused else { return }
         refused = true
-        let error = ProxyError.tooManyConnections
-        let requestID = requestIDs.generate()
-        let body = error.jsonBody(requestID: requestID, allocator: context.channel.allocator)
-        var bytes = context.channel.allocator.buffer(capacity: 192 + body.readableBytes)
-        bytes.writeString("HTTP/1.1 \(error.status.code) \(error.status.reasonPhrase)\r\n")
-        bytes.writeString("content-type: application/json\r\ncontent-length: \(body.readableBytes)\r\n")
-        bytes.writeString("\(requestIDHeader): \(requestID)\r\nretry-after: 1\r\nconnection: close\r\n\r\n")
-        bytes.writeImmutableBuffer(body)
+        let bytes = ProxyError.tooManyConnections.response(
+            requestID: requestIDs.generate(), requestIDHeader: requestIDHeader, version: .http1_1, closes: true,
+            extraHeaders: [("retry-after", "1")], allocator: context.channel.allocator)
         let channel = context.channel
         context.writeAndFlush(NIOAny(bytes)).whenComplete { _ in channel.close(promise: nil) }
     }

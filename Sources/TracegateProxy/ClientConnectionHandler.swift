@@ -67,10 +67,11 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     private var clientNeedsFlush = false
     /// No new exchange starts; the connection closes once the current one ends.
     private var closing = false
+    /// Since when the connection has had no exchange: from the accept until its first request, then
+    /// from the end of the last exchange.
     private var idleSince = NIODeadline.uptimeNanoseconds(0)
-    /// When the connection was accepted, and whether it has had a request yet (the first request's
-    /// head must arrive within `clientHeaderTimeout` of the accept; later ones wait `clientKeepaliveTimeout`).
-    private var acceptedAt = NIODeadline.uptimeNanoseconds(0)
+    /// Whether it has had a request yet: the first request's head must arrive within `clientHeaderTimeout`
+    /// of the accept; later ones may wait `clientKeepaliveTimeout`.
     private var hadRequest = false
     /// When the first byte of a request head that is not complete yet arrived.
     private var headStartedAt: NIODeadline?
@@ -104,9 +105,8 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     private func connectionBecameActive(context: ChannelHandlerContext) {
         guard clientIP == nil else { return }
         clientIP = context.channel.remoteAddress?.ipAddress ?? ""
-        acceptedAt = context.eventLoop.now
-        idleSince = acceptedAt
-        armTimer(by: acceptedAt + configuration.clientHeaderTimeout)
+        idleSince = context.eventLoop.now
+        armTimer(by: idleSince + configuration.clientHeaderTimeout)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -398,7 +398,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             return .malformedRequest("Transfer-Encoding in an HTTP/1.0 request")
         }
         if facts.contentLengthConflict { return .malformedRequest("conflicting Content-Length values") }
-        if facts.contentLengthCount > 1 || facts.contentLengthListed {
+        if facts.contentLengthValues > 1 {
             // RFC 9110 §8.6 allows accepting repeated equal values; nginx and llhttp refuse them, and so do we.
             return .malformedRequest("more than one Content-Length value")
         }
@@ -659,22 +659,9 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     private func writeError(
         _ error: ProxyError, requestID: String, version: HTTPVersion, extraHeaders: [(name: String, value: String)] = []
     ) {
-        let body = error.jsonBody(requestID: requestID, allocator: context.channel.allocator)
-        var bytes = context.channel.allocator.buffer(capacity: 256 + body.readableBytes)
-        bytes.writeString(version.minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
-        bytes.writeString("\(error.status.code) \(error.status.reasonPhrase)\r\n")
-        bytes.writeStaticString("content-type: application/json\r\ncontent-length: ")
-        bytes.writeString(String(body.readableBytes))
-        bytes.writeStaticString("\r\n")
-        bytes.writeString("\(configuration.requestIDHeader): \(requestID)\r\n")
-        for field in extraHeaders { bytes.writeString("\(field.name): \(field.value)\r\n") }
-        if closing {
-            bytes.writeStaticString("connection: close\r\n")
-        } else if version.minor == 0 {
-            bytes.writeStaticString("connection: keep-alive\r\n")
-        }
-        bytes.writeStaticString("\r\n")
-        bytes.writeImmutableBuffer(body)
+        let bytes = error.response(
+            requestID: requestID, requestIDHeader: configuration.requestIDHeader, version: version, closes: closing,
+            extraHeaders: extraHeaders, allocator: context.channel.allocator)
         if closing {
             context.writeAndFlush(wrapOutboundOut(bytes)).whenComplete { [context] _ in
                 context!.close(promise: nil)
@@ -771,8 +758,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
                 armTimer(by: deadline)
             }
         } else {
-            let deadline =
-                hadRequest ? idleSince + configuration.clientKeepaliveTimeout : acceptedAt + configuration.clientHeaderTimeout
+            let deadline = idleSince + (hadRequest ? configuration.clientKeepaliveTimeout : configuration.clientHeaderTimeout)
             if now >= deadline {
                 if !hadRequest { shared.observer?.connectionEvent(.clientHeaderTimeout) }
                 context.close(promise: nil)

@@ -87,8 +87,8 @@ struct HeadFacts {
     var contentLength: Int?
     var contentLengthCount = 0
     var contentLengthInvalid = false
-    /// A `Content-Length` field held a list (`5, 5`).
-    var contentLengthListed = false
+    /// Values in all `Content-Length` fields (`5, 5` is two).
+    var contentLengthValues = 0
     var contentLengthConflict = false
     var hasTransferEncoding = false
     /// The final transfer coding is `chunked`.
@@ -327,10 +327,8 @@ struct HeadParser {
             facts.hostCount += 1
         case .contentLength:
             facts.contentLengthCount += 1
-            var items = 0
             forEachListItem(raw, start, end) { itemStart, itemEnd in
-                items += 1
-                if items > 1 { facts.contentLengthListed = true }
+                facts.contentLengthValues += 1
                 var value = 0
                 guard itemEnd > itemStart, itemEnd - itemStart <= 18 else {
                     facts.contentLengthInvalid = true

@@ -65,6 +65,31 @@ enum ProxyError: Equatable {
         }
     }
 
+    /// The whole answer: status line in the client's version, JSON body, the request id and any
+    /// `extraHeaders`, and `connection: close` when the connection closes after it.
+    func response(
+        requestID: String, requestIDHeader: String, version: HTTPVersion, closes: Bool,
+        extraHeaders: [(name: String, value: String)] = [], allocator: ByteBufferAllocator
+    ) -> ByteBuffer {
+        let body = jsonBody(requestID: requestID, allocator: allocator)
+        var bytes = allocator.buffer(capacity: 256 + body.readableBytes)
+        bytes.writeString(version.minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
+        bytes.writeString("\(status.code) \(status.reasonPhrase)\r\n")
+        bytes.writeStaticString("content-type: application/json\r\ncontent-length: ")
+        bytes.writeDecimal(body.readableBytes)
+        bytes.writeStaticString("\r\n")
+        bytes.writeString("\(requestIDHeader): \(requestID)\r\n")
+        for field in extraHeaders { bytes.writeString("\(field.name): \(field.value)\r\n") }
+        if closes {
+            bytes.writeStaticString("connection: close\r\n")
+        } else if version.minor == 0 {
+            bytes.writeStaticString("connection: keep-alive\r\n")
+        }
+        bytes.writeStaticString("\r\n")
+        bytes.writeImmutableBuffer(body)
+        return bytes
+    }
+
     /// `{"error": "...", "request_id": "..."}`
     func jsonBody(requestID: String, allocator: ByteBufferAllocator) -> ByteBuffer {
         var buffer = allocator.buffer(capacity: 96 + requestID.utf8.count)

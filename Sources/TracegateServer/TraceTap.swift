@@ -46,8 +46,6 @@ final class TraceTap: ExchangeTap {
     let responseHeaders: [(name: String, value: String)]
     private let limit: Int
     private let budget: CaptureBudget
-    /// Bytes of `budget` this tap holds (its bodies' storage), given back once its trace is built.
-    private(set) var reserved = 0
     private let startedAt = NIODeadline.now()
     private(set) var request: CapturedExchange.Body
     private(set) var response = CapturedExchange.Body()
@@ -121,12 +119,17 @@ final class TraceTap: ExchangeTap {
             // The allocator may round up: charge what the storage really is, as the builder releases it.
             let grown = body.bytes.capacity - capacity
             if grown > granted { budget.charge(grown - granted) }
-            reserved += grown
         }
         let room = min(wanted, body.bytes.capacity - body.bytes.count)
         guard room > 0 else { return }
         bytes.withUnsafeReadableBytes { raw in body.bytes.append(contentsOf: raw.prefix(room)) }
     }
+}
+
+extension CapturedExchange {
+    /// What a capture's bodies hold of the `CaptureBudget`: their storage, as `TraceTap` charged it.
+    static func bodyStorage(_ request: Body, _ response: Body) -> Int { request.bytes.capacity + response.bytes.capacity }
+    var bodyStorage: Int { Self.bodyStorage(request, response) }
 }
 
 /// Turns every exchange into a `CapturedExchange` and queues it for the trace builder, off the event
@@ -184,7 +187,7 @@ final class TraceObserver: ExchangeObserver {
                 timeToFirstByteNanos: summary.timeToFirstByte?.nanoseconds,
                 timeToFirstEventNanos: tap.timeToFirstEventNanos, outcome: outcome, sampled: tap.sampled,
                 parentSpanID: tap.parentSpanID, route: summary.route))
-        if !queued { budget.release(tap.reserved) }
+        if !queued { budget.release(CapturedExchange.bodyStorage(tap.request, tap.response)) }
     }
 }
 

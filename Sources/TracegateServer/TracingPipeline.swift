@@ -255,7 +255,7 @@ final class TracingPipeline: @unchecked Sendable {
             var end = start
             var bodyBytes = 0
             while end < captures.endIndex && end - start < 100 && (end == start || bodyBytes < Self.groupBodyBytes) {
-                bodyBytes += captures[end].request.bytes.capacity + captures[end].response.bytes.capacity
+                bodyBytes += captures[end].bodyStorage
                 end += 1
             }
             build(captures[start..<end])
