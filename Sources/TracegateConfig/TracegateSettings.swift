@@ -102,6 +102,10 @@ public struct TracegateSettings: Sendable, Equatable {
     public var forceTraceHeader: String = ""
     /// Where traces go when there is no tracking server; nil keeps none.
     public var traceFile: String? = nil
+    /// Size at which the trace file is rotated.
+    public var traceFileMaxBytes: Int = 0
+    /// Rotated trace files kept (`PATH.1` … `PATH.N`).
+    public var traceFileKeep: Int = 0
     /// MLflow tracking server; nil sends traces to `traceFile` instead.
     public var mlflowTrackingURI: String? = nil
     public var mlflowExperimentName: String? = nil

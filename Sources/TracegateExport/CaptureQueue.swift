@@ -1,13 +1,25 @@
 import Atomics
-import NIOConcurrencyHelpers
 
 /// Hands captured exchanges from event loops to the trace builder. Bounded, and able to say without
-/// taking its lock whether it has room, so an event loop can skip capturing an exchange whose trace
-/// would be dropped anyway: once the queue is full, nothing more is captured until the builder takes
-/// what is waiting. Every exchange not captured, or captured and dropped, is counted.
-public final class CaptureQueue<Element: Sendable>: Sendable {
+/// any lock whether it has room, so an event loop can skip capturing an exchange whose trace would be
+/// dropped anyway: once the queue is full, nothing more is captured until the builder takes what is
+/// waiting. Every exchange not captured, or captured and dropped, is counted.
+///
+/// Lock-free: the builder runs at idle priority, and a lock it held when the scheduler set it aside
+/// would stall the event loop waiting for it. Offers push onto an atomic stack; `takeAll` swaps the
+/// whole stack out (no element is ever removed alone, so there is no ABA problem).
+public final class CaptureQueue<Element: Sendable>: @unchecked Sendable {
+    private final class Node {
+        let element: Element
+        var next: Unmanaged<Node>?
+        init(_ element: Element) { self.element = element }
+    }
+
     public let capacity: Int
-    private let items: NIOLockedValueBox<[Element]>
+    /// The newest element; each node links to the one offered before it.
+    private let top = ManagedAtomic<Unmanaged<Node>?>(nil)
+    /// Elements offered and not yet taken (a slot is reserved before its node is pushed).
+    private let waiting = ManagedAtomic(0)
     private let open = ManagedAtomic(true)
     private let paused = ManagedAtomic(false)
     private let refused = ManagedAtomic(0)
@@ -15,7 +27,14 @@ public final class CaptureQueue<Element: Sendable>: Sendable {
     public init(capacity: Int) {
         precondition(capacity > 0, "a capture queue needs room for at least one element")
         self.capacity = capacity
-        items = NIOLockedValueBox([])
+    }
+
+    deinit {
+        var node = top.exchange(nil, ordering: .acquiring)
+        while let current = node {
+            node = current.takeUnretainedValue().next
+            current.release()
+        }
     }
 
     /// Whether a new exchange should be captured: false from the moment the queue fills until the next
@@ -32,28 +51,47 @@ public final class CaptureQueue<Element: Sendable>: Sendable {
     public var refusedCount: Int { refused.load(ordering: .relaxed) }
 
     /// Elements waiting for `takeAll()`.
-    public var count: Int { items.withLockedValue { $0.count } }
+    public var count: Int { waiting.load(ordering: .relaxed) }
 
     /// Queues `element`; false (and counted) when the queue is full.
     @discardableResult
     public func offer(_ element: Element) -> Bool {
-        let accepted = items.withLockedValue { items -> Bool in
-            guard items.count < capacity else { return false }
-            items.append(element)
-            if items.count == capacity { open.store(false, ordering: .relaxed) }
-            return true
+        var reserved = waiting.load(ordering: .relaxed)
+        while true {
+            guard reserved < capacity else {
+                open.store(false, ordering: .relaxed)
+                refuse()
+                return false
+            }
+            let (exchanged, original) = waiting.weakCompareExchange(
+                expected: reserved, desired: reserved + 1, ordering: .relaxed)
+            if exchanged { break }
+            reserved = original
         }
-        if !accepted { refuse() }
-        return accepted
+        if reserved + 1 == capacity { open.store(false, ordering: .relaxed) }
+        let node = Unmanaged.passRetained(Node(element))
+        var current = top.load(ordering: .relaxed)
+        while true {
+            node.takeUnretainedValue().next = current
+            let (exchanged, original) = top.weakCompareExchange(
+                expected: current, desired: node, successOrdering: .releasing, failureOrdering: .relaxed)
+            if exchanged { return true }
+            current = original
+        }
     }
 
     /// Everything waiting, oldest first; the queue accepts again.
     public func takeAll() -> [Element] {
+        var node = top.exchange(nil, ordering: .acquiring)
         var taken: [Element] = []
-        items.withLockedValue { items in
-            swap(&taken, &items)
-            open.store(true, ordering: .relaxed)
+        while let current = node {
+            let value = current.takeRetainedValue()
+            taken.append(value.element)
+            node = value.next
         }
+        if !taken.isEmpty { waiting.wrappingDecrement(by: taken.count, ordering: .relaxed) }
+        open.store(true, ordering: .relaxed)
+        taken.reverse()
         return taken
     }
 }

@@ -18,7 +18,7 @@ func lowerASCII(_ byte: UInt8) -> UInt8 {
 extension ByteBuffer {
     /// Writes a non-negative integer in decimal ASCII, without building a string (framing fields are
     /// written for every message).
-    mutating func writeDecimal(_ value: Int) {
+    public mutating func writeDecimal(_ value: Int) {
         precondition(value >= 0, "lengths are never negative")
         var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // room for 24 digits, more than Int.max has
         withUnsafeMutableBytes(of: &digits) { scratch in

@@ -1,14 +1,27 @@
 import Foundation
-import NIOConcurrencyHelpers
 import NIOCore
+import NIOPosix
 import TracegateConfig
 import TracegateProxy
 import TracegateTrace
 
 /// One access-log line per exchange, in text or JSON, written to standard output.
+///
+/// A line is written on the exchange's event loop, so it costs about what nginx's does: bytes go
+/// straight into a buffer that thread reuses (no strings are built), the date part of the timestamp
+/// is formatted once per second per thread, and the finished line is copied into the `LineWriter`,
+/// which writes to the file descriptor off the event loops.
 public struct AccessLog: ExchangeObserver {
     let format: AccessLogFormat
     let writer: LineWriter
+    private let scratch = ThreadSpecificVariable<Scratch>()
+
+    /// What an event-loop thread reuses from line to line: one per thread (a thread-specific
+    /// variable), so never shared.
+    final class Scratch: @unchecked Sendable {
+        var line = ByteBuffer()
+        var clock = TimestampCache()
+    }
 
     public init(format: AccessLogFormat, writer: LineWriter) {
         self.format = format
@@ -16,39 +29,90 @@ public struct AccessLog: ExchangeObserver {
     }
 
     public func exchangeFinished(_ summary: ExchangeSummary, tap: ExchangeTap?) {
-        writer.append(format == .json ? Self.json(summary) : Self.text(summary))
+        let scratch: Scratch
+        if let existing = self.scratch.currentValue {
+            scratch = existing
+        } else {
+            scratch = Scratch()
+            self.scratch.currentValue = scratch
+        }
+        scratch.line.clear()
+        Self.write(summary, format: format, into: &scratch.line, clock: &scratch.clock)
+        scratch.line.withUnsafeReadableBytes { writer.append($0) }
     }
 
-    /// `2026-11-25T10:00:00.123Z 127.0.0.1 "GET /v1/models" 200 in=0 out=512 1.234ms id=… [outcome]`
-    static func text(_ s: ExchangeSummary) -> String {
-        var line = "\(timestamp(s.startedAtEpochNanos)) \(s.clientAddress ?? "-") \"\(s.method.rawValue) \(QueryRedaction.target(s.target))\" "
-        line += s.status.map(String.init) ?? "-"
-        line += " in=\(s.requestBodyBytes) out=\(s.responseBodyBytes) \(milliseconds(s.duration))ms id=\(s.requestID)"
-        if s.outcome != .completed { line += " outcome=\(outcomeName(s.outcome))" }
-        return line + "\n"
+    /// Writes the line for `s`, newline included.
+    static func write(_ s: ExchangeSummary, format: AccessLogFormat, into line: inout ByteBuffer, clock: inout TimestampCache) {
+        if format == .json {
+            json(s, into: &line, clock: &clock)
+        } else {
+            text(s, into: &line, clock: &clock)
+        }
     }
 
-    static func json(_ s: ExchangeSummary) -> String {
-        var fields: [(String, String)] = [
-            ("time", quoted(timestamp(s.startedAtEpochNanos))),
-            ("client", quoted(s.clientAddress ?? "")),
-            ("method", quoted(s.method.rawValue)),
-            ("path", quoted(QueryRedaction.target(s.target))),
-            ("status", s.status.map(String.init) ?? "null"),
-            ("bytes_in", String(s.requestBodyBytes)),
-            ("bytes_out", String(s.responseBodyBytes)),
-            ("duration_ms", milliseconds(s.duration)),
-            ("request_id", quoted(s.requestID)),
-            ("outcome", quoted(outcomeName(s.outcome))),
-        ]
-        if case .rejected(let why) = s.outcome { fields.append(("error", quoted(why))) }
-        if case .upstreamFailed(let why) = s.outcome { fields.append(("error", quoted(why))) }
-        if case .upstreamTimeout(let why) = s.outcome { fields.append(("error", quoted(why))) }
-        if let ttfb = s.timeToFirstByte { fields.append(("ttfb_ms", milliseconds(ttfb))) }
-        return "{" + fields.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",") + "}\n"
+    /// `2026-11-25T10:00:00.123Z 127.0.0.1 "GET /v1/models" 200 in=0 out=512 1.234ms id=… [outcome=…]`
+    static func text(_ s: ExchangeSummary, into line: inout ByteBuffer, clock: inout TimestampCache) {
+        clock.write(s.startedAtEpochNanos, into: &line)
+        line.writeStaticString(" ")
+        line.writeString(s.clientAddress ?? "-")
+        line.writeStaticString(" \"")
+        line.writeString(s.method.rawValue)
+        line.writeStaticString(" ")
+        line.writeString(QueryRedaction.target(s.target))
+        line.writeStaticString("\" ")
+        if let status = s.status { line.writeDecimal(max(0, status)) } else { line.writeStaticString("-") }
+        line.writeStaticString(" in=")
+        line.writeDecimal(max(0, s.requestBodyBytes))
+        line.writeStaticString(" out=")
+        line.writeDecimal(max(0, s.responseBodyBytes))
+        line.writeStaticString(" ")
+        milliseconds(s.duration, into: &line)
+        line.writeStaticString("ms id=")
+        line.writeString(s.requestID)
+        if s.outcome != .completed {
+            line.writeStaticString(" outcome=")
+            line.writeStaticString(outcomeName(s.outcome))
+        }
+        line.writeStaticString("\n")
     }
 
-    static func outcomeName(_ outcome: ExchangeOutcome) -> String {
+    static func json(_ s: ExchangeSummary, into line: inout ByteBuffer, clock: inout TimestampCache) {
+        line.writeStaticString("{\"time\":\"")
+        clock.write(s.startedAtEpochNanos, into: &line)
+        line.writeStaticString("\",\"client\":")
+        line.writeJSONString(s.clientAddress ?? "")
+        line.writeStaticString(",\"method\":")
+        line.writeJSONString(s.method.rawValue)
+        line.writeStaticString(",\"path\":")
+        line.writeJSONString(QueryRedaction.target(s.target))
+        line.writeStaticString(",\"status\":")
+        if let status = s.status { line.writeDecimal(max(0, status)) } else { line.writeStaticString("null") }
+        line.writeStaticString(",\"bytes_in\":")
+        line.writeDecimal(max(0, s.requestBodyBytes))
+        line.writeStaticString(",\"bytes_out\":")
+        line.writeDecimal(max(0, s.responseBodyBytes))
+        line.writeStaticString(",\"duration_ms\":")
+        milliseconds(s.duration, into: &line)
+        line.writeStaticString(",\"request_id\":")
+        line.writeJSONString(s.requestID)
+        line.writeStaticString(",\"outcome\":\"")
+        line.writeStaticString(outcomeName(s.outcome))
+        line.writeStaticString("\"")
+        switch s.outcome {
+        case .rejected(let why), .upstreamFailed(let why), .upstreamTimeout(let why):
+            line.writeStaticString(",\"error\":")
+            line.writeJSONString(why)
+        case .completed, .clientAborted:
+            break
+        }
+        if let ttfb = s.timeToFirstByte {
+            line.writeStaticString(",\"ttfb_ms\":")
+            milliseconds(ttfb, into: &line)
+        }
+        line.writeStaticString("}\n")
+    }
+
+    static func outcomeName(_ outcome: ExchangeOutcome) -> StaticString {
         switch outcome {
         case .completed: return "completed"
         case .rejected: return "rejected"
@@ -58,94 +122,68 @@ public struct AccessLog: ExchangeObserver {
         }
     }
 
-    static func milliseconds(_ amount: TimeAmount) -> String {
-        let micros = amount.nanoseconds / 1000
-        let whole = micros / 1000
-        let frac = micros % 1000
-        return "\(whole)." + String(repeating: "0", count: 3 - String(frac).count) + String(frac)
-    }
-
-    static func quoted(_ value: String) -> String {
-        var buffer = ByteBuffer()
-        buffer.writeJSONString(value)
-        return String(buffer: buffer)
-    }
-
-    /// RFC 3339 UTC with milliseconds.
-    static func timestamp(_ epochNanos: Int64) -> String {
-        var seconds = time_t(epochNanos / 1_000_000_000)
-        var parts = tm()
-        gmtime_r(&seconds, &parts)
-        let millis = Int((epochNanos / 1_000_000) % 1000)
-        func pad(_ v: Int32, _ width: Int) -> String {
-            let s = String(v)
-            return String(repeating: "0", count: max(0, width - s.count)) + s
-        }
-        return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T"
-            + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(Int32(millis), 3))Z"
+    /// `1.234`: milliseconds with three decimals.
+    static func milliseconds(_ amount: TimeAmount, into line: inout ByteBuffer) {
+        let micros = max(0, Int(amount.nanoseconds / 1000))
+        line.writeDecimal(micros / 1000)
+        line.writeStaticString(".")
+        let fraction = micros % 1000
+        if fraction < 100 { line.writeStaticString("0") }
+        if fraction < 10 { line.writeStaticString("0") }
+        line.writeDecimal(fraction)
     }
 }
 
-/// Buffers lines from many threads and writes them to a file descriptor in batches: every 100 ms,
-/// when 64 KiB are waiting, and on `flush()`. Holds at most 8 MiB; beyond that lines are counted
-/// as dropped rather than letting a blocked stdout grow memory.
-/// (`@unchecked`: the only non-Sendable member is the timer, which is set up once in `init`.)
-public final class LineWriter: @unchecked Sendable {
-    private struct State {
-        var pending: [UInt8] = []
-        var dropped = 0
-    }
+/// RFC 3339 UTC timestamps with milliseconds (`2026-11-25T10:00:00.123Z`); the part up to the
+/// seconds is formatted once per second and reused.
+struct TimestampCache {
+    private var second: Int64 = .min
+    /// `2026-11-25T10:00:00.` for `second`.
+    private var prefix: [UInt8] = []
 
-    private let fd: Int32
-    private let state = NIOLockedValueBox(State())
-    private let writeLock = NIOLock()
-    private let timer: DispatchSourceTimer
-    private static let batchBytes = 64 * 1024
-    private static let maxPendingBytes = 8 * 1024 * 1024
-
-    public init(fd: Int32 = STDOUT_FILENO) {
-        self.fd = fd
-        self.timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "tracegate.access-log"))
-        timer.schedule(deadline: .now() + .milliseconds(100), repeating: .milliseconds(100))
-        timer.setEventHandler { [weak self] in self?.flush() }
-        timer.resume()
-    }
-
-    deinit { timer.cancel() }
-
-    public func append(_ line: String) {
-        let full: Bool = state.withLockedValue { state in
-            if state.pending.count + line.utf8.count > Self.maxPendingBytes {
-                state.dropped += 1
-                return false
-            }
-            state.pending.append(contentsOf: line.utf8)
-            return state.pending.count >= Self.batchBytes
+    mutating func write(_ epochNanos: Int64, into line: inout ByteBuffer) {
+        let (wholeSeconds, nanos) = epochNanos.quotientAndRemainder(dividingBy: 1_000_000_000)
+        let seconds = nanos < 0 ? wholeSeconds - 1 : wholeSeconds
+        if seconds != second {
+            second = seconds
+            prefix = Self.format(seconds)
         }
-        if full { flush() }
+        line.writeBytes(prefix)
+        let millis = Int((epochNanos - seconds * 1_000_000_000) / 1_000_000)
+        if millis < 100 { line.writeStaticString("0") }
+        if millis < 10 { line.writeStaticString("0") }
+        line.writeDecimal(millis)
+        line.writeStaticString("Z")
     }
 
-    /// Lines dropped because output could not keep up.
-    public var droppedLines: Int { state.withLockedValue { $0.dropped } }
-
-    public func flush() {
-        writeLock.withLock {
-            let bytes: [UInt8] = state.withLockedValue { state in
-                let bytes = state.pending
-                state.pending.removeAll(keepingCapacity: true)
-                return bytes
-            }
-            bytes.withUnsafeBytes { raw in
-                var offset = 0
-                while offset < raw.count {
-                    let n = write(fd, raw.baseAddress! + offset, raw.count - offset)
-                    if n <= 0 {
-                        if n < 0 && errno == EINTR { continue }
-                        return
-                    }
-                    offset += n
-                }
+    private static func format(_ seconds: Int64) -> [UInt8] {
+        var time = time_t(seconds)
+        var parts = tm()
+        gmtime_r(&time, &parts)
+        var text: [UInt8] = []
+        text.reserveCapacity(20)
+        func digits(_ value: Int32, _ width: Int) {
+            var divisor: Int32 = 1
+            for _ in 1..<width { divisor *= 10 }
+            var rest = max(0, value)
+            while divisor > 0 {
+                text.append(UInt8(ascii: "0") + UInt8((rest / divisor) % 10))
+                rest %= divisor
+                divisor /= 10
             }
         }
+        digits(parts.tm_year + 1900, 4)
+        text.append(UInt8(ascii: "-"))
+        digits(parts.tm_mon + 1, 2)
+        text.append(UInt8(ascii: "-"))
+        digits(parts.tm_mday, 2)
+        text.append(UInt8(ascii: "T"))
+        digits(parts.tm_hour, 2)
+        text.append(UInt8(ascii: ":"))
+        digits(parts.tm_min, 2)
+        text.append(UInt8(ascii: ":"))
+        digits(parts.tm_sec, 2)
+        text.append(UInt8(ascii: "."))
+        return text
     }
 }

@@ -6,11 +6,19 @@ import Glibc
 #endif
 
 /// Scheduling for the threads that build and deliver traces: they run only on CPU time forwarding
-/// does not want.
+/// does not want, and never keep a CPU long.
+///
+/// Idle priority alone is not enough. Linux's EEVDF scheduler picks the next task by eligibility,
+/// not by policy: when an event loop was preempted (say by the process it just woke) and is, for the
+/// moment, ahead of its fair share, an idle-priority thread can be picked before it and then keeps
+/// the CPU until it sleeps or the next scheduler tick (4 ms at 250 Hz). That is where the latency
+/// tail with tracing on came from. So background work runs in bursts of at most `burst`, each
+/// followed by a short sleep (`CPUBurst`), which hands the CPU to any runnable event loop.
 enum BackgroundThread {
     /// Names the calling thread (as `ps -L` and `/proc/PID/task/*/comm` show it; at most 15 bytes),
     /// then puts it in `SCHED_IDLE` (it runs only on a CPU nothing else wants), or at nice 19 where
-    /// that is refused. On Linux both apply to the calling thread alone.
+    /// that is refused, with a 1 µs timer slack so its pauses are short. On Linux all of it applies
+    /// to the calling thread alone.
     static func become(_ name: String) {
         #if os(Linux)
         if let setName = GlibcSymbol.address(of: "pthread_setname_np") {
@@ -22,7 +30,35 @@ enum BackgroundThread {
         if sched_setscheduler(0, schedIdle, &parameters) != 0 {
             setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 19)
         }
+        if let prctl = GlibcSymbol.address(of: "prctl") {
+            typealias Prctl = @convention(c) (Int32, UInt) -> Int32  // variadic in C; two arguments suffice
+            let setTimerSlack: Int32 = 29  // PR_SET_TIMERSLACK in <linux/prctl.h>
+            _ = unsafeBitCast(prctl, to: Prctl.self)(setTimerSlack, 1_000)
+        }
         #endif
+    }
+
+    /// The longest a background thread works before it lets event loops have the CPU.
+    static let burst: Int64 = 50_000  // nanoseconds
+
+    /// Sleeps 10 µs: the scheduler then runs whatever else is runnable on this CPU. (A shorter sleep
+    /// can expire before the thread is switched out, and then yields nothing.)
+    static func pause() {
+        var request = timespec(tv_sec: 0, tv_nsec: 10_000)
+        nanosleep(&request, nil)
+    }
+}
+
+/// Measures a background thread's work since its last pause; `pauseIfDue()` after each unit of work
+/// pauses once a `BackgroundThread.burst` has been spent.
+struct CPUBurst {
+    private var started = NIODeadline.now()
+
+    mutating func pauseIfDue() {
+        let now = NIODeadline.now()
+        guard (now - started).nanoseconds >= BackgroundThread.burst else { return }
+        BackgroundThread.pause()
+        started = NIODeadline.now()
     }
 }
 

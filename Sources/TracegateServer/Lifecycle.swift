@@ -153,38 +153,44 @@ public enum TracegateApp {
         return 0
     }
 
-    /// `tracegate push FILE`: sends a trace file to the tracking server with the same exporter
-    /// (batches, retries, splitting of rejected batches). Exit 0 when every trace was delivered.
-    public static func push(file: String, settings: TracegateSettings) async -> Int32 {
+    /// `tracegate push FILE...`: sends trace files (a trace file and its rotated parts) to the tracking
+    /// server with the same exporter (batches, retries, splitting of rejected batches), one file at a
+    /// time so memory holds one file's traces. Exit 0 when every trace of every file was delivered.
+    public static func push(files: [String], settings: TracegateSettings) async -> Int32 {
         let logger = makeLogger(level: settings.logLevel)
         guard let trackingURI = settings.mlflowTrackingURI else {
             logger.critical("push needs a tracking server: set MLFLOW_TRACKING_URI or --mlflow-tracking-uri")
-            return 2
-        }
-        let records: [TraceRecord]
-        do {
-            let read = try TraceFileReader.read(path: file)
-            records = read.records
-            if !read.badLines.isEmpty {
-                logger.warning("\(file): \(read.badLines.count) lines are not traces and were skipped (lines \(read.badLines.prefix(10).map(String.init).joined(separator: ", ")))")
-            }
-        } catch {
-            logger.critical("cannot read \(file): \(error)")
             return 2
         }
         var exportSettings = settings
         exportSettings.exportBatchDelay = .milliseconds(1)
         exportSettings.exportDrainTimeout = .seconds(365 * 86_400)  // push waits for every trace
         let http = HTTPClient(eventLoopGroupProvider: .singleton)
-        let exporter = TracingPipeline.makeExporter(
-            trackingURI: trackingURI, settings: exportSettings, http: http, logger: logger, memoryBound: max(1_000, records.count))
-        for record in records { exporter.submit(record) }
-        exporter.shutdown()
-        await exporter.run()
+        var code: Int32 = 0
+        for file in files {
+            let records: [TraceRecord]
+            do {
+                let read = try TraceFileReader.read(path: file)
+                records = read.records
+                if !read.badLines.isEmpty {
+                    logger.warning("\(file): \(read.badLines.count) lines are not traces and were skipped (lines \(read.badLines.prefix(10).map(String.init).joined(separator: ", ")))")
+                }
+            } catch {
+                logger.critical("cannot read \(file): \(error)")
+                code = 2
+                break
+            }
+            let exporter = TracingPipeline.makeExporter(
+                trackingURI: trackingURI, settings: exportSettings, http: http, logger: logger, memoryBound: max(1_000, records.count))
+            exporter.submit(contentsOf: records)
+            exporter.shutdown()
+            await exporter.run()
+            let stats = exporter.stats
+            print("pushed \(stats.exported) of \(records.count) traces from \(file) (rejected \(stats.rejected), not delivered \(stats.dropped))")
+            if stats.exported != records.count { code = 1 }
+        }
         try? await http.shutdown()
-        let stats = exporter.stats
-        print("pushed \(stats.exported) of \(records.count) traces from \(file) (rejected \(stats.rejected), not delivered \(stats.dropped))")
-        return stats.exported == records.count ? 0 : 1
+        return code
     }
 
     static func makeLogger(level: TracegateConfig.LogLevel) -> Logger {

@@ -11,10 +11,11 @@ import TracegateTrace
 /// there is neither): builds each trace on a background queue, never on an event loop, and hands it
 /// to every exporter, each with its own memory queue and spool (`spool_dir/mlflow`, `spool_dir/otlp`).
 ///
-/// Event loops only append captures to a bounded `CaptureQueue`; the builder thread drains it every
-/// 5 ms, so a busy proxy wakes it 200 times a second, not once per request. The builder thread, and
-/// the exporters with their HTTP client (`ExportExecutor`), run only when a CPU would otherwise idle
-/// (`SCHED_IDLE`): when the CPU is saturated, forwarding wins.
+/// Event loops only append captures to a bounded, lock-free `CaptureQueue`; the builder thread drains
+/// it every 5 ms, so a busy proxy wakes it 200 times a second, not once per request. The builder
+/// thread, and the exporters with their HTTP client (`ExportExecutor`), run only when a CPU would
+/// otherwise idle (`SCHED_IDLE`), in bursts of at most 50 µs (`BackgroundThread`): when the CPU is
+/// saturated forwarding wins, and an event loop never waits behind trace work.
 /// Once the queue is full, and while every tracking server answers but is `export_backlog_limit`
 /// traces behind, event loops stop capturing new exchanges (they are forwarded untraced, without a
 /// trace id header); those are counted and logged, never requests slowed.
@@ -53,6 +54,8 @@ final class TracingPipeline: @unchecked Sendable {
     /// Capture is paused because every exporter's server is `backlogLimit` traces behind.
     private var pausedForBacklog = false
     private let backlogNotices = LogThrottle()
+    /// Rotated trace files deleted to stay within `trace_file_keep`; logged at most every 10 s.
+    private let rotationDeletions = LogThrottle()
     /// `captures.refusedCount` when last logged.
     private var refusalsLogged = 0
     private let logger: Logger
@@ -99,7 +102,7 @@ final class TracingPipeline: @unchecked Sendable {
             }
             destination = .exporters(exports, http, executor)
         } else if let path = settings.traceFile {
-            destination = .file(try TraceFileWriter(path: path))
+            destination = .file(try TraceFileWriter(path: path, maxBytes: settings.traceFileMaxBytes, keep: settings.traceFileKeep))
             logger.notice("no MLFLOW_TRACKING_URI: traces are appended to \(path); send them with `tracegate push \(path)`")
         } else {
             logger.notice("no MLFLOW_TRACKING_URI and no trace_file: traces are not kept")
@@ -216,19 +219,15 @@ final class TracingPipeline: @unchecked Sendable {
     }
 
     /// The builder thread: lowers its own priority, then drains every 5 ms until `finish`.
+    ///
+    /// It never trims the allocator's heaps (`malloc_trim` takes every arena's lock in turn, which an
+    /// event loop allocating at that moment would wait for): what building frees is reused by the
+    /// next traces.
     private func runBuilder() {
         BackgroundThread.become("tg-builder")
-        var rounds = 0
-        var builtSinceTrim = false
         while !stopping.withLockedValue({ $0 }) {
             usleep(5_000)
-            builtSinceTrim = drain() || builtSinceTrim
-            rounds += 1
-            if rounds % 200 == 0 && builtSinceTrim {
-                // About once a second after building: what the traces needed is free again, give it back.
-                Malloc.releaseFreeMemory()
-                builtSinceTrim = false
-            }
+            drain()
         }
         drain()
         builderStopped.signal()
@@ -237,9 +236,8 @@ final class TracingPipeline: @unchecked Sendable {
     /// Body bytes of the captures built together, at most (a group holds at least one capture).
     static let groupBodyBytes = 1 << 20
 
-    /// Builds and hands on everything waiting; runs on the builder thread. True when there was any.
-    @discardableResult
-    private func drain() -> Bool {
+    /// Builds and hands on everything waiting; runs on the builder thread, in bursts (`CPUBurst`).
+    private func drain() {
         pauseWhileBehind()
         let captures = self.captures.takeAll()
         let refused = self.captures.refusedCount
@@ -250,6 +248,7 @@ final class TracingPipeline: @unchecked Sendable {
         // A hundred at a time, and at most `groupBodyBytes` of bodies: built traces are several times
         // the size of their captures, and handing them on in small groups keeps the peak (and so the
         // RSS glibc keeps) small.
+        var burst = CPUBurst()
         var start = captures.startIndex
         while start < captures.endIndex {
             var end = start
@@ -258,11 +257,10 @@ final class TracingPipeline: @unchecked Sendable {
                 bodyBytes += captures[end].bodyStorage
                 end += 1
             }
-            build(captures[start..<end])
+            build(captures[start..<end], burst: &burst)
             captureBudget.release(bodyBytes)
             start = end
         }
-        return !captures.isEmpty
     }
 
     /// Pauses capture while every exporter's tracking server answers but is `backlogLimit` traces
@@ -283,10 +281,13 @@ final class TracingPipeline: @unchecked Sendable {
         }
     }
 
-    /// Builds `captures` and hands the traces to the exporters (one hand-over each) or the trace file.
-    private func build(_ captures: ArraySlice<CapturedExchange>) {
+    /// Builds `captures` and hands the traces to the exporters (one hand-over each) or the trace file
+    /// (one write), pausing after each trace once a burst is spent.
+    private func build(_ captures: ArraySlice<CapturedExchange>, burst: inout CPUBurst) {
         var built: [(record: TraceRecord, route: Int)] = []
+        var lines: [UInt8] = []
         for captured in captures {
+            defer { burst.pauseIfDue() }
             if !captured.sampled && !builder.isError(captured) { continue }
             if case .exporters(let exports, _, _) = destination,
                 exports.allSatisfy({ !$0.routes.contains(captured.route) || $0.exporter.isFull })
@@ -303,15 +304,28 @@ final class TracingPipeline: @unchecked Sendable {
             switch destination {
             case .exporters:
                 built.append((record, captured.route))
-            case .file(let writer):
-                do { try writer.append(record) } catch { logger.error("cannot write the trace file: \(error)") }
+            case .file:
+                lines += TraceRecordJSON.line(record)
             }
         }
-        // A spooling exporter writes the whole group with one write.
-        if case .exporters(let exports, _, _) = destination, !built.isEmpty {
+        switch destination {
+        case .exporters(let exports, _, _):
+            // A spooling exporter writes the whole group with one write.
+            guard !built.isEmpty else { return }
             for export in exports {
                 let records = built.filter { export.routes.contains($0.route) }.map(\.record)
                 if !records.isEmpty { export.exporter.submit(contentsOf: records) }
+            }
+        case .file(let writer):
+            do {
+                let deleted = try writer.write(lines: lines)
+                if deleted > 0, let report = rotationDeletions.record() {
+                    logger.notice(
+                        "trace file rotated: its oldest rotated file (\(deleted) bytes) was deleted to stay within trace_file_keep = \(writer.keep); push rotated files before they age out",
+                        metadata: ["deletions_so_far": "\(report)"])
+                }
+            } catch {
+                logger.error("cannot write the trace file: \(error)")
             }
         }
     }

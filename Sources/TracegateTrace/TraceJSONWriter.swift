@@ -42,6 +42,11 @@ struct TraceJSONWriter {
         bytes.append(UInt8(ascii: "\""))
     }
 
+    /// An integer as a JSON number.
+    mutating func integer(_ value: some BinaryInteger) {
+        bytes += String(value).utf8
+    }
+
     /// A JSON number; non-finite values become the protobuf-JSON strings `"NaN"`, `"Infinity"`, `"-Infinity"`.
     mutating func double(_ value: Double) {
         if let name = AttributeValue.nonFiniteName(value) {

@@ -20,7 +20,8 @@ func fail(_ message: String, code: Int32) -> Never {
 
 if arguments.contains("--help") || arguments.contains("-h") || command == "help" {
     print("usage: tracegate [run | check-config | version] [--config PATH] [--<setting> VALUE ...]")
-    print("       tracegate push FILE [--mlflow-tracking-uri URL] [--mlflow-experiment-name NAME] ...\n")
+    print("       tracegate push FILE [FILE ...] [--mlflow-tracking-uri URL] [--mlflow-experiment-name NAME] ...")
+    print("       (a rotated trace file's older parts are FILE.1, FILE.2, …: `tracegate push traces.jsonl*`)\n")
     print(SettingsLoader.usage)
     exit(0)
 }
@@ -31,12 +32,12 @@ if command == "version" || arguments.contains("--version") {
 guard command == "run" || command == "check-config" || command == "push" else {
     fail("unknown command '\(command)': expected run, check-config, push, help or version", code: 2)
 }
-var pushFile: String?
+var pushFiles: [String] = []
 if command == "push" {
-    guard let first = arguments.first, !first.hasPrefix("-") else {
-        fail("push needs the trace file first: tracegate push FILE [--flags]", code: 2)
+    while let next = arguments.first, !next.hasPrefix("-") { pushFiles.append(arguments.removeFirst()) }
+    guard !pushFiles.isEmpty else {
+        fail("push needs the trace files first: tracegate push FILE [FILE ...] [--flags]", code: 2)
     }
-    pushFile = arguments.removeFirst()
 }
 
 let settings: TracegateSettings
@@ -55,7 +56,7 @@ if command == "check-config" {
     print("configuration OK: listen \(settings.listen), admin \(settings.adminListen), upstream \(settings.upstream)")
     exit(0)
 }
-if let pushFile {
-    exit(await TracegateApp.push(file: pushFile, settings: settings))
+if !pushFiles.isEmpty {
+    exit(await TracegateApp.push(files: pushFiles, settings: settings))
 }
 exit(await TracegateApp.run(settings: settings))

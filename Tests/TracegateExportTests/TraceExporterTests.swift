@@ -181,3 +181,67 @@ final class TraceFileTests: XCTestCase {
         XCTAssertEqual(read.badLines, [3])
     }
 }
+
+final class TraceFileRotationTests: XCTestCase {
+    private var directory = ""
+
+    override func setUpWithError() throws {
+        directory = NSTemporaryDirectory() + "tracegate-rotation-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws {
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    private func record(_ n: UInt64) -> TraceRecord {
+        TraceRecord(
+            traceID: TraceID(high: 1, low: n), rootSpanID: SpanID(value: n), name: "POST /v1/chat/completions",
+            startTimeUnixNano: 1_000 + n, endTimeUnixNano: 2_000 + n, inputs: String(repeating: "x", count: 200))  // every line the same length
+    }
+
+    private func size(_ path: String) -> Int {
+        ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int) ?? -1
+    }
+
+    func testRotatesBySizeKeepingWholeLinesAndDeletesOnlyBeyondKeep() throws {
+        let path = directory + "/traces.jsonl"
+        let line = TraceRecordJSON.line(record(1)).count
+        let writer = try TraceFileWriter(path: path, maxBytes: 10 * line, keep: 2)
+        var deletedBytes = 0
+        for n in 1...45 {
+            // Groups of three lines per write, as the builder writes a group at once.
+            if n % 3 == 0 {
+                let lines = (n - 2...n).flatMap { TraceRecordJSON.line(record(UInt64($0))) }
+                deletedBytes += try writer.write(lines: lines)
+            }
+        }
+        let paths = [path, path + ".1", path + ".2"]
+        for file in paths {
+            XCTAssertLessThanOrEqual(size(file), 10 * line, "\(file) stays within trace_file_max_bytes")
+            let read = try TraceFileReader.read(path: file)
+            XCTAssertEqual(read.badLines, [], "no line split across files")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path + ".3"), "at most `keep` rotated files")
+        // 45 lines in files of 9 (three groups of three): 5 files written, the 2 oldest deleted.
+        let kept = try paths.reversed().flatMap { try TraceFileReader.read(path: $0).records }
+        XCTAssertEqual(kept.map(\.rootSpanID.value), Array(19...45), "newest 27 traces, in order, none lost between kept files")
+        XCTAssertEqual(deletedBytes, 2 * 9 * line, "the deleted files are reported")
+    }
+
+    func testReopeningGoesOnFromTheFileSize() throws {
+        let path = directory + "/traces.jsonl"
+        let line = TraceRecordJSON.line(record(1)).count
+        try TraceFileWriter(path: path, maxBytes: 2 * line, keep: 1).append(record(1))
+        let reopened = try TraceFileWriter(path: path, maxBytes: 2 * line, keep: 1)
+        try reopened.append(record(2))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path + ".1"), "two lines fit")
+        try reopened.append(record(3))
+        XCTAssertEqual(try TraceFileReader.read(path: path + ".1").records.map(\.rootSpanID.value), [1, 2])
+        XCTAssertEqual(try TraceFileReader.read(path: path).records.map(\.rootSpanID.value), [3])
+    }
+
+    func testRotatedNamesAreNumberedNewestFirst() {
+        XCTAssertEqual(TraceFileWriter.rotatedPaths(of: "t.jsonl", keep: 3), ["t.jsonl.1", "t.jsonl.2", "t.jsonl.3"])
+    }
+}

@@ -1,0 +1,76 @@
+/// A `TraceRecord` as one line of JSON: exactly the object its `Codable` conformance describes (keys
+/// sorted, absent optionals left out), written straight into bytes. The trace file and the spool
+/// hold these lines and read them back with `JSONDecoder`; Foundation's `JSONEncoder` would cost
+/// several times more, on the builder thread that forwarding shares the CPUs with.
+public enum TraceRecordJSON {
+    /// The record's JSON object followed by a newline.
+    public static func line(_ record: TraceRecord) -> [UInt8] {
+        var json = TraceJSONWriter(reservingCapacity: 512 + (record.inputs?.utf8.count ?? 0) + (record.outputs?.utf8.count ?? 0))
+        write(record, into: &json)
+        json.raw("\n")
+        return json.bytes
+    }
+
+    /// The record's JSON object.
+    static func write(_ record: TraceRecord, into json: inout TraceJSONWriter) {
+        json.raw("{")
+        json.key("attributes")
+        attributes(record.attributes, into: &json)
+        if let id = record.clientRequestID { json.raw(","); json.key("clientRequestID"); json.string(id) }
+        json.raw(","); json.key("endTimeUnixNano"); json.integer(record.endTimeUnixNano)
+        json.raw(","); json.key("events"); json.raw("[")
+        json.list(record.events) { json, event in
+            json.raw("{"); json.key("attributes"); attributes(event.attributes, into: &json)
+            json.raw(","); json.key("name"); json.string(event.name)
+            json.raw(","); json.key("timeUnixNano"); json.integer(event.timeUnixNano)
+            json.raw("}")
+        }
+        json.raw("]")
+        if let inputs = record.inputs { json.raw(","); json.key("inputs"); json.string(inputs) }
+        json.raw(","); json.key("metadata"); strings(record.metadata, into: &json)
+        json.raw(","); json.key("name"); json.string(record.name)
+        if let outputs = record.outputs { json.raw(","); json.key("outputs"); json.string(outputs) }
+        if let parent = record.parentSpanID { json.raw(","); json.key("parentSpanID"); json.string(parent.hex) }
+        if let preview = record.requestPreview { json.raw(","); json.key("requestPreview"); json.string(preview) }
+        if let preview = record.responsePreview { json.raw(","); json.key("responsePreview"); json.string(preview) }
+        json.raw(","); json.key("rootSpanID"); json.string(record.rootSpanID.hex)
+        if let session = record.session { json.raw(","); json.key("session"); json.string(session) }
+        json.raw(","); json.key("spanType"); json.string(record.spanType.rawValue)
+        json.raw(","); json.key("startTimeUnixNano"); json.integer(record.startTimeUnixNano)
+        json.raw(","); json.key("status")
+        switch record.status {
+        case .ok: json.raw("{\"code\":\"ok\"}")
+        case .error(let message): json.raw("{\"code\":\"error\",\"message\":"); json.string(message); json.raw("}")
+        }
+        json.raw(","); json.key("tags"); strings(record.tags, into: &json)
+        json.raw(","); json.key("traceID"); json.string(record.traceID.hex)
+        if let user = record.user { json.raw(","); json.key("user"); json.string(user) }
+        json.raw("}")
+    }
+
+    private static func attributes(_ values: [String: AttributeValue], into json: inout TraceJSONWriter) {
+        json.raw("{")
+        json.list(values.sorted { $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }) { json, pair in
+            json.string(pair.key)
+            json.raw(":{")
+            switch pair.value {
+            case .string(let value): json.key("string"); json.string(value)
+            case .int(let value): json.key("int"); json.integer(value)
+            case .double(let value): json.key("double"); json.double(value)
+            case .bool(let value): json.key("bool"); json.bool(value)
+            }
+            json.raw("}")
+        }
+        json.raw("}")
+    }
+
+    private static func strings(_ values: [String: String], into json: inout TraceJSONWriter) {
+        json.raw("{")
+        json.list(values.sorted { $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }) { json, pair in
+            json.string(pair.key)
+            json.raw(":")
+            json.string(pair.value)
+        }
+        json.raw("}")
+    }
+}

@@ -1,0 +1,60 @@
+import Foundation
+import XCTest
+
+@testable import TracegateTrace
+
+final class TraceRecordJSONTests: XCTestCase {
+    private func decode(_ line: [UInt8]) throws -> TraceRecord {
+        XCTAssertEqual(line.last, UInt8(ascii: "\n"), "a line ends with a newline")
+        XCTAssertEqual(line.filter { $0 == UInt8(ascii: "\n") }.count, 1, "a record is exactly one line")
+        return try JSONDecoder().decode(TraceRecord.self, from: Data(line.dropLast()))
+    }
+
+    /// What `Codable` writes, as the trace file held it before: the same object, byte for byte, for a
+    /// record whose strings need no escaping choices.
+    func testWritesWhatCodableWrites() throws {
+        let record = TraceRecordFixtures.chat()
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let expected = try encoder.encode(record)
+        XCTAssertEqual(String(decoding: TraceRecordJSON.line(record).dropLast(), as: UTF8.self), String(decoding: expected, as: UTF8.self))
+    }
+
+    func testEveryFieldRoundTrips() throws {
+        var record = TraceRecordFixtures.chat()
+        record.parentSpanID = SpanID(value: 0x0102_0304_0506_0708)
+        record.status = .error(message: "upstream said \"no\"\n\tbye \u{1}")
+        record.requestPreview = "préview / ünïcode 🚀"
+        record.responsePreview = "\\ back\\slash"
+        record.attributes["pi"] = .double(3.141592653589793)
+        record.attributes["tiny"] = .double(1e-300)
+        record.attributes["nan"] = .double(.nan)
+        record.attributes["inf"] = .double(-.infinity)
+        record.attributes["yes"] = .bool(true)
+        record.attributes["negative"] = .int(-42)
+        record.attributes["max"] = .int(.max)
+        record.events = [
+            .exception(type: "HTTPError", message: "HTTP 500", timeUnixNano: 7),
+            SpanEvent(name: "first token", timeUnixNano: .max, attributes: [:]),
+        ]
+        record.metadata["é"] = "\u{7f}"
+        let decoded = try decode(TraceRecordJSON.line(record))
+        // NaN is not equal to itself: compare it apart.
+        guard case .double(let nan)? = decoded.attributes["nan"] else { return XCTFail("nan lost") }
+        XCTAssertTrue(nan.isNaN)
+        var comparable = decoded
+        comparable.attributes["nan"] = nil
+        record.attributes["nan"] = nil
+        XCTAssertEqual(comparable, record)
+    }
+
+    func testAbsentOptionalsAreLeftOut() throws {
+        let record = TraceRecord(
+            traceID: TraceID(high: 1, low: 2), rootSpanID: SpanID(value: 3), name: "GET /", startTimeUnixNano: 0,
+            endTimeUnixNano: 0)
+        let line = TraceRecordJSON.line(record)
+        let object = try parseJSON(Array(line.dropLast()))
+        XCTAssertEqual(Set(object.keys), ["attributes", "endTimeUnixNano", "events", "metadata", "name", "rootSpanID", "spanType", "startTimeUnixNano", "status", "tags", "traceID"])
+        XCTAssertEqual(try decode(line), record)
+    }
+}
