@@ -91,8 +91,12 @@ public enum TracegateApp {
             logger.critical("cannot set up the upstream connection: \(error)")
             return 2
         }
+        // Its own thread: a metrics scrape reads figures the exporters keep under locks that their
+        // idle-priority thread may hold; waiting for one must never stall forwarding.
+        let adminGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        defer { adminGroup.shutdownGracefully { _ in } }
         let admin = AdminServer(
-            group: group, readiness: readiness, upstreamHost: settings.upstream.host, upstreamPort: settings.upstream.port,
+            group: adminGroup, readiness: readiness, upstreamHost: settings.upstream.host, upstreamPort: settings.upstream.port,
             metrics: metrics)
         let adminChannel: Channel
         let publicAddress: SocketAddress

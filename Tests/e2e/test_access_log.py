@@ -92,3 +92,19 @@ def test_access_log_goes_to_stdout_not_stderr(backend, start_tracegate):
     wait_lines(tg, 1)
     tg.stop()
     assert [line for line in tg.stdout_lines() if "where-does-it-go" in line] != []
+
+
+def test_every_line_of_a_burst_is_written_by_the_time_sigterm_exits(backend, start_tracegate):
+    """The log is buffered and flushed on a timer; SIGTERM must flush what is still buffered."""
+    import http.client
+    tg = start_tracegate(backend.url)  # the default: text access log
+    conn = http.client.HTTPConnection("127.0.0.1", tg.port, timeout=5)
+    for n in range(1500):
+        conn.request("GET", f"/bytes?n=10&burst={n}", headers={"X-Request-ID": f"burst-{n}"})
+        r = conn.getresponse()
+        r.read()
+        assert r.status == 200
+    conn.close()
+    assert tg.stop() == 0  # straight after the burst: lines are still in the buffer
+    ids = [line.rsplit("id=", 1)[1].split()[0] for line in tg.stdout_lines() if "id=burst-" in line]
+    assert ids == [f"burst-{n}" for n in range(1500)], f"{len(ids)} of 1500 lines, or out of order"
