@@ -53,11 +53,18 @@ public struct IdentityValues: Sendable, Equatable {
         return result
     }
 
+    /// False when both ends are printable ASCII, the usual case: then Foundation's trimming (costly
+    /// per call) cannot change the value.
+    static func mayNeedTrimming(_ value: String) -> Bool {
+        guard let first = value.utf8.first, let last = value.utf8.last else { return false }
+        return !(0x21...0x7E).contains(first) || !(0x21...0x7E).contains(last)
+    }
+
     private mutating func clean(
         _ raw: String?, field: IdentityWarning.Field, limit: Int, fullTag: String?
     ) -> String? {
         guard let raw else { return nil }
-        let value = raw.trimmingCharacters(in: .whitespacesAndNewlines)
+        let value = Self.mayNeedTrimming(raw) ? raw.trimmingCharacters(in: .whitespacesAndNewlines) : raw
         if MLflowLimits.containsControlCharacter(value) {
             warnings.append(IdentityWarning(field: field, problem: .controlCharacter))
             return nil

@@ -10,6 +10,10 @@ public struct Redaction: @unchecked Sendable {
     private let paths: [[Substring]]
     /// `NSRegularExpression` is immutable and safe to share; it is not marked `Sendable` on every platform.
     private let patterns: [NSRegularExpression]
+    /// Per pattern, text it cannot match without (any one of these, compared ignoring ASCII case):
+    /// most text holds none of them, and a scan for them costs a fraction of the regular expression.
+    /// Nil: the pattern is run on everything.
+    private let anchors: [[[UInt8]]?]
 
     public var isEmpty: Bool { paths.isEmpty && patterns.isEmpty }
 
@@ -19,12 +23,20 @@ public struct Redaction: @unchecked Sendable {
         #"sk-[A-Za-z0-9_\-]{16,}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{30,}|xox[abpr]-[A-Za-z0-9\-]{10,}|AIza[0-9A-Za-z_\-]{35}|(?i:bearer|basic)\s+[A-Za-z0-9._~+/=\-]{8,}"#
     public static let emailPattern = #"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}"#
 
+    /// What each built-in pattern's every match contains (lower case).
+    static let builtinAnchors: [String: [String]] = [
+        apiKeyPattern: ["sk-", "akia", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "xoxa-", "xoxb-", "xoxp-", "xoxr-", "aiza", "bearer", "basic"],
+        emailPattern: ["@"],
+    ]
+
     /// - Parameters:
     ///   - jsonPaths: e.g. `user.email`, `messages.*.name`, `**.password` (already validated).
     ///   - patterns: regular expressions (already validated); invalid ones are ignored.
     public init(jsonPaths: [String] = [], patterns: [String] = []) {
         paths = jsonPaths.map { $0.split(separator: ".", omittingEmptySubsequences: false) }
-        self.patterns = patterns.compactMap { try? NSRegularExpression(pattern: $0) }
+        let compiled = patterns.compactMap { pattern in (try? NSRegularExpression(pattern: pattern)).map { (pattern, $0) } }
+        self.patterns = compiled.map(\.1)
+        anchors = compiled.map { pattern, _ in Self.builtinAnchors[pattern].map { $0.map { Array($0.utf8) } } }
     }
 
     /// A captured body as trace text: JSON fields on the paths are replaced, then every pattern match.
@@ -46,11 +58,34 @@ public struct Redaction: @unchecked Sendable {
     public func text(_ text: String) -> String {
         guard !patterns.isEmpty, !text.isEmpty else { return text }
         var result = text
-        for pattern in patterns {
+        for (pattern, anchors) in zip(patterns, anchors) {
+            if let anchors, !Self.contains(anyOf: anchors, in: result) { continue }
             let range = NSRange(result.startIndex..., in: result)
             result = pattern.stringByReplacingMatches(in: result, range: range, withTemplate: Self.marker)
         }
         return result
+    }
+
+    /// Whether `text` holds one of `needles` (lower-case ASCII), ignoring ASCII case.
+    static func contains(anyOf needles: [[UInt8]], in text: String) -> Bool {
+        var text = text
+        return text.withUTF8 { bytes in
+            guard !bytes.isEmpty else { return false }
+            for start in bytes.indices {
+                let first = bytes[start] | 0x20  // ASCII letters to lower case; anchors start with a letter or '@'
+                for needle in needles where needle[0] == first || needle[0] == bytes[start] {
+                    guard start + needle.count <= bytes.count else { continue }
+                    var matched = true
+                    for offset in 1..<needle.count {
+                        let byte = bytes[start + offset]
+                        let lower = (byte >= 0x41 && byte <= 0x5A) ? byte | 0x20 : byte
+                        if lower != needle[offset] { matched = false; break }
+                    }
+                    if matched { return true }
+                }
+            }
+            return false
+        }
     }
 
     private func redactPaths(_ json: PayloadJSON) -> (PayloadJSON, Bool) {

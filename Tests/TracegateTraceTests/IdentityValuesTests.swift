@@ -19,6 +19,19 @@ final class IdentityValuesTests: XCTestCase {
         XCTAssertEqual(ids.warnings, [])
     }
 
+    /// Values whose ends are printable ASCII skip Foundation's trimming; any other end still gets it.
+    func testTrimmingIsSkippedOnlyWhereItCannotChangeTheValue() {
+        for value in ["alice", "a b", "\u{3000}bob", "bob\u{A0}", "\u{2028}x", "x\u{85}", "é", "🚀x", " x", "x\n", "\u{7F}x"] {
+            let trimmed = value.trimmingCharacters(in: .whitespacesAndNewlines)
+            if !IdentityValues.mayNeedTrimming(value) {
+                XCTAssertEqual(trimmed, value, "skipped trimming of \(value.debugDescription) would change it")
+            }
+        }
+        XCTAssertFalse(IdentityValues.mayNeedTrimming("alice"))
+        XCTAssertTrue(IdentityValues.mayNeedTrimming("\u{3000}bob"), "non-ASCII ends are trimmed by Foundation")
+        XCTAssertEqual(IdentityValues.validate(user: "\u{3000}bob\u{A0}", session: nil, requestID: nil).user, "bob")
+    }
+
     func testControlCharactersDropTheValueWithAWarning() {
         for bad in ["a\u{0}b", "a\tb", "a\u{1B}[31mred", "a\u{7F}", "a\u{85}b", "a\u{9F}", "line\nbreak", "x\r\ny"] {
             let ids = IdentityValues.validate(user: bad, session: bad, requestID: bad)

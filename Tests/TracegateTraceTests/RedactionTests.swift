@@ -45,6 +45,28 @@ final class RedactionTests: XCTestCase {
         XCTAssertEqual(redaction.text("a skeleton key, not a secret"), "a skeleton key, not a secret")
     }
 
+    /// The built-in patterns skip text without their anchors; that must never change the result.
+    func testSkippingTextWithoutAnchorsGivesWhatTheRegularExpressionsGive() throws {
+        let patterns = [Redaction.apiKeyPattern, Redaction.emailPattern]
+        let redaction = Redaction(patterns: patterns)
+        let regexes = try patterns.map { try NSRegularExpression(pattern: $0) }
+        let fragments = [
+            "sk-", "SK-", "abcdefghijklmnopqrstuvwxyz", "0123456789", "AKIA", "akia", "IOSFODNN7EXAMPLE", "ghp_", "GHS_",
+            "xoxb-", "XOXP-", "AIza", "aiza", "SyA-abcdefghijklmnopqrstuvwxyz0123456", "Bearer ", "BEARER\t", "basic  ",
+            "bAsIc ", "@", "ann", "example.com", ".", " ", "-", "_", "é", "🚀", "\n", "right", "though",
+        ]
+        var generator = SeededGenerator(state: 42)
+        for _ in 0..<3_000 {
+            let text = (0..<Int.random(in: 0...12, using: &generator)).map { _ in fragments.randomElement(using: &generator)! }.joined()
+            var expected = text
+            for regex in regexes {
+                expected = regex.stringByReplacingMatches(
+                    in: expected, range: NSRange(expected.startIndex..., in: expected), withTemplate: Redaction.marker)
+            }
+            XCTAssertEqual(redaction.text(text), expected, "for \(text.debugDescription)")
+        }
+    }
+
     func testCredentialQueryParametersAreRedactedAndOthersKept() {
         XCTAssertEqual(QueryRedaction.target("/v1/x?api_key=sk-1&model=gpt&token=abc"), "/v1/x?api_key=[REDACTED]&model=gpt&token=[REDACTED]")
         XCTAssertEqual(QueryRedaction.target("/v1/x?model=gpt"), "/v1/x?model=gpt")
