@@ -65,11 +65,6 @@ public final class DiskSpool: @unchecked Sendable {
     private var readLines = 0
     private var lastSync = ContinuousClock.now
     private var droppedTraces = 0
-    private let encoder: JSONEncoder = {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.withoutEscapingSlashes]
-        return encoder
-    }()
 
     private var cursorPath: String { configuration.directory + "/cursor" }
     private func segmentPath(_ sequence: UInt64) -> String {
@@ -121,10 +116,7 @@ public final class DiskSpool: @unchecked Sendable {
     public func append(_ traces: [TraceRecord]) throws -> Int {
         guard !traces.isEmpty else { return 0 }
         var data: [UInt8] = []
-        for trace in traces {
-            data += try encoder.encode(trace)
-            data.append(UInt8(ascii: "\n"))
-        }
+        for trace in traces { data += TraceRecordJSON.line(trace) }
         return try lock.withLock {
             if let last = segments.last, last.bytes > 0, last.bytes + data.count > configuration.segmentBytes {
                 try startSegment(last.sequence + 1)
