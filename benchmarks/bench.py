@@ -3,11 +3,13 @@
 One run, on loopback only, with ports picked free and every file in a temp dir:
 1. builds tracegate (`swift build -c release --product tracegate`) unless told not to;
 2. starts the origins: nginx `return 200` (chat-completion JSON) and the SSE origin;
-3. starts the proxies, each twice (one instance in front of each origin):
-   nginx (reference, 1 worker), tracegate (default threads) and tracegate --threads 1;
+3. starts the proxies, each twice (one instance in front of each origin): nginx (reference,
+   1 worker) without and with its access log; tracegate tuned (no access log, no capture), with
+   capture only, with every setting at its default, and --threads 1;
 4. checks every target returns the origin's body unchanged, then warms each up with wrk;
 5. per round, in a rotating order: wrk c=32 then c=1 against every target (direct,
-   nginx, tracegate...), reading the proxy's CPU (utime+stime delta) and RSS from /proc;
+   nginx, tracegate...; `-s latency.lua` adds p99.9), reading the proxy's CPU (utime+stime
+   delta) and RSS from /proc;
    then the SSE checks (time to first event, separate events, gaps) for every target;
 6. prints a summary and Markdown, and writes bench-results/<timestamp>.md and .json.
 
@@ -215,36 +217,47 @@ def start_all(a, p: procs.Procs, tmp: str, proxy_argv: list[str],
 
     targets = [Target("direct", origin_port, sse_port, None)]
 
-    def nginx_proxy(tag: str, upstream_port: int) -> tuple[procs.Proc, int]:
+    def nginx_proxy(tag: str, upstream_port: int, access_log: bool = False) -> tuple[procs.Proc, int]:
         port = next(ports)
         d = os.path.join(tmp, f"nginx-proxy-{tag}")
-        pr = p.spawn(f"nginx proxy ({tag})",
-                     nginx.write_instance(d, nginx.proxy_conf(d, port, "127.0.0.1", upstream_port)),
+        # With access_log: nginx's default `combined` format, one write() per request, to a file.
+        conf = nginx.proxy_conf(d, port, "127.0.0.1", upstream_port,
+                                access_log=os.path.join(d, "access.log") if access_log else None)
+        pr = p.spawn(f"nginx proxy ({tag})", nginx.write_instance(d, conf),
                      os.path.join(tmp, f"nginx-proxy-{tag}.out"), cwd=tmp, env=env)
         procs.wait_port(port, pr, START_TIMEOUT_S)
         return pr, port
 
-    main, main_port = nginx_proxy("main", origin_port)
-    _, sse_proxy_port = nginx_proxy("sse", sse_port)
-    targets.append(Target("nginx", main_port, sse_proxy_port, main))
+    # "nginx": no access log, the reference of the tuned tracegate. "nginx-log": the same with its
+    # access log on, the reference of tracegate-defaults (which writes its own access log).
+    for name, with_log in (("nginx", False), ("nginx-log", True)):
+        main, main_port = nginx_proxy(f"{name}-main", origin_port, with_log)
+        _, sse_proxy_port = nginx_proxy(f"{name}-sse", sse_port, with_log)
+        targets.append(Target(name, main_port, sse_proxy_port, main))
 
-    # The data plane alone: no access log and no trace capture. The "tracegate-defaults" target runs
-    # without these, as a new user starts it (text access log, traces to the trace file).
+    # The data plane alone: no access log and no trace capture. "tracegate-traced" turns capture
+    # back on (traces to the trace file), still without an access log. "tracegate-defaults" runs
+    # as a new user starts it: text access log on stdout (its .out file), traces to the trace file.
     tuned = ["--access-log", "off", "--trace-file="]
 
     def tracegate(tag: str, upstream_port: int, extra: list[str]) -> tuple[procs.Proc, int]:
         port, admin = next(ports), next(ports)
+        # Its own working directory, so the default relative trace file (tracegate-traces.jsonl)
+        # and its rotated parts are not shared between instances.
+        wd = os.path.join(tmp, f"tracegate-{tag}")
+        os.makedirs(wd, exist_ok=True)
         argv = proxy_argv + ["--upstream", f"http://127.0.0.1:{upstream_port}",
                              "--listen", f"127.0.0.1:{port}",
                              "--admin-listen", f"127.0.0.1:{admin}",
                              "--spool-dir", os.path.join(tmp, f"spool-{tag}")] + extra
         pr = p.spawn(f"tracegate ({tag})", argv, os.path.join(tmp, f"tracegate-{tag}.out"),
-                     cwd=tmp, env=env)
+                     cwd=wd, env=env)
         procs.wait_http_200(admin, "/healthz", pr, START_TIMEOUT_S)
         procs.wait_port(port, pr, START_TIMEOUT_S)
         return pr, port
 
-    variants = [("tracegate", tuned), ("tracegate-defaults", [])]
+    variants = [("tracegate", tuned), ("tracegate-traced", ["--access-log", "off"]),
+                ("tracegate-defaults", [])]
     if not a.no_threads1:
         variants.append(("tracegate-t1", tuned + ["--threads", "1"]))
     if mlflow is not None:
@@ -495,7 +508,8 @@ def _dead(p: procs.Procs) -> str | None:
 def _fmt_run(r: dict) -> str:
     if r.get("error"):
         return f"ERROR {r['error']}"
-    s = (f"rps {r['rps']:>9,.0f}  p50 {r['p50_ms']:6.3f} ms  p99 {r['p99_ms']:6.2f} ms")
+    s = (f"rps {r['rps']:>9,.0f}  p50 {r['p50_ms']:6.3f} ms  p99 {r['p99_ms']:6.2f} ms  "
+         f"p99.9 {r['p999_ms']:6.2f} ms")
     if "cpu_pct" in r:
         s += f"  cpu {r['cpu_pct']:4.0f}%  {r['cpu_us_per_req']:6.1f} us/req"
         if r.get("rss_mib") is not None:

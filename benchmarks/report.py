@@ -3,7 +3,11 @@
 - Every figure is the median over rounds, with the per-round range [min–max].
 - Ratios are computed within a round (tracegate ÷ nginx measured minutes apart on the same
   machine state), then their median is taken: that cancels most of the noise of a shared VM.
+- Every proxy has a reference: nginx (no access log), except tracegate-defaults, which writes an
+  access log and is compared with nginx-log (nginx with its access log on); nginx-log itself is
+  compared with nginx. Capture's own cost: tracegate-traced ÷ tracegate (capture off).
 - Added latency at c=1 = proxied p50 − direct p50, same round.
+- Percentiles: p50/p99 from wrk's --latency, p99.9 from latency.lua (same histogram).
 - Streaming: time to first event per round = median of that round's tries; added = that
   minus direct's median in the same round.
 """
@@ -20,11 +24,21 @@ MAX_RSS_MIB = 40.0           # tracegate VmRSS at the end of the c=32 run (large
 SSE_GAP_MS, SSE_GAP_TOL_MS = 50.0, 5.0
 BUSY_BG_PCT = 25             # other work on the machine during a run, % of one core
 MIN_EXPORT_RATIO = 0.9       # traces/s through tracegate ÷ direct OTLP batches (--mlflow)
+MAX_TAIL_RATIO = 1.25        # capture on: p99 and p99.9 (c=1, c=32) ÷ the reference's, same round
+MAX_CAPTURE_P99_RATIO = 1.10  # tracegate-traced p99 (c=1, c=32) ÷ tracegate's (capture off)
+
+# The reference each proxy is compared with (any other proxy: nginx).
+REFERENCE = {"tracegate-defaults": "nginx-log", "nginx-log": "nginx"}
+# Targets with capture on whose tail is checked against their reference.
+TAIL_CHECKED = ("tracegate-traced", "tracegate-defaults", "tracegate-mlflow")
+CAPTURE_PAIR = ("tracegate-traced", "tracegate")  # capture on ÷ capture off, nothing else differs
 
 LABELS = {
     "direct": "direct to origin",
     "nginx": "nginx proxy, 1 worker",
-    "tracegate": "**tracegate** (default threads)",
+    "nginx-log": "nginx proxy + access log (`combined`, to a file)",
+    "tracegate": "**tracegate** tuned (no access log, capture off)",
+    "tracegate-traced": "tracegate, capture on (trace file), no access log",
     "tracegate-defaults": "tracegate, defaults (access log, trace file)",
     "tracegate-t1": "tracegate, `--threads 1`",
     "tracegate-mlflow": "tracegate + MLflow export",
@@ -32,16 +46,16 @@ LABELS = {
 }
 
 
-
-def _added_p50(target: str, c1: dict) -> str:
-    """The c=1 p50 added over direct, as "+N µs" (median [range]); "0" for direct itself."""
-    if target == "direct":
-        return "0"
-    a_us = c1["added_p50_ms"] and {k: (_us(v) if k != "n" else v) for k, v in c1["added_p50_ms"].items()}
-    return _mr(a_us, "{:+.0f}") + " µs"
-
 def label(name: str) -> str:
     return LABELS.get(name, name)
+
+
+def reference(t: str, targets: list[str]) -> str | None:
+    """The target `t` is compared with, if it was measured; None for direct and nginx."""
+    if t in ("direct", "nginx"):
+        return None
+    ref = REFERENCE.get(t, "nginx")
+    return ref if ref in targets else None
 
 
 def _med(xs):
@@ -78,28 +92,30 @@ def summarize(results: dict) -> dict:
         for load in ("c32", "c1"):
             runs = [by[(r, load, t)] for r in rounds if (r, load, t) in by]
             f[load] = {k: _agg([x.get(k) for x in runs]) for k in
-                       ("rps", "p50_ms", "p99_ms", "cpu_pct", "cpu_us_per_req", "rss_mib",
-                        "hwm_mib", "bg_cpu_pct", "mlflow_cpu_pct")}
-        f["c1"]["added_p50_ms"] = _agg(
-            [by[(r, "c1", t)]["p50_ms"] - by[(r, "c1", "direct")]["p50_ms"]
-             for r in rounds if (r, "c1", t) in by and (r, "c1", "direct") in by])
+                       ("rps", "p50_ms", "p99_ms", "p999_ms", "lat_max_ms", "cpu_pct",
+                        "cpu_us_per_req", "rss_mib", "hwm_mib", "bg_cpu_pct", "mlflow_cpu_pct")}
+        for key in ("p50_ms", "p99_ms", "p999_ms"):
+            f["c1"][f"added_{key}"] = _agg(
+                [by[(r, "c1", t)][key] - by[(r, "c1", "direct")][key]
+                 for r in rounds if (r, "c1", t) in by and (r, "c1", "direct") in by
+                 and by[(r, "c1", t)].get(key) is not None
+                 and by[(r, "c1", "direct")].get(key) is not None])
         f["bg_cpu_pct"] = _agg([x.get("bg_cpu_pct") for x in results["runs"]
                                 if x["target"] == t and not x.get("error")])
         s["figures"][t] = f
 
+    # Same-round ratios: every proxy vs nginx; every proxy vs its reference; capture on vs off.
     if "nginx" in targets:
         for t in proxies:
-            if t == "nginx":
-                continue
-            rt = {}
-            for load in ("c32", "c1"):
-                pairs = [(by[(r, load, t)], by[(r, load, "nginx")]) for r in rounds
-                         if (r, load, t) in by and (r, load, "nginx") in by]
-                rt[f"rps_{load}"] = _agg([a["rps"] / b["rps"] for a, b in pairs if b["rps"]])
-                rt[f"cpu_per_req_{load}"] = _agg(
-                    [a["cpu_us_per_req"] / b["cpu_us_per_req"] for a, b in pairs
-                     if a.get("cpu_us_per_req") and b.get("cpu_us_per_req")])
-            s["ratios"][t] = rt
+            if t != "nginx":
+                s["ratios"][t] = _pair_ratios(by, rounds, t, "nginx")
+    s["ratios_ref"] = {}
+    for t in proxies:
+        ref = reference(t, targets)
+        if ref:
+            s["ratios_ref"][t] = dict(_pair_ratios(by, rounds, t, ref), ref=ref)
+    if all(x in targets for x in CAPTURE_PAIR):
+        s["capture"] = dict(_pair_ratios(by, rounds, *CAPTURE_PAIR), ref=CAPTURE_PAIR[1])
 
     # Streaming.
     sse_by = {(x["round"], x["target"]): x for x in results.get("sse", [])}
@@ -135,21 +151,38 @@ def summarize(results: dict) -> dict:
             "gaps_ok": gap_med is not None and abs(gap_med - SSE_GAP_MS) <= SSE_GAP_TOL_MS,
         }
 
-    # PASS/FAIL for every tracegate variant (the headline is "tracegate").
+    # PASS/FAIL for every tracegate variant (the headline is "tracegate"). Ratio checks use the
+    # median of the same-round ratios; "agg" keeps the per-round range for display.
     for t in tg_names:
-        rt = s["ratios"].get(t, {})
-        rps = (rt.get("rps_c32") or {}).get("median")
+        ref = reference(t, targets) or "nginx"
+        rt = s["ratios_ref"].get(t) or s["ratios"].get(t, {})
+        rps_agg = rt.get("rps_c32")
+        rps = (rps_agg or {}).get("median")
         added = (s["figures"][t]["c1"]["added_p50_ms"] or {}).get("median")
         ttfe = (s["sse"][t]["added_ttfe_ms"] or {}).get("median")
         rss = (s["figures"][t]["c32"]["rss_mib"] or {}).get("max")
         sse = s["sse"][t]
-        s["targets"][t] = {
-            "throughput": {"value": rps, "ok": rps is not None and rps >= MIN_RPS_RATIO},
+        checks = {
+            "throughput": {"value": rps, "agg": rps_agg, "ref": ref,
+                           "ok": rps is not None and rps >= MIN_RPS_RATIO},
             "added_p50_c1": {"value": added, "ok": added is not None and added <= MAX_ADDED_P50_MS},
-            "sse": {"value": ttfe, "ok": ttfe is not None and ttfe <= MAX_ADDED_TTFE_MS
-                    and sse["separate"] and sse["gaps_ok"]},
-            "rss": {"value": rss, "ok": rss is not None and rss <= MAX_RSS_MIB},
         }
+        if t in TAIL_CHECKED:
+            for key in TAIL_KEYS:
+                a = rt.get(key)
+                v = (a or {}).get("median")
+                checks[f"tail_{key}"] = {"value": v, "agg": a, "ref": ref,
+                                         "ok": v is not None and v <= MAX_TAIL_RATIO}
+        if t == CAPTURE_PAIR[0] and s.get("capture"):
+            for key in ("p99_c32", "p99_c1"):
+                a = s["capture"].get(key)
+                v = (a or {}).get("median")
+                checks[f"capture_{key}"] = {"value": v, "agg": a, "ref": CAPTURE_PAIR[1],
+                                            "ok": v is not None and v <= MAX_CAPTURE_P99_RATIO}
+        checks["sse"] = {"value": ttfe, "ok": ttfe is not None and ttfe <= MAX_ADDED_TTFE_MS
+                         and sse["separate"] and sse["gaps_ok"]}
+        checks["rss"] = {"value": rss, "ok": rss is not None and rss <= MAX_RSS_MIB}
+        s["targets"][t] = checks
 
     # Things a reader should know before trusting the figures.
     if results.get("aborted"):
@@ -179,6 +212,26 @@ def summarize(results: dict) -> dict:
     if results.get("mlflow"):
         s["mlflow"] = summarize_mlflow(results["mlflow"], s["warnings"])
     return s
+
+
+TAIL_KEYS = ("p99_c32", "p999_c32", "p99_c1", "p999_c1")
+
+
+def _pair_ratios(by: dict, rounds: list[int], t: str, ref: str) -> dict:
+    """Same-round ratios t ÷ ref (median, per-round range): rps, CPU per request, p99, p99.9."""
+    rt = {}
+    for load in ("c32", "c1"):
+        pairs = [(by[(r, load, t)], by[(r, load, ref)]) for r in rounds
+                 if (r, load, t) in by and (r, load, ref) in by]
+
+        def ratio(key):
+            return _agg([a[key] / b[key] for a, b in pairs if a.get(key) is not None and b.get(key)])
+
+        rt[f"rps_{load}"] = ratio("rps")
+        rt[f"cpu_per_req_{load}"] = ratio("cpu_us_per_req")
+        rt[f"p99_{load}"] = ratio("p99_ms")
+        rt[f"p999_{load}"] = ratio("p999_ms")
+    return rt
 
 
 def summarize_mlflow(m: dict, warnings: list[str]) -> dict:
@@ -280,6 +333,61 @@ def _pf(ok: bool) -> str:
     return "**PASS**" if ok else "**FAIL**"
 
 
+def _check_rows() -> list[tuple[str, str]]:
+    """(check key, Markdown row title), in display order."""
+    t = f"≤ {MAX_TAIL_RATIO:g}× reference, capture on"
+    c = f"≤ {MAX_CAPTURE_P99_RATIO:g}× tuned tracegate (capture cost)"
+    return [
+        ("throughput", f"throughput ≥ {MIN_RPS_RATIO:g}× reference (c=32)"),
+        ("added_p50_c1", f"added p50 at c=1 ≤ {MAX_ADDED_P50_MS:g} ms over direct"),
+        ("tail_p99_c32", f"p99 c=32 {t}"),
+        ("tail_p999_c32", f"p99.9 c=32 {t}"),
+        ("tail_p99_c1", f"p99 c=1 {t}"),
+        ("tail_p999_c1", f"p99.9 c=1 {t}"),
+        ("capture_p99_c32", f"p99 c=32 {c}"),
+        ("capture_p99_c1", f"p99 c=1 {c}"),
+        ("sse", f"first SSE event ≤ {MAX_ADDED_TTFE_MS:g} ms over direct, events separate"),
+        ("rss", f"RSS ≤ {MAX_RSS_MIB:.0f} MiB (largest round, end of c=32)"),
+    ]
+
+
+def _check_value(key: str, x: dict) -> str:
+    if key == "added_p50_c1":
+        return _n(_us(x["value"]), "{:+.0f} µs")
+    if key == "sse":
+        return _n(x["value"], "{:+.2f} ms")
+    if key == "rss":
+        return _n(x["value"], "{:.1f} MiB")
+    return _n(x["value"], "{:.2f}× " + x["ref"])
+
+
+def _pct3(f: dict, fmt: str) -> str:
+    """'p50 / p99 / p99.9' medians of one load's figures."""
+    return " / ".join(_m(f[k], fmt) for k in ("p50_ms", "p99_ms", "p999_ms"))
+
+
+def _added3(target: str, c1: dict) -> str:
+    """Added p50 / p99 / p99.9 at c=1 over direct in µs (median [range]); '0' for direct."""
+    if target == "direct":
+        return "0"
+    cells = []
+    for key in ("added_p50_ms", "added_p99_ms", "added_p999_ms"):
+        a = c1.get(key)
+        a_us = a and {k: (_us(v) if k != "n" else v) for k, v in a.items()}
+        cells.append(_mr(a_us, "{:+.0f}"))
+    return " / ".join(cells)
+
+
+def _ref_cell(t: str, targets: list[str], s: dict) -> str:
+    if t == "nginx":
+        return "1"
+    ref = reference(t, targets)
+    if not ref:
+        return "–"
+    cell = _mr(s["ratios_ref"][t]["rps_c32"], "{:.2f}")
+    return cell if ref == "nginx" else f"{cell} (÷ {ref})"
+
+
 def markdown(results: dict, s: dict) -> str:
     meta = results["meta"]
     targets = results["targets"]
@@ -296,26 +404,23 @@ def markdown(results: dict, s: dict) -> str:
         f"nginx {meta['nginx_version']}, wrk {meta['wrk_version']}, {meta['swift_version']}, "
         f"tracegate {meta['git']}. Origin: nginx `return 200`, {meta['body_bytes']}-byte JSON "
         f"body, 1 worker. c=32: `wrk -t2 -c32 -d{meta['duration_s']:g}s --latency`; "
-        f"c=1: `wrk -t1 -c1 -d{meta['duration_s']:g}s --latency`.")
+        f"c=1: `wrk -t1 -c1 -d{meta['duration_s']:g}s --latency`; both with `-s latency.lua`, "
+        f"which prints p99.9 from wrk's histogram.")
     out.append("")
 
     tg = [t for t in targets if t.startswith("tracegate")]
     if tg:
         out.append("| target | " + " | ".join(label(t) for t in tg) + " |")
         out.append("|---|" + "---|" * len(tg))
-        rows = [
-            ("throughput ≥ 0.9× nginx (c=32, same round)", "throughput",
-             lambda v: _n(v, "{:.2f}×")),
-            ("added p50 at c=1 ≤ 0.1 ms over direct", "added_p50_c1",
-             lambda v: _n(_us(v), "{:+.0f} µs")),
-            ("first SSE event ≤ 1 ms over direct, events separate", "sse",
-             lambda v: _n(v, "{:+.2f} ms")),
-            ("RSS ≤ 40 MiB (largest round, end of c=32)", "rss", lambda v: _n(v, "{:.1f} MiB")),
-        ]
-        for title, key, fmt in rows:
+        for key, title in _check_rows():
+            if not any(key in s["targets"][t] for t in tg):
+                continue
             cells = []
             for t in tg:
-                x = s["targets"][t][key]
+                x = s["targets"][t].get(key)
+                if x is None:
+                    cells.append("–")
+                    continue
                 extra = ""
                 if key == "sse":
                     sse = s["sse"][t]
@@ -323,44 +428,67 @@ def markdown(results: dict, s: dict) -> str:
                              if sse["separate"] else
                              f", events {sse['events_min']}, arrivals {sse['arrivals_min']}, "
                              f"≤{sse['max_per_read']}/read")
-                cells.append(f"{fmt(x['value'])}{extra} {_pf(x['ok'])}")
+                cells.append(f"{_check_value(key, x)}{extra} {_pf(x['ok'])}")
             out.append(f"| {title} | " + " | ".join(cells) + " |")
         out.append("")
+        out.append(f"Ratios are taken within each round, then their median. Reference: "
+                   f"*tracegate, defaults* is compared with *nginx + access log*, every other "
+                   f"tracegate row with nginx without an access log; *capture cost* is "
+                   f"tracegate-traced ÷ tuned tracegate (capture off, nothing else differs).")
+        out.append("")
 
-    out.append("| configuration | rps c=32 | p50 / p99 ms c=32 | rps c=1 | p50 / p99 ms c=1 "
-               "| added p50 c=1 | proxy CPU % c=32 | CPU µs/req c=32 | CPU µs/req c=1 "
-               "| RSS MiB | other work CPU % |")
-    out.append("|---|---:|---|---:|---|---:|---:|---:|---:|---:|---:|")
+    # The main table: one row per configuration.
+    out.append("| configuration | rps c=32 | vs reference (same round) | p50 / p99 / p99.9 ms c=32 "
+               "| p50 / p99 / p99.9 ms c=1 | proxy CPU µs/req c=32 | RSS MiB |")
+    out.append("|---|---:|---:|---|---|---:|---:|")
     for t in targets:
         f = s["figures"][t]
         c32, c1 = f["c32"], f["c1"]
-        added = _added_p50(t, c1)
         out.append(
-            f"| {label(t)} | {_mr(c32['rps'], '{:,.0f}')} "
-            f"| {_m(c32['p50_ms'], '{:.2f}')} / {_m(c32['p99_ms'], '{:.2f}')} "
-            f"| {_mr(c1['rps'], '{:,.0f}')} "
-            f"| {_m(c1['p50_ms'], '{:.3f}')} / {_m(c1['p99_ms'], '{:.3f}')} "
-            f"| {added} | {_m(c32['cpu_pct'], '{:.0f}')} "
-            f"| {_mr(c32['cpu_us_per_req'], '{:.1f}')} | {_mr(c1['cpu_us_per_req'], '{:.0f}')} "
-            f"| {_mr(c32['rss_mib'], '{:.1f}')} "
-            f"| {_mr(f['bg_cpu_pct'], '{:.0f}')} |")
+            f"| {label(t)} | {_mr(c32['rps'], '{:,.0f}')} | {_ref_cell(t, targets, s)} "
+            f"| {_pct3(c32, '{:.2f}')} | {_pct3(c1, '{:.3f}')} "
+            f"| {_mr(c32['cpu_us_per_req'], '{:.1f}')} | {_mr(c32['rss_mib'], '{:.1f}')} |")
     out.append("")
-    out.append("CPU is the proxy's own utime+stime over the wrk run (nginx: master + workers), as % "
-               "of one core and µs per request; RSS is VmRSS at the end of the c=32 run. "
-               "*Other work CPU %* is the machine's busy time not spent by wrk, the origins, the "
-               "proxies or this script (median over the target's runs, % of one core): "
-               "a measure of interference.")
+    out.append("Reference of each row (rps ratio within each round, median [per-round range]): "
+               "*nginx + access log* and every tracegate row → nginx without an access log, "
+               "except *tracegate, defaults* → *nginx + access log* (both write an access log "
+               "line per request). Latency percentiles are medians over rounds (p50/p99 from "
+               "wrk's `--latency`, p99.9 from `latency.lua`). CPU is the proxy's own "
+               "utime+stime over the wrk run (nginx: master + workers) per request; RSS is "
+               "VmRSS at the end of the c=32 run.")
     out.append("")
 
-    if s["ratios"]:
-        out.append("| same-round ratio vs nginx | rps c=32 | rps c=1 | CPU/req c=32 "
-                   "| CPU/req c=1 |")
-        out.append("|---|---|---|---|---|")
-        for t, rt in s["ratios"].items():
-            out.append(f"| {label(t)} | {_mr(rt['rps_c32'], '{:.2f}')} "
-                       f"| {_mr(rt['rps_c1'], '{:.2f}')} "
-                       f"| {_mr(rt['cpu_per_req_c32'], '{:.2f}')} "
-                       f"| {_mr(rt['cpu_per_req_c1'], '{:.2f}')} |")
+    out.append("| configuration | rps c=1 | added p50 / p99 / p99.9 µs c=1 (over direct) "
+               "| proxy CPU % c=32 | CPU µs/req c=1 | max latency ms c=32 | other work CPU % |")
+    out.append("|---|---:|---|---:|---:|---:|---:|")
+    for t in targets:
+        f = s["figures"][t]
+        c32, c1 = f["c32"], f["c1"]
+        out.append(
+            f"| {label(t)} | {_mr(c1['rps'], '{:,.0f}')} | {_added3(t, c1)} "
+            f"| {_m(c32['cpu_pct'], '{:.0f}')} | {_mr(c1['cpu_us_per_req'], '{:.0f}')} "
+            f"| {_m(c32['lat_max_ms'], '{:.1f}')} | {_mr(f['bg_cpu_pct'], '{:.0f}')} |")
+    out.append("")
+    out.append("Added latency is proxied − direct in the same round (median [range]). *Proxy CPU "
+               "%* is % of one core. *Other work CPU %* is the machine's busy time not spent by "
+               "wrk, the origins, the proxies or this script (median over the target's runs, % "
+               "of one core): a measure of interference.")
+    out.append("")
+
+    ratio_rows = [(t, "nginx", rt) for t, rt in s["ratios"].items()]
+    ratio_rows += [(t, rt["ref"], rt) for t, rt in s.get("ratios_ref", {}).items()
+                   if rt["ref"] != "nginx"]
+    if s.get("capture"):
+        ratio_rows.append((CAPTURE_PAIR[0], CAPTURE_PAIR[1] + " (capture cost)", s["capture"]))
+    if ratio_rows:
+        out.append("| same-round ratio | ÷ | rps c=32 | rps c=1 | CPU/req c=32 | CPU/req c=1 "
+                   "| p99 c=32 | p99.9 c=32 | p99 c=1 | p99.9 c=1 |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|")
+        for t, ref, rt in ratio_rows:
+            out.append(f"| {label(t)} | {ref} | "
+                       + " | ".join(_mr(rt.get(k), '{:.2f}') for k in
+                                    ("rps_c32", "rps_c1", "cpu_per_req_c32", "cpu_per_req_c1",
+                                     "p99_c32", "p999_c32", "p99_c1", "p999_c1")) + " |")
         out.append("")
 
     out.append(f"Streaming: {meta['sse_events']} events {meta['sse_gap_ms']:g} ms apart; "
@@ -419,20 +547,19 @@ def markdown_mlflow(results: dict, s: dict) -> list[str]:
                f"%*). Its exporter runs only on idle CPU: while wrk saturates the export-on "
                f"instance, MLflow gets less from it, so MLflow's share is smaller in those runs.")
     out.append("")
-    out.append("| configuration | rps c=32 | vs nginx (same round) | p50 / p99 ms c=32 "
-               "| added p50 c=1 | CPU µs/req c=32 | RSS MiB | MLflow CPU % c=32 | MLflow CPU % c=1 "
-               "| other work CPU % |")
-    out.append("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+    out.append("| configuration | rps c=32 | vs nginx (same round) | p50 / p99 / p99.9 ms c=32 "
+               "| p50 / p99 / p99.9 ms c=1 | CPU µs/req c=32 | RSS MiB | MLflow CPU % c=32 "
+               "| MLflow CPU % c=1 | other work CPU % |")
+    out.append("|---|---:|---:|---|---|---:|---:|---:|---:|---:|")
     for t in targets:
         f = s["figures"][t]
         c32, c1 = f["c32"], f["c1"]
-        added = _added_p50(t, c1)
         ratio = "1" if t == "nginx" else (
             "–" if t not in s["ratios"] else _mr(s["ratios"][t]["rps_c32"], "{:.2f}"))
         out.append(
             f"| {label(t)} | {_mr(c32['rps'], '{:,.0f}')} | {ratio} "
-            f"| {_m(c32['p50_ms'], '{:.2f}')} / {_m(c32['p99_ms'], '{:.2f}')} "
-            f"| {added} | {_mr(c32['cpu_us_per_req'], '{:.1f}')} "
+            f"| {_pct3(c32, '{:.2f}')} | {_pct3(c1, '{:.3f}')} "
+            f"| {_mr(c32['cpu_us_per_req'], '{:.1f}')} "
             f"| {_mr(c32['rss_mib'], '{:.1f}')} | {_mr(c32['mlflow_cpu_pct'], '{:.0f}')} "
             f"| {_mr(c1['mlflow_cpu_pct'], '{:.0f}')} | {_mr(f['bg_cpu_pct'], '{:.0f}')} |")
     out.append("")
@@ -441,7 +568,14 @@ def markdown_mlflow(results: dict, s: dict) -> list[str]:
         out.append(f"Export on: throughput {_n(tg['throughput']['value'], '{:.2f}×')} nginx "
                    f"{_pf(tg['throughput']['ok'])} (target ≥ {MIN_RPS_RATIO}×); added p50 at c=1 "
                    f"{_n(_us(tg['added_p50_c1']['value']), '{:+.0f} µs')} "
-                   f"{_pf(tg['added_p50_c1']['ok'])} (target ≤ {MAX_ADDED_P50_MS * 1000:.0f} µs).")
+                   f"{_pf(tg['added_p50_c1']['ok'])} (target ≤ {MAX_ADDED_P50_MS * 1000:.0f} µs); "
+                   f"p99 / p99.9 ÷ nginx's at c=32 "
+                   f"{_n(tg.get('tail_p99_c32', {}).get('value'), '{:.2f}×')} / "
+                   f"{_n(tg.get('tail_p999_c32', {}).get('value'), '{:.2f}×')}, at c=1 "
+                   f"{_n(tg.get('tail_p99_c1', {}).get('value'), '{:.2f}×')} / "
+                   f"{_n(tg.get('tail_p999_c1', {}).get('value'), '{:.2f}×')} "
+                   f"{_pf(all(tg.get(k, {}).get('ok') for k in ('tail_' + x for x in TAIL_KEYS)))} "
+                   f"(target ≤ {MAX_TAIL_RATIO:g}× each).")
         out.append("")
     dp = ms.get("dataplane") or {}
     main = dp.get("main")
@@ -526,24 +660,55 @@ def text_summary(results: dict, s: dict) -> str:
         lines.append("RUN ABORTED, figures are partial: " + results["aborted"].splitlines()[0])
     if meta.get("standin"):
         lines.append(f"NOTE: the proxy under test was NOT tracegate but: {meta['proxy_cmd']}")
+    targets = results["targets"]
+    lines.append("figures (medians over rounds; ratio = same-round median [range] vs reference):")
+    w = max(len(t) for t in targets)
+    lines.append(f"  {'':<{w}}  {'rps c=32':>9}  {'x ref':<27}  {'p50/p99/p99.9 ms c=32':<22}  "
+                 f"{'p50/p99/p99.9 ms c=1':<22}  CPU us/req c=32 (x ref)")
+    for t in targets:
+        f = s["figures"][t]
+        ref = reference(t, targets)
+        rr = s.get("ratios_ref", {}).get(t, {})
+        rps_ratio = (f"{_mr(rr.get('rps_c32'), '{:.2f}')} {ref}" if ref else
+                     "reference" if t == "nginx" else "")
+        cpu = _m(f["c32"]["cpu_us_per_req"], "{:.1f}")
+        if ref and f["c32"]["cpu_us_per_req"]:
+            cpu += f" ({_mr(rr.get('cpu_per_req_c32'), '{:.2f}')}x {ref}"
+            if ref != "nginx" and t in s["ratios"]:
+                cpu += f"; {_m(s['ratios'][t]['cpu_per_req_c32'], '{:.2f}')}x nginx"
+            cpu += ")"
+        lines.append(f"  {t:<{w}}  {_m(f['c32']['rps'], '{:,.0f}'):>9}  {rps_ratio:<27}  "
+                     f"{_pct3(f['c32'], '{:.2f}'):<22}  {_pct3(f['c1'], '{:.3f}'):<22}  {cpu}")
     for t, tg in s["targets"].items():
         lines.append(f"{t}:")
-        v = tg["throughput"]["value"]
-        lines.append(f"  {'PASS' if tg['throughput']['ok'] else 'FAIL'}  throughput "
-                     f"{_n(v, '{:.2f}')}x nginx (target >= {MIN_RPS_RATIO})")
-        v = tg["added_p50_c1"]["value"]
-        lines.append(f"  {'PASS' if tg['added_p50_c1']['ok'] else 'FAIL'}  added p50 at c=1 "
-                     f"{_n(_us(v), '{:+.0f}')} us "
-                     f"(target <= {MAX_ADDED_P50_MS * 1000:.0f} us)")
-        v = tg["sse"]["value"]
-        sse = s["sse"][t]
-        lines.append(f"  {'PASS' if tg['sse']['ok'] else 'FAIL'}  first SSE event "
-                     f"{_n(v, '{:+.3f}')} ms over direct (target <= {MAX_ADDED_TTFE_MS} ms); "
-                     f"events separate: {'yes' if sse['separate'] else 'NO'}; median gap "
-                     f"{_n(sse['gap_ms']['median'], '{:.1f}')} ms")
-        v = tg["rss"]["value"]
-        lines.append(f"  {'PASS' if tg['rss']['ok'] else 'FAIL'}  RSS {_n(v, '{:.1f}')} MiB "
-                     f"(target <= {MAX_RSS_MIB:.0f} MiB)")
+        for key, _title in _check_rows():
+            x = tg.get(key)
+            if x is None:
+                continue
+            pf = "PASS" if x["ok"] else "FAIL"
+            if key == "throughput":
+                line = (f"throughput {_mr(x.get('agg'), '{:.2f}')}x {x['ref']} "
+                        f"(c=32, target >= {MIN_RPS_RATIO:g})")
+            elif key == "added_p50_c1":
+                line = (f"added p50 at c=1 {_n(_us(x['value']), '{:+.0f}')} us "
+                        f"(target <= {MAX_ADDED_P50_MS * 1000:.0f} us)")
+            elif key.startswith(("tail_", "capture_")):
+                kind, pct, load = key.split("_")
+                what = f"{'p99.9' if pct == 'p999' else pct} c={load[1:]}"
+                limit = MAX_TAIL_RATIO if kind == "tail" else MAX_CAPTURE_P99_RATIO
+                line = (f"{what} {_mr(x.get('agg'), '{:.2f}')}x {x['ref']}"
+                        f"{' (capture cost)' if kind == 'capture' else ''} (target <= {limit:g})")
+            elif key == "sse":
+                sse = s["sse"][t]
+                line = (f"first SSE event {_n(x['value'], '{:+.3f}')} ms over direct (target <= "
+                        f"{MAX_ADDED_TTFE_MS:g} ms); events separate: "
+                        f"{'yes' if sse['separate'] else 'NO'}; median gap "
+                        f"{_n(sse['gap_ms']['median'], '{:.1f}')} ms")
+            elif key == "rss":
+                line = f"RSS {_n(x['value'], '{:.1f}')} MiB (target <= {MAX_RSS_MIB:.0f} MiB)"
+            else:
+                line = f"{key} {x['value']}"
+            lines.append(f"  {pf}  {line}")
     ms = s.get("mlflow") or {}
     e = ms.get("export")
     if e:

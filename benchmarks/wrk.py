@@ -2,16 +2,21 @@
 
 Figures kept per run: requests/s, total requests, p50/p75/p90/p99 latency (from the
 "Latency Distribution" block; wrk prints times in us, ms, s, m or h), mean latency,
-non-2xx/3xx responses and socket errors.
+non-2xx/3xx responses and socket errors. `--latency` stops at p99, so every run also loads
+`latency.lua` (`-s`), whose done() prints p99.9 (and p99.99 and max) from the same histogram:
+`latency.lua: p99 1040us p99.9 2310us p99.99 4020us max 9870us`, parsed into `p999_ms`,
+`p9999_ms` and `lat_max_ms`.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 
 WRK_BIN = shutil.which("wrk") or "/usr/bin/wrk"
+LATENCY_LUA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "latency.lua")
 
 _TIME_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
 _COUNT_UNITS = {"": 1.0, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9}
@@ -32,8 +37,9 @@ def parse_count(s: str) -> float:
     return float(m.group(1)) * _COUNT_UNITS[m.group(2)]
 
 
-def parse(output: str) -> dict:
-    """Parse the text wrk prints with --latency. Raises ValueError if a key figure is missing."""
+def parse(output: str, need_p999: bool = True) -> dict:
+    """Parse the text wrk prints with --latency (and `-s latency.lua`). Raises ValueError if a key
+    figure is missing; p99.9 only when `need_p999`."""
     r: dict = {"non_2xx": 0, "socket_errors": {"connect": 0, "read": 0, "write": 0, "timeout": 0}}
     m = re.search(r"^\s*Latency\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)%", output, re.M)
     if m:
@@ -61,16 +67,23 @@ def parse(output: str) -> dict:
     if m:
         r["socket_errors"] = dict(zip(("connect", "read", "write", "timeout"),
                                       map(int, m.groups())))
-    for key in ("p50_ms", "p99_ms"):
+    m = re.search(r"^latency\.lua: p99 ([0-9.]+)us p99\.9 ([0-9.]+)us p99\.99 ([0-9.]+)us "
+                  r"max ([0-9.]+)us\s*$", output, re.M)
+    if m:
+        r["p999_ms"] = float(m.group(2)) / 1000.0
+        r["p9999_ms"] = float(m.group(3)) / 1000.0
+        r["lat_max_ms"] = float(m.group(4)) / 1000.0  # exact µs, not wrk's rounded "Max"
+    for key in ("p50_ms", "p99_ms") + (("p999_ms",) if need_p999 else ()):
         if key not in r:
-            raise ValueError(f"no {key[:-3]} in the latency distribution")
+            raise ValueError(f"no {key[:-3]} in the latency distribution"
+                             + (" (no 'latency.lua:' line)" if key == "p999_ms" else ""))
     return r
 
 
 def run(url: str, threads: int, connections: int, duration_s: float) -> tuple[dict, str]:
     """Run wrk once; returns (parsed figures, raw output). Bounded by a subprocess timeout."""
     cmd = [WRK_BIN, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration_s))}s",
-           "--latency", "--timeout", "5s", url]
+           "--latency", "-s", LATENCY_LUA, "--timeout", "5s", url]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s + 60)
     out = p.stdout + p.stderr
     if p.returncode != 0:
@@ -102,12 +115,21 @@ _SAMPLE = """Running 10s test @ http://127.0.0.1:8080/
   Socket errors: connect 0, read 1, write 0, timeout 2
 Requests/sec:  93547.19
 Transfer/sec:     66.23MB
+latency.lua: p99 1040us p99.9 2311us p99.99 4020us max 1150123us
 """
 
 if __name__ == "__main__":
     r = parse(_SAMPLE)
-    assert r["p50_ms"] == 0.303 and r["p99_ms"] == 1.04 and r["lat_max_ms"] == 1150.0
+    assert r["p50_ms"] == 0.303 and r["p99_ms"] == 1.04 and r["lat_max_ms"] == 1150.123
+    assert r["p999_ms"] == 2.311 and r["p9999_ms"] == 4.02
     assert r["requests"] == 935497 and r["rps"] == 93547.19 and r["non_2xx"] == 5
     assert r["socket_errors"] == {"connect": 0, "read": 1, "write": 0, "timeout": 2}
     assert parse_time_ms("2.00s") == 2000.0 and parse_time_ms("1.50m") == 90000.0
+    old = _SAMPLE[:_SAMPLE.index("latency.lua:")]
+    assert "p999_ms" not in parse(old, need_p999=False) and parse(old, False)["lat_max_ms"] == 1150.0
+    try:
+        parse(old)
+        raise AssertionError("p99.9 missing but accepted")
+    except ValueError:
+        pass
     print("wrk parser self-test ok:", r)
