@@ -38,20 +38,25 @@ CHAT_COMPLETION_BODY = (
 NGINX_BIN = shutil.which("nginx") or "/usr/sbin/nginx"
 
 
-def _common_head(prefix: str, workers: int | str) -> str:
-    """Main-context lines shared by every instance; all paths inside `prefix`."""
+def _common_head(prefix: str, workers: int | str, connections: int = 8192) -> str:
+    """Main-context lines shared by every instance; all paths inside `prefix`. Above the default
+    8192 `connections`, the workers' open-file limit is raised to match."""
     user = "user root root;\n" if os.geteuid() == 0 else ""
+    nofile = f"worker_rlimit_nofile {connections + 1024};\n" if connections > 8192 else ""
     return f"""{user}worker_processes {workers};
-daemon off;
+{nofile}daemon off;
 master_process on;
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
-events {{ worker_connections 8192; }}
+events {{ worker_connections {connections}; }}
 """
 
 
-def _http_common(prefix: str) -> str:
-    return f"""    access_log off;
+def _http_common(prefix: str, access_log: str | None = None) -> str:
+    """`access_log`: a file for nginx's default `combined` log (written per request), or None
+    for no access log."""
+    log = f"access_log {access_log} combined;" if access_log else "access_log off;"
+    return f"""    {log}
     client_body_temp_path {prefix}/client_body;
     proxy_temp_path {prefix}/proxy;
     fastcgi_temp_path {prefix}/fastcgi;
@@ -80,7 +85,8 @@ def origin_conf(prefix: str, port: int) -> str:
 
 
 def proxy_conf(prefix: str, port: int, upstream_host: str, upstream_port: int,
-               workers: int | str = 1, admin_port: int | None = None) -> str:
+               workers: int | str = 1, admin_port: int | None = None,
+               connections: int = 8192, access_log: str | None = None) -> str:
     admin = ""
     if admin_port is not None:
         admin = f"""
@@ -90,8 +96,8 @@ def proxy_conf(prefix: str, port: int, upstream_host: str, upstream_port: int,
         location / {{ return 404; }}
     }}
 """
-    return _common_head(prefix, workers) + f"""http {{
-{_http_common(prefix)}
+    return _common_head(prefix, workers, connections) + f"""http {{
+{_http_common(prefix, access_log)}
     upstream origin {{
         server {upstream_host}:{upstream_port};
         keepalive 64;
