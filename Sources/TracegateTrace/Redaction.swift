@@ -135,9 +135,13 @@ public struct Redaction: @unchecked Sendable {
 /// the access log: a target without `?` is returned as it is.
 public enum QueryRedaction {
     private static let sensitive = ["key", "token", "secret", "password", "passwd", "pwd", "auth", "signature", "sig", "credential"]
+    private static let sensitiveBytes: [[UInt8]] = sensitive.map { Array($0.utf8) }
 
     public static func target(_ target: String) -> String {
-        guard let question = target.firstIndex(of: "?") else { return target }
+        guard let question = target.utf8.firstIndex(of: UInt8(ascii: "?")) else { return target }
+        // The access log calls this for every request: decide on the bytes first, without building
+        // strings, and only rebuild a target that has a parameter to redact.
+        guard hasSensitiveName(target.utf8[target.utf8.index(after: question)...]) else { return target }
         let query = target[target.index(after: question)...]
         var changed = false
         let parameters = query.split(separator: "&", omittingEmptySubsequences: false).map { parameter -> Substring in
@@ -149,5 +153,43 @@ public enum QueryRedaction {
         }
         guard changed else { return target }
         return String(target[...question]) + parameters.joined(separator: "&")
+    }
+
+    /// Whether a parameter with a value may have a name containing a sensitive word: one does, ASCII
+    /// case ignored, or a name has a non-ASCII byte (Unicode lower-casing decides those, the slow way).
+    static func hasSensitiveName(_ query: Substring.UTF8View) -> Bool {
+        var nameStart = query.startIndex
+        var index = query.startIndex
+        while index < query.endIndex {
+            switch query[index] {
+            case UInt8(ascii: "&"):
+                nameStart = query.index(after: index)
+            case UInt8(ascii: "="):
+                if nameStart < index, containsSensitiveWord(query[nameStart..<index]) { return true }
+                // Skip the value: the next name starts after the next '&'.
+                nameStart = query.endIndex
+            default:
+                break
+            }
+            index = query.index(after: index)
+        }
+        return false
+    }
+
+    private static func containsSensitiveWord(_ name: Substring.UTF8View.SubSequence) -> Bool {
+        let bytes = Array(name)
+        if bytes.contains(where: { $0 >= 0x80 }) { return true }
+        for word in sensitiveBytes where word.count <= bytes.count {
+            for start in 0...(bytes.count - word.count) {
+                var matched = true
+                for offset in 0..<word.count {
+                    let byte = bytes[start + offset]
+                    let lower = (byte >= 0x41 && byte <= 0x5A) ? byte | 0x20 : byte
+                    if lower != word[offset] { matched = false; break }
+                }
+                if matched { return true }
+            }
+        }
+        return false
     }
 }

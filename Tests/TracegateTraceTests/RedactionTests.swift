@@ -67,6 +67,29 @@ final class RedactionTests: XCTestCase {
         }
     }
 
+    /// The byte-level check that lets most targets through untouched must agree with the plain
+    /// rule: every parameter whose lower-cased name contains a sensitive word is redacted.
+    func testQueryFastPathAgreesWithThePlainRule() {
+        let words = ["key", "token", "secret", "password", "passwd", "pwd", "auth", "signature", "sig", "credential"]
+        func plain(_ target: String) -> String {
+            guard let question = target.firstIndex(of: "?") else { return target }
+            let parameters = target[target.index(after: question)...].split(separator: "&", omittingEmptySubsequences: false)
+                .map { parameter -> String in
+                    guard let equals = parameter.firstIndex(of: "=") else { return String(parameter) }
+                    let name = parameter[..<equals].lowercased()
+                    return words.contains(where: { name.contains($0) }) ? String(parameter[...equals]) + Redaction.marker : String(parameter)
+                }
+            return String(target[...question]) + parameters.joined(separator: "&")
+        }
+        let pieces = ["api_KEY", "model", "x", "Token", "s", "ig", "=", "&", "==", "?", "é", "\u{212A}EY", "AUTH", "n=1", "sig=", "=key"]
+        var generator = SeededGenerator(state: 7)
+        for _ in 0..<5_000 {
+            let query = (0..<Int.random(in: 0...8, using: &generator)).map { _ in pieces.randomElement(using: &generator)! }.joined()
+            let target = "/v1/chat?" + query
+            XCTAssertEqual(QueryRedaction.target(target), plain(target), "for \(target.debugDescription)")
+        }
+    }
+
     func testCredentialQueryParametersAreRedactedAndOthersKept() {
         XCTAssertEqual(QueryRedaction.target("/v1/x?api_key=sk-1&model=gpt&token=abc"), "/v1/x?api_key=[REDACTED]&model=gpt&token=[REDACTED]")
         XCTAssertEqual(QueryRedaction.target("/v1/x?model=gpt"), "/v1/x?model=gpt")
