@@ -683,13 +683,7 @@ def run(a) -> int:
         log(f"error: {e}")
         return 1
     finally:
-        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-            signal.signal(sig, signal.SIG_IGN)  # do not cut the clean-up short
-        p.stop_all()
-        if a.keep_tmp:
-            log(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        procs.clean_up(p, tmp, a.keep_tmp, log)
 
 
 def main() -> None:

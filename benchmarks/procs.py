@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -224,3 +225,15 @@ def wait_http_200(port: int, path: str, proc: Proc | None, timeout: float) -> No
         time.sleep(0.1)
     raise RuntimeError(f"GET http://127.0.0.1:{port}{path} not 200 after {timeout:.0f}s ({last})"
                        + (f" ({proc.name}):\n{proc.log_tail()}" if proc else ""))
+
+
+def clean_up(p: "Procs", tmp: str, keep_tmp: bool, log) -> None:
+    """End of a benchmark run: stop every process (signals can no longer cut this short), then
+    remove the temp dir unless it is to be kept."""
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
+    p.stop_all()
+    if keep_tmp:
+        log(f"kept {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -116,7 +116,7 @@ public final class DiskSpool: @unchecked Sendable {
     public func append(_ traces: [TraceRecord]) throws -> Int {
         guard !traces.isEmpty else { return 0 }
         var data: [UInt8] = []
-        for trace in traces { data += TraceRecordJSON.line(trace) }
+        for trace in traces { TraceRecordJSON.appendLine(trace, to: &data) }
         return try lock.withLock {
             if let last = segments.last, last.bytes > 0, last.bytes + data.count > configuration.segmentBytes {
                 try startSegment(last.sequence + 1)

@@ -16,8 +16,9 @@ enum Malloc {
         #endif
     }
 
-    /// Returns free pages inside the heaps to the system (`malloc_trim(0)`). Building and spooling
-    /// traces frees as much as it allocates, but glibc only gives back memory at the top of a heap.
+    /// Returns free pages inside the heaps to the system (`malloc_trim(0)`): glibc by itself only gives
+    /// back memory at the top of a heap. It takes every arena's lock in turn, so it is called only after
+    /// a crowd of connections has closed (`MemoryReturn`), never on a timer against traffic.
     static func releaseFreeMemory() {
         #if os(Linux)
         guard let trim = mallocTrim else { return }

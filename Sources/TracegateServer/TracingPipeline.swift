@@ -305,7 +305,7 @@ final class TracingPipeline: @unchecked Sendable {
             case .exporters:
                 built.append((record, captured.route))
             case .file:
-                lines += TraceRecordJSON.line(record)
+                TraceRecordJSON.appendLine(record, to: &lines)
             }
         }
         switch destination {

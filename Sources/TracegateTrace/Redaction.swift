@@ -69,23 +69,27 @@ public struct Redaction: @unchecked Sendable {
     /// Whether `text` holds one of `needles` (lower-case ASCII), ignoring ASCII case.
     static func contains(anyOf needles: [[UInt8]], in text: String) -> Bool {
         var text = text
-        return text.withUTF8 { bytes in
-            guard !bytes.isEmpty else { return false }
-            for start in bytes.indices {
-                let first = bytes[start] | 0x20  // ASCII letters to lower case; anchors start with a letter or '@'
-                for needle in needles where needle[0] == first || needle[0] == bytes[start] {
-                    guard start + needle.count <= bytes.count else { continue }
-                    var matched = true
-                    for offset in 1..<needle.count {
-                        let byte = bytes[start + offset]
-                        let lower = (byte >= 0x41 && byte <= 0x5A) ? byte | 0x20 : byte
-                        if lower != needle[offset] { matched = false; break }
-                    }
-                    if matched { return true }
+        return text.withUTF8 { containsIgnoringASCIICase(anyOf: needles, in: $0) }
+    }
+
+    /// Whether `bytes` hold one of `needles` (lower-case ASCII, not empty), ignoring ASCII case.
+    static func containsIgnoringASCIICase<Bytes: Collection<UInt8>>(anyOf needles: [[UInt8]], in bytes: Bytes) -> Bool {
+        @inline(__always) func lower(_ byte: UInt8) -> UInt8 { (byte >= 0x41 && byte <= 0x5A) ? byte | 0x20 : byte }
+        var start = bytes.startIndex
+        while start != bytes.endIndex {
+            let first = lower(bytes[start])
+            for needle in needles where needle[0] == first {
+                var position = bytes.index(after: start)
+                var matched = true
+                for expected in needle.dropFirst() {
+                    if position == bytes.endIndex || lower(bytes[position]) != expected { matched = false; break }
+                    position = bytes.index(after: position)
                 }
+                if matched { return true }
             }
-            return false
+            start = bytes.index(after: start)
         }
+        return false
     }
 
     private func redactPaths(_ json: PayloadJSON) -> (PayloadJSON, Bool) {
@@ -177,19 +181,6 @@ public enum QueryRedaction {
     }
 
     private static func containsSensitiveWord(_ name: Substring.UTF8View.SubSequence) -> Bool {
-        let bytes = Array(name)
-        if bytes.contains(where: { $0 >= 0x80 }) { return true }
-        for word in sensitiveBytes where word.count <= bytes.count {
-            for start in 0...(bytes.count - word.count) {
-                var matched = true
-                for offset in 0..<word.count {
-                    let byte = bytes[start + offset]
-                    let lower = (byte >= 0x41 && byte <= 0x5A) ? byte | 0x20 : byte
-                    if lower != word[offset] { matched = false; break }
-                }
-                if matched { return true }
-            }
-        }
-        return false
+        name.contains(where: { $0 >= 0x80 }) || Redaction.containsIgnoringASCIICase(anyOf: sensitiveBytes, in: name)
     }
 }

@@ -2,7 +2,8 @@
 /// every C0 control), so any Swift `String` yields valid JSON; non-ASCII text is written as
 /// UTF-8, which MLflow stores as is.
 struct TraceJSONWriter {
-    private(set) var bytes: [UInt8] = []
+    /// What has been written; `TraceRecordJSON.appendLine` lends it a caller's buffer.
+    var bytes: [UInt8] = []
     private static let hex: [UInt8] = Array("0123456789abcdef".utf8)
 
     init(reservingCapacity capacity: Int = 1024) {

@@ -5,10 +5,19 @@
 public enum TraceRecordJSON {
     /// The record's JSON object followed by a newline.
     public static func line(_ record: TraceRecord) -> [UInt8] {
-        var json = TraceJSONWriter(reservingCapacity: 512 + (record.inputs?.utf8.count ?? 0) + (record.outputs?.utf8.count ?? 0))
+        var bytes: [UInt8] = []
+        appendLine(record, to: &bytes)
+        return bytes
+    }
+
+    /// Appends the record's line to `bytes` in place (a group of lines is built in one buffer).
+    public static func appendLine(_ record: TraceRecord, to bytes: inout [UInt8]) {
+        var json = TraceJSONWriter(reservingCapacity: 0)
+        swap(&json.bytes, &bytes)
+        json.bytes.reserveCapacity(json.bytes.count + 512 + (record.inputs?.utf8.count ?? 0) + (record.outputs?.utf8.count ?? 0))
         write(record, into: &json)
         json.raw("\n")
-        return json.bytes
+        swap(&json.bytes, &bytes)
     }
 
     /// The record's JSON object.
@@ -49,11 +58,9 @@ public enum TraceRecordJSON {
     }
 
     private static func attributes(_ values: [String: AttributeValue], into json: inout TraceJSONWriter) {
-        json.raw("{")
-        json.list(values.sorted { $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }) { json, pair in
-            json.string(pair.key)
-            json.raw(":{")
-            switch pair.value {
+        members(values, into: &json) { json, value in
+            json.raw("{")
+            switch value {
             case .string(let value): json.key("string"); json.string(value)
             case .int(let value): json.key("int"); json.integer(value)
             case .double(let value): json.key("double"); json.double(value)
@@ -61,15 +68,21 @@ public enum TraceRecordJSON {
             }
             json.raw("}")
         }
-        json.raw("}")
     }
 
     private static func strings(_ values: [String: String], into json: inout TraceJSONWriter) {
+        members(values, into: &json) { json, value in json.string(value) }
+    }
+
+    /// A JSON object of `values`, keys in byte order (as `JSONEncoder`'s `.sortedKeys`).
+    private static func members<Value>(
+        _ values: [String: Value], into json: inout TraceJSONWriter, value write: (inout TraceJSONWriter, Value) -> Void
+    ) {
         json.raw("{")
         json.list(values.sorted { $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }) { json, pair in
             json.string(pair.key)
             json.raw(":")
-            json.string(pair.value)
+            write(&json, pair.value)
         }
         json.raw("}")
     }
