@@ -36,7 +36,6 @@ import platform
 import re
 import resource
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
