@@ -13,7 +13,7 @@ public struct Redaction: @unchecked Sendable {
     /// Per pattern, text it cannot match without (any one of these, compared ignoring ASCII case):
     /// most text holds none of them, and a scan for them costs a fraction of the regular expression.
     /// Nil: the pattern is run on everything.
-    private let anchors: [[[UInt8]]?]
+    private let anchors: [ASCIIWords?]
 
     public var isEmpty: Bool { paths.isEmpty && patterns.isEmpty }
 
@@ -36,7 +36,7 @@ public struct Redaction: @unchecked Sendable {
         paths = jsonPaths.map { $0.split(separator: ".", omittingEmptySubsequences: false) }
         let compiled = patterns.compactMap { pattern in (try? NSRegularExpression(pattern: pattern)).map { (pattern, $0) } }
         self.patterns = compiled.map(\.1)
-        anchors = compiled.map { pattern, _ in Self.builtinAnchors[pattern].map { $0.map { Array($0.utf8) } } }
+        anchors = compiled.map { pattern, _ in Self.builtinAnchors[pattern].map(ASCIIWords.init) }
     }
 
     /// A captured body as trace text: JSON fields on the paths are replaced, then every pattern match.
@@ -59,37 +59,11 @@ public struct Redaction: @unchecked Sendable {
         guard !patterns.isEmpty, !text.isEmpty else { return text }
         var result = text
         for (pattern, anchors) in zip(patterns, anchors) {
-            if let anchors, !Self.contains(anyOf: anchors, in: result) { continue }
+            if let anchors, !anchors.occur(in: result) { continue }
             let range = NSRange(result.startIndex..., in: result)
             result = pattern.stringByReplacingMatches(in: result, range: range, withTemplate: Self.marker)
         }
         return result
-    }
-
-    /// Whether `text` holds one of `needles` (lower-case ASCII), ignoring ASCII case.
-    static func contains(anyOf needles: [[UInt8]], in text: String) -> Bool {
-        var text = text
-        return text.withUTF8 { containsIgnoringASCIICase(anyOf: needles, in: $0) }
-    }
-
-    /// Whether `bytes` hold one of `needles` (lower-case ASCII, not empty), ignoring ASCII case.
-    static func containsIgnoringASCIICase<Bytes: Collection<UInt8>>(anyOf needles: [[UInt8]], in bytes: Bytes) -> Bool {
-        @inline(__always) func lower(_ byte: UInt8) -> UInt8 { (byte >= 0x41 && byte <= 0x5A) ? byte | 0x20 : byte }
-        var start = bytes.startIndex
-        while start != bytes.endIndex {
-            let first = lower(bytes[start])
-            for needle in needles where needle[0] == first {
-                var position = bytes.index(after: start)
-                var matched = true
-                for expected in needle.dropFirst() {
-                    if position == bytes.endIndex || lower(bytes[position]) != expected { matched = false; break }
-                    position = bytes.index(after: position)
-                }
-                if matched { return true }
-            }
-            start = bytes.index(after: start)
-        }
-        return false
     }
 
     private func redactPaths(_ json: PayloadJSON) -> (PayloadJSON, Bool) {
@@ -139,7 +113,7 @@ public struct Redaction: @unchecked Sendable {
 /// the access log: a target without `?` is returned as it is.
 public enum QueryRedaction {
     private static let sensitive = ["key", "token", "secret", "password", "passwd", "pwd", "auth", "signature", "sig", "credential"]
-    private static let sensitiveBytes: [[UInt8]] = sensitive.map { Array($0.utf8) }
+    private static let sensitiveWords = ASCIIWords(sensitive)
 
     public static func target(_ target: String) -> String {
         guard let question = target.utf8.firstIndex(of: UInt8(ascii: "?")) else { return target }
@@ -181,6 +155,7 @@ public enum QueryRedaction {
     }
 
     private static func containsSensitiveWord(_ name: Substring.UTF8View.SubSequence) -> Bool {
-        name.contains(where: { $0 >= 0x80 }) || Redaction.containsIgnoringASCIICase(anyOf: sensitiveBytes, in: name)
+        let bytes = Array(name)
+        return bytes.contains(where: { $0 >= 0x80 }) || bytes.withUnsafeBufferPointer { sensitiveWords.occur(in: $0) }
     }
 }

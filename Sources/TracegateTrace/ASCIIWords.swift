@@ -1,0 +1,63 @@
+/// A few lower-case ASCII words searched for in text, ASCII case ignored: the anchors of the built-in
+/// redaction patterns (run over whole captured bodies) and the sensitive query-parameter words (run
+/// for every access-log line). One pass over the bytes; a byte that starts no word costs one table
+/// lookup, and the words are stored flat, so the loop touches no reference-counted storage.
+struct ASCIIWords: Sendable {
+    /// Every word's bytes, one after the other.
+    private let bytes: [UInt8]
+    /// Where each word starts in `bytes`, and one past the last word.
+    private let starts: [Int]
+    /// Whether a (lower-cased) byte starts some word.
+    private let startsAWord: [Bool]
+
+    /// `words` must be lower-case ASCII and not empty.
+    init(_ words: [String]) {
+        var bytes: [UInt8] = []
+        var starts: [Int] = []
+        var startsAWord = [Bool](repeating: false, count: 256)
+        for word in words {
+            precondition(!word.isEmpty && word.utf8.allSatisfy { $0 < 0x80 && !(0x41...0x5A).contains($0) })
+            starts.append(bytes.count)
+            bytes += word.utf8
+            startsAWord[Int(word.utf8.first!)] = true
+        }
+        starts.append(bytes.count)
+        self.bytes = bytes
+        self.starts = starts
+        self.startsAWord = startsAWord
+    }
+
+    func occur(in text: String) -> Bool {
+        var text = text
+        return text.withUTF8 { occur(in: $0) }
+    }
+
+    func occur(in text: UnsafeBufferPointer<UInt8>) -> Bool {
+        @inline(__always) func lower(_ byte: UInt8) -> UInt8 { (byte >= 0x41 && byte <= 0x5A) ? byte | 0x20 : byte }
+        return bytes.withUnsafeBufferPointer { words in
+            starts.withUnsafeBufferPointer { starts in
+                startsAWord.withUnsafeBufferPointer { startsAWord in
+                    var position = 0
+                    while position < text.count {
+                        let first = lower(text[position])
+                        if startsAWord[Int(first)] {
+                            var word = 0
+                            while word + 1 < starts.count {
+                                let start = starts[word]
+                                let length = starts[word + 1] - start
+                                if words[start] == first && position + length <= text.count {
+                                    var offset = 1
+                                    while offset < length && lower(text[position + offset]) == words[start + offset] { offset += 1 }
+                                    if offset == length { return true }
+                                }
+                                word += 1
+                            }
+                        }
+                        position += 1
+                    }
+                    return false
+                }
+            }
+        }
+    }
+}
