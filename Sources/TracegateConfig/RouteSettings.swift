@@ -12,11 +12,15 @@ public struct Route: Sendable, Equatable {
     public var mlflowExperimentID: String?
     /// Added to (and overriding) the global `trace_tags`.
     public var traceTags: NamedPairs
+    /// MLflow's Source column for this route's traces; nil: the global `trace_source_name`, else the route's name.
+    public var traceSourceName: String? = nil
 }
 
 /// The keys a route section takes, and how a section becomes a `Route`.
 enum RouteSettings {
-    static let keys = ["path_prefix", "host", "upstream", "mlflow_experiment_name", "mlflow_experiment_id", "trace_tags"]
+    static let keys = [
+        "path_prefix", "host", "upstream", "mlflow_experiment_name", "mlflow_experiment_id", "trace_tags", "trace_source_name",
+    ]
 
     /// Routes in file order; each bad value or missing key names the file, line, key and what is accepted.
     static func routes(from entries: [ConfigFile.Entry], path: String) throws(ConfigError) -> [Route] {
@@ -70,7 +74,8 @@ enum RouteSettings {
         }
         return Route(
             name: section.name, pathPrefix: prefix, host: try parse("host", .hostName) ?? nil, upstream: upstream,
-            mlflowExperimentName: name, mlflowExperimentID: id, traceTags: try parse("trace_tags", .tagList) ?? NamedPairs([]))
+            mlflowExperimentName: name, mlflowExperimentID: id, traceTags: try parse("trace_tags", .tagList) ?? NamedPairs([]),
+            traceSourceName: try parse("trace_source_name", .optionalSourceName) ?? nil)
     }
 }
 

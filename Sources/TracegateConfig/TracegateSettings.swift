@@ -68,6 +68,10 @@ public struct TracegateSettings: Sendable, Equatable {
     public var traceErrorOn4xx: Bool = false
     /// Static tags on every trace.
     public var traceTags = NamedPairs([])
+    /// MLflow's Source column; nil: the route's name, else the upstream's host:port.
+    public var traceSourceName: String? = nil
+    public var traceSourceType: String = ""
+    public var traceNames: TraceNames = .operation
     /// Request headers copied into tags: (header, tag key).
     public var tagHeaders = NamedPairs([])
     /// Traces per OTLP request.
@@ -155,6 +159,14 @@ public enum ForwardedHeaders: String, Sendable, CaseIterable {
 }
 
 /// What a trace holds.
+/// How traces are named.
+public enum TraceNames: String, Sendable, CaseIterable {
+    /// Recognised chat calls after their operation and model (`chat.completions gpt-4o-mini`); the rest `METHOD /path`.
+    case operation
+    /// Always `METHOD /path`.
+    case request
+}
+
 public enum CaptureMode: String, Sendable, CaseIterable {
     /// Bodies (capped) and metadata.
     case full

@@ -19,12 +19,36 @@ extension ValueKind where Value == String? {
               })
     }
 
+    /// A name for MLflow's Source column: up to 250 characters, no `/` (the column shows only what
+    /// follows the last one) and no control characters; empty means automatic.
+    static var optionalSourceName: Self {
+        .init(placeholder: "NAME", accepted: "a name of at most 250 characters without / or control characters, or nothing",
+              parse: { (text) throws(ValueRejection) in
+                  if text.isEmpty { return nil }
+                  guard text.count <= 250, !text.contains("/"), !text.unicodeScalars.contains(where: { $0.properties.generalCategory == .control })
+                  else { throw ValueRejection() }
+                  return text
+              })
+    }
+
     /// A numeric MLflow experiment id; empty means unset.
     static var optionalExperimentID: Self {
         .init(placeholder: "ID", accepted: "a numeric experiment id such as 0 or 42, or nothing",
               parse: { (text) throws(ValueRejection) in
                   if text.isEmpty { return nil }
                   guard text.allSatisfy(\.isASCIIDigit) else { throw ValueRejection() }
+                  return text
+              })
+    }
+}
+
+extension ValueKind where Value == String {
+    /// A source type such as PROXY, JOB or LOCAL: letters, digits and `_`, at most 32.
+    static var sourceType: Self {
+        .init(placeholder: "TYPE", accepted: "a word of letters, digits and _ such as PROXY, JOB or LOCAL",
+              parse: { (text) throws(ValueRejection) in
+                  guard !text.isEmpty, text.count <= 32, text.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") })
+                  else { throw ValueRejection() }
                   return text
               })
     }

@@ -100,6 +100,7 @@ final class Exchange {
             startedAtEpochNanos: startedAtEpochNanos,
             duration: now - startedAt,
             timeToFirstByte: firstByteAt.map { $0 - startedAt },
+            sentUpstreamAfter: sentUpstreamAt.map { $0 - startedAt },
             outcome: outcome,
             streamed: upstreamFraming == .chunked || upstreamFraming == .untilClose,
             route: target

@@ -33,6 +33,8 @@ public struct ExchangeSummary: Sendable {
     public var duration: TimeAmount
     /// From the request head to the upstream's response head.
     public var timeToFirstByte: TimeAmount?
+    /// From the request head to the moment it was handed to an upstream connection; nil if it never was.
+    public var sentUpstreamAfter: TimeAmount?
     public var outcome: ExchangeOutcome
     /// False when the proxy refused the request from its head alone (no `exchangeStarted` was called).
     public var forwarded: Bool = true

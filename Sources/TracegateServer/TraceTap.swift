@@ -51,6 +51,9 @@ final class TraceTap: ExchangeTap {
     private(set) var response = CapturedExchange.Body()
     private var isEventStream = false
     private(set) var timeToFirstEventNanos: Int64?
+    private(set) var chunkArrivals: [CapturedExchange.ChunkArrival] = []
+    private(set) var lastResponseBytesNanos: Int64?
+    let clientRetryCount: Int?
 
     init(head: RequestHead, settings: TraceCaptureSettings, budget: CaptureBudget, random: inout Xoshiro256StarStar) {
         self.budget = budget
@@ -66,6 +69,7 @@ final class TraceTap: ExchangeTap {
         sampled =
             settings.sampleRatio >= 1
             || Self.isSampled(traceIDLow, ratio: settings.sampleRatio, forced: headers.first(name: settings.forceTraceHeader))
+        clientRetryCount = Self.clientRetryCount(headers)
         headerTags = settings.headerTags.compactMap { pair in headers.first(name: pair.header).map { (pair.tag, $0) } }
         limit = settings.maxCapturedBodyBytes
         request = CapturedExchange.Body(
@@ -88,6 +92,23 @@ final class TraceTap: ExchangeTap {
         return Double(random >> 11) / Double(UInt64(1) << 53) < ratio
     }
 
+    /// The retry count the client's SDK announces: `x-stainless-retry-count` (OpenAI's and Anthropic's
+    /// SDKs, 0 on the first attempt), or Envoy's `x-envoy-attempt-count` (1 on the first attempt).
+    static func clientRetryCount(_ headers: HeaderFields) -> Int? {
+        if let text = headers.first(name: "x-stainless-retry-count") { return smallCount(text) }
+        if let text = headers.first(name: "x-envoy-attempt-count"), let attempt = smallCount(text), attempt >= 1 {
+            return attempt - 1
+        }
+        return nil
+    }
+
+    /// Up to 6 decimal digits; nil for anything else.
+    private static func smallCount(_ text: String) -> Int? {
+        let utf8 = text.utf8
+        guard !utf8.isEmpty, utf8.count <= 6, utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return nil }
+        return utf8.reduce(0) { $0 * 10 + Int($1 - 0x30) }
+    }
+
     func requestBody(_ bytes: ByteBuffer) { append(bytes, to: &request) }
 
     func responseHead(_ head: ResponseHead) {
@@ -97,10 +118,16 @@ final class TraceTap: ExchangeTap {
     }
 
     func responseBody(_ bytes: ByteBuffer) {
-        if isEventStream && timeToFirstEventNanos == nil && bytes.readableBytes > 0 {
-            timeToFirstEventNanos = (NIODeadline.now() - startedAt).nanoseconds
-        }
         append(bytes, to: &response)
+        if isEventStream && bytes.readableBytes > 0 {
+            let nanos = (NIODeadline.now() - startedAt).nanoseconds
+            if timeToFirstEventNanos == nil { timeToFirstEventNanos = nanos }
+            lastResponseBytesNanos = nanos
+            if chunkArrivals.count < CapturedExchange.maxChunkArrivals {
+                if chunkArrivals.isEmpty { chunkArrivals.reserveCapacity(CapturedExchange.maxChunkArrivals) }
+                chunkArrivals.append(.init(byteEnd: response.totalSize, nanos: nanos))
+            }
+        }
     }
 
     /// Keeps what the per-body limit and the shared budget allow; counts every byte. The budget is
@@ -186,7 +213,9 @@ final class TraceObserver: ExchangeObserver {
                 startEpochNanos: summary.startedAtEpochNanos, durationNanos: summary.duration.nanoseconds,
                 timeToFirstByteNanos: summary.timeToFirstByte?.nanoseconds,
                 timeToFirstEventNanos: tap.timeToFirstEventNanos, outcome: outcome, sampled: tap.sampled,
-                parentSpanID: tap.parentSpanID, route: summary.route))
+                parentSpanID: tap.parentSpanID, route: summary.route,
+                upstreamSentNanos: summary.sentUpstreamAfter?.nanoseconds, chunkArrivals: tap.chunkArrivals,
+                lastResponseBytesNanos: tap.lastResponseBytesNanos, clientRetryCount: tap.clientRetryCount))
         if !queued { budget.release(CapturedExchange.bodyStorage(tap.request, tap.response)) }
     }
 }

@@ -114,10 +114,20 @@ final class TracingPipeline: @unchecked Sendable {
         routeTags = [[]] + settings.routes.map(\.traceTags.pairs)
         builder = TraceBuilder(
             staticTags: settings.traceTags.pairs, errorOn4xx: settings.traceErrorOn4xx, capturesBodies: settings.capture == .full,
-            redaction: Redaction(settings: settings))
+            redaction: Redaction(settings: settings), namesChatByOperation: settings.traceNames == .operation,
+            sources: Self.sources(settings))
         self.logger = logger
         let thread = Thread { [self] in runBuilder() }
         thread.start()
+    }
+
+    /// Where traces come from, by route index: the default upstream's, then each route's.
+    static func sources(_ settings: TracegateSettings) -> [TraceSource] {
+        let type = settings.traceSourceType
+        let fallback = TraceSource(name: settings.traceSourceName ?? settings.upstream.authority, type: type)
+        return [fallback] + settings.routes.map { route in
+            TraceSource(name: route.traceSourceName ?? settings.traceSourceName ?? route.name, type: type, route: route.name)
+        }
     }
 
     /// The MLflow experiments traces go to: the global one (named `mlflow`), then one per route that

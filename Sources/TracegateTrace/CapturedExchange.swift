@@ -27,6 +27,21 @@ public struct CapturedExchange: Sendable {
         }
     }
 
+    /// When one of the first bytes of a streamed response arrived: the response size once that chunk
+    /// was added, and the time since the request head. Lets the builder tell when the first token came.
+    public struct ChunkArrival: Sendable, Equatable {
+        public var byteEnd: Int
+        public var nanos: Int64
+
+        public init(byteEnd: Int, nanos: Int64) {
+            self.byteEnd = byteEnd
+            self.nanos = nanos
+        }
+    }
+
+    /// Chunk arrivals kept per event-stream response: the first token is nearly always among them.
+    public static let maxChunkArrivals = 16
+
     /// 128-bit trace id and 64-bit root span id, chosen when the request arrived (the client gets the
     /// trace id in a response header).
     public var traceIDHigh: UInt64
@@ -57,6 +72,15 @@ public struct CapturedExchange: Sendable {
     public var timeToFirstByteNanos: Int64?
     /// For `text/event-stream` responses: from the request head to the first body bytes.
     public var timeToFirstEventNanos: Int64?
+    /// From the request head to the moment the request head was handed to an upstream connection;
+    /// nil when the request never went upstream.
+    public var upstreamSentNanos: Int64?
+    /// For `text/event-stream` responses: the first `maxChunkArrivals` body chunks.
+    public var chunkArrivals: [ChunkArrival]
+    /// For `text/event-stream` responses: from the request head to the last body bytes.
+    public var lastResponseBytesNanos: Int64?
+    /// The client's own retry count (`x-stainless-retry-count`, or `x-envoy-attempt-count` − 1).
+    public var clientRetryCount: Int?
     public var outcome: Outcome
     /// Drawn by sampling when the request arrived; an unsampled exchange is traced only if it ends in error.
     public var sampled: Bool
@@ -66,7 +90,8 @@ public struct CapturedExchange: Sendable {
         user: String?, session: String?, requestID: String, requestIDWasGenerated: Bool, headerTags: [(String, String)],
         request: Body, response: Body, status: Int?, startEpochNanos: Int64, durationNanos: Int64,
         timeToFirstByteNanos: Int64?, timeToFirstEventNanos: Int64?, outcome: Outcome, sampled: Bool = true,
-        parentSpanID: UInt64? = nil, route: Int = 0
+        parentSpanID: UInt64? = nil, route: Int = 0, upstreamSentNanos: Int64? = nil, chunkArrivals: [ChunkArrival] = [],
+        lastResponseBytesNanos: Int64? = nil, clientRetryCount: Int? = nil
     ) {
         self.traceIDHigh = traceIDHigh
         self.traceIDLow = traceIDLow
@@ -90,5 +115,9 @@ public struct CapturedExchange: Sendable {
         self.sampled = sampled
         self.parentSpanID = parentSpanID
         self.route = route
+        self.upstreamSentNanos = upstreamSentNanos
+        self.chunkArrivals = chunkArrivals
+        self.lastResponseBytesNanos = lastResponseBytesNanos
+        self.clientRetryCount = clientRetryCount
     }
 }

@@ -36,6 +36,9 @@ public struct ChatExchange: Sendable, Equatable {
     public var streamCompleted: Bool
     /// Anything that made the result partial (malformed JSON event, truncated body...), human-readable.
     public var warnings: [String]
+    /// For streams read in pieces (`interpret(…, pieceEnds:)`): the index of the piece that brought
+    /// the first output; nil when none of the pieces did.
+    public var firstOutputPiece: Int?
 
     public init(
         format: Format, model: String? = nil, streamed: Bool = false, outputJSON: String? = nil,
@@ -149,21 +152,39 @@ public enum ChatPayloadInterpreter {
     ///
     /// A truncated response (`responseTruncated`) of a recognised exchange gives a partial result with
     /// warnings: a cut JSON body is closed where it was cut, a cut stream keeps the events that were complete.
+    ///
+    /// `pieceEnds`: where the response body's first pieces ended (as they arrived); a stream is read
+    /// piece by piece to find the one that brought the first output (`ChatExchange.firstOutputPiece`).
     public static func interpret(path: String, requestBody: [UInt8], responseBody: [UInt8],
-                                 responseContentType: String?, responseTruncated: Bool) -> ChatExchange? {
+                                 responseContentType: String?, responseTruncated: Bool,
+                                 pieceEnds: [Int] = []) -> ChatExchange? {
         guard let request = recognizeRequest(path: path, requestBody: requestBody) else { return nil }
         return interpret(request: request, responseBody: responseBody,
-                         responseContentType: responseContentType, responseTruncated: responseTruncated)
+                         responseContentType: responseContentType, responseTruncated: responseTruncated,
+                         pieceEnds: pieceEnds)
     }
 
     /// The second half of `interpret(path:…)`, for a request already recognised.
     public static func interpret(request: ChatRequest, responseBody: [UInt8],
-                                 responseContentType: String?, responseTruncated: Bool) -> ChatExchange? {
+                                 responseContentType: String?, responseTruncated: Bool,
+                                 pieceEnds: [Int] = []) -> ChatExchange? {
         switch responseKind(contentType: responseContentType, body: responseBody) {
         case .eventStream?:
             var accumulator = StreamingChatAccumulator(request: request)
-            accumulator.feed(responseBody)
-            return accumulator.finish(truncated: responseTruncated)
+            var fed = 0
+            var firstOutputPiece: Int?
+            for (index, end) in pieceEnds.enumerated() where end > fed {
+                accumulator.feed(responseBody[fed..<min(end, responseBody.count)])
+                fed = min(end, responseBody.count)
+                if accumulator.hasOutput {
+                    firstOutputPiece = index
+                    break
+                }
+            }
+            accumulator.feed(responseBody[fed...])
+            var exchange = accumulator.finish(truncated: responseTruncated)
+            exchange?.firstOutputPiece = firstOutputPiece
+            return exchange
         case .json?:
             return interpretJSON(request: request, body: responseBody, truncated: responseTruncated)
         case nil:

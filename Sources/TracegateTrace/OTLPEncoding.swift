@@ -14,7 +14,7 @@ public enum OTLPJSON {
     ]
     static let traceTagPrefix = "mlflow.traceTag."
 
-    /// One `ExportTraceServiceRequest` holding the root spans of all `records` (send ≥ 1: MLflow
+    /// One `ExportTraceServiceRequest` holding the spans of all `records` (send ≥ 1: MLflow
     /// answers 400 "no spans found" to an empty one).
     ///
     /// camelCase keys, hex ids, 64-bit numbers as decimal strings, `kind` 2 (server), status 1/2
@@ -39,28 +39,46 @@ public enum OTLPJSON {
         json.raw("]},\"scopeSpans\":[{\"scope\":{\"name\":")
         json.string(scopeName)
         json.raw("},\"spans\":[")
-        json.list(records) { json, record in span(&json, record, linksParent: linksParents) }
+        json.list(records) { json, record in spans(&json, record, linksParent: linksParents) }
         json.raw("]}]}]}")
         return json.bytes
     }
 
-    private static func span(_ json: inout TraceJSONWriter, _ record: TraceRecord, linksParent: Bool) {
+    /// The root span, then the upstream span under it (OTLP kind 3, client).
+    private static func spans(_ json: inout TraceJSONWriter, _ record: TraceRecord, linksParent: Bool) {
+        span(
+            &json, traceID: record.traceID, spanID: record.rootSpanID, parent: linksParent ? record.parentSpanID : nil,
+            name: record.name, kind: 2, start: record.startTimeUnixNano, end: record.clampedEndTimeUnixNano,
+            attributes: rootAttributes(record), events: record.events, status: record.status)
+        guard let upstream = record.upstreamSpan else { return }
+        json.raw(",")
+        span(
+            &json, traceID: record.traceID, spanID: upstream.spanID, parent: record.rootSpanID,
+            name: upstream.name, kind: 3, start: upstream.startTimeUnixNano, end: upstream.clampedEndTimeUnixNano,
+            attributes: upstreamAttributes(upstream), events: upstream.events, status: upstream.status)
+    }
+
+    private static func span(
+        _ json: inout TraceJSONWriter, traceID: TraceID, spanID: SpanID, parent: SpanID?, name: String, kind: Int,
+        start: UInt64, end: UInt64, attributes: [(key: String, value: AttributeValue)], events: [SpanEvent],
+        status: TraceRecord.Status
+    ) {
         json.raw("{")
-        json.key("traceId"); json.string(record.traceID.hex)
-        json.raw(","); json.key("spanId"); json.string(record.rootSpanID.hex)
-        if linksParent, let parent = record.parentSpanID {
+        json.key("traceId"); json.string(traceID.hex)
+        json.raw(","); json.key("spanId"); json.string(spanID.hex)
+        if let parent {
             json.raw(","); json.key("parentSpanId"); json.string(parent.hex)
         }
-        json.raw(","); json.key("name"); json.string(record.name)
-        json.raw(","); json.key("kind"); json.raw("2")
-        json.raw(","); json.key("startTimeUnixNano"); json.quotedInteger(record.startTimeUnixNano)
-        json.raw(","); json.key("endTimeUnixNano"); json.quotedInteger(record.clampedEndTimeUnixNano)
+        json.raw(","); json.key("name"); json.string(name)
+        json.raw(","); json.key("kind"); json.integer(Int64(kind))
+        json.raw(","); json.key("startTimeUnixNano"); json.quotedInteger(start)
+        json.raw(","); json.key("endTimeUnixNano"); json.quotedInteger(end)
         json.raw(","); json.key("attributes"); json.raw("[")
-        json.list(rootAttributes(record)) { json, item in attribute(&json, item.key, item.value) }
+        json.list(attributes) { json, item in attribute(&json, item.key, item.value) }
         json.raw("]")
-        if !record.events.isEmpty {
+        if !events.isEmpty {
             json.raw(","); json.key("events"); json.raw("[")
-            json.list(record.events) { json, event in
+            json.list(events) { json, event in
                 json.raw("{"); json.key("name"); json.string(event.name)
                 json.raw(","); json.key("timeUnixNano"); json.quotedInteger(event.timeUnixNano)
                 json.raw(","); json.key("attributes"); json.raw("[")
@@ -72,13 +90,23 @@ public enum OTLPJSON {
             json.raw("]")
         }
         json.raw(","); json.key("status")
-        switch record.status {
+        switch status {
         case .ok:
             json.raw("{\"code\":1}")
         case .error(let message):
             json.raw("{\"code\":2,\"message\":"); json.string(message); json.raw("}")
         }
         json.raw("}")
+    }
+
+    /// The upstream span's attributes: its type, then `attributes` by key (reserved keys and tags left out).
+    static func upstreamAttributes(_ span: UpstreamSpan) -> [(key: String, value: AttributeValue)] {
+        var result: [(key: String, value: AttributeValue)] = [("mlflow.spanType", .string(span.spanType.rawValue))]
+        for (key, value) in span.attributes.sorted(by: { $0.key < $1.key })
+        where !reservedAttributeKeys.contains(key) && !key.hasPrefix(traceTagPrefix) {
+            result.append((key, value))
+        }
+        return result
     }
 
     /// The root span's attributes in a fixed order: dedicated fields, then `attributes` by key,

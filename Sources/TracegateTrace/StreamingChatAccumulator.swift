@@ -47,6 +47,9 @@ public struct StreamingChatAccumulator: Sendable {
         chat?.completed ?? responses?.completed ?? anthropic?.completed ?? false
     }
 
+    /// Whether any output (text, reasoning or tool-call arguments) has been assembled: the first token came.
+    public var hasOutput: Bool { notes.hasOutput }
+
     /// Feeds a chunk of the response body; returns how many events it completed.
     @discardableResult
     public mutating func feed<Bytes: Collection<UInt8>>(_ chunk: Bytes) -> Int {
@@ -131,6 +134,8 @@ struct StreamNotes: Sendable {
     let initialBudget: Int
     private(set) var remainingBudget: Int
     private(set) var budgetExceeded = false
+    /// Whether a non-empty fragment was ever assembled.
+    private(set) var hasOutput = false
 
     init(budget: Int) {
         initialBudget = max(0, budget)
@@ -146,6 +151,7 @@ struct StreamNotes: Sendable {
     /// Appends a fragment of assembled text within the byte budget.
     mutating func append(_ fragment: String, to target: inout String) {
         let size = fragment.utf8.count
+        if size > 0 { hasOutput = true }
         if size <= remainingBudget {
             target += fragment
             remainingBudget -= size

@@ -12,12 +12,22 @@ public struct TraceBuilder: Sendable {
     public var capturesBodies: Bool
     /// Applied to everything textual the trace holds before it leaves the builder.
     public var redaction: Redaction
+    /// Recognised chat exchanges are named after their operation and model
+    /// (`chat.completions gpt-4o-mini`); otherwise, and for everything else, `METHOD /path`.
+    public var namesChatByOperation: Bool
+    /// Where traces come from, by route (`CapturedExchange.route`; the last one serves any index beyond).
+    public var sources: [TraceSource]
 
-    public init(staticTags: [(String, String)] = [], errorOn4xx: Bool = false, capturesBodies: Bool = true, redaction: Redaction = Redaction()) {
+    public init(
+        staticTags: [(String, String)] = [], errorOn4xx: Bool = false, capturesBodies: Bool = true, redaction: Redaction = Redaction(),
+        namesChatByOperation: Bool = true, sources: [TraceSource] = []
+    ) {
         self.staticTags = staticTags
         self.errorOn4xx = errorOn4xx
         self.capturesBodies = capturesBodies
         self.redaction = redaction
+        self.namesChatByOperation = namesChatByOperation
+        self.sources = sources
     }
 
     /// Whether the exchange ended as an error trace (kept whatever the sampling).
@@ -33,11 +43,12 @@ public struct TraceBuilder: Sendable {
     public func record(for exchange: CapturedExchange) -> TraceRecord {
         let path = exchange.target.split(separator: "?", maxSplits: 1).first.map(String.init) ?? exchange.target
         let start = UInt64(max(0, exchange.startEpochNanos))
+        let requestName = redaction.text("\(exchange.method) \(path)")
         var record = TraceRecord(
             traceID: TraceID(high: exchange.traceIDHigh, low: exchange.traceIDLow),
             rootSpanID: SpanID(value: exchange.rootSpanID),
             parentSpanID: exchange.parentSpanID.map(SpanID.init(value:)),
-            name: redaction.text("\(exchange.method) \(path)"),
+            name: requestName,
             startTimeUnixNano: start,
             endTimeUnixNano: start + UInt64(max(0, exchange.durationNanos)))
 
@@ -52,11 +63,81 @@ public struct TraceBuilder: Sendable {
             record.attributes["tracegate.warnings"] = .string(identity.warnings.map(\.description).joined(separator: "; "))
         }
 
+        describeSource(exchange, into: &record)
         describeHTTP(exchange, into: &record)
         let chat = describeBodies(exchange, path: path, into: &record)
         describeOutcome(exchange, streamCompleted: chat?.streamCompleted ?? false, into: &record)
+        describeUpstreamCall(exchange, chat: chat, name: requestName, into: &record)
+        if namesChatByOperation, let chat { record.name = Self.operationName(chat) }
         return record
     }
+
+    /// `chat.completions gpt-4o-mini`, `responses o3`, `messages claude-sonnet-4`: what the SDK's
+    /// autologging calls the operation, and the model (at most 200 characters of it).
+    static func operationName(_ chat: ChatExchange) -> String {
+        let operation: String
+        switch chat.format {
+        case .openAIChat: operation = "chat.completions"
+        case .openAIResponses: operation = "responses"
+        case .anthropic: operation = "messages"
+        }
+        guard let model = chat.model?.trimmingCharacters(in: .whitespacesAndNewlines), !model.isEmpty else { return operation }
+        return operation + " " + String(model.prefix(200))
+    }
+
+    /// Where the trace came from (MLflow's Source column), the route, and the client's own retry count.
+    private func describeSource(_ exchange: CapturedExchange, into record: inout TraceRecord) {
+        if let source = sources.isEmpty ? nil : sources[min(max(0, exchange.route), sources.count - 1)] {
+            record.metadata["mlflow.source.name"] = source.name
+            record.metadata["mlflow.source.type"] = source.type
+            if let route = source.route {
+                record.tags["tracegate.route"] = route
+                record.attributes["tracegate.route"] = .string(route)
+            }
+        }
+        if let retries = exchange.clientRetryCount {
+            record.attributes["tracegate.client_retry_count"] = .int(Int64(retries))
+            // Only retries are tagged, so `tags.`tracegate.retry` IS NULL` keeps one trace per turn.
+            if retries > 0 { record.tags["tracegate.retry"] = String(retries) }
+        }
+    }
+
+    /// The upstream call as a child span: from the request going upstream to the end of the response.
+    /// A recognised chat exchange makes it the `LLM` span, and the model, token usage and provider move
+    /// onto it (where MLflow's autologging puts them; counted once in the trace's totals).
+    private func describeUpstreamCall(_ exchange: CapturedExchange, chat: ChatExchange?, name: String, into record: inout TraceRecord) {
+        guard let sent = exchange.upstreamSentNanos else { return }
+        let start = record.startTimeUnixNano
+        var span = UpstreamSpan(
+            spanID: UpstreamSpan.spanID(under: record.rootSpanID), name: name,
+            startTimeUnixNano: min(start + UInt64(max(0, sent)), record.endTimeUnixNano),
+            endTimeUnixNano: record.endTimeUnixNano, status: record.status, spanType: chat == nil ? .unknown : .llm)
+        if !exchange.upstream.isEmpty { span.attributes["tracegate.upstream"] = .string(exchange.upstream) }
+        if let status = exchange.status { span.attributes[TraceAttributeKey.httpResponseStatusCode] = .int(Int64(status)) }
+        for key in Self.modelAttributeKeys {
+            if let value = record.attributes.removeValue(forKey: key) { span.attributes[key] = value }
+        }
+        // Both spans render as chat in MLflow's trace view.
+        if let format = record.attributes[TraceAttributeKey.messageFormat] { span.attributes[TraceAttributeKey.messageFormat] = format }
+        if let chat, let piece = chat.firstOutputPiece, piece < exchange.chunkArrivals.count {
+            let nanos = exchange.chunkArrivals[piece].nanos
+            span.attributes["tracegate.time_to_first_token_ms"] = .double(Double(nanos) / 1e6)
+            span.events.append(SpanEvent(name: "first_token", timeUnixNano: start + UInt64(max(0, nanos))))
+        }
+        if let last = exchange.lastResponseBytesNanos {
+            var event = SpanEvent(name: "end_of_stream", timeUnixNano: start + UInt64(max(0, last)))
+            if let chat { event.attributes["tracegate.stream.completed"] = .bool(chat.streamCompleted) }
+            span.events.append(event)
+        }
+        record.upstreamSpan = span
+    }
+
+    /// What the model says about itself: kept on the `LLM` span, not on the root.
+    static let modelAttributeKeys = [
+        TraceAttributeKey.model, TraceAttributeKey.tokenUsage,
+        "gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model",
+        "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens", "tracegate.stream.events",
+    ]
 
     private func describeHTTP(_ exchange: CapturedExchange, into record: inout TraceRecord) {
         record.attributes[TraceAttributeKey.httpRequestMethod] = .string(exchange.method)

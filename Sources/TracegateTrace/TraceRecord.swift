@@ -1,4 +1,5 @@
-/// One finished proxied exchange described as a trace (a single root span), independent of any
+/// One finished proxied exchange described as a trace (a root span and, when the request went
+/// upstream, an `UpstreamSpan` under it), independent of any
 /// wire format. The encoders (`OTLPJSON`, `StartTraceV3`) turn it into MLflow requests; it is
 /// also `Codable` so a spool file can hold it and `push` can re-read it.
 public struct TraceRecord: Sendable, Equatable, Codable {
@@ -72,6 +73,8 @@ public struct TraceRecord: Sendable, Equatable, Codable {
     public var responsePreview: String?
     /// Root span events, e.g. `SpanEvent.exception(…)` for an upstream failure.
     public var events: [SpanEvent]
+    /// The call to the upstream, under the root span; nil when the request never went upstream.
+    public var upstreamSpan: UpstreamSpan?
 
     public init(
         traceID: TraceID,
@@ -92,7 +95,8 @@ public struct TraceRecord: Sendable, Equatable, Codable {
         metadata: [String: String] = [:],
         requestPreview: String? = nil,
         responsePreview: String? = nil,
-        events: [SpanEvent] = []
+        events: [SpanEvent] = [],
+        upstreamSpan: UpstreamSpan? = nil
     ) {
         self.traceID = traceID
         self.rootSpanID = rootSpanID
@@ -113,6 +117,7 @@ public struct TraceRecord: Sendable, Equatable, Codable {
         self.requestPreview = requestPreview
         self.responsePreview = responsePreview
         self.events = events
+        self.upstreamSpan = upstreamSpan
     }
 
     /// The end time, never before the start.

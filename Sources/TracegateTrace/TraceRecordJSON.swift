@@ -27,14 +27,7 @@ public enum TraceRecordJSON {
         attributes(record.attributes, into: &json)
         if let id = record.clientRequestID { json.raw(","); json.key("clientRequestID"); json.string(id) }
         json.raw(","); json.key("endTimeUnixNano"); json.integer(record.endTimeUnixNano)
-        json.raw(","); json.key("events"); json.raw("[")
-        json.list(record.events) { json, event in
-            json.raw("{"); json.key("attributes"); attributes(event.attributes, into: &json)
-            json.raw(","); json.key("name"); json.string(event.name)
-            json.raw(","); json.key("timeUnixNano"); json.integer(event.timeUnixNano)
-            json.raw("}")
-        }
-        json.raw("]")
+        json.raw(","); json.key("events"); events(record.events, into: &json)
         if let inputs = record.inputs { json.raw(","); json.key("inputs"); json.string(inputs) }
         json.raw(","); json.key("metadata"); strings(record.metadata, into: &json)
         json.raw(","); json.key("name"); json.string(record.name)
@@ -46,15 +39,42 @@ public enum TraceRecordJSON {
         if let session = record.session { json.raw(","); json.key("session"); json.string(session) }
         json.raw(","); json.key("spanType"); json.string(record.spanType.rawValue)
         json.raw(","); json.key("startTimeUnixNano"); json.integer(record.startTimeUnixNano)
-        json.raw(","); json.key("status")
-        switch record.status {
+        json.raw(","); json.key("status"); status(record.status, into: &json)
+        json.raw(","); json.key("tags"); strings(record.tags, into: &json)
+        json.raw(","); json.key("traceID"); json.string(record.traceID.hex)
+        if let span = record.upstreamSpan { json.raw(","); json.key("upstreamSpan"); upstreamSpan(span, into: &json) }
+        if let user = record.user { json.raw(","); json.key("user"); json.string(user) }
+        json.raw("}")
+    }
+
+    private static func upstreamSpan(_ span: UpstreamSpan, into json: inout TraceJSONWriter) {
+        json.raw("{"); json.key("attributes"); attributes(span.attributes, into: &json)
+        json.raw(","); json.key("endTimeUnixNano"); json.integer(span.endTimeUnixNano)
+        json.raw(","); json.key("events"); events(span.events, into: &json)
+        json.raw(","); json.key("name"); json.string(span.name)
+        json.raw(","); json.key("spanID"); json.string(span.spanID.hex)
+        json.raw(","); json.key("spanType"); json.string(span.spanType.rawValue)
+        json.raw(","); json.key("startTimeUnixNano"); json.integer(span.startTimeUnixNano)
+        json.raw(","); json.key("status"); status(span.status, into: &json)
+        json.raw("}")
+    }
+
+    private static func events(_ events: [SpanEvent], into json: inout TraceJSONWriter) {
+        json.raw("[")
+        json.list(events) { json, event in
+            json.raw("{"); json.key("attributes"); attributes(event.attributes, into: &json)
+            json.raw(","); json.key("name"); json.string(event.name)
+            json.raw(","); json.key("timeUnixNano"); json.integer(event.timeUnixNano)
+            json.raw("}")
+        }
+        json.raw("]")
+    }
+
+    private static func status(_ status: TraceRecord.Status, into json: inout TraceJSONWriter) {
+        switch status {
         case .ok: json.raw("{\"code\":\"ok\"}")
         case .error(let message): json.raw("{\"code\":\"error\",\"message\":"); json.string(message); json.raw("}")
         }
-        json.raw(","); json.key("tags"); strings(record.tags, into: &json)
-        json.raw(","); json.key("traceID"); json.string(record.traceID.hex)
-        if let user = record.user { json.raw(","); json.key("user"); json.string(user) }
-        json.raw("}")
     }
 
     private static func attributes(_ values: [String: AttributeValue], into json: inout TraceJSONWriter) {
