@@ -166,7 +166,8 @@ public struct TraceBuilder: Sendable {
             exchange.response.contentEncoding == nil
             ? ChatPayloadInterpreter.interpret(
                 path: path, requestBody: exchange.request.bytes, responseBody: exchange.response.bytes,
-                responseContentType: exchange.response.contentType, responseTruncated: exchange.response.isTruncated)
+                responseContentType: exchange.response.contentType, responseTruncated: exchange.response.isTruncated,
+                pieceEnds: exchange.chunkArrivals.map(\.byteEnd))
             : nil
         guard let chat else {
             if capturesBodies { record.outputs = BodyText.describe(exchange.response).map(redaction.body) }
