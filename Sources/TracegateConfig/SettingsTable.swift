@@ -122,7 +122,7 @@ enum SettingsTable {
         .init("sample_ratio", \.sampleRatio, .ratio, default: .value("1"),
               doc: "Share of exchanges traced, from 0 to 1. Errors are always traced."),
         .init("propagate_trace_context", \.propagateTraceContext, .bool, default: .value("true"),
-              doc: "Continue an incoming W3C traceparent (the trace takes the caller's trace id) and send a traceparent upstream naming tracegate's span."),
+              doc: "Continue an incoming W3C traceparent (the trace takes the caller's trace id) and send a traceparent upstream naming tracegate's span for the upstream call, so the upstream's own spans nest under it."),
         .init("force_trace_header", \.forceTraceHeader, .headerName, default: .value("X-Tracegate-Force-Trace"),
               doc: "A request carrying this header (any value but 0 or false) is always traced."),
         // MLflow (MLflow's own environment variable names)

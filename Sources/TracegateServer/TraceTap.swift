@@ -69,14 +69,22 @@ final class TraceTap: ExchangeTap {
         sampled =
             settings.sampleRatio >= 1
             || Self.isSampled(traceIDLow, ratio: settings.sampleRatio, forced: headers.first(name: settings.forceTraceHeader))
-        clientRetryCount = Self.clientRetryCount(headers)
+        clientRetryCount = Self.clientRetryCount(
+            stainless: headers.first(name: "x-stainless-retry-count"), envoyAttempt: headers.first(name: "x-envoy-attempt-count"))
         headerTags = settings.headerTags.compactMap { pair in headers.first(name: pair.header).map { (pair.tag, $0) } }
         limit = settings.maxCapturedBodyBytes
         request = CapturedExchange.Body(
             contentType: headers.first(name: "content-type"), contentEncoding: headers.first(name: "content-encoding"))
         upstreamHeaders =
             settings.propagatesTraceContext
-            ? [("traceparent", W3CTraceParent.header(traceIDHigh: traceIDHigh, traceIDLow: traceIDLow, spanID: rootSpanID, sampled: sampled))]
+            ? [
+                (
+                    "traceparent",
+                    W3CTraceParent.header(
+                        traceIDHigh: traceIDHigh, traceIDLow: traceIDLow, spanID: UpstreamSpan.spanID(under: SpanID(value: rootSpanID)).value,
+                        sampled: sampled)
+                )
+            ]
             : []
         if settings.traceIDResponseHeader.isEmpty || !sampled {
             responseHeaders = []
@@ -94,9 +102,9 @@ final class TraceTap: ExchangeTap {
 
     /// The retry count the client's SDK announces: `x-stainless-retry-count` (OpenAI's and Anthropic's
     /// SDKs, 0 on the first attempt), or Envoy's `x-envoy-attempt-count` (1 on the first attempt).
-    static func clientRetryCount(_ headers: HeaderFields) -> Int? {
-        if let text = headers.first(name: "x-stainless-retry-count") { return smallCount(text) }
-        if let text = headers.first(name: "x-envoy-attempt-count"), let attempt = smallCount(text), attempt >= 1 {
+    static func clientRetryCount(stainless: String?, envoyAttempt: String?) -> Int? {
+        if let text = stainless { return smallCount(text) }
+        if let text = envoyAttempt, let attempt = smallCount(text), attempt >= 1 {
             return attempt - 1
         }
         return nil

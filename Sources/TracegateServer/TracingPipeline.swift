@@ -345,12 +345,14 @@ final class TracingPipeline: @unchecked Sendable {
         var output_tokens: Int?
     }
 
+    /// Model and usage sit on the upstream (LLM) span when there is one, as in an SDK trace.
     private static func countTokens(of record: TraceRecord, into metrics: TracegateMetrics) {
-        guard case .string(let json)? = record.attributes[TraceAttributeKey.tokenUsage],
+        let attributes = record.upstreamSpan?.attributes ?? record.attributes
+        guard case .string(let json)? = attributes[TraceAttributeKey.tokenUsage],
             let usage = try? JSONDecoder().decode(Usage.self, from: Data(json.utf8))
         else { return }
         var model: String?
-        if case .string(let name)? = record.attributes[TraceAttributeKey.model] { model = name }
+        if case .string(let name)? = attributes[TraceAttributeKey.model] { model = name }
         metrics.countTokens(model: model, input: usage.input_tokens ?? 0, output: usage.output_tokens ?? 0)
     }
 

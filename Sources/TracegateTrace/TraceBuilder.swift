@@ -122,10 +122,10 @@ public struct TraceBuilder: Sendable {
         if let chat, let piece = chat.firstOutputPiece, piece < exchange.chunkArrivals.count {
             let nanos = exchange.chunkArrivals[piece].nanos
             span.attributes["tracegate.time_to_first_token_ms"] = .double(Double(nanos) / 1e6)
-            span.events.append(SpanEvent(name: "first_token", timeUnixNano: start + UInt64(max(0, nanos))))
+            span.events.append(SpanEvent(name: "first_token", timeUnixNano: span.clamped(start + UInt64(max(0, nanos)))))
         }
         if let last = exchange.lastResponseBytesNanos {
-            var event = SpanEvent(name: "end_of_stream", timeUnixNano: start + UInt64(max(0, last)))
+            var event = SpanEvent(name: "end_of_stream", timeUnixNano: span.clamped(start + UInt64(max(0, last))))
             if let chat { event.attributes["tracegate.stream.completed"] = .bool(chat.streamCompleted) }
             span.events.append(event)
         }

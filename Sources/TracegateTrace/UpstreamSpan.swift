@@ -35,6 +35,10 @@ public struct UpstreamSpan: Sendable, Equatable, Codable {
     /// The end time, never before the start.
     var clampedEndTimeUnixNano: UInt64 { max(startTimeUnixNano, endTimeUnixNano) }
 
+    /// A time inside the span. Event times come from the tap's clock and the span's end from the
+    /// exchange's, which can disagree by a fraction of a millisecond.
+    func clamped(_ time: UInt64) -> UInt64 { min(max(time, startTimeUnixNano), clampedEndTimeUnixNano) }
+
     /// A span id derived from the root span's (splitmix64): stable, so a re-sent trace (spool, `push`)
     /// replaces the span instead of adding one, and never zero or equal to the root's.
     public static func spanID(under root: SpanID) -> SpanID {

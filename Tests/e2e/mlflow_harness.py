@@ -283,6 +283,14 @@ def root_span(trace):
     return roots[0]
 
 
+def upstream_span(trace):
+    """The root span's one child: the call to the upstream (LLM for chat exchanges, else UNKNOWN)."""
+    root = root_span(trace)
+    children = [s for s in trace.data.spans if s.parent_id == root.span_id]
+    assert len(children) == 1, f"expected one upstream span, got {[(s.name, s.span_type) for s in children]}"
+    return children[0]
+
+
 def trace_json(trace) -> str:
     """Everything MLflow returns about the trace (info, metadata, tags, every span with its
     attributes, inputs, outputs and events) as one JSON text."""

@@ -13,7 +13,7 @@ import uuid
 import pytest
 from openai import OpenAI
 
-from mlflow_harness import (expected_usage, request_id, root_span, state, trace_id_of, trace_json,
+from mlflow_harness import (expected_usage, request_id, root_span, state, trace_id_of, trace_json, upstream_span,
                             trace_json_via_rest, unique, wait_for_trace)
 
 MESSAGES = [
@@ -43,12 +43,14 @@ def backend_completion(backend, completion_id: str) -> dict:
 def assert_chat_trace(trace, user: str, session: str, usage: dict) -> None:
     """All the chat fields at once, so that a failure shows every difference."""
     info = trace.info
-    root = root_span(trace)
-    actual = {"root span": root.name, "span type": root.span_type, "request preview": info.request_preview,
+    root, upstream = root_span(trace), upstream_span(trace)
+    actual = {"root span": root.name, "span type": root.span_type,
+              "upstream span": (upstream.name, upstream.span_type), "request preview": info.request_preview,
               "response preview": info.response_preview, "token usage": info.token_usage,
               "user": info.trace_metadata.get("mlflow.trace.user"),
               "session": info.trace_metadata.get("mlflow.trace.session"), "state": state(trace)}
-    expected = {"root span": "POST /v1/chat/completions", "span type": "CHAT_MODEL",
+    expected = {"root span": "chat.completions fake-model", "span type": "CHAT_MODEL",
+                "upstream span": ("POST /v1/chat/completions", "LLM"),
                 "request preview": LAST_USER_MESSAGE, "response preview": ANSWER,
                 "token usage": expected_usage(usage), "user": user, "session": session, "state": "OK"}
     assert actual == expected

@@ -11,7 +11,8 @@ from __future__ import annotations
 import anthropic
 from openai import OpenAI
 
-from mlflow_harness import expected_usage, request_id, root_span, state, trace_id_of, unique, wait_for_trace
+from mlflow_harness import (expected_usage, request_id, root_span, state, trace_id_of, unique, upstream_span,
+                            wait_for_trace)
 
 QUESTION = "and what does it export"
 ANSWER = "You said: and what does it export"  # what the fake backend answers to QUESTION
@@ -25,18 +26,22 @@ def recorded(backend, answer_id: str) -> dict:
 
 
 def chat_facts(trace) -> dict:
-    root = root_span(trace)
+    root, upstream = root_span(trace), upstream_span(trace)
     return {"span type": root.span_type, "format": root.attributes.get("mlflow.message.format"),
             "request preview": trace.info.request_preview, "response preview": trace.info.response_preview,
             "token usage": trace.info.token_usage, "user": trace.info.trace_metadata.get("mlflow.trace.user"),
             "session": trace.info.trace_metadata.get("mlflow.trace.session"), "state": state(trace),
-            "root span": root.name}
+            "root span": root.name, "upstream span": (upstream.name, upstream.span_type)}
 
 
 def expected_facts(path: str, message_format: str, usage: dict, user: str, session: str) -> dict:
+    """The root span is named after the operation and model, as the SDK's autologging names it; the
+    upstream call is its LLM child, named after the request line."""
+    operation, model = {"/v1/responses": ("responses", "fake-model"),
+                        "/v1/messages": ("messages", "fake-claude")}[path]
     return {"span type": "CHAT_MODEL", "format": message_format, "request preview": QUESTION,
             "response preview": ANSWER, "token usage": expected_usage(usage), "user": user, "session": session,
-            "state": "OK", "root span": f"POST {path}"}
+            "state": "OK", "root span": f"{operation} {model}", "upstream span": (f"POST {path}", "LLM")}
 
 
 def openai_client(tg, user: str, session: str) -> OpenAI:

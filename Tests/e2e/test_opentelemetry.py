@@ -27,10 +27,19 @@ def _otel_env(receiver: OtlpReceiver) -> dict:
 
 
 def _span_of(receiver: OtlpReceiver, rid: str) -> dict:
+    """The root (SERVER) span of the exchange with this request id."""
     def found():
         spans = [s for s in receiver.spans() if s["_attributes"].get("tracegate.request_id") == rid]
         return spans[0] if spans else None
     return wait_until(found, 20, interval=0.05, message=f"an OTLP span for {rid}")
+
+
+def _upstream_span_of(receiver: OtlpReceiver, root: dict) -> dict:
+    """The root span's one child: the CLIENT span of the call to the upstream."""
+    children = [s for s in receiver.spans() if s["traceId"] == root["traceId"] and s.get("parentSpanId") == root["spanId"]]
+    assert len(children) == 1, children
+    assert children[0]["kind"] == 3, "SPAN_KIND_CLIENT"
+    return children[0]
 
 
 def test_the_same_trace_reaches_mlflow_and_the_otlp_receiver(backend, start_tracegate, receiver, mlflow_server,
@@ -44,12 +53,15 @@ def test_the_same_trace_reaches_mlflow_and_the_otlp_receiver(backend, start_trac
     assert r.status_code == 200
     span = _span_of(receiver, rid)
     attrs = span["_attributes"]
+    assert span["kind"] == 2, "SPAN_KIND_SERVER"
     assert attrs["user.id"] == user and attrs["session.id"] == session
-    assert attrs["gen_ai.operation.name"] == "chat" and attrs["gen_ai.request.model"] == "gpt-4o-mini"
-    usage = r.json()["usage"]
-    assert attrs["gen_ai.usage.input_tokens"] == usage["prompt_tokens"]
-    assert attrs["gen_ai.usage.output_tokens"] == usage["completion_tokens"]
     assert attrs["http.response.status_code"] == 200
+    model_call = _upstream_span_of(receiver, span)["_attributes"]
+    assert model_call["gen_ai.operation.name"] == "chat" and model_call["gen_ai.request.model"] == "gpt-4o-mini"
+    usage = r.json()["usage"]
+    assert model_call["gen_ai.usage.input_tokens"] == usage["prompt_tokens"]
+    assert model_call["gen_ai.usage.output_tokens"] == usage["completion_tokens"]
+    assert "gen_ai.usage.input_tokens" not in attrs, "usage is counted once, on the model call"
     assert span["_resource"]["service.name"] == "chat-gateway"
     assert span["_resource"]["deployment.environment"] == "e2e"
     assert all(req["headers"].get("x-otel-key") == "s=cret" for req in receiver.requests)
@@ -72,7 +84,9 @@ def test_incoming_traceparent_is_continued_and_propagated_upstream(backend, star
     span = _span_of(receiver, rid)
     assert span["traceId"] == caller_trace, "the trace continues the caller's"
     assert span["parentSpanId"] == caller_span
-    assert upstream["traceparent"] == f"00-{caller_trace}-{span['spanId']}-01", "tracegate's span is the upstream's parent"
+    call = _upstream_span_of(receiver, span)
+    assert upstream["traceparent"] == f"00-{caller_trace}-{call['spanId']}-01", \
+        "tracegate's span for the upstream call is the upstream's parent"
     assert upstream["tracestate"] == "vendor=1"
     assert r.headers["X-MLflow-Trace-Id"] == f"tr-{caller_trace}"
     trace = wait_for_trace(mlflow_client, mlflow_experiment, rid)
@@ -87,7 +101,8 @@ def test_without_traceparent_a_new_one_is_sent_upstream(backend, start_tracegate
     r = requests.get(f"{tg.url}/echo", headers={"X-Request-ID": rid, "traceparent": "00-bogus"}, timeout=10)
     upstream = {name.lower(): value for name, value in r.json()["headers"]}
     span = _span_of(receiver, rid)
-    assert upstream["traceparent"] == f"00-{span['traceId']}-{span['spanId']}-01"
+    call = _upstream_span_of(receiver, span)
+    assert upstream["traceparent"] == f"00-{span['traceId']}-{call['spanId']}-01"
     assert "parentSpanId" not in span or not span["parentSpanId"], "an invalid traceparent is ignored"
 
 
@@ -102,5 +117,5 @@ def test_otlp_export_survives_a_receiver_outage(backend, start_tracegate, receiv
     receiver.down = False
     wait_until(lambda: {s["_attributes"].get("tracegate.request_id") for s in receiver.spans()} >= set(ids), 30,
                message="every trace at the receiver once it is back")
-    seen = [s["_attributes"]["tracegate.request_id"] for s in receiver.spans()]
+    seen = [s["_attributes"]["tracegate.request_id"] for s in receiver.spans() if not s.get("parentSpanId")]
     assert sorted(seen) == sorted(ids), "each trace exactly once"
