@@ -6,14 +6,16 @@ The official `openai` client drives the chat calls, retries included, as an inst
 
 from __future__ import annotations
 
+import re
 import time
+from pathlib import Path
 
 import pytest
 from openai import OpenAI, InternalServerError
 
 from backend import Backend
-from mlflow_harness import (create_experiment, expected_usage, request_id, root_span, search, state, unique,
-                            user_is, wait_for_trace, wait_for_traces)
+from mlflow_harness import (create_experiment, expected_usage, request_id, root_span, sdk_tracking_uri, search,
+                            state, unique, user_is, wait_for_trace, wait_for_traces)
 
 MESSAGES = [{"role": "user", "content": "name three colours"}]
 TOKEN_INTERVAL_MS = 60
@@ -105,8 +107,15 @@ def test_a_source_name_with_a_slash_stops_start_up_with_file_line_and_key(start_
 # ---- retries ---------------------------------------------------------------------------------------
 
 
-def test_the_openai_clients_retries_are_tagged_and_a_turn_counts_once(exporting_tracegate, mlflow_client,
-                                                                      mlflow_experiment):
+def readme_python_block_defining(name: str) -> str:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    [block] = [b for b in blocks if f"def {name}(" in b]
+    return block
+
+
+def test_the_openai_clients_retries_are_tagged_and_a_turn_counts_once(exporting_tracegate, mlflow_server, mlflow_client,
+                                                                      mlflow_experiment, monkeypatch):
     tg = exporting_tracegate()
     user, session = unique("retry-user"), unique("retry-session")
     chat = client(tg, user, session, max_retries=2)
@@ -129,6 +138,17 @@ def test_the_openai_clients_retries_are_tagged_and_a_turn_counts_once(exporting_
     assert sorted(t.info.client_request_id for t in turns) == sorted(good_ids + [failing_id]), \
         "one trace per turn once retries are filtered out"
     assert sorted(state(t) for t in turns) == ["ERROR", "OK", "OK"], "the error rate is one turn in three"
+
+    # The README's recipe, run as printed there.
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", mlflow_experiment)
+    recipe = readme_python_block_defining("analyze_user_behavior")
+    with sdk_tracking_uri(mlflow_server.url):
+        namespace: dict = {}
+        exec(recipe, namespace)
+        by_user = namespace["analyze_user_behavior"](user)
+        by_session = namespace["analyze_session_flow"](session)
+    assert sorted(by_user["client_request_id"]) == sorted(good_ids + [failing_id])
+    assert list(by_session["client_request_id"]) == [good_ids[0], failing_id, good_ids[1]], "in the order of the turns"
 
 
 # ---- span tree -------------------------------------------------------------------------------------
