@@ -23,7 +23,7 @@ let package = Package(
     ],
     targets: [
         /// Settings: one table of keys, parsed from proxy.conf, the environment and flags. Pure.
-        .target(name: "TracegateConfig"),
+        .target(name: "TracegateConfig", dependencies: ["TracegateTrace"]),
         /// Traces as values: the trace record, chat-payload understanding (OpenAI, Anthropic, SSE),
         /// validation of user/session/request ids, and the MLflow wire encodings. Pure, no I/O.
         .target(name: "TracegateTrace"),

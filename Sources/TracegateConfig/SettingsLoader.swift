@@ -37,6 +37,7 @@ public enum SettingsLoader {
         // Lowest precedence first, so each later source overrides; every given value is validated.
         var settings = SettingsTable.defaults()
         var given: Set<String> = []
+        var sources: [String: ConfigError.Source] = [:]
         func apply(_ setting: SettingDescriptor, _ text: String, _ source: ConfigError.Source) throws(ConfigError) {
             do {
                 try setting.apply(text, to: &settings)
@@ -44,6 +45,7 @@ public enum SettingsLoader {
                 throw invalidValue(text, for: setting, source: source, rejection: error)
             }
             given.insert(setting.key)
+            sources[setting.key] = source
         }
         settings.routes = try RouteSettings.routes(from: fileEntries, path: filePath)
         for entry in fileEntries where entry.section == nil {
@@ -70,7 +72,42 @@ public enum SettingsLoader {
                 source: .none, key: missing,
                 message: "missing setting \(missing): tls_cert_file and tls_key_file go together (set both to serve HTTPS, or neither)")
         }
+        try readIdentityHashKey(into: &settings, source: sources["identity_hash_key_file"] ?? .none, readFile: readFile)
         return settings
+    }
+
+    /// The key must exist when ids are pseudonymised, and is read now so a bad one stops start-up.
+    private static func readIdentityHashKey(
+        into settings: inout TracegateSettings, source: ConfigError.Source, readFile: (String) throws -> String
+    ) throws(ConfigError) {
+        guard settings.identityHash == .hmacSHA256 else {
+            if settings.identityHashKeyFile != nil {
+                throw ConfigError(
+                    source: source, key: "identity_hash_key_file",
+                    message: "identity_hash_key_file is set but identity_hash is off: set identity_hash = hmac-sha256 to pseudonymise ids, or remove the key file")
+            }
+            return
+        }
+        guard let path = settings.identityHashKeyFile else {
+            throw ConfigError(
+                source: .none, key: "identity_hash_key_file",
+                message: "missing setting identity_hash_key_file: identity_hash = hmac-sha256 needs a key file (at least 16 characters, such as the output of openssl rand -hex 32)")
+        }
+        var key: String
+        do {
+            key = try readFile(path)
+        } catch {
+            throw ConfigError(
+                source: source, key: "identity_hash_key_file",
+                message: "cannot read identity_hash_key_file '\(path)': \(ErrorReason.describe(error))")
+        }
+        if key.hasSuffix("\n") { key.removeLast() }  // also drops a "\r\n", one grapheme
+        guard key.utf8.count >= 16 else {
+            throw ConfigError(
+                source: source, key: "identity_hash_key_file",
+                message: "identity_hash_key_file '\(path)' holds \(key.utf8.count) bytes: expected a key of at least 16 characters, such as the output of openssl rand -hex 32")
+        }
+        settings.identityHashKey = Array(key.utf8)
     }
 
     /// Help text listing every setting: flag, environment variable, default and one-line doc.

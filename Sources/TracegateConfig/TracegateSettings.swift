@@ -1,3 +1,5 @@
+import TracegateTrace
+
 /// Every tracegate setting, resolved from flags, environment, config file and defaults.
 ///
 /// The initial values written below are placeholders only: `SettingsTable` holds the real
@@ -72,6 +74,17 @@ public struct TracegateSettings: Sendable, Equatable {
     public var traceSourceName: String? = nil
     public var traceSourceType: String = ""
     public var traceNames: TraceNames = .operation
+    /// Where the user and session come from, in order; empty: the `user_header` / `session_header`.
+    public var userFrom: [IdentitySource] = []
+    public var sessionFrom: [IdentitySource] = []
+    public var identityHash: IdentityHash = .off
+    public var identityHashKeyFile: String? = nil
+    /// The contents of `identity_hash_key_file`, read when the settings are loaded.
+    public var identityHashKey: [UInt8]? = nil
+
+    /// The user sources in effect (`user_from`, else the `user_header`).
+    public var userSources: [IdentitySource] { userFrom.isEmpty ? [.header(userHeader)] : userFrom }
+    public var sessionSources: [IdentitySource] { sessionFrom.isEmpty ? [.header(sessionHeader)] : sessionFrom }
     /// Request headers copied into tags: (header, tag key).
     public var tagHeaders = NamedPairs([])
     /// Traces per OTLP request.
@@ -158,7 +171,13 @@ public enum ForwardedHeaders: String, Sendable, CaseIterable {
     case none
 }
 
-/// What a trace holds.
+/// Whether user and session ids are pseudonymised before they leave.
+public enum IdentityHash: String, Sendable, CaseIterable {
+    case off
+    /// HMAC-SHA-256 under the key in `identity_hash_key_file`, as 64 hex digits.
+    case hmacSHA256 = "hmac-sha256"
+}
+
 /// How traces are named.
 public enum TraceNames: String, Sendable, CaseIterable {
     /// Recognised chat calls after their operation and model (`chat.completions gpt-4o-mini`); the rest `METHOD /path`.
@@ -167,6 +186,7 @@ public enum TraceNames: String, Sendable, CaseIterable {
     case request
 }
 
+/// What a trace holds.
 public enum CaptureMode: String, Sendable, CaseIterable {
     /// Bodies (capped) and metadata.
     case full

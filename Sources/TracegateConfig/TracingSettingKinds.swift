@@ -1,3 +1,5 @@
+import TracegateTrace
+
 /// Value kinds of the tracing and MLflow settings.
 extension ValueKind where Value == String? {
     /// Any text; empty means unset (nil).
@@ -99,3 +101,19 @@ extension ValueKind where Value == NamedPairs {
 }
 
 import Foundation
+
+extension ValueKind where Value == [IdentitySource] {
+    /// `jwt:sub, header:X-User-ID, body:user`; empty means the header setting.
+    static func identitySources(forSessions: Bool) -> Self {
+        .init(placeholder: "SOURCES", accepted: IdentitySource.accepted + ", or nothing for the header setting",
+              parse: { (text) throws(ValueRejection) in
+                  do {
+                      return try IdentitySource.parseList(text, forSessions: forSessions)
+                  } catch let error as IdentitySourceError {
+                      throw ValueRejection(error.description)
+                  } catch {
+                      throw ValueRejection()
+                  }
+              })
+    }
+}

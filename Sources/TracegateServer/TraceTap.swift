@@ -7,8 +7,9 @@ import TracegateTrace
 
 /// What the tracing observer reads from requests and how much it keeps.
 public struct TraceCaptureSettings: Sendable {
-    public var userHeader = "X-User-ID"
-    public var sessionHeader = "X-Session-ID"
+    /// The user and session sources that read the request head (`IdentityResolver.headSources`).
+    public var userHeadSources: [IdentitySource] = [.header("X-User-ID")]
+    public var sessionHeadSources: [IdentitySource] = [.header("X-Session-ID")]
     public var requestIDHeader = "X-Request-ID"
     /// Response header carrying the trace id; empty disables it.
     public var traceIDResponseHeader = "X-MLflow-Trace-Id"
@@ -37,8 +38,8 @@ final class TraceTap: ExchangeTap {
     /// The caller's span, when the request carried a valid `traceparent`.
     let parentSpanID: UInt64?
     let upstreamHeaders: [(name: String, value: String)]
-    let user: String?
-    let session: String?
+    let userHeadValues: [String?]
+    let sessionHeadValues: [String?]
     let requestIDWasGenerated: Bool
     /// Drawn when the request arrives; an unsampled exchange is still traced if it ends in error.
     let sampled: Bool
@@ -63,8 +64,9 @@ final class TraceTap: ExchangeTap {
         traceIDLow = caller?.traceIDLow ?? random.next()
         parentSpanID = caller?.parentSpanID
         rootSpanID = random.next() | 1  // never the invalid all-zero span id
-        user = headers.first(name: settings.userHeader)
-        session = headers.first(name: settings.sessionHeader)
+        let header = { (name: String) in headers.first(name: name) }
+        userHeadValues = settings.userHeadSources.map { IdentityHeadReader.read($0, header: header, target: head.uri) }
+        sessionHeadValues = settings.sessionHeadSources.map { IdentityHeadReader.read($0, header: header, target: head.uri) }
         requestIDWasGenerated = (headers.first(name: settings.requestIDHeader) ?? "").isEmpty
         sampled =
             settings.sampleRatio >= 1
@@ -215,7 +217,7 @@ final class TraceObserver: ExchangeObserver {
             CapturedExchange(
                 traceIDHigh: tap.traceIDHigh, traceIDLow: tap.traceIDLow, rootSpanID: tap.rootSpanID,
                 method: summary.method.rawValue, target: summary.target, upstream: settings.upstreams[min(summary.route, settings.upstreams.count - 1)],
-                user: tap.user, session: tap.session, requestID: summary.requestID,
+                user: nil, session: nil, requestID: summary.requestID,
                 requestIDWasGenerated: tap.requestIDWasGenerated, headerTags: tap.headerTags,
                 request: tap.request, response: tap.response, status: summary.status,
                 startEpochNanos: summary.startedAtEpochNanos, durationNanos: summary.duration.nanoseconds,
@@ -223,7 +225,8 @@ final class TraceObserver: ExchangeObserver {
                 timeToFirstEventNanos: tap.timeToFirstEventNanos, outcome: outcome, sampled: tap.sampled,
                 parentSpanID: tap.parentSpanID, route: summary.route,
                 upstreamSentNanos: summary.sentUpstreamAfter?.nanoseconds, chunkArrivals: tap.chunkArrivals,
-                lastResponseBytesNanos: tap.lastResponseBytesNanos, clientRetryCount: tap.clientRetryCount))
+                lastResponseBytesNanos: tap.lastResponseBytesNanos, clientRetryCount: tap.clientRetryCount,
+                userHeadValues: tap.userHeadValues, sessionHeadValues: tap.sessionHeadValues))
         if !queued { budget.release(CapturedExchange.bodyStorage(tap.request, tap.response)) }
     }
 }

@@ -39,6 +39,8 @@ final class TracingPipeline: @unchecked Sendable {
 
     private let destination: Destination
     private let builder: TraceBuilder
+    /// The session of each Responses API response seen (`chain:previous_response_id`); builder thread only.
+    private var responseChain = ResponseSessionChain()
     /// Captures waiting to be built.
     let captures: CaptureQueue<CapturedExchange>
     /// Storage of captured bodies (their arrays' capacity), from an exchange's first body byte until
@@ -115,7 +117,7 @@ final class TracingPipeline: @unchecked Sendable {
         builder = TraceBuilder(
             staticTags: settings.traceTags.pairs, errorOn4xx: settings.traceErrorOn4xx, capturesBodies: settings.capture == .full,
             redaction: Redaction(settings: settings), namesChatByOperation: settings.traceNames == .operation,
-            sources: Self.sources(settings))
+            sources: Self.sources(settings), identity: IdentityResolver(settings: settings))
         self.logger = logger
         let thread = Thread { [self] in runBuilder() }
         thread.start()
@@ -306,7 +308,7 @@ final class TracingPipeline: @unchecked Sendable {
                 for export in exports where export.routes.contains(captured.route) { export.exporter.countDropped() }
                 continue
             }
-            var record = builder.record(for: captured)
+            var record = builder.record(for: captured, chain: &responseChain)
             if captured.route < routeTags.count {
                 for (key, value) in routeTags[captured.route] { record.tags[key] = value }
             }
@@ -399,11 +401,20 @@ extension Redaction {
     }
 }
 
+extension IdentityResolver {
+    init(settings: TracegateSettings) {
+        self.init(
+            userSources: settings.userSources, sessionSources: settings.sessionSources,
+            pseudonymiser: settings.identityHash == .hmacSHA256 ? settings.identityHashKey.map(HMACSHA256.init(key:)) : nil)
+    }
+}
+
 extension TraceCaptureSettings {
     init(settings: TracegateSettings) {
         self.init()
-        userHeader = settings.userHeader
-        sessionHeader = settings.sessionHeader
+        let identity = IdentityResolver(settings: settings)
+        userHeadSources = identity.headSources.user
+        sessionHeadSources = identity.headSources.session
         requestIDHeader = settings.requestIDHeader
         traceIDResponseHeader = settings.traceIDHeader
         maxCapturedBodyBytes = settings.captureMaxBodyBytes

@@ -56,9 +56,11 @@ public struct CapturedExchange: Sendable {
     public var target: String
     /// The upstream base URL the request went to.
     public var upstream: String
-    /// Raw header values as received; validated when the trace is built.
-    public var user: String?
-    public var session: String?
+    /// Raw values of the user and session sources that read the request head, in the order of
+    /// `IdentityResolver.headSources` (with the default sources: the `X-User-ID` / `X-Session-ID`
+    /// header values); chosen and validated when the trace is built.
+    public var userHeadValues: [String?]
+    public var sessionHeadValues: [String?]
     public var requestID: String
     public var requestIDWasGenerated: Bool
     /// Request headers chosen for copying into tags: (tag key, value).
@@ -91,7 +93,8 @@ public struct CapturedExchange: Sendable {
         request: Body, response: Body, status: Int?, startEpochNanos: Int64, durationNanos: Int64,
         timeToFirstByteNanos: Int64?, timeToFirstEventNanos: Int64?, outcome: Outcome, sampled: Bool = true,
         parentSpanID: UInt64? = nil, route: Int = 0, upstreamSentNanos: Int64? = nil, chunkArrivals: [ChunkArrival] = [],
-        lastResponseBytesNanos: Int64? = nil, clientRetryCount: Int? = nil
+        lastResponseBytesNanos: Int64? = nil, clientRetryCount: Int? = nil,
+        userHeadValues: [String?]? = nil, sessionHeadValues: [String?]? = nil
     ) {
         self.traceIDHigh = traceIDHigh
         self.traceIDLow = traceIDLow
@@ -99,8 +102,8 @@ public struct CapturedExchange: Sendable {
         self.method = method
         self.target = target
         self.upstream = upstream
-        self.user = user
-        self.session = session
+        self.userHeadValues = userHeadValues ?? [user]
+        self.sessionHeadValues = sessionHeadValues ?? [session]
         self.requestID = requestID
         self.requestIDWasGenerated = requestIDWasGenerated
         self.headerTags = headerTags

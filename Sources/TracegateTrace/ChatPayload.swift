@@ -39,6 +39,10 @@ public struct ChatExchange: Sendable, Equatable {
     /// For streams read in pieces (`interpret(…, pieceEnds:)`): the index of the piece that brought
     /// the first output; nil when none of the pieces did.
     public var firstOutputPiece: Int?
+    /// Responses API: this response's id, and the earlier response the request continued
+    /// (`previous_response_id`); they chain the turns of a conversation into one session.
+    public var responseID: String?
+    public var previousResponseID: String?
 
     public init(
         format: Format, model: String? = nil, streamed: Bool = false, outputJSON: String? = nil,
@@ -130,9 +134,12 @@ public struct ChatRequest: Sendable, Equatable {
     /// The request alone is not conclusive (an Anthropic-looking body without `max_tokens`): the response
     /// must confirm the format (`"type":"message"`, a `message_start` event).
     public var needsResponseConfirmation: Bool
+    /// Responses API: `previous_response_id`.
+    public var previousResponseID: String?
 
     public init(format: ChatExchange.Format, model: String? = nil, streamRequested: Bool = false,
-                lastUserText: String? = nil, needsResponseConfirmation: Bool = false) {
+                lastUserText: String? = nil, needsResponseConfirmation: Bool = false, previousResponseID: String? = nil) {
+        self.previousResponseID = previousResponseID
         self.format = format
         self.model = model
         self.streamRequested = streamRequested
@@ -142,7 +149,9 @@ public struct ChatRequest: Sendable, Equatable {
 
     /// The exchange as known before any of the response is read.
     func baseExchange(streamed: Bool) -> ChatExchange {
-        ChatExchange(format: format, model: model, streamed: streamed, lastUserText: lastUserText)
+        var exchange = ChatExchange(format: format, model: model, streamed: streamed, lastUserText: lastUserText)
+        exchange.previousResponseID = previousResponseID
+        return exchange
     }
 }
 
@@ -242,7 +251,8 @@ public enum ChatPayloadInterpreter {
             default: guard body["prompt"]?.isObject == true else { return nil }
             }
             return ChatRequest(format: format, model: model, streamRequested: stream,
-                               lastUserText: input.flatMap(OpenAIResponses.lastUserText(input:)))
+                               lastUserText: input.flatMap(OpenAIResponses.lastUserText(input:)),
+                               previousResponseID: body["previous_response_id"]?.string)
         case .anthropic:
             guard let messages = body["messages"]?.array else { return nil }
             let hasMaxTokens = body["max_tokens"]?.int != nil

@@ -7,6 +7,7 @@ enum OpenAIResponses {
         guard response["object"]?.string == "response" || response["output"]?.array != nil else { return nil }
         var exchange = base
         if let model = response["model"]?.string, !model.isEmpty { exchange.model = model }
+        if let id = response["id"]?.string, !id.isEmpty { exchange.responseID = id }
         exchange.outputJSON = response.serialized
         var text = ""
         var calls: [ToolCall] = []

@@ -17,11 +17,14 @@ public struct TraceBuilder: Sendable {
     public var namesChatByOperation: Bool
     /// Where traces come from, by route (`CapturedExchange.route`; the last one serves any index beyond).
     public var sources: [TraceSource]
+    /// Where the user and session come from, and whether they are pseudonymised.
+    public var identity: IdentityResolver
 
     public init(
         staticTags: [(String, String)] = [], errorOn4xx: Bool = false, capturesBodies: Bool = true, redaction: Redaction = Redaction(),
-        namesChatByOperation: Bool = true, sources: [TraceSource] = []
+        namesChatByOperation: Bool = true, sources: [TraceSource] = [], identity: IdentityResolver = IdentityResolver()
     ) {
+        self.identity = identity
         self.staticTags = staticTags
         self.errorOn4xx = errorOn4xx
         self.capturesBodies = capturesBodies
@@ -40,7 +43,14 @@ public struct TraceBuilder: Sendable {
         }
     }
 
+    /// A trace on its own: a Responses API turn starts its own session chain.
     public func record(for exchange: CapturedExchange) -> TraceRecord {
+        var chain = ResponseSessionChain(capacity: 0)
+        return record(for: exchange, chain: &chain)
+    }
+
+    /// `chain` remembers the session of every Responses API response, for the turns that continue it.
+    public func record(for exchange: CapturedExchange, chain: inout ResponseSessionChain) -> TraceRecord {
         let path = exchange.target.split(separator: "?", maxSplits: 1).first.map(String.init) ?? exchange.target
         let start = UInt64(max(0, exchange.startEpochNanos))
         let requestName = redaction.text("\(exchange.method) \(path)")
@@ -52,20 +62,13 @@ public struct TraceBuilder: Sendable {
             startTimeUnixNano: start,
             endTimeUnixNano: start + UInt64(max(0, exchange.durationNanos)))
 
-        let identity = IdentityValues.validate(user: exchange.user, session: exchange.session, requestID: exchange.requestID)
-        record.user = identity.user
-        record.session = identity.session
-        record.clientRequestID = identity.clientRequestID
         for (key, value) in staticTags { record.tags[key] = value }
         for (key, value) in exchange.headerTags { record.tags[key] = String(redaction.text(value).prefix(MLflowLimits.tagValue)) }
-        for (key, value) in identity.tags { record.tags[key] = value }
-        if !identity.warnings.isEmpty {
-            record.attributes["tracegate.warnings"] = .string(identity.warnings.map(\.description).joined(separator: "; "))
-        }
 
         describeSource(exchange, into: &record)
         describeHTTP(exchange, into: &record)
         let chat = describeBodies(exchange, path: path, into: &record)
+        describeIdentity(exchange, chat: chat, chain: &chain, into: &record)
         describeOutcome(exchange, streamCompleted: chat?.streamCompleted ?? false, into: &record)
         describeUpstreamCall(exchange, chat: chat, name: requestName, into: &record)
         if namesChatByOperation, let chat { record.name = Self.operationName(chat) }
@@ -83,6 +86,42 @@ public struct TraceBuilder: Sendable {
         }
         guard let model = chat.model?.trimmingCharacters(in: .whitespacesAndNewlines), !model.isEmpty else { return operation }
         return operation + " " + String(model.prefix(200))
+    }
+
+    /// User, session and client request id: chosen among the sources, pseudonymised if asked,
+    /// validated; the sources that gave them are recorded. A Responses API response is remembered
+    /// with its session.
+    private func describeIdentity(
+        _ exchange: CapturedExchange, chat: ChatExchange?, chain: inout ResponseSessionChain, into record: inout TraceRecord
+    ) {
+        var parsedBody: PayloadJSON??
+        let request = IdentityResolver.Request(
+            body: {
+                if parsedBody == nil { parsedBody = .some(PayloadJSON.parse(exchange.request.bytes)) }
+                return parsedBody!
+            },
+            responseID: chat?.responseID, previousResponseID: chat?.previousResponseID)
+        let user = identity.user(headValues: exchange.userHeadValues, request: request)
+        let session = identity.session(headValues: exchange.sessionHeadValues, request: request, chain: chain)
+        func exported(_ choice: IdentityResolver.Choice?) -> String? {
+            guard let choice else { return nil }
+            return IdentityResolver.isValid(choice.value) ? identity.pseudonym(choice.value) : choice.value
+        }
+        let values = IdentityValues.validate(user: exported(user), session: exported(session), requestID: exchange.requestID)
+        record.user = values.user
+        record.session = values.session
+        record.clientRequestID = values.clientRequestID
+        for (key, value) in values.tags { record.tags[key] = value }
+        if !values.warnings.isEmpty {
+            record.attributes["tracegate.warnings"] = .string(values.warnings.map(\.description).joined(separator: "; "))
+        }
+        if values.user != nil, let source = user?.source { record.attributes["tracegate.user.source"] = .string(source.description) }
+        if values.session != nil, let source = session?.source {
+            record.attributes["tracegate.session.source"] = .string(source.description)
+        }
+        if identity.followsResponseChains, let responseID = chat?.responseID, let chosen = session, IdentityResolver.isValid(chosen.value) {
+            chain.remember(response: responseID, session: chosen.value)
+        }
     }
 
     /// Where the trace came from (MLflow's Source column), the route, and the client's own retry count.

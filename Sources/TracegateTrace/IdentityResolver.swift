@@ -1,0 +1,117 @@
+import Foundation
+
+/// Decides a trace's user and session from the sources configured (`user_from`, `session_from`),
+/// in order: the first that yields a valid value (not empty, no control characters) wins. Values
+/// may then be pseudonymised (`identity_hash`). Runs when the trace is built.
+public struct IdentityResolver: Sendable {
+    public var userSources: [IdentitySource]
+    public var sessionSources: [IdentitySource]
+    /// When set, user and session ids leave as the HMAC-SHA-256 of the value (64 hex digits).
+    public var pseudonymiser: HMACSHA256?
+
+    public init(
+        userSources: [IdentitySource] = [.header("X-User-ID")], sessionSources: [IdentitySource] = [.header("X-Session-ID")],
+        pseudonymiser: HMACSHA256? = nil
+    ) {
+        self.userSources = userSources
+        self.sessionSources = sessionSources
+        self.pseudonymiser = pseudonymiser
+    }
+
+    /// The sources read from the request head, user sources first: what the tap looks up.
+    public var headSources: (user: [IdentitySource], session: [IdentitySource]) {
+        (userSources.filter(\.readsHead), sessionSources.filter(\.readsHead))
+    }
+
+    /// A raw value and the source that gave it.
+    public struct Choice: Sendable, Equatable {
+        public var value: String
+        public var source: IdentitySource
+    }
+
+    /// Whether sessions follow `previous_response_id` (then every response's session is remembered).
+    public var followsResponseChains: Bool { sessionSources.contains(.responseChain) }
+
+    /// What the request said about itself, for sources that need more than the head.
+    public struct Request {
+        var body: () -> PayloadJSON?
+        /// The Responses API response this exchange produced, and the one it continues.
+        var responseID: String?
+        var previousResponseID: String?
+    }
+
+    /// The user: the first valid value among the sources, else the first value seen (which
+    /// validation will then drop with a warning), else nil.
+    func user(headValues: [String?], request: Request) -> Choice? {
+        choose(userSources, headValues: headValues, request: request, chained: nil)
+    }
+
+    func session(headValues: [String?], request: Request, chain: ResponseSessionChain) -> Choice? {
+        var chained: String?
+        if let previous = request.previousResponseID {
+            chained = chain.session(continuing: previous) ?? previous
+        } else {
+            chained = request.responseID
+        }
+        return choose(sessionSources, headValues: headValues, request: request, chained: chained)
+    }
+
+    private func choose(_ sources: [IdentitySource], headValues: [String?], request: Request, chained: String?) -> Choice? {
+        var firstSeen: Choice?
+        var headIndex = 0
+        for source in sources {
+            var raw: String?
+            switch source {
+            case .header, .cookie, .query, .baggage:
+                raw = headIndex < headValues.count ? headValues[headIndex] : nil
+                headIndex += 1
+            case .jwt(let claim, _):
+                raw = (headIndex < headValues.count ? headValues[headIndex] : nil).flatMap { Self.claim(claim, inPayload: $0) }
+                headIndex += 1
+            case .body(let path):
+                raw = request.body().flatMap { Self.scalar(at: path, in: $0) }
+            case .responseChain:
+                raw = chained
+            }
+            guard let raw else { continue }
+            let choice = Choice(value: raw, source: source)
+            if Self.isValid(raw) { return choice }
+            if firstSeen == nil { firstSeen = choice }
+        }
+        return firstSeen
+    }
+
+    /// What validation would keep: something left after trimming, and no control character.
+    static func isValid(_ value: String) -> Bool {
+        let trimmed = IdentityValues.mayNeedTrimming(value) ? value.trimmingCharacters(in: .whitespacesAndNewlines) : value
+        return !trimmed.isEmpty && !MLflowLimits.containsControlCharacter(trimmed)
+    }
+
+    /// The pseudonym of a valid value (trimmed first, so ` a` and `a` group together).
+    func pseudonym(_ value: String) -> String {
+        guard let pseudonymiser else { return value }
+        let trimmed = IdentityValues.mayNeedTrimming(value) ? value.trimmingCharacters(in: .whitespacesAndNewlines) : value
+        return pseudonymiser.hex(trimmed)
+    }
+
+    /// A claim of a JWT payload segment (base64url JSON): a string as is, an integer as its digits.
+    static func claim(_ name: String, inPayload segment: String) -> String? {
+        var base64 = segment.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        base64 += String(repeating: "=", count: (4 - base64.count % 4) % 4)
+        guard let data = Data(base64Encoded: base64), let payload = PayloadJSON.parse(data) else { return nil }
+        return payload[name].flatMap(scalarText)
+    }
+
+    /// The string or integer at a dotted path of object keys.
+    static func scalar(at path: [String], in json: PayloadJSON) -> String? {
+        var node: PayloadJSON? = json
+        for key in path { node = node?[key] }
+        return node.flatMap(scalarText)
+    }
+
+    private static func scalarText(_ value: PayloadJSON) -> String? {
+        if let text = value.string { return text }
+        if let number = value.int { return String(number) }
+        return nil
+    }
+}
