@@ -76,6 +76,15 @@ final class IdentityResolverTests: XCTestCase {
         XCTAssertFalse(line.contains("alice"), "the clear id is nowhere in the trace")
     }
 
+    func testABodyFieldRedactedFromTheTraceStillGivesThePseudonymisedUser() throws {
+        var build = try builder(user: "body:user", key: "0123456789abcdef0123")
+        build.redaction = Redaction(jsonPaths: ["user"], patterns: [])
+        let record = build.record(for: exchange(
+            request: #"{"model":"m","user":"alice@example.com","messages":[{"role":"user","content":"hi"}]}"#, user: []))
+        XCTAssertEqual(record.user, HMACSHA256(key: Array("0123456789abcdef0123".utf8)).hex("alice@example.com"))
+        XCTAssertFalse(String(decoding: TraceRecordJSON.line(record), as: UTF8.self).contains("alice"))
+    }
+
     // MARK: Responses API chains
 
     private func turn(_ id: String, previous: String?, sessionHeader: String? = nil) -> CapturedExchange {
