@@ -11,8 +11,30 @@ public struct SpoolError: Error, CustomStringConvertible {
     }
 }
 
-/// An on-disk FIFO of traces not yet delivered: segment files of JSON lines in one directory
-/// (the trace file's format, so `tracegate push` can send a segment by hand), read from a
+/// A record kept in a `DiskSpool`: one JSON line each.
+public protocol SpoolRecord: Codable, Sendable {
+    /// Appends the record's JSON and a newline.
+    static func appendLine(_ record: Self, to data: inout [UInt8])
+}
+
+extension TraceRecord: SpoolRecord {
+    public static func appendLine(_ record: TraceRecord, to data: inout [UInt8]) { TraceRecordJSON.appendLine(record, to: &data) }
+}
+
+extension Feedback: SpoolRecord {
+    public static func appendLine(_ record: Feedback, to data: inout [UInt8]) {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        data += (try? encoder.encode(record)) ?? Data()
+        data.append(UInt8(ascii: "\n"))
+    }
+}
+
+/// The spool of traces.
+public typealias TraceSpool = DiskSpool<TraceRecord>
+
+/// An on-disk FIFO of records not yet delivered: segment files of JSON lines in one directory
+/// (for traces, the trace file's format, so `tracegate push` can send a segment by hand), read from a
 /// persisted cursor, oldest first.
 ///
 /// Durability: every `append` reaches the kernel with `write(2)` before it returns, so a crash of
@@ -23,7 +45,7 @@ public struct SpoolError: Error, CustomStringConvertible {
 ///
 /// Bounded: beyond `maxBytes` the oldest segment is deleted and its traces counted as dropped.
 /// One process at a time: the directory is locked (`flock`) while open.
-public final class DiskSpool: @unchecked Sendable {
+public final class DiskSpool<Record: SpoolRecord>: @unchecked Sendable {
     public struct Configuration: Sendable {
         public var directory: String
         public var maxBytes: Int
@@ -39,9 +61,9 @@ public final class DiskSpool: @unchecked Sendable {
         }
     }
 
-    /// Traces read from the spool, to acknowledge once delivered (or set aside).
+    /// Records read from the spool, to acknowledge once delivered (or set aside).
     public struct Batch: Sendable {
-        public let traces: [TraceRecord]
+        public let records: [Record]
         /// Lines that could not be decoded (a torn write after a power loss); skipped.
         public let unreadableLines: Int
         fileprivate let segment: UInt64
@@ -101,22 +123,22 @@ public final class DiskSpool: @unchecked Sendable {
 
     // MARK: - State
 
-    /// Traces appended and not yet acknowledged.
-    public var traceCount: Int { lock.withLock { segments.reduce(0) { $0 + $1.lines } - readLines } }
+    /// Records appended and not yet acknowledged.
+    public var recordCount: Int { lock.withLock { segments.reduce(0) { $0 + $1.lines } - readLines } }
     /// Bytes on disk in segment files.
     public var byteCount: Int { lock.withLock { segments.reduce(0) { $0 + $1.bytes } } }
-    public var isEmpty: Bool { traceCount == 0 }
-    /// Traces deleted unread because the spool was full.
+    public var isEmpty: Bool { recordCount == 0 }
+    /// Records deleted unread because the spool was full.
     public var dropped: Int { lock.withLock { droppedTraces } }
 
     // MARK: - Writing
 
-    /// Appends traces in order. Returns how many older traces were dropped to stay within `maxBytes`.
+    /// Appends records in order. Returns how many older records were dropped to stay within `maxBytes`.
     @discardableResult
-    public func append(_ traces: [TraceRecord]) throws -> Int {
-        guard !traces.isEmpty else { return 0 }
+    public func append(_ records: [Record]) throws -> Int {
+        guard !records.isEmpty else { return 0 }
         var data: [UInt8] = []
-        for trace in traces { TraceRecordJSON.appendLine(trace, to: &data) }
+        for record in records { Record.appendLine(record, to: &data) }
         return try lock.withLock {
             if let last = segments.last, last.bytes > 0, last.bytes + data.count > configuration.segmentBytes {
                 try startSegment(last.sequence + 1)
@@ -129,7 +151,7 @@ public final class DiskSpool: @unchecked Sendable {
                 throw SpoolError("cannot write \(segmentPath(segments[segments.count - 1].sequence)): \(describeErrno(code))")
             }
             segments[segments.count - 1].bytes += data.count
-            segments[segments.count - 1].lines += traces.count
+            segments[segments.count - 1].lines += records.count
             let dropped = enforceCap()
             if ContinuousClock.now - lastSync >= configuration.fsyncInterval { syncLocked() }
             return dropped
@@ -179,7 +201,7 @@ public final class DiskSpool: @unchecked Sendable {
 
     // MARK: - Reading
 
-    /// Up to `max` of the oldest unacknowledged traces; nil when the spool is empty.
+    /// Up to `max` of the oldest unacknowledged records; nil when the spool is empty.
     /// Reading does not consume: call `acknowledge` once the batch is delivered.
     public func peek(max: Int) -> Batch? {
         lock.withLock {
@@ -220,7 +242,7 @@ public final class DiskSpool: @unchecked Sendable {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
-        var traces: [TraceRecord] = []
+        var traces: [Record] = []
         var unreadable = 0
         var lines = 0
         var offset = readOffset
@@ -236,7 +258,7 @@ public final class DiskSpool: @unchecked Sendable {
             var consumedAny = false
             while traces.count + unreadable < max, let newline = bytes[lineStart...].firstIndex(of: UInt8(ascii: "\n")) {
                 let line = bytes[lineStart..<newline]
-                if let trace = try? decoder.decode(TraceRecord.self, from: Data(line)) {
+                if let trace = try? decoder.decode(Record.self, from: Data(line)) {
                     traces.append(trace)
                 } else {
                     unreadable += 1
@@ -258,7 +280,7 @@ public final class DiskSpool: @unchecked Sendable {
             }
         }
         guard lines > 0 else { return nil }
-        return Batch(traces: traces, unreadableLines: unreadable, segment: segment.sequence, endOffset: offset, lineCount: lines)
+        return Batch(records: traces, unreadableLines: unreadable, segment: segment.sequence, endOffset: offset, lineCount: lines)
     }
 
     // MARK: - Recovery and the cursor
@@ -335,8 +357,8 @@ public final class DeadLetterFile: @unchecked Sendable {
 /// stored but whose trace info is still owed (`info/`), and the dead-letter file.
 public struct ExportSpool: Sendable {
     public let directory: String
-    public let spans: DiskSpool
-    public let traceInfo: DiskSpool
+    public let spans: TraceSpool
+    public let traceInfo: TraceSpool
     public let deadLetters: DeadLetterFile
 
     /// `maxBytes` bounds each of the two queues.
@@ -348,8 +370,8 @@ public struct ExportSpool: Sendable {
         } catch {
             throw SpoolError("cannot create the spool directory \(directory): \(error.localizedDescription)")
         }
-        spans = try DiskSpool(configuration: .init(directory: directory + "/spans", maxBytes: maxBytes, fsyncInterval: fsyncInterval))
-        traceInfo = try DiskSpool(configuration: .init(directory: directory + "/info", maxBytes: maxBytes, fsyncInterval: fsyncInterval))
+        spans = try TraceSpool(configuration: .init(directory: directory + "/spans", maxBytes: maxBytes, fsyncInterval: fsyncInterval))
+        traceInfo = try TraceSpool(configuration: .init(directory: directory + "/info", maxBytes: maxBytes, fsyncInterval: fsyncInterval))
         deadLetters = DeadLetterFile(path: directory + "/dead-letter.jsonl")
     }
 }

@@ -118,13 +118,13 @@ public final class TraceExporter: Sendable {
         if let spool, !spool.spans.isEmpty || !spool.traceInfo.isEmpty {
             logger.notice(
                 "the spool holds traces from an earlier run; replaying them first",
-                metadata: ["spans_owed": "\(spool.spans.traceCount)", "trace_info_owed": "\(spool.traceInfo.traceCount)"])
+                metadata: ["spans_owed": "\(spool.spans.recordCount)", "trace_info_owed": "\(spool.traceInfo.recordCount)"])
         }
     }
 
     public var stats: ExporterStats { state.withLockedValue { $0.stats } }
     public var queuedTraces: Int { state.withLockedValue { $0.queue.count + $0.infoQueue.count } }
-    public var spooledTraces: Int { (spool?.spans.traceCount ?? 0) + (spool?.traceInfo.traceCount ?? 0) }
+    public var spooledTraces: Int { (spool?.spans.recordCount ?? 0) + (spool?.traceInfo.recordCount ?? 0) }
     public var spooledBytes: Int { (spool?.spans.byteCount ?? 0) + (spool?.traceInfo.byteCount ?? 0) }
 
     /// Traces still owing their spans (memory queue and spool) while the server answers: how far
@@ -133,7 +133,7 @@ public final class TraceExporter: Sendable {
     public var spanBacklog: Int? {
         let (queued, answering) = state.withLockedValue { ($0.queue.count, $0.retryAt == nil) }
         guard answering else { return nil }
-        return queued + (spool?.spans.traceCount ?? 0)
+        return queued + (spool?.spans.recordCount ?? 0)
     }
 
     /// True when a new trace could only be dropped: a caller can skip building it.
@@ -274,8 +274,8 @@ public final class TraceExporter: Sendable {
             logger.error("the spool had \(batch.unreadableLines) unreadable lines (a torn write?); skipped")
         }
         var stored: [TraceRecord] = []
-        if !batch.traces.isEmpty {
-            guard case .stored(let records) = await postSpans(batch.traces) else { return }
+        if !batch.records.isEmpty {
+            guard case .stored(let records) = await postSpans(batch.records) else { return }
             stored = records
         }
         spans.acknowledge(batch)
@@ -366,7 +366,7 @@ public final class TraceExporter: Sendable {
 
     /// Appends traces to one of the spool's queues. Without a spool, or when writing fails, they are
     /// lost: counted as dropped unless `countingDrops` is false (trace info, counted on its own).
-    private func spill(_ traces: [TraceRecord], to queue: DiskSpool?, countingDrops: Bool = true) {
+    private func spill(_ traces: [TraceRecord], to queue: TraceSpool?, countingDrops: Bool = true) {
         guard !traces.isEmpty else { return }
         guard let queue else {
             if countingDrops { state.withLockedValue { $0.stats.dropped += traces.count } }
@@ -433,7 +433,7 @@ public final class TraceExporter: Sendable {
             let batch = info.peek(max: configuration.maxBatchTraces)
         else { return false }
         info.acknowledge(batch)
-        state.withLockedValue { $0.infoQueue.append(contentsOf: batch.traces) }
+        state.withLockedValue { $0.infoQueue.append(contentsOf: batch.records) }
         return true
     }
 

@@ -22,14 +22,14 @@ final class DiskSpoolTests: XCTestCase {
             inputs: String(repeating: "x", count: 200), user: "user-\(n)", clientRequestID: "req-\(n)")
     }
 
-    private func spool(maxBytes: Int = 1 << 30, segmentBytes: Int = 4096) throws -> DiskSpool {
-        try DiskSpool(configuration: .init(directory: directory, maxBytes: maxBytes, segmentBytes: segmentBytes))
+    private func spool(maxBytes: Int = 1 << 30, segmentBytes: Int = 4096) throws -> TraceSpool {
+        try TraceSpool(configuration: .init(directory: directory, maxBytes: maxBytes, segmentBytes: segmentBytes))
     }
 
-    private func drain(_ spool: DiskSpool, batch: Int = 7) -> [UInt64] {
+    private func drain(_ spool: TraceSpool, batch: Int = 7) -> [UInt64] {
         var read: [UInt64] = []
         while let next = spool.peek(max: batch) {
-            read += next.traces.map(\.traceID.low)
+            read += next.records.map(\.traceID.low)
             spool.acknowledge(next)
         }
         return read
@@ -38,7 +38,7 @@ final class DiskSpoolTests: XCTestCase {
     func testTracesComeBackInOrderAcrossSegmentsAndOnlyOnce() throws {
         let spool = try spool()
         for n in UInt64(1)...60 { try spool.append([record(n)]) }
-        XCTAssertEqual(spool.traceCount, 60)
+        XCTAssertEqual(spool.recordCount, 60)
         XCTAssertGreaterThan(try segmentFiles().count, 3, "a small segment size must rotate")
         XCTAssertEqual(drain(spool), Array(1...60))
         XCTAssertTrue(spool.isEmpty)
@@ -49,9 +49,9 @@ final class DiskSpoolTests: XCTestCase {
     func testPeekWithoutAcknowledgeReadsTheSameTracesAgain() throws {
         let spool = try spool()
         try spool.append((1...5).map(record))
-        XCTAssertEqual(spool.peek(max: 3)?.traces.map(\.traceID.low), [1, 2, 3])
-        XCTAssertEqual(spool.peek(max: 3)?.traces.map(\.traceID.low), [1, 2, 3])
-        XCTAssertEqual(spool.traceCount, 5)
+        XCTAssertEqual(spool.peek(max: 3)?.records.map(\.traceID.low), [1, 2, 3])
+        XCTAssertEqual(spool.peek(max: 3)?.records.map(\.traceID.low), [1, 2, 3])
+        XCTAssertEqual(spool.recordCount, 5)
     }
 
     func testAReopenedSpoolResumesAfterTheLastAcknowledgedBatch() throws {
@@ -65,7 +65,7 @@ final class DiskSpoolTests: XCTestCase {
             _ = first.peek(max: 4)  // read but not delivered when the process died
         }
         let second = try spool()
-        XCTAssertEqual(second.traceCount, 22)
+        XCTAssertEqual(second.recordCount, 22)
         XCTAssertEqual(drain(second), Array(9...30))
     }
 
@@ -101,7 +101,7 @@ final class DiskSpoolTests: XCTestCase {
         try handle.close()
         let spool = try spool()
         let batch = try XCTUnwrap(spool.peek(max: 10))
-        XCTAssertEqual(batch.traces.map(\.traceID.low), [1, 2])
+        XCTAssertEqual(batch.records.map(\.traceID.low), [1, 2])
         XCTAssertEqual(batch.unreadableLines, 1)
         spool.acknowledge(batch)
         XCTAssertTrue(spool.isEmpty)

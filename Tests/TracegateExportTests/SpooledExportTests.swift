@@ -49,8 +49,8 @@ final class SpooledExportTests: XCTestCase {
         let exporter = exporter(sink, spool: spool)
         let run = Task { await exporter.run() }
         for n in UInt64(1)...50 { exporter.submit(record(n)) }
-        await waitUntil { spool.spans.traceCount == 50 }
-        XCTAssertEqual(spool.spans.traceCount, 50, "while the server is down, traces wait on disk")
+        await waitUntil { spool.spans.recordCount == 50 }
+        XCTAssertEqual(spool.spans.recordCount, 50, "while the server is down, traces wait on disk")
         XCTAssertEqual(exporter.queuedTraces, 0, "…not in memory")
         sink.down = false
         for n in UInt64(51)...60 { exporter.submit(record(n)) }
@@ -75,7 +75,7 @@ final class SpooledExportTests: XCTestCase {
             for n in UInt64(1)...25 { exporter.submit(record(n)) }
             exporter.shutdown()
             await run.value
-            XCTAssertEqual(spool.spans.traceCount, 25)
+            XCTAssertEqual(spool.spans.recordCount, 25)
             XCTAssertEqual(exporter.stats.dropped, 0)
         }
         sink.down = false
@@ -101,8 +101,8 @@ final class SpooledExportTests: XCTestCase {
             sink.down = true  // spans stored; the server fails before the trace info
             exporter.shutdown()
             await run.value
-            XCTAssertEqual(spool.spans.traceCount, 0)
-            XCTAssertEqual(spool.traceInfo.traceCount + Set(sink.infos).count, 20, "trace info is sent or spooled")
+            XCTAssertEqual(spool.spans.recordCount, 0)
+            XCTAssertEqual(spool.traceInfo.recordCount + Set(sink.infos).count, 20, "trace info is sent or spooled")
         }
         sink.down = false
         let spool = try ExportSpool(directory: directory, maxBytes: 1 << 30)
@@ -123,10 +123,10 @@ final class SpooledExportTests: XCTestCase {
         XCTAssertEqual(exporter.queuedTraces, 3)
         XCTAssertTrue(spool.spans.isEmpty)
         exporter.submit(record(4))
-        XCTAssertEqual(spool.spans.traceCount, 1, "the oldest overflows to disk")
+        XCTAssertEqual(spool.spans.recordCount, 1, "the oldest overflows to disk")
         for n in UInt64(5)...10 { exporter.submit(record(n)) }
         XCTAssertEqual(exporter.queuedTraces, 0, "once the spool holds traces, the rest queue behind them on disk")
-        XCTAssertEqual(spool.spans.peek(max: 20)?.traces.map(\.traceID.low), Array(UInt64(1)...10), "in the order they finished")
+        XCTAssertEqual(spool.spans.peek(max: 20)?.records.map(\.traceID.low), Array(UInt64(1)...10), "in the order they finished")
         XCTAssertEqual(exporter.stats.dropped, 0)
     }
 
