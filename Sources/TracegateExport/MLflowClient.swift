@@ -120,6 +120,39 @@ public struct MLflowClient: Sendable {
         try await send(.POST, "/api/3.0/mlflow/traces", body: body)
     }
 
+    /// Creates an assessment (here: a feedback) on a trace; a missing trace is `rejected(404, …)`.
+    public func createAssessment(traceID: String, body: [UInt8]) async throws {
+        _ = try await send(.POST, "/api/3.0/mlflow/traces/\(traceID)/assessments", body: body)
+    }
+
+    /// GetTraceInfoV3: the trace's info, assessments included; a missing trace is `rejected(404, …)`.
+    public func traceInfo(traceID: String) async throws -> [UInt8] {
+        try await send(.GET, "/api/3.0/mlflow/traces/\(traceID)")
+    }
+
+    /// The newest trace in these experiments whose `client_request_id` is `requestID`, if any.
+    public func traceID(clientRequestID requestID: String, experimentIDs: [String]) async throws -> String? {
+        // MLflow's filter grammar has no escapes: quote with the kind of quote the id does not contain.
+        let quoted: String
+        if !requestID.contains("'") {
+            quoted = "'" + requestID + "'"
+        } else if !requestID.contains("\"") {
+            quoted = "\"" + requestID + "\""
+        } else {
+            return nil
+        }
+        let request: [String: Any] = [
+            "locations": experimentIDs.map { ["type": "MLFLOW_EXPERIMENT", "mlflow_experiment": ["experiment_id": $0]] },
+            "filter": "trace.client_request_id = \(quoted)", "max_results": 1, "order_by": ["timestamp_ms DESC"],
+        ]
+        let body = try await send(.POST, "/api/3.0/mlflow/traces/search", body: [UInt8](JSONSerialization.data(withJSONObject: request)))
+        guard let object = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any] else {
+            throw MLflowError.unexpectedResponse("trace search returned no JSON object")
+        }
+        let infos = object["traces"] as? [[String: Any]] ?? []
+        return infos.first?["trace_id"] as? String
+    }
+
     private func send(_ method: HTTPMethod, _ path: String, json: [String: String]) async throws -> [UInt8] {
         let body = try JSONSerialization.data(withJSONObject: json)
         return try await send(method, path, body: [UInt8](body))

@@ -1,0 +1,221 @@
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import TracegateTrace
+
+/// Where feedback goes; `MLflowClient` is the real one, tests use fakes.
+public protocol AssessmentSink: Sendable {
+    /// Throws `MLflowError`; a trace MLflow does not have (yet) is `rejected(404, …)`.
+    func createAssessment(traceID: String, body: [UInt8]) async throws
+    func traceInfo(traceID: String) async throws -> [UInt8]
+}
+
+extension MLflowClient: AssessmentSink {}
+
+/// Counters of what feedback delivery did.
+public struct FeedbackStats: Sendable, Equatable {
+    public var queued = 0
+    public var delivered = 0
+    /// Deliveries postponed because MLflow did not have the trace yet.
+    public var waitedForTrace = 0
+    /// Tries that failed on the tracking server (unreachable, 5xx, 429).
+    public var retries = 0
+    /// Set aside in the dead-letter file: refused by MLflow, or the trace never arrived.
+    public var rejected = 0
+}
+
+/// Delivers queued feedback to MLflow as assessments, one at a time, oldest first, from a disk
+/// spool, so a tracking-server outage or a restart loses none.
+///
+/// Never twice: MLflow has no idempotency key, so before each POST the trace's assessments are read
+/// and a feedback already listed (by `Feedback.id` in its metadata) is not sent again, whether the
+/// earlier try timed out, the process was killed after it, or the spool replays it.
+///
+/// After the trace: a feedback whose trace MLflow does not have yet (it waits in the trace exporter's
+/// queue or spool) goes to the back of the queue and is tried again after a growing pause (up to a
+/// minute); after `traceWaitLimit` it is set aside.
+public final class FeedbackDelivery: Sendable {
+    public struct Configuration: Sendable {
+        public var initialBackoff: Duration = .milliseconds(200)
+        public var maxBackoff: Duration = .seconds(30)
+        /// Longest pause before asking again for a trace MLflow does not have yet.
+        public var maxTraceWait: Duration = .seconds(60)
+        /// How long a feedback may wait for its trace before it is set aside.
+        public var traceWaitLimit: Duration = .seconds(24 * 3600)
+        public init() {}
+    }
+
+    private struct State {
+        var stopping = false
+        var stats = FeedbackStats()
+        var wake: CheckedContinuation<Void, Never>?
+    }
+
+    private let configuration: Configuration
+    private let sink: AssessmentSink
+    private let spool: DiskSpool<Feedback>
+    private let deadLetterPath: String
+    private let logger: Logger
+    private let state = NIOLockedValueBox(State())
+
+    public init(configuration: Configuration = .init(), sink: AssessmentSink, spool: DiskSpool<Feedback>, deadLetterPath: String, logger: Logger) {
+        self.configuration = configuration
+        self.sink = sink
+        self.spool = spool
+        self.deadLetterPath = deadLetterPath
+        self.logger = logger
+    }
+
+    public var stats: FeedbackStats { state.withLockedValue { $0.stats } }
+    /// Feedback waiting on disk.
+    public var pending: Int { spool.recordCount }
+
+    /// Queues a feedback durably (on disk) before returning; throws when it cannot be written.
+    public func submit(_ feedback: Feedback) throws {
+        try spool.append([feedback])
+        let wake = state.withLockedValue { state -> CheckedContinuation<Void, Never>? in
+            state.stats.queued += 1
+            defer { state.wake = nil }
+            return state.wake
+        }
+        wake?.resume()
+    }
+
+    /// Delivers until `stop()`.
+    public func run() async {
+        var backoff = configuration.initialBackoff
+        while !state.withLockedValue({ $0.stopping }) {
+            guard let batch = spool.peek(max: 1) else {
+                await sleepUntilWoken(atMost: .seconds(1))
+                continue
+            }
+            guard let feedback = batch.records.first else {
+                spool.acknowledge(batch)  // an unreadable line
+                continue
+            }
+            let now = Self.nowMillis()
+            if feedback.notBeforeMillis > now {
+                // Its trace was not there yet: let the others go first, or wait for it.
+                if spool.recordCount > 1 {
+                    requeue(feedback, batch)
+                } else {
+                    await sleepUntilWoken(atMost: .milliseconds(min(1000, feedback.notBeforeMillis - now)))
+                }
+                continue
+            }
+            switch await deliver(feedback) {
+            case .done:
+                spool.acknowledge(batch)
+                backoff = configuration.initialBackoff
+            case .traceMissing:
+                backoff = configuration.initialBackoff
+                if Duration.milliseconds(now - feedback.createdMillis) > configuration.traceWaitLimit {
+                    setAside(feedback, batch, reason: "MLflow never had trace \(feedback.traceID)")
+                    continue
+                }
+                var later = feedback
+                later.attempts += 1
+                let pause = min(configuration.maxTraceWait, configuration.initialBackoff * (1 << min(later.attempts, 16)))
+                later.notBeforeMillis = now + Int64(pause.components.seconds * 1000 + pause.components.attoseconds / 1_000_000_000_000_000)
+                state.withLockedValue { $0.stats.waitedForTrace += 1 }
+                requeue(later, batch)
+            case .refused(let why):
+                setAside(feedback, batch, reason: why)
+            case .serverTrouble(let why):
+                state.withLockedValue { $0.stats.retries += 1 }
+                logger.debug("feedback delivery failed; retrying", metadata: ["error": "\(why)", "backoff": "\(backoff)"])
+                await sleepUntilWoken(atMost: backoff, wakesOnSubmit: false)
+                backoff = min(configuration.maxBackoff, backoff * 2)
+            }
+        }
+        spool.sync()
+    }
+
+    public func stop() {
+        let wake = state.withLockedValue { state -> CheckedContinuation<Void, Never>? in
+            state.stopping = true
+            defer { state.wake = nil }
+            return state.wake
+        }
+        wake?.resume()
+    }
+
+    enum Outcome: Equatable {
+        case done
+        case traceMissing
+        case refused(String)
+        case serverTrouble(String)
+    }
+
+    /// One try: is it there already? If not, post it.
+    func deliver(_ feedback: Feedback) async -> Outcome {
+        do {
+            let info = try await sink.traceInfo(traceID: feedback.traceID)
+            if feedback.isListed(inTraceInfo: info) {
+                state.withLockedValue { $0.stats.delivered += 1 }
+                return .done
+            }
+            try await sink.createAssessment(traceID: feedback.traceID, body: feedback.createAssessmentJSON)
+            state.withLockedValue { $0.stats.delivered += 1 }
+            return .done
+        } catch MLflowError.rejected(404, _) {
+            return .traceMissing
+        } catch let error as MLflowError where error.isRetryable {
+            return .serverTrouble("\(error)")
+        } catch {
+            return .refused("\(error)")
+        }
+    }
+
+    private func requeue(_ feedback: Feedback, _ batch: DiskSpool<Feedback>.Batch) {
+        do {
+            try spool.append([feedback])
+            spool.acknowledge(batch)
+        } catch {
+            logger.error("cannot requeue feedback \(feedback.id): \(error)")
+        }
+    }
+
+    private func setAside(_ feedback: Feedback, _ batch: DiskSpool<Feedback>.Batch, reason: String) {
+        var line: [UInt8] = []
+        Feedback.appendLine(feedback, to: &line)
+        line.removeLast()
+        let quotedReason = (try? JSONEncoder().encode(reason)).map { String(decoding: $0, as: UTF8.self) } ?? "\"\""
+        let entry = #"{"reason":"# + quotedReason + #","feedback":"# + String(decoding: line, as: UTF8.self) + "}\n"
+        if !FileManager.default.fileExists(atPath: deadLetterPath) { FileManager.default.createFile(atPath: deadLetterPath, contents: nil) }
+        if let handle = FileHandle(forWritingAtPath: deadLetterPath) {
+            handle.seekToEndOfFile()
+            handle.write(Data(entry.utf8))
+            try? handle.close()
+        }
+        logger.warning("feedback set aside", metadata: ["feedback_id": "\(feedback.id)", "trace_id": "\(feedback.traceID)", "reason": "\(reason)", "file": "\(deadLetterPath)"])
+        state.withLockedValue { $0.stats.rejected += 1 }
+        spool.acknowledge(batch)
+    }
+
+    private func sleepUntilWoken(atMost limit: Duration, wakesOnSubmit: Bool = true) async {
+        guard limit > .zero else { return }
+        if !wakesOnSubmit {
+            try? await Task.sleep(for: limit)
+            return
+        }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let resumeNow = state.withLockedValue { state -> Bool in
+                if state.stopping { return true }
+                state.wake = continuation
+                return false
+            }
+            if resumeNow { continuation.resume(); return }
+            Task {
+                try? await Task.sleep(for: limit)
+                let wake = state.withLockedValue { state -> CheckedContinuation<Void, Never>? in
+                    defer { state.wake = nil }
+                    return state.wake
+                }
+                wake?.resume()
+            }
+        }
+    }
+
+    static func nowMillis() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+}

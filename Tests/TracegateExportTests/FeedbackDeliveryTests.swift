@@ -1,0 +1,173 @@
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import XCTest
+
+@testable import TracegateExport
+@testable import TracegateTrace
+
+/// A tracking server in memory: traces appear when told, assessments are stored, failures on demand.
+private final class FakeAssessments: AssessmentSink, @unchecked Sendable {
+    struct State {
+        var traces: Set<String> = []
+        var assessments: [String: [[UInt8]]] = [:]
+        var down = false
+        /// The next POSTs are stored, then answered with a timeout (an ambiguous failure).
+        var loseAnswers = 0
+        var refuse = false
+    }
+    let state = NIOLockedValueBox(State())
+
+    func createAssessment(traceID: String, body: [UInt8]) async throws {
+        try state.withLockedValue { state in
+            if state.down { throw MLflowError.unreachable("connection refused") }
+            if state.refuse { throw MLflowError.rejected(status: 400, body: "INVALID_PARAMETER_VALUE") }
+            guard state.traces.contains(traceID) else { throw MLflowError.rejected(status: 404, body: "RESOURCE_DOES_NOT_EXIST") }
+            state.assessments[traceID, default: []].append(body)
+            if state.loseAnswers > 0 {
+                state.loseAnswers -= 1
+                throw MLflowError.unreachable("read timed out")
+            }
+        }
+    }
+
+    func traceInfo(traceID: String) async throws -> [UInt8] {
+        try state.withLockedValue { state in
+            if state.down { throw MLflowError.unreachable("connection refused") }
+            guard state.traces.contains(traceID) else { throw MLflowError.rejected(status: 404, body: "RESOURCE_DOES_NOT_EXIST") }
+            let listed = (state.assessments[traceID] ?? []).compactMap { body -> String? in
+                guard let json = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any] else { return nil }
+                return (try? JSONSerialization.data(withJSONObject: json["assessment"] ?? [:])).map { String(decoding: $0, as: UTF8.self) }
+            }
+            return Array(#"{"trace":{"trace_info":{"trace_id":"\#(traceID)","assessments":[\#(listed.joined(separator: ","))]}}}"#.utf8)
+        }
+    }
+
+    func count(_ traceID: String) -> Int { state.withLockedValue { $0.assessments[traceID]?.count ?? 0 } }
+}
+
+final class FeedbackDeliveryTests: XCTestCase {
+    private var directory = ""
+
+    override func setUp() {
+        directory = NSTemporaryDirectory() + "tracegate-feedback-\(UUID().uuidString)"
+        try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    }
+    override func tearDown() { try? FileManager.default.removeItem(atPath: directory) }
+
+    private func delivery(_ sink: FakeAssessments) throws -> FeedbackDelivery {
+        var configuration = FeedbackDelivery.Configuration()
+        configuration.initialBackoff = .milliseconds(5)
+        configuration.maxBackoff = .milliseconds(20)
+        configuration.maxTraceWait = .milliseconds(20)
+        let spool = try DiskSpool<Feedback>(configuration: .init(directory: directory + "/feedback", maxBytes: 1 << 20))
+        return FeedbackDelivery(
+            configuration: configuration, sink: sink, spool: spool, deadLetterPath: directory + "/feedback-dead-letters.jsonl",
+            logger: Logger(label: "test"))
+    }
+
+    private func feedback(_ n: Int, trace: String? = nil) -> Feedback {
+        Feedback(
+            id: "fb-\(n)", traceID: trace ?? "tr-\(n)", name: "thumbs_up", valueJSON: "true", user: "u", createdMillis: FeedbackDelivery.nowMillis())
+    }
+
+    private func waitUntil(_ condition: () -> Bool, seconds: Double = 10) async {
+        let deadline = ContinuousClock.now + .seconds(seconds)
+        while !condition() && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(5)) }
+    }
+
+    func testFeedbackWaitsForItsTraceWithoutHoldingBackTheOthers() async throws {
+        let sink = FakeAssessments()
+        sink.state.withLockedValue { $0.traces = ["tr-2"] }
+        let delivery = try delivery(sink)
+        let run = Task { await delivery.run() }
+        try delivery.submit(feedback(1))
+        try delivery.submit(feedback(2))
+        await waitUntil { sink.count("tr-2") == 1 }
+        XCTAssertEqual(sink.count("tr-2"), 1, "the second is not held back by the first")
+        XCTAssertEqual(sink.count("tr-1"), 0)
+        sink.state.withLockedValue { _ = $0.traces.insert("tr-1") }  // its trace is exported now
+        await waitUntil { sink.count("tr-1") == 1 }
+        delivery.stop()
+        await run.value
+        XCTAssertEqual([sink.count("tr-1"), sink.count("tr-2")], [1, 1])
+        XCTAssertGreaterThan(delivery.stats.waitedForTrace, 0)
+        XCTAssertEqual(delivery.pending, 0)
+    }
+
+    func testAnAnswerLostAfterTheServerStoredItDoesNotMakeADuplicate() async throws {
+        let sink = FakeAssessments()
+        sink.state.withLockedValue {
+            $0.traces = ["tr-1"]
+            $0.loseAnswers = 1
+        }
+        let delivery = try delivery(sink)
+        let run = Task { await delivery.run() }
+        try delivery.submit(feedback(1))
+        await waitUntil { delivery.stats.delivered == 1 }
+        delivery.stop()
+        await run.value
+        XCTAssertEqual(sink.count("tr-1"), 1)
+        XCTAssertEqual(delivery.stats.retries, 1)
+    }
+
+    func testAnOutageAndARestartLoseNothingAndDuplicateNothing() async throws {
+        let sink = FakeAssessments()
+        sink.state.withLockedValue {
+            $0.traces = ["tr-1", "tr-2", "tr-3"]
+            $0.down = true
+        }
+        var first: FeedbackDelivery? = try delivery(sink)
+        let run = Task { [first] in await first!.run() }
+        for n in 1...3 { try first!.submit(feedback(n)) }
+        try await Task.sleep(for: .milliseconds(50))
+        first!.stop()
+        await run.value
+        first = nil  // the process ends with everything still queued
+
+        sink.state.withLockedValue { $0.down = false }
+        let second = try delivery(sink)
+        XCTAssertEqual(second.pending, 3, "queued on disk")
+        let rerun = Task { await second.run() }
+        await waitUntil { second.stats.delivered == 3 }
+        second.stop()
+        await rerun.value
+        XCTAssertEqual([sink.count("tr-1"), sink.count("tr-2"), sink.count("tr-3")], [1, 1, 1])
+    }
+
+    func testAFeedbackMLflowRefusesIsSetAsideWithTheReason() async throws {
+        let sink = FakeAssessments()
+        sink.state.withLockedValue {
+            $0.traces = ["tr-1"]
+            $0.refuse = true
+        }
+        let delivery = try delivery(sink)
+        let run = Task { await delivery.run() }
+        try delivery.submit(feedback(1))
+        await waitUntil { delivery.stats.rejected == 1 }
+        delivery.stop()
+        await run.value
+        let lines = try String(contentsOfFile: directory + "/feedback-dead-letters.jsonl", encoding: .utf8)
+        XCTAssertTrue(lines.contains("INVALID_PARAMETER_VALUE") && lines.contains(#""id":"fb-1""#), lines)
+        XCTAssertEqual(delivery.pending, 0)
+    }
+
+    func testAFeedbackWhoseTraceNeverArrivesIsSetAsideAfterTheLimit() async throws {
+        let sink = FakeAssessments()
+        var configuration = FeedbackDelivery.Configuration()
+        configuration.initialBackoff = .milliseconds(5)
+        configuration.maxTraceWait = .milliseconds(10)
+        configuration.traceWaitLimit = .milliseconds(100)
+        let delivery = FeedbackDelivery(
+            configuration: configuration, sink: sink,
+            spool: try DiskSpool<Feedback>(configuration: .init(directory: directory + "/feedback", maxBytes: 1 << 20)),
+            deadLetterPath: directory + "/dead.jsonl", logger: Logger(label: "test"))
+        let run = Task { await delivery.run() }
+        try delivery.submit(feedback(1))
+        await waitUntil { delivery.stats.rejected == 1 }
+        delivery.stop()
+        await run.value
+        XCTAssertEqual(delivery.stats.rejected, 1)
+        XCTAssertTrue(try String(contentsOfFile: directory + "/dead.jsonl", encoding: .utf8).contains("MLflow never had trace tr-1"))
+    }
+}
