@@ -199,6 +199,7 @@ public final class FeedbackDelivery: Sendable {
             try? await Task.sleep(for: limit)
             return
         }
+        let state = self.state  // the timer below must not keep the delivery (and its spool's lock) alive
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let resumeNow = state.withLockedValue { state -> Bool in
                 if state.stopping { return true }

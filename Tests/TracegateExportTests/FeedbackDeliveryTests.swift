@@ -117,13 +117,7 @@ final class FeedbackDeliveryTests: XCTestCase {
             $0.traces = ["tr-1", "tr-2", "tr-3"]
             $0.down = true
         }
-        var first: FeedbackDelivery? = try delivery(sink)
-        let run = Task { [first] in await first!.run() }
-        for n in 1...3 { try first!.submit(feedback(n)) }
-        try await Task.sleep(for: .milliseconds(50))
-        first!.stop()
-        await run.value
-        first = nil  // the process ends with everything still queued
+        try await deliverWhileDown(sink)  // the process ends with everything still queued
 
         sink.state.withLockedValue { $0.down = false }
         let second = try delivery(sink)
@@ -133,6 +127,15 @@ final class FeedbackDeliveryTests: XCTestCase {
         second.stop()
         await rerun.value
         XCTAssertEqual([sink.count("tr-1"), sink.count("tr-2"), sink.count("tr-3")], [1, 1, 1])
+    }
+
+    private func deliverWhileDown(_ sink: FakeAssessments) async throws {
+        let first = try delivery(sink)
+        let run = Task { await first.run() }
+        for n in 1...3 { try first.submit(feedback(n)) }
+        try await Task.sleep(for: .milliseconds(50))
+        first.stop()
+        await run.value
     }
 
     func testAFeedbackMLflowRefusesIsSetAsideWithTheReason() async throws {
