@@ -72,6 +72,11 @@ public enum SettingsLoader {
                 source: .none, key: missing,
                 message: "missing setting \(missing): tls_cert_file and tls_key_file go together (set both to serve HTTPS, or neither)")
         }
+        if let path = settings.feedbackPath, let route = settings.routes.first(where: { $0.pathPrefix == path }) {
+            throw ConfigError(
+                source: sources["feedback_path"] ?? .none, key: "feedback_path",
+                message: "feedback_path \(path) is also the path_prefix of route '\(route.name)': choose a path no route serves")
+        }
         try readIdentityHashKey(into: &settings, source: sources["identity_hash_key_file"] ?? .none, readFile: readFile)
         return settings
     }

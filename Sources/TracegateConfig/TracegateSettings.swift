@@ -79,6 +79,10 @@ public struct TracegateSettings: Sendable, Equatable {
     public var sessionFrom: [IdentitySource] = []
     public var identityHash: IdentityHash = .off
     public var identityHashKeyFile: String? = nil
+    /// Where feedback is posted; nil: off.
+    public var feedbackPath: String? = nil
+    public var feedbackCORSOrigins: [String] = []
+    public var feedbackRateLimit: Int = 0
     /// The contents of `identity_hash_key_file`, read when the settings are loaded.
     public var identityHashKey: [UInt8]? = nil
 

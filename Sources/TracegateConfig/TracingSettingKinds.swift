@@ -117,3 +117,38 @@ extension ValueKind where Value == [IdentitySource] {
               })
     }
 }
+
+extension ValueKind where Value == String? {
+    /// A path such as `/_tracegate/feedback`; empty means off.
+    static var optionalFeedbackPath: Self {
+        .init(placeholder: "PATH", accepted: "a path starting with / such as /_tracegate/feedback, or nothing to turn feedback off",
+              parse: { (text) throws(ValueRejection) in
+                  if text.isEmpty { return nil }
+                  guard text.hasPrefix("/"), text.count > 1, !text.hasSuffix("/"),
+                      text.unicodeScalars.allSatisfy({ $0.isASCII && $0.value > 0x20 && $0 != "?" && $0 != "#" && $0.value != 0x7F })
+                  else { throw ValueRejection() }
+                  return text
+              })
+    }
+}
+
+extension ValueKind where Value == [String] {
+    /// `https://chat.example.com,http://localhost:3000`: web origins, without paths.
+    static var originList: Self {
+        .init(placeholder: "ORIGINS", accepted: "comma-separated origins such as https://chat.example.com,http://localhost:3000, or nothing",
+              parse: { (text) throws(ValueRejection) in
+                  let origins = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+                  for origin in origins {
+                      let lower = origin.lowercased()
+                      guard lower.hasPrefix("http://") || lower.hasPrefix("https://") else {
+                          throw ValueRejection("'\(origin)' is not an http:// or https:// origin")
+                      }
+                      let authority = lower.drop(while: { $0 != "/" }).dropFirst(2)
+                      guard !authority.isEmpty, !authority.contains("/"), !authority.contains("?"), !authority.contains("*") else {
+                          throw ValueRejection("'\(origin)' must be scheme://host[:port], without a path or wildcard")
+                      }
+                  }
+                  return origins
+              })
+    }
+}

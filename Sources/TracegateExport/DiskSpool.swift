@@ -4,7 +4,7 @@ import TracegateTrace
 /// Why the spool cannot be used.
 public struct SpoolError: Error, CustomStringConvertible {
     public let description: String
-    init(_ description: String) { self.description = description }
+    public init(_ description: String) { self.description = description }
 
     static func system(_ what: String, _ path: String) -> SpoolError {
         SpoolError("\(what) \(path): \(String(cString: strerror(errno)))")

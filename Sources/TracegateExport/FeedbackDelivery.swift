@@ -218,5 +218,5 @@ public final class FeedbackDelivery: Sendable {
         }
     }
 
-    static func nowMillis() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+    public static func nowMillis() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
 }

@@ -123,6 +123,11 @@ public final class TraceExporter: Sendable {
     }
 
     public var stats: ExporterStats { state.withLockedValue { $0.stats } }
+    /// The experiment traces go to, once known (a name is resolved before the first delivery).
+    public var resolvedExperimentID: String? {
+        if case .id(let id) = configuration.experiment { return id }
+        return state.withLockedValue { $0.experimentID }
+    }
     public var queuedTraces: Int { state.withLockedValue { $0.queue.count + $0.infoQueue.count } }
     public var spooledTraces: Int { (spool?.spans.recordCount ?? 0) + (spool?.traceInfo.recordCount ?? 0) }
     public var spooledBytes: Int { (spool?.spans.byteCount ?? 0) + (spool?.traceInfo.byteCount ?? 0) }

@@ -36,7 +36,8 @@ public struct RouteTable: Sendable {
         return best
     }
 
-    static func path(_ path: Substring, startsWith prefix: String) -> Bool {
+    /// Whether `path` is `prefix` or lies under it (at a segment boundary).
+    public static func path(_ path: Substring, startsWith prefix: String) -> Bool {
         guard path.hasPrefix(prefix) else { return false }
         if prefix.hasSuffix("/") || path.count == prefix.count { return true }
         return path[path.index(path.startIndex, offsetBy: prefix.count)] == "/"

@@ -46,6 +46,12 @@ public enum TracegateApp {
             logger.critical("cannot open the trace file \(settings.traceFile ?? ""): \(error)")
             return 2
         }
+        if let path = settings.feedbackPath, tracing?.feedback == nil {
+            logger.critical(
+                "feedback_path \(path) needs traces exported to MLflow: set MLFLOW_TRACKING_URI (and leave capture on)")
+            await tracing?.finish()
+            return 2
+        }
         let metrics = TracegateMetrics()
         tracing?.attach(metrics)
         var observers: [ExchangeObserver] = [MetricsObserver(metrics: metrics), ConnectionEventLog(logger: logger)]
@@ -58,7 +64,8 @@ public enum TracegateApp {
         }
         let observer: ExchangeObserver? = observers.isEmpty ? nil : (observers.count == 1 ? observers[0] : CompositeObserver(observers))
         let code = await serveUntilSignalled(
-            settings: settings, group: group, observer: observer, metrics: metrics, threads: threads, logger: logger)
+            settings: settings, group: group, observer: observer, metrics: metrics, threads: threads,
+            feedback: tracing?.feedback?.service(settings: settings), logger: logger)
         // In-flight exchanges are over: their traces are queued; deliver them before exiting.
         await tracing?.finish()
         accessLog?.flush()
@@ -69,7 +76,7 @@ public enum TracegateApp {
     /// Binds the listeners, serves until SIGTERM/SIGINT, then drains in-flight exchanges.
     private static func serveUntilSignalled(
         settings: TracegateSettings, group: EventLoopGroup, observer: ExchangeObserver?, metrics: TracegateMetrics,
-        threads: Int, logger: Logger
+        threads: Int, feedback: FeedbackService?, logger: Logger
     ) async -> Int32 {
         let readiness = Readiness()
         let signals = SignalWaiter(signals: [SIGTERM, SIGINT])
@@ -83,10 +90,25 @@ public enum TracegateApp {
                 return 2
             }
         }
+        var configuration = settings.proxyConfiguration
+        var feedbackChannel: Channel?
+        if let feedback, let path = settings.feedbackPath {
+            // The feedback endpoint is a route to a loopback server of tracegate's own.
+            do {
+                let channel = try await FeedbackServer(group: group, service: feedback).start()
+                feedbackChannel = channel
+                configuration.routes.append(
+                    .init(rule: .init(pathPrefix: path), upstream: .init(host: "127.0.0.1", port: channel.localAddress?.port ?? 0, usesTLS: false)))
+            } catch {
+                logger.critical("cannot start the feedback endpoint: \(error)")
+                return 1
+            }
+        }
+        defer { feedbackChannel?.close(promise: nil) }
         let listener: ProxyListener
         do {
             listener = try ProxyListener(
-                configuration: settings.proxyConfiguration, group: group, observer: observer, tls: tls)
+                configuration: configuration, group: group, observer: observer, tls: tls)
         } catch {
             logger.critical("cannot set up the upstream connection: \(error)")
             return 2

@@ -25,6 +25,8 @@ public struct TraceCaptureSettings: Sendable {
     public var forceTraceHeader = "X-Tracegate-Force-Trace"
     /// Continue an incoming W3C `traceparent` and send one upstream naming tracegate's span.
     public var propagatesTraceContext = true
+    /// Requests under this path are tracegate's own (`feedback_path`) and are not traced.
+    public var untracedPath: String?
 
     public init() {}
 }
@@ -188,6 +190,9 @@ final class TraceObserver: ExchangeObserver {
     }
 
     func exchangeStarted(_ head: RequestHead, requestID: String) -> ExchangeTap? {
+        if let untraced = settings.untracedPath, RouteTable.path(Substring(head.uri).prefix { $0 != "?" }, startsWith: untraced) {
+            return nil
+        }
         guard captures.isAccepting else {
             captures.refuse()
             return nil

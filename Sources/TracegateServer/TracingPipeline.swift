@@ -39,6 +39,8 @@ final class TracingPipeline: @unchecked Sendable {
 
     private let destination: Destination
     private let builder: TraceBuilder
+    /// Feedback on traces (`feedback_path` with MLflow export); nil when off.
+    private(set) var feedback: FeedbackChannel?
     /// The session of each Responses API response seen (`chain:previous_response_id`); builder thread only.
     private var responseChain = ResponseSessionChain()
     /// Captures waiting to be built.
@@ -92,6 +94,13 @@ final class TracingPipeline: @unchecked Sendable {
                             routes: routes))
                 }
                 logger.info("exporting traces to MLflow", metadata: ["tracking_uri": "\(trackingURI)"])
+                if settings.feedbackPath != nil {
+                    guard let spoolDir = settings.spoolDir else { throw SpoolError("feedback_path needs spool_dir: feedback is queued on disk") }
+                    let exporters = exports.map(\.exporter)
+                    feedback = try FeedbackChannel(
+                        settings: settings, trackingURI: trackingURI, spoolDir: spoolDir, http: http, executor: executor,
+                        experimentIDs: { exporters.compactMap(\.resolvedExperimentID) }, logger: logger)
+                }
             }
             if let otel {
                 let spool = try settings.spoolDir.map { try ExportSpool(directory: $0 + "/otlp", maxBytes: settings.spoolMaxBytes) }
@@ -315,6 +324,7 @@ final class TracingPipeline: @unchecked Sendable {
             if let metrics { Self.countTokens(of: record, into: metrics) }
             switch destination {
             case .exporters:
+                feedback?.remember(record)
                 built.append((record, captured.route))
             case .file:
                 TraceRecordJSON.appendLine(record, to: &lines)
@@ -382,6 +392,7 @@ final class TracingPipeline: @unchecked Sendable {
                     "spooled": "\(export.exporter.spooledTraces)",
                 ])
         }
+        await feedback?.finish()
         try? await http.shutdown()
         await executor.shutdown()
     }
@@ -424,5 +435,6 @@ extension TraceCaptureSettings {
         sampleRatio = settings.sampleRatio
         forceTraceHeader = settings.forceTraceHeader
         propagatesTraceContext = settings.propagateTraceContext
+        untracedPath = settings.feedbackPath
     }
 }

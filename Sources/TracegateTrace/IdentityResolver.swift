@@ -81,6 +81,15 @@ public struct IdentityResolver: Sendable {
         return firstSeen
     }
 
+    /// The user a trace of this request would record, from the head sources alone (a feedback post
+    /// carries no chat body): chosen, pseudonymised and validated.
+    public func exportedUser(header: (String) -> String?, target: String) -> String? {
+        let values = headSources.user.map { IdentityHeadReader.read($0, header: header, target: target) }
+        let request = Request(body: { nil }, responseID: nil, previousResponseID: nil)
+        guard let choice = user(headValues: values, request: request), Self.isValid(choice.value) else { return nil }
+        return IdentityValues.validate(user: pseudonym(choice.value), session: nil, requestID: nil).user
+    }
+
     /// What validation would keep: something left after trimming, and no control character.
     static func isValid(_ value: String) -> Bool {
         let trimmed = IdentityValues.mayNeedTrimming(value) ? value.trimmingCharacters(in: .whitespacesAndNewlines) : value

@@ -1,0 +1,70 @@
+import AsyncHTTPClient
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import TracegateConfig
+import TracegateExport
+import TracegateTrace
+
+/// Feedback's side of the tracing pipeline: the index of recent traces the builder fills, and the
+/// delivery of queued feedback to MLflow (its spool in `spool_dir/feedback`).
+final class FeedbackChannel: Sendable {
+    static let spoolBytes = 64 << 20
+    static let rememberedTraces = 100_000
+
+    let recent = NIOLockedValueBox(RecentTraceIndex(capacity: FeedbackChannel.rememberedTraces))
+    let delivery: FeedbackDelivery
+    private let client: MLflowClient
+    private let experimentIDs: @Sendable () -> [String]
+    private let run: Task<Void, Never>
+
+    init(
+        settings: TracegateSettings, trackingURI: String, spoolDir: String, http: HTTPClient, executor: ExportExecutor,
+        experimentIDs: @escaping @Sendable () -> [String], logger: Logger
+    ) throws {
+        client = MLflowClient(
+            trackingURI: trackingURI,
+            auth: .resolve(
+                username: settings.mlflowTrackingUsername, password: settings.mlflowTrackingPassword, token: settings.mlflowTrackingToken),
+            http: http, timeout: .seconds(10))
+        let directory = spoolDir + "/feedback"
+        try? FileManager.default.createDirectory(atPath: spoolDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let spool = try DiskSpool<Feedback>(configuration: .init(directory: directory, maxBytes: Self.spoolBytes))
+        let delivery = FeedbackDelivery(sink: client, spool: spool, deadLetterPath: directory + "/dead-letter.jsonl", logger: logger)
+        self.delivery = delivery
+        self.experimentIDs = experimentIDs
+        run = Task(executorPreference: executor) { await delivery.run() }
+    }
+
+    /// Called by the builder for each trace going to MLflow.
+    func remember(_ record: TraceRecord) {
+        guard let requestID = record.clientRequestID else { return }
+        let traceID = record.traceID.mlflowID
+        recent.withLockedValue { $0.remember(requestID: requestID, traceID: traceID) }
+    }
+
+    func service(settings: TracegateSettings) -> FeedbackService {
+        let client = self.client
+        let experimentIDs = self.experimentIDs
+        let lookup = FeedbackService.Lookup(
+            traceExists: { id in
+                do {
+                    _ = try await client.traceInfo(traceID: id)
+                    return true
+                } catch MLflowError.rejected(404, _) {
+                    return false
+                }
+            },
+            traceIDForRequestID: { requestID in
+                try await client.traceID(clientRequestID: requestID, experimentIDs: experimentIDs())
+            })
+        return FeedbackService(
+            recent: recent, delivery: delivery, lookup: lookup, identity: IdentityResolver(settings: settings),
+            cors: CORSPolicy(origins: settings.feedbackCORSOrigins), ratePerSecond: settings.feedbackRateLimit)
+    }
+
+    func finish() async {
+        delivery.stop()
+        await run.value
+    }
+}
