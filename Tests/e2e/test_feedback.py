@@ -4,16 +4,22 @@ exported or while the tracking server is down. Read back with MlflowClient.get_t
 
 from __future__ import annotations
 
+import html
 import json
+import re
+import shutil
+import subprocess
+import tempfile
 import time
 import uuid
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 import requests
 from openai import OpenAI
 
 from fault_proxy import FaultProxy
-from helpers import wait_until
+from helpers import LoopbackHTTPServer, wait_until
 from mlflow_harness import get_trace_when, request_id, unique, wait_for_trace
 
 FEEDBACK = "/_tracegate/feedback"
@@ -151,3 +157,70 @@ def test_feedback_needs_an_mlflow_tracking_server(backend, tmp_path):
     result = run_tracegate(["--upstream", backend.url, "--feedback-path", FEEDBACK, "--listen", "127.0.0.1:0",
                             "--admin-listen", "127.0.0.1:0"], timeout=20)
     assert result.returncode == 2 and "feedback_path" in result.stderr and "MLFLOW_TRACKING_URI" in result.stderr, result
+
+
+class ChatPage(LoopbackHTTPServer):
+    """A chat page on its own origin: it sets a cookie for the host, then posts feedback to tracegate
+    with fetch (JSON, so the browser sends a CORS preflight first) and shows what came back."""
+
+    def __init__(self):
+        self.feedback_url = ""
+        self.request_id = ""
+        super().__init__()
+
+    def handler(self):
+        page = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = f"""<!doctype html><html><body><pre id="result">pending</pre><script>
+document.cookie = "uid=browser-user; path=/";
+fetch({json.dumps(page.feedback_url)}, {{method: "POST", credentials: "include",
+  headers: {{"Content-Type": "application/json"}},
+  body: JSON.stringify({{request_id: {json.dumps(page.request_id)}, name: "thumbs_up", value: true}})}})
+  .then(r => r.text().then(t => document.getElementById("result").textContent = r.status + " " + t))
+  .catch(e => document.getElementById("result").textContent = "blocked " + e);
+</script></body></html>""".encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format, *args):  # noqa: A002 - stdlib signature
+                pass
+
+        return Handler
+
+
+def browser_result(url: str) -> str:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "chromium is needed for this test (apt-get install chromium; .ci/run installs it)"
+    with tempfile.TemporaryDirectory() as profile:
+        result = subprocess.run(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}",
+             "--virtual-time-budget=10000", "--dump-dom", url],
+            capture_output=True, text=True, timeout=60)
+    match = re.search(r'<pre id="result">(.*?)</pre>', result.stdout, re.S)
+    assert match, (result.returncode, result.stdout[-2000:], result.stderr[-2000:])
+    return html.unescape(match.group(1))
+
+
+def test_a_chat_page_in_a_real_browser_posts_feedback_with_its_cookie_and_a_foreign_page_cannot(
+        exporting_tracegate, mlflow_client):
+    page, foreign = ChatPage().start(), ChatPage().start()
+    try:
+        tg = exporting_tracegate(feedback_path=FEEDBACK, user_from="cookie:uid", feedback_cors_origins=page.url)
+        rid = request_id()
+        trace_id = chat(tg, rid)
+        for p in (page, foreign):
+            p.feedback_url, p.request_id = f"{tg.url}{FEEDBACK}", rid
+        shown = browser_result(page.url)
+        assert shown.startswith("202 "), shown
+        assert json.loads(shown[4:])["trace_id"] == trace_id
+        trace = get_trace_when(mlflow_client, trace_id, lambda t: feedbacks(t))
+        assert feedbacks(trace) == [("thumbs_up", True, "HUMAN", "browser-user", None)], "the cookie went along"
+        assert browser_result(foreign.url).startswith("blocked"), "an origin not listed is refused"
+    finally:
+        page.stop()
+        foreign.stop()
