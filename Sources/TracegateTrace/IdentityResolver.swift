@@ -111,10 +111,12 @@ public struct IdentityResolver: Sendable {
         return payload[name].flatMap(scalarText)
     }
 
-    /// The string or integer at a dotted path of object keys.
+    /// The string or integer at a dotted path of object keys; an object there stands for its `id`
+    /// (the Responses API's `conversation` is `"conv_…"` or `{"id": "conv_…"}`).
     static func scalar(at path: [String], in json: PayloadJSON) -> String? {
         var node: PayloadJSON? = json
         for key in path { node = node?[key] }
+        if let node, node.isObject { return node["id"].flatMap(scalarText) }
         return node.flatMap(scalarText)
     }
 

@@ -56,6 +56,13 @@ final class IdentityResolverTests: XCTestCase {
         XCTAssertEqual(none.attributes["tracegate.warnings"].map { "\($0)".contains("control character") }, true)
     }
 
+    func testAConversationObjectStandsForItsID() throws {
+        let build = try builder(user: "", session: "body:conversation")
+        let asObject = build.record(for: exchange(request: #"{"model":"m","input":"hi","conversation":{"id":"conv_7"}}"#, user: [], session: []))
+        let asString = build.record(for: exchange(request: #"{"model":"m","input":"hi","conversation":"conv_7"}"#, user: [], session: []))
+        XCTAssertEqual([asObject.session, asString.session], ["conv_7", "conv_7"])
+    }
+
     func testAbsentEverywhereMeansNoUser() throws {
         let record = try builder(user: "cookie:uid, body:user").record(for: exchange(user: [nil]))
         XCTAssertNil(record.user)
