@@ -24,16 +24,16 @@ public struct FeedbackStats: Sendable, Equatable {
     public var rejected = 0
 }
 
-/// Delivers queued feedback to MLflow as assessments, one at a time, oldest first, from a disk
-/// spool, so a tracking-server outage or a restart loses none.
+/// Delivers queued feedback to MLflow as assessments, oldest first, from disk spools, so a
+/// tracking-server outage or a restart loses none.
 ///
 /// Never twice: MLflow has no idempotency key, so before each POST the trace's assessments are read
 /// and a feedback already listed (by `Feedback.id` in its metadata) is not sent again, whether the
 /// earlier try timed out, the process was killed after it, or the spool replays it.
 ///
 /// After the trace: a feedback whose trace MLflow does not have yet (it waits in the trace exporter's
-/// queue or spool) goes to the back of the queue and is tried again after a growing pause (up to a
-/// minute); after `traceWaitLimit` it is set aside.
+/// queue or spool) moves to a second spool, `waiting/`, and is tried again after a growing pause (up
+/// to `maxTraceWait`), while fresh feedback goes first; after `traceWaitLimit` it is set aside.
 public final class FeedbackDelivery: Sendable {
     public struct Configuration: Sendable {
         public var initialBackoff: Duration = .milliseconds(200)
@@ -42,6 +42,8 @@ public final class FeedbackDelivery: Sendable {
         public var maxTraceWait: Duration = .seconds(60)
         /// How long a feedback may wait for its trace before it is set aside.
         public var traceWaitLimit: Duration = .seconds(24 * 3600)
+        /// Bytes each of the two spools may hold; beyond it the oldest feedback is dropped.
+        public var maxSpoolBytes = 32 << 20
         public init() {}
     }
 
@@ -53,26 +55,36 @@ public final class FeedbackDelivery: Sendable {
 
     private let configuration: Configuration
     private let sink: AssessmentSink
-    private let spool: DiskSpool<Feedback>
+    /// Feedback not tried yet, or interrupted by server trouble.
+    let queued: DiskSpool<Feedback>
+    /// Feedback whose trace MLflow did not have yet, in the order of their next try (roughly).
+    let waiting: DiskSpool<Feedback>
     private let deadLetterPath: String
     private let logger: Logger
     private let state = NIOLockedValueBox(State())
 
-    public init(configuration: Configuration = .init(), sink: AssessmentSink, spool: DiskSpool<Feedback>, deadLetterPath: String, logger: Logger) {
+    /// Opens (or creates) `directory` with `queued/`, `waiting/` and `dead-letter.jsonl`.
+    public init(configuration: Configuration = .init(), sink: AssessmentSink, directory: String, logger: Logger) throws {
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw SpoolError("cannot create the feedback spool directory \(directory): \(error.localizedDescription)")
+        }
         self.configuration = configuration
         self.sink = sink
-        self.spool = spool
-        self.deadLetterPath = deadLetterPath
+        queued = try DiskSpool(configuration: .init(directory: directory + "/queued", maxBytes: configuration.maxSpoolBytes))
+        waiting = try DiskSpool(configuration: .init(directory: directory + "/waiting", maxBytes: configuration.maxSpoolBytes))
+        deadLetterPath = directory + "/dead-letter.jsonl"
         self.logger = logger
     }
 
     public var stats: FeedbackStats { state.withLockedValue { $0.stats } }
     /// Feedback waiting on disk.
-    public var pending: Int { spool.recordCount }
+    public var pending: Int { queued.recordCount + waiting.recordCount }
 
     /// Queues a feedback durably (on disk) before returning; throws when it cannot be written.
     public func submit(_ feedback: Feedback) throws {
-        try spool.append([feedback])
+        try queued.append([feedback])
         let wake = state.withLockedValue { state -> CheckedContinuation<Void, Never>? in
             state.stats.queued += 1
             defer { state.wake = nil }
@@ -81,54 +93,66 @@ public final class FeedbackDelivery: Sendable {
         wake?.resume()
     }
 
-    /// Delivers until `stop()`.
+    /// Delivers until `stop()`: fresh feedback first, then what waits for its trace once its pause is over.
     public func run() async {
         var backoff = configuration.initialBackoff
         while !state.withLockedValue({ $0.stopping }) {
-            guard let batch = spool.peek(max: 1) else {
-                await sleepUntilWoken(atMost: .seconds(1))
+            var trouble = false
+            if let batch = queued.peek(max: 1) {
+                trouble = await handle(batch, from: queued)
+            } else if let batch = waiting.peek(max: 1), (batch.records.first?.notBeforeMillis ?? 0) <= Self.nowMillis() {
+                trouble = await handle(batch, from: waiting)
+            } else {
+                let next = waiting.peek(max: 1)?.records.first.map { $0.notBeforeMillis - Self.nowMillis() } ?? 1000
+                await sleepUntilWoken(atMost: .milliseconds(max(1, min(1000, next))))
                 continue
             }
-            guard let feedback = batch.records.first else {
-                spool.acknowledge(batch)  // an unreadable line
-                continue
-            }
-            let now = Self.nowMillis()
-            if feedback.notBeforeMillis > now {
-                // Its trace was not there yet: let the others go first, or wait for it.
-                if spool.recordCount > 1 {
-                    requeue(feedback, batch)
-                } else {
-                    await sleepUntilWoken(atMost: .milliseconds(min(1000, feedback.notBeforeMillis - now)))
-                }
-                continue
-            }
-            switch await deliver(feedback) {
-            case .done:
-                spool.acknowledge(batch)
-                backoff = configuration.initialBackoff
-            case .traceMissing:
-                backoff = configuration.initialBackoff
-                if Duration.milliseconds(now - feedback.createdMillis) > configuration.traceWaitLimit {
-                    setAside(feedback, batch, reason: "MLflow never had trace \(feedback.traceID)")
-                    continue
-                }
-                var later = feedback
-                later.attempts += 1
-                let pause = min(configuration.maxTraceWait, configuration.initialBackoff * (1 << min(later.attempts, 16)))
-                later.notBeforeMillis = now + Int64(pause.components.seconds * 1000 + pause.components.attoseconds / 1_000_000_000_000_000)
-                state.withLockedValue { $0.stats.waitedForTrace += 1 }
-                requeue(later, batch)
-            case .refused(let why):
-                setAside(feedback, batch, reason: why)
-            case .serverTrouble(let why):
-                state.withLockedValue { $0.stats.retries += 1 }
-                logger.debug("feedback delivery failed; retrying", metadata: ["error": "\(why)", "backoff": "\(backoff)"])
+            if trouble {
                 await sleepUntilWoken(atMost: backoff, wakesOnSubmit: false)
                 backoff = min(configuration.maxBackoff, backoff * 2)
+            } else {
+                backoff = configuration.initialBackoff
             }
         }
-        spool.sync()
+        queued.sync()
+        waiting.sync()
+    }
+
+    /// Tries the batch's one feedback; true when the tracking server is in trouble (it stays queued).
+    private func handle(_ batch: DiskSpool<Feedback>.Batch, from spool: DiskSpool<Feedback>) async -> Bool {
+        guard let feedback = batch.records.first else {
+            spool.acknowledge(batch)  // an unreadable line
+            return false
+        }
+        let now = Self.nowMillis()
+        switch await deliver(feedback) {
+        case .done:
+            spool.acknowledge(batch)
+        case .traceMissing:
+            if Duration.milliseconds(now - feedback.createdMillis) > configuration.traceWaitLimit {
+                setAside(feedback, batch, from: spool, reason: "MLflow never had trace \(feedback.traceID)")
+                return false
+            }
+            var later = feedback
+            later.attempts += 1
+            let pause = min(configuration.maxTraceWait, configuration.initialBackoff * (1 << min(later.attempts, 16)))
+            later.notBeforeMillis = now + Int64(pause.components.seconds * 1000 + pause.components.attoseconds / 1_000_000_000_000_000)
+            state.withLockedValue { $0.stats.waitedForTrace += 1 }
+            do {
+                try waiting.append([later])
+                spool.acknowledge(batch)
+            } catch {
+                logger.error("cannot move feedback \(feedback.id) to the waiting spool: \(error)")
+                return true
+            }
+        case .refused(let why):
+            setAside(feedback, batch, from: spool, reason: why)
+        case .serverTrouble(let why):
+            state.withLockedValue { $0.stats.retries += 1 }
+            logger.debug("feedback delivery failed; retrying", metadata: ["error": "\(why)"])
+            return true
+        }
+        return false
     }
 
     public func stop() {
@@ -167,16 +191,7 @@ public final class FeedbackDelivery: Sendable {
         }
     }
 
-    private func requeue(_ feedback: Feedback, _ batch: DiskSpool<Feedback>.Batch) {
-        do {
-            try spool.append([feedback])
-            spool.acknowledge(batch)
-        } catch {
-            logger.error("cannot requeue feedback \(feedback.id): \(error)")
-        }
-    }
-
-    private func setAside(_ feedback: Feedback, _ batch: DiskSpool<Feedback>.Batch, reason: String) {
+    private func setAside(_ feedback: Feedback, _ batch: DiskSpool<Feedback>.Batch, from spool: DiskSpool<Feedback>, reason: String) {
         var line: [UInt8] = []
         Feedback.appendLine(feedback, to: &line)
         line.removeLast()

@@ -1,5 +1,4 @@
 import AsyncHTTPClient
-import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import TracegateConfig
@@ -9,7 +8,6 @@ import TracegateTrace
 /// Feedback's side of the tracing pipeline: the index of recent traces the builder fills, and the
 /// delivery of queued feedback to MLflow (its spool in `spool_dir/feedback`).
 final class FeedbackChannel: Sendable {
-    static let spoolBytes = 64 << 20
     static let rememberedTraces = 100_000
 
     let recent = NIOLockedValueBox(RecentTraceIndex(capacity: FeedbackChannel.rememberedTraces))
@@ -27,10 +25,7 @@ final class FeedbackChannel: Sendable {
             auth: .resolve(
                 username: settings.mlflowTrackingUsername, password: settings.mlflowTrackingPassword, token: settings.mlflowTrackingToken),
             http: http, timeout: .seconds(10))
-        let directory = spoolDir + "/feedback"
-        try? FileManager.default.createDirectory(atPath: spoolDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        let spool = try DiskSpool<Feedback>(configuration: .init(directory: directory, maxBytes: Self.spoolBytes))
-        let delivery = FeedbackDelivery(sink: client, spool: spool, deadLetterPath: directory + "/dead-letter.jsonl", logger: logger)
+        let delivery = try FeedbackDelivery(sink: client, directory: spoolDir + "/feedback", logger: logger)
         self.delivery = delivery
         self.experimentIDs = experimentIDs
         run = Task(executorPreference: executor) { await delivery.run() }

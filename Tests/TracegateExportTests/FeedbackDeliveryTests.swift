@@ -55,15 +55,13 @@ final class FeedbackDeliveryTests: XCTestCase {
     }
     override func tearDown() { try? FileManager.default.removeItem(atPath: directory) }
 
-    private func delivery(_ sink: FakeAssessments) throws -> FeedbackDelivery {
+    private func delivery(_ sink: FakeAssessments, traceWaitLimit: Duration = .seconds(3600)) throws -> FeedbackDelivery {
         var configuration = FeedbackDelivery.Configuration()
         configuration.initialBackoff = .milliseconds(5)
         configuration.maxBackoff = .milliseconds(20)
         configuration.maxTraceWait = .milliseconds(20)
-        let spool = try DiskSpool<Feedback>(configuration: .init(directory: directory + "/feedback", maxBytes: 1 << 20))
-        return FeedbackDelivery(
-            configuration: configuration, sink: sink, spool: spool, deadLetterPath: directory + "/feedback-dead-letters.jsonl",
-            logger: Logger(label: "test"))
+        configuration.traceWaitLimit = traceWaitLimit
+        return try FeedbackDelivery(configuration: configuration, sink: sink, directory: directory + "/feedback", logger: Logger(label: "test"))
     }
 
     private func feedback(_ n: Int, trace: String? = nil) -> Feedback {
@@ -150,27 +148,40 @@ final class FeedbackDeliveryTests: XCTestCase {
         await waitUntil { delivery.stats.rejected == 1 }
         delivery.stop()
         await run.value
-        let lines = try String(contentsOfFile: directory + "/feedback-dead-letters.jsonl", encoding: .utf8)
+        let lines = try String(contentsOfFile: directory + "/feedback/dead-letter.jsonl", encoding: .utf8)
         XCTAssertTrue(lines.contains("INVALID_PARAMETER_VALUE") && lines.contains(#""id":"fb-1""#), lines)
         XCTAssertEqual(delivery.pending, 0)
     }
 
     func testAFeedbackWhoseTraceNeverArrivesIsSetAsideAfterTheLimit() async throws {
         let sink = FakeAssessments()
-        var configuration = FeedbackDelivery.Configuration()
-        configuration.initialBackoff = .milliseconds(5)
-        configuration.maxTraceWait = .milliseconds(10)
-        configuration.traceWaitLimit = .milliseconds(100)
-        let delivery = FeedbackDelivery(
-            configuration: configuration, sink: sink,
-            spool: try DiskSpool<Feedback>(configuration: .init(directory: directory + "/feedback", maxBytes: 1 << 20)),
-            deadLetterPath: directory + "/dead.jsonl", logger: Logger(label: "test"))
+        let delivery = try delivery(sink, traceWaitLimit: .milliseconds(100))
         let run = Task { await delivery.run() }
         try delivery.submit(feedback(1))
         await waitUntil { delivery.stats.rejected == 1 }
         delivery.stop()
         await run.value
         XCTAssertEqual(delivery.stats.rejected, 1)
-        XCTAssertTrue(try String(contentsOfFile: directory + "/dead.jsonl", encoding: .utf8).contains("MLflow never had trace tr-1"))
+        XCTAssertTrue(try String(contentsOfFile: directory + "/feedback/dead-letter.jsonl", encoding: .utf8).contains("MLflow never had trace tr-1"))
+    }
+
+    func testManyFeedbacksWaitingForTracesCostFewTries() async throws {
+        let sink = FakeAssessments()
+        var configuration = FeedbackDelivery.Configuration()
+        configuration.initialBackoff = .milliseconds(100)
+        configuration.maxTraceWait = .milliseconds(400)
+        let delivery = try FeedbackDelivery(configuration: configuration, sink: sink, directory: directory + "/feedback", logger: Logger(label: "test"))
+        let run = Task { await delivery.run() }
+        for n in 1...20 { try delivery.submit(feedback(n)) }
+        try await Task.sleep(for: .seconds(1))
+        let waited = delivery.stats.waitedForTrace
+        sink.state.withLockedValue { $0.traces = Set((1...20).map { "tr-\($0)" }) }
+        await waitUntil { delivery.stats.delivered == 20 }
+        delivery.stop()
+        await run.value
+        XCTAssertEqual(delivery.stats.delivered, 20)
+        // Pauses of 200, 400, 400 ms: about 3 tries each in the first second, not a busy loop.
+        XCTAssertLessThanOrEqual(waited, 20 * 5, "tries while waiting for traces")
+        XCTAssertGreaterThanOrEqual(waited, 20)
     }
 }

@@ -16,16 +16,17 @@ private struct NoServer: AssessmentSink {
 
 final class FeedbackServiceTests: XCTestCase {
     private var directory = ""
-    private var spool: DiskSpool<Feedback>!
+    private var delivery: FeedbackDelivery!
+    private var spool: DiskSpool<Feedback> { delivery.queued }
 
     override func setUpWithError() throws {
         directory = NSTemporaryDirectory() + "tracegate-feedback-service-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        spool = try DiskSpool<Feedback>(configuration: .init(directory: directory + "/feedback", maxBytes: 1 << 20))
+        delivery = try FeedbackDelivery(sink: NoServer(), directory: directory + "/feedback", logger: Logger(label: "test"))
     }
 
     override func tearDown() {
-        spool = nil
+        delivery = nil
         try? FileManager.default.removeItem(atPath: directory)
     }
 
@@ -44,7 +45,6 @@ final class FeedbackServiceTests: XCTestCase {
                 if mlflowDown { throw MLflowError.unreachable("down") }
                 return inMLflow[requestID]
             })
-        let delivery = FeedbackDelivery(sink: NoServer(), spool: spool, deadLetterPath: directory + "/dead.jsonl", logger: Logger(label: "test"))
         return FeedbackService(
             recent: NIOLockedValueBox(index), delivery: delivery, lookup: lookup, identity: identity, cors: CORSPolicy(origins: origins),
             ratePerSecond: rate, builderGrace: grace)
@@ -83,7 +83,6 @@ final class FeedbackServiceTests: XCTestCase {
     func testARequestIDBuiltIntoATraceDuringTheGraceIsFound() async {
         let recent = NIOLockedValueBox(RecentTraceIndex(capacity: 10))
         let lookup = FeedbackService.Lookup(traceExists: { _ in false }, traceIDForRequestID: { _ in nil })
-        let delivery = FeedbackDelivery(sink: NoServer(), spool: spool, deadLetterPath: directory + "/dead.jsonl", logger: Logger(label: "test"))
         let service = FeedbackService(
             recent: recent, delivery: delivery, lookup: lookup, identity: IdentityResolver(), cors: CORSPolicy(origins: []), ratePerSecond: 10,
             builderGrace: .seconds(2))
