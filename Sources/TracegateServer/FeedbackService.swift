@@ -16,8 +16,7 @@ struct FeedbackAnswer: Sendable, Equatable {
     }
 
     static func error(_ status: HTTPResponseStatus, _ message: String, headers: [(String, String)] = []) -> Self {
-        let quoted = (try? JSONEncoder().encode(message)).map { String(decoding: $0, as: UTF8.self) } ?? "\"\""
-        return FeedbackAnswer(status: status, json: #"{"error":"# + quoted + "}", headers: headers)
+        FeedbackAnswer(status: status, json: #"{"error":"# + FeedbackService.quoted(message) + "}", headers: headers)
     }
 }
 
@@ -95,7 +94,13 @@ final class FeedbackService: Sendable {
             return .error(.serviceUnavailable, "feedback could not be queued: \(error)", headers: corsHeaders)
         }
         return FeedbackAnswer(
-            status: .accepted, json: #"{"trace_id":"\#(traceID)","feedback_id":"\#(feedback.id)"}"#, headers: corsHeaders)
+            status: .accepted, json: #"{"trace_id":"# + Self.quoted(traceID) + #","feedback_id":"# + Self.quoted(feedback.id) + "}",
+            headers: corsHeaders)
+    }
+
+    /// A JSON string literal (a trace id found by search comes from the tracking server).
+    static func quoted(_ text: String) -> String {
+        (try? JSONEncoder().encode(text)).map { String(decoding: $0, as: UTF8.self) } ?? "\"\""
     }
 
     enum Resolution: Equatable {
