@@ -309,12 +309,16 @@ final class TracingPipeline: @unchecked Sendable {
         var lines: [UInt8] = []
         for captured in captures {
             defer { burst.pauseIfDue() }
-            if !captured.sampled && !builder.isError(captured) { continue }
+            if !captured.sampled && !builder.isError(captured) {
+                followResponseChain(captured)
+                continue
+            }
             if case .exporters(let exports, _, _) = destination,
                 exports.allSatisfy({ !$0.routes.contains(captured.route) || $0.exporter.isFull })
             {
                 // No exporter can take it (full memory, no spool): don't spend CPU on building it.
                 for export in exports where export.routes.contains(captured.route) { export.exporter.countDropped() }
+                followResponseChain(captured)
                 continue
             }
             var record = builder.record(for: captured, chain: &responseChain)
@@ -350,6 +354,13 @@ final class TracingPipeline: @unchecked Sendable {
                 logger.error("cannot write the trace file: \(error)")
             }
         }
+    }
+
+    /// A Responses API turn that is not traced still links its conversation's chain, so the turns
+    /// after it keep their session (`chain:previous_response_id`).
+    private func followResponseChain(_ captured: CapturedExchange) {
+        guard builder.identity.followsResponseChains, captured.target.prefix(while: { $0 != "?" }).hasSuffix("/responses") else { return }
+        _ = builder.record(for: captured, chain: &responseChain)
     }
 
     private struct Usage: Decodable {

@@ -23,10 +23,12 @@ public struct IdentityResolver: Sendable {
         (userSources.filter(\.readsHead), sessionSources.filter(\.readsHead))
     }
 
-    /// A raw value and the source that gave it.
+    /// A value and the source that gave it.
     public struct Choice: Sendable, Equatable {
         public var value: String
         public var source: IdentitySource
+        /// Already as exported (a session the chain remembered): not pseudonymised again.
+        public var isExported = false
     }
 
     /// Whether sessions follow `previous_response_id` (then every response's session is remembered).
@@ -47,16 +49,20 @@ public struct IdentityResolver: Sendable {
     }
 
     func session(headValues: [String?], request: Request, chain: ResponseSessionChain) -> Choice? {
-        var chained: String?
+        var chained: Choice?
         if let previous = request.previousResponseID {
-            chained = chain.session(continuing: previous) ?? previous
-        } else {
-            chained = request.responseID
+            if let known = chain.session(continuing: previous) {
+                chained = Choice(value: known, source: .responseChain, isExported: true)
+            } else {
+                chained = Choice(value: previous, source: .responseChain)
+            }
+        } else if let own = request.responseID {
+            chained = Choice(value: own, source: .responseChain)
         }
         return choose(sessionSources, headValues: headValues, request: request, chained: chained)
     }
 
-    private func choose(_ sources: [IdentitySource], headValues: [String?], request: Request, chained: String?) -> Choice? {
+    private func choose(_ sources: [IdentitySource], headValues: [String?], request: Request, chained: Choice?) -> Choice? {
         var firstSeen: Choice?
         var headIndex = 0
         for source in sources {
@@ -71,7 +77,8 @@ public struct IdentityResolver: Sendable {
             case .body(let path):
                 raw = request.body().flatMap { Self.scalar(at: path, in: $0) }
             case .responseChain:
-                raw = chained
+                if let chained, chained.isExported { return chained }
+                raw = chained?.value
             }
             guard let raw else { continue }
             let choice = Choice(value: raw, source: source)
@@ -94,6 +101,25 @@ public struct IdentityResolver: Sendable {
     static func isValid(_ value: String) -> Bool {
         let trimmed = IdentityValues.mayNeedTrimming(value) ? value.trimmingCharacters(in: .whitespacesAndNewlines) : value
         return !trimmed.isEmpty && !MLflowLimits.containsControlCharacter(trimmed)
+    }
+
+    /// The target with the values of query parameters used as identity sources replaced, when ids
+    /// are pseudonymised (else the clear value would still leave in `url.path`).
+    public func redactingIdentityQuery(_ target: String) -> String {
+        guard pseudonymiser != nil, let question = target.firstIndex(of: "?") else { return target }
+        let names = Set((userSources + sessionSources).compactMap { source -> String? in
+            if case .query(let name) = source { return name }
+            return nil
+        })
+        guard !names.isEmpty else { return target }
+        let parameters = target[target.index(after: question)...].split(separator: "&", omittingEmptySubsequences: false).map {
+            parameter -> Substring in
+            guard let equals = parameter.firstIndex(of: "="),
+                let name = IdentityHeadReader.percentDecoded(parameter[..<equals]), names.contains(name)
+            else { return parameter }
+            return parameter[...equals] + Substring(Redaction.marker)
+        }
+        return String(target[...question]) + parameters.joined(separator: "&")
     }
 
     /// The pseudonym of a valid value (trimmed first, so ` a` and `a` group together).

@@ -105,6 +105,7 @@ public struct TraceBuilder: Sendable {
         let session = identity.session(headValues: exchange.sessionHeadValues, request: request, chain: chain)
         func exported(_ choice: IdentityResolver.Choice?) -> String? {
             guard let choice else { return nil }
+            if choice.isExported { return choice.value }
             return IdentityResolver.isValid(choice.value) ? identity.pseudonym(choice.value) : choice.value
         }
         let values = IdentityValues.validate(user: exported(user), session: exported(session), requestID: exchange.requestID)
@@ -119,8 +120,10 @@ public struct TraceBuilder: Sendable {
         if values.session != nil, let source = session?.source {
             record.attributes["tracegate.session.source"] = .string(source.description)
         }
-        if identity.followsResponseChains, let responseID = chat?.responseID, let chosen = session, IdentityResolver.isValid(chosen.value) {
-            chain.remember(response: responseID, session: chosen.value)
+        // The session as exported (at most 250 characters, pseudonymised if asked): bounded memory,
+        // and a turn joining it gets exactly what the earlier turns got.
+        if identity.followsResponseChains, let responseID = chat?.responseID, responseID.utf8.count <= 256, let exportedSession = values.session {
+            chain.remember(response: responseID, session: exportedSession)
         }
     }
 
@@ -180,7 +183,8 @@ public struct TraceBuilder: Sendable {
 
     private func describeHTTP(_ exchange: CapturedExchange, into record: inout TraceRecord) {
         record.attributes[TraceAttributeKey.httpRequestMethod] = .string(exchange.method)
-        record.attributes[TraceAttributeKey.urlPath] = .string(redaction.text(QueryRedaction.target(exchange.target)))
+        record.attributes[TraceAttributeKey.urlPath] = .string(
+            redaction.text(identity.redactingIdentityQuery(QueryRedaction.target(exchange.target))))
         if let status = exchange.status { record.attributes[TraceAttributeKey.httpResponseStatusCode] = .int(Int64(status)) }
         if !exchange.upstream.isEmpty { record.attributes["tracegate.upstream"] = .string(exchange.upstream) }
         record.attributes["tracegate.request.bytes"] = .int(Int64(exchange.request.totalSize))

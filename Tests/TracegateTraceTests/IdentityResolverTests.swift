@@ -130,6 +130,31 @@ final class IdentityResolverTests: XCTestCase {
         XCTAssertEqual(build.record(for: turn("resp_6", previous: "resp_5"), chain: &chain).session, "resp_4")
     }
 
+    func testAChainedSessionIsPseudonymisedOnceAndRemembersOnlyWhatWasExported() throws {
+        let build = try builder(user: "", session: "header:X-Session-ID, chain:previous_response_id", key: "0123456789abcdef0123")
+        var chain = ResponseSessionChain(capacity: 10)
+        let first = build.record(for: turn("resp_1", previous: nil, sessionHeader: "conv-7"), chain: &chain)
+        let second = build.record(for: turn("resp_2", previous: "resp_1"), chain: &chain)
+        XCTAssertEqual(first.session, HMACSHA256(key: Array("0123456789abcdef0123".utf8)).hex("conv-7"))
+        XCTAssertEqual(second.session, first.session, "not hashed a second time")
+
+        let huge = String(repeating: "s", count: 30_000)
+        let plain = try builder(user: "", session: "header:X-Session-ID, chain:previous_response_id")
+        let long = plain.record(for: turn("resp_3", previous: nil, sessionHeader: huge), chain: &chain)
+        XCTAssertEqual(chain.session(continuing: "resp_3"), long.session)
+        XCTAssertLessThanOrEqual(chain.session(continuing: "resp_3")?.count ?? .max, 250, "the chain holds the shortened id")
+    }
+
+    func testQueryParametersUsedAsIdsAreRedactedFromTheURLWhenPseudonymised() throws {
+        let hashed = try builder(user: "query:uid", key: "0123456789abcdef0123")
+        let record = hashed.record(for: exchange(target: "/v1/chat/completions?uid=alice%40example.com&v=2", user: ["alice@example.com"]))
+        XCTAssertEqual(record.attributes[TraceAttributeKey.urlPath], .string("/v1/chat/completions?uid=[REDACTED]&v=2"))
+        let clear = try builder(user: "query:uid")
+        XCTAssertEqual(
+            clear.record(for: exchange(target: "/x?uid=alice", user: ["alice"])).attributes[TraceAttributeKey.urlPath], .string("/x?uid=alice"),
+            "without pseudonyms the id is exported anyway")
+    }
+
     func testWithoutTheChainSourceNothingIsRemembered() throws {
         var chain = ResponseSessionChain(capacity: 10)
         _ = try builder(user: "", session: "header:X-Session-ID").record(for: turn("resp_1", previous: nil, sessionHeader: "s"), chain: &chain)

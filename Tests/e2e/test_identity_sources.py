@@ -132,3 +132,19 @@ def test_pseudonymised_users_group_and_never_appear_in_clear(exporting_tracegate
             assert who not in trace_json(trace)
         found = search(mlflow_client, mlflow_experiment, user_is(pseudonym(who)))
         assert sorted(t.info.client_request_id for t in found) == sorted(expected), "one user's traces group"
+
+
+def test_an_untraced_turn_in_the_middle_does_not_break_the_chain(exporting_tracegate, mlflow_client, mlflow_experiment):
+    tg = exporting_tracegate(session_from="chain:previous_response_id", sample_ratio="0")
+    chat = client(tg)
+    traced, previous, first = [], None, None
+    for n, forced in enumerate([True, False, True]):
+        rid = request_id()
+        headers = {"X-Request-ID": rid, **({"X-Tracegate-Force-Trace": "1"} if forced else {})}
+        response = chat.responses.create(model="m", input=f"turn {n}", previous_response_id=previous, extra_headers=headers)
+        first = first or response.id
+        previous = response.id
+        if forced:
+            traced.append(rid)
+    sessions = [user_and_sources(wait_for_trace(mlflow_client, mlflow_experiment, rid))[2] for rid in traced]
+    assert sessions == [first, first], "the third turn joins the first turn's session through the untraced second"
