@@ -43,9 +43,11 @@ final class FeedbackChannel: Sendable {
         let experimentIDs = self.experimentIDs
         let lookup = FeedbackService.Lookup(
             traceExists: { id in
+                // Only traces of the experiments tracegate exports to: the endpoint is open to clients, and
+                // tracegate's credentials may reach other experiments.
                 do {
-                    _ = try await client.traceInfo(traceID: id)
-                    return true
+                    let info = try await client.traceInfo(traceID: id)
+                    return Feedback.experimentID(inTraceInfo: info).map { experimentIDs().contains($0) } ?? false
                 } catch MLflowError.rejected(404, _) {
                     return false
                 }

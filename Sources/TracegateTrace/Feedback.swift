@@ -53,6 +53,13 @@ public struct Feedback: Sendable, Equatable, Codable {
         return Array(PayloadJSON.object([("assessment", .object(assessment))]).serialized.utf8)
     }
 
+    /// The experiment of a `GET /api/3.0/mlflow/traces/{trace_id}` answer.
+    public static func experimentID(inTraceInfo response: [UInt8]) -> String? {
+        guard let json = PayloadJSON.parse(response) else { return nil }
+        let info = json["trace"]?["trace_info"] ?? json["trace_info"]
+        return info?["trace_location"]?["mlflow_experiment"]?["experiment_id"]?.string
+    }
+
     /// Whether a `GET /api/3.0/mlflow/traces/{trace_id}` answer lists this feedback already.
     public func isListed(inTraceInfo response: [UInt8]) -> Bool {
         guard let json = PayloadJSON.parse(response) else { return false }
@@ -130,7 +137,8 @@ public struct FeedbackRequest: Sendable, Equatable {
     /// `tr-<32 hex>` or the bare 32 hex digits → `tr-<32 lowercase hex>`.
     static func normalizedTraceID(_ text: String) -> String? {
         let hex = text.hasPrefix("tr-") ? text.dropFirst(3) : Substring(text)
-        guard hex.utf8.count == 32, hex.allSatisfy(\.isHexDigit) else { return nil }
+        guard hex.utf8.count == 32, hex.utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x41...0x46).contains($0) || (0x61...0x66).contains($0) })
+        else { return nil }
         return "tr-" + hex.lowercased()
     }
 }

@@ -24,6 +24,7 @@ final class FeedbackTests: XCTestCase {
             ("{not json", "the body must be a JSON object"),
             (#"{"name":"n","value":1}"#, "name the exchange with request_id"),
             (#"{"trace_id":"tr-123","name":"n","value":1}"#, "trace_id must be tr- followed by 32 hex digits"),
+            (#"{"trace_id":"tr-0123456789abcdef0123456789abcde１","name":"n","value":1}"#, "trace_id must be tr- followed by 32 hex digits"),
             (#"{"request_id":"","name":"n","value":1}"#, "request_id must be a non-empty string"),
             (#"{"request_id":"a\u0007","name":"n","value":1}"#, "request_id must be a non-empty string without control characters"),
             (#"{"request_id":"r","value":1}"#, "name must be a string of 1 to 250 characters"),
@@ -58,6 +59,12 @@ final class FeedbackTests: XCTestCase {
         anonymous.user = nil
         let source = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(anonymous.createAssessmentJSON)) as? [String: Any])
         XCTAssertEqual((source["assessment"] as? [String: Any])?["source"] as? [String: String], ["source_type": "HUMAN"])
+    }
+
+    func testTheExperimentOfATraceIsRead() {
+        let info = #"{"trace":{"trace_info":{"trace_id":"tr-1","trace_location":{"type":"MLFLOW_EXPERIMENT","mlflow_experiment":{"experiment_id":"42"}}}}}"#
+        XCTAssertEqual(Feedback.experimentID(inTraceInfo: Array(info.utf8)), "42")
+        XCTAssertNil(Feedback.experimentID(inTraceInfo: Array(#"{"trace":{}}"#.utf8)))
     }
 
     func testAFeedbackIsFoundAmongATracesAssessmentsByItsID() {

@@ -224,3 +224,21 @@ def test_a_chat_page_in_a_real_browser_posts_feedback_with_its_cookie_and_a_fore
     finally:
         page.stop()
         foreign.stop()
+
+
+def test_a_trace_of_another_experiment_cannot_be_given_feedback(exporting_tracegate, mlflow_server, mlflow_client,
+                                                               monkeypatch):
+    """The endpoint is open to clients; tracegate's credentials may reach experiments it does not export to."""
+    import mlflow
+
+    from mlflow_harness import create_experiment, sdk_tracking_uri
+
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", create_experiment(mlflow_client, "not-tracegates"))
+    with sdk_tracking_uri(mlflow_server.url):
+        with mlflow.start_span("someone else's app") as span:
+            pass
+        mlflow.flush_trace_async_logging()
+    get_trace_when(mlflow_client, span.trace_id)
+    tg = exporting_tracegate(feedback_path=FEEDBACK)
+    r = post(tg, {"trace_id": span.trace_id, "name": "n", "value": 1})
+    assert r.status_code == 404, r.text
