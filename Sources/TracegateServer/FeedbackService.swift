@@ -98,6 +98,17 @@ final class FeedbackService: Sendable {
             headers: corsHeaders)
     }
 
+    /// Whether `condition` holds for the recent traces within the builder's grace: a client may post
+    /// feedback the moment its response ends, before the trace is built.
+    private func waitForBuilder(_ condition: (RecentTraceIndex) -> Bool) async -> Bool {
+        let deadline = ContinuousClock.now + builderGrace
+        while true {
+            if recent.withLockedValue({ condition($0) }) { return true }
+            if ContinuousClock.now >= deadline { return false }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+    }
+
     /// A JSON string literal (a trace id found by search comes from the tracking server).
     static func quoted(_ text: String) -> String {
         (try? JSONEncoder().encode(text)).map { String(decoding: $0, as: UTF8.self) } ?? "\"\""
@@ -113,7 +124,7 @@ final class FeedbackService: Sendable {
     func resolve(_ exchange: FeedbackRequest.Exchange) async -> Resolution {
         switch exchange {
         case .traceID(let id):
-            if recent.withLockedValue({ $0.contains(traceID: id) }) { return .found(id) }
+            if await waitForBuilder({ $0.contains(traceID: id) }) { return .found(id) }
             do {
                 return try await lookup.traceExists(id) ? .found(id) : .unknown("no trace \(id)")
             } catch {
@@ -123,11 +134,12 @@ final class FeedbackService: Sendable {
             guard let key = IdentityValues.validate(user: nil, session: nil, requestID: given).clientRequestID else {
                 return .unknown("no traced exchange has request id \(given)")
             }
-            let deadline = ContinuousClock.now + builderGrace
-            while true {
-                if let id = recent.withLockedValue({ $0.traceID(forRequestID: key) }) { return .found(id) }
-                if ContinuousClock.now >= deadline { break }
-                try? await Task.sleep(for: .milliseconds(10))
+            var found: String?
+            if await waitForBuilder({ index in
+                found = index.traceID(forRequestID: key)
+                return found != nil
+            }), let found {
+                return .found(found)
             }
             do {
                 if let id = try await lookup.traceIDForRequestID(key) { return .found(id) }

@@ -93,6 +93,14 @@ final class FeedbackServiceTests: XCTestCase {
         }
         let answer = await post(service, #"{"request_id":"req-late","name":"n","value":1}"#)
         XCTAssertEqual(answer.status, .accepted, answer.json)
+
+        let other = traceB
+        Task {
+            try? await Task.sleep(for: .milliseconds(50))
+            recent.withLockedValue { $0.remember(requestID: "req-later", traceID: other) }
+        }
+        let byTrace = await post(service, #"{"trace_id":"\#(traceB)","name":"n","value":1}"#)
+        XCTAssertEqual(byTrace.status, .accepted, "a trace id from X-MLflow-Trace-Id, posted before the trace is built")
     }
 
     func testAnUnreachableTrackingServerIs503ButARememberedIDIsStillAccepted() async {
