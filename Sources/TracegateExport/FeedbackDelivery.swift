@@ -51,6 +51,8 @@ public final class FeedbackDelivery: Sendable {
         var stopping = false
         var stats = FeedbackStats()
         var wake: CheckedContinuation<Void, Never>?
+        /// Whether the current sleep ends when feedback is submitted (not during a backoff).
+        var wakesOnSubmit = true
     }
 
     private let configuration: Configuration
@@ -83,15 +85,24 @@ public final class FeedbackDelivery: Sendable {
     public var pending: Int { queued.recordCount + waiting.recordCount }
 
     /// Queues a feedback durably (on disk) before returning; throws when it cannot be written.
+    /// Never evicts: when the queue is full, the submission fails (the client gets 503) rather than
+    /// dropping feedback already accepted.
     public func submit(_ feedback: Feedback) throws {
+        guard queued.byteCount < configuration.maxSpoolBytes - Self.maxRecordBytes else {
+            throw SpoolError("the feedback queue is full (\(queued.recordCount) waiting to be delivered)")
+        }
         try queued.append([feedback])
         let wake = state.withLockedValue { state -> CheckedContinuation<Void, Never>? in
             state.stats.queued += 1
+            guard state.wakesOnSubmit else { return nil }
             defer { state.wake = nil }
             return state.wake
         }
         wake?.resume()
     }
+
+    /// The most one feedback takes on disk: a 64 KiB post, every character escaped.
+    static let maxRecordBytes = 512 << 10
 
     /// Delivers until `stop()`: fresh feedback first, then what waits for its trace once its pause is over.
     public func run() async {
@@ -186,39 +197,53 @@ public final class FeedbackDelivery: Sendable {
             return .traceMissing
         } catch let error as MLflowError where error.isRetryable {
             return .serverTrouble("\(error)")
+        } catch MLflowError.rejected(let status, let body) where status == 401 || status == 403 {
+            // Credentials expired or permissions changed: an operator fixes that; keep the feedback.
+            return .serverTrouble("tracking server refused tracegate's credentials (\(status)): \(body.prefix(200))")
+        } catch MLflowError.unexpectedResponse(let why) {
+            return .serverTrouble(why)
         } catch {
             return .refused("\(error)")
         }
     }
+
+    /// Dead letters stop being written past this size (each is logged anyway).
+    static let maxDeadLetterBytes: off_t = 16 << 20
 
     private func setAside(_ feedback: Feedback, _ batch: DiskSpool<Feedback>.Batch, from spool: DiskSpool<Feedback>, reason: String) {
         var line: [UInt8] = []
         Feedback.appendLine(feedback, to: &line)
         line.removeLast()
         let quotedReason = (try? JSONEncoder().encode(reason)).map { String(decoding: $0, as: UTF8.self) } ?? "\"\""
-        let entry = #"{"reason":"# + quotedReason + #","feedback":"# + String(decoding: line, as: UTF8.self) + "}\n"
-        if !FileManager.default.fileExists(atPath: deadLetterPath) { FileManager.default.createFile(atPath: deadLetterPath, contents: nil) }
-        if let handle = FileHandle(forWritingAtPath: deadLetterPath) {
-            handle.seekToEndOfFile()
-            handle.write(Data(entry.utf8))
-            try? handle.close()
+        let entry = Array((#"{"reason":"# + quotedReason + #","feedback":"# + String(decoding: line, as: UTF8.self) + "}\n").utf8)
+        var written = false
+        let fd = open(deadLetterPath, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
+        if fd >= 0 {
+            var status = stat()
+            if fstat(fd, &status) == 0, status.st_size + off_t(entry.count) <= Self.maxDeadLetterBytes {
+                written = writeFully(fd, entry) == nil
+            }
+            close(fd)
         }
-        logger.warning("feedback set aside", metadata: ["feedback_id": "\(feedback.id)", "trace_id": "\(feedback.traceID)", "reason": "\(reason)", "file": "\(deadLetterPath)"])
+        logger.warning(
+            "feedback set aside",
+            metadata: [
+                "feedback_id": "\(feedback.id)", "trace_id": "\(feedback.traceID)", "reason": "\(reason)",
+                "file": "\(written ? deadLetterPath : "(not written: full or unwritable)")",
+            ])
         state.withLockedValue { $0.stats.rejected += 1 }
         spool.acknowledge(batch)
     }
 
+    /// Sleeps up to `limit`; `stop()` always wakes it, a submission only when `wakesOnSubmit`.
     private func sleepUntilWoken(atMost limit: Duration, wakesOnSubmit: Bool = true) async {
         guard limit > .zero else { return }
-        if !wakesOnSubmit {
-            try? await Task.sleep(for: limit)
-            return
-        }
         let state = self.state  // the timer below must not keep the delivery (and its spool's lock) alive
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let resumeNow = state.withLockedValue { state -> Bool in
                 if state.stopping { return true }
                 state.wake = continuation
+                state.wakesOnSubmit = wakesOnSubmit
                 return false
             }
             if resumeNow { continuation.resume(); return }

@@ -15,6 +15,7 @@ private final class FakeAssessments: AssessmentSink, @unchecked Sendable {
         /// The next POSTs are stored, then answered with a timeout (an ambiguous failure).
         var loseAnswers = 0
         var refuse = false
+        var unauthorized = false
     }
     let state = NIOLockedValueBox(State())
 
@@ -22,6 +23,7 @@ private final class FakeAssessments: AssessmentSink, @unchecked Sendable {
         try state.withLockedValue { state in
             if state.down { throw MLflowError.unreachable("connection refused") }
             if state.refuse { throw MLflowError.rejected(status: 400, body: "INVALID_PARAMETER_VALUE") }
+            if state.unauthorized { throw MLflowError.rejected(status: 403, body: "PERMISSION_DENIED") }
             guard state.traces.contains(traceID) else { throw MLflowError.rejected(status: 404, body: "RESOURCE_DOES_NOT_EXIST") }
             state.assessments[traceID, default: []].append(body)
             if state.loseAnswers > 0 {
@@ -183,5 +185,59 @@ final class FeedbackDeliveryTests: XCTestCase {
         // Pauses of 200, 400, 400 ms: about 3 tries each in the first second, not a busy loop.
         XCTAssertLessThanOrEqual(waited, 20 * 5, "tries while waiting for traces")
         XCTAssertGreaterThanOrEqual(waited, 20)
+    }
+
+    func testRefusedCredentialsKeepTheFeedbackUntilTheyAreFixed() async throws {
+        let sink = FakeAssessments()
+        sink.state.withLockedValue {
+            $0.traces = ["tr-1"]
+            $0.unauthorized = true
+        }
+        let delivery = try delivery(sink)
+        let run = Task { await delivery.run() }
+        try delivery.submit(feedback(1))
+        await waitUntil { delivery.stats.retries >= 2 }
+        XCTAssertEqual(delivery.stats.rejected, 0)
+        sink.state.withLockedValue { $0.unauthorized = false }
+        await waitUntil { delivery.stats.delivered == 1 }
+        delivery.stop()
+        await run.value
+        XCTAssertEqual(sink.count("tr-1"), 1)
+    }
+
+    func testAFullQueueRefusesNewFeedbackInsteadOfDroppingAcceptedFeedback() throws {
+        var configuration = FeedbackDelivery.Configuration()
+        configuration.maxSpoolBytes = FeedbackDelivery.maxRecordBytes + 4096
+        let delivery = try FeedbackDelivery(configuration: configuration, sink: FakeAssessments(), directory: directory + "/feedback", logger: Logger(label: "test"))
+        var accepted = 0
+        var refused = false
+        for n in 1...100 {
+            do {
+                try delivery.submit(feedback(n))
+                accepted += 1
+            } catch {
+                refused = true
+                break
+            }
+        }
+        XCTAssertTrue(refused)
+        XCTAssertEqual(delivery.pending, accepted, "nothing accepted was dropped")
+    }
+
+    func testStopEndsABackoffAtOnce() async throws {
+        let sink = FakeAssessments()
+        sink.state.withLockedValue { $0.down = true }
+        var configuration = FeedbackDelivery.Configuration()
+        configuration.initialBackoff = .seconds(30)
+        let delivery = try FeedbackDelivery(configuration: configuration, sink: sink, directory: directory + "/feedback", logger: Logger(label: "test"))
+        let run = Task { await delivery.run() }
+        try delivery.submit(feedback(1))
+        await waitUntil { delivery.stats.retries == 1 }
+        try await Task.sleep(for: .milliseconds(50))
+        let stopping = ContinuousClock.now
+        delivery.stop()
+        await run.value
+        XCTAssertLessThan(ContinuousClock.now - stopping, .seconds(2))
+        XCTAssertEqual(delivery.pending, 1, "still queued for the next run")
     }
 }
