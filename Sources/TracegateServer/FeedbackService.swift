@@ -65,8 +65,11 @@ final class FeedbackService: Sendable {
             return FeedbackAnswer(status: .noContent, json: "", headers: allowed)
         }
         // A page from another site must not post feedback in its visitor's name (their cookies go along).
-        if let origin, !cors.allows(origin) { return .error(.forbidden, "this origin may not post feedback (feedback_cors_origins)") }
-        let corsHeaders = origin.map { cors.responseHeaders(origin: $0) } ?? []
+        // A page served through tracegate itself posts from its own origin, which is always allowed.
+        if let origin, !cors.allows(origin), !Self.isSameOrigin(origin, headers) {
+            return .error(.forbidden, "this origin may not post feedback (feedback_cors_origins)")
+        }
+        let corsHeaders = origin.flatMap { cors.allows($0) ? cors.responseHeaders(origin: $0) : nil } ?? []
         guard method == .POST else {
             return .error(.methodNotAllowed, "feedback is posted: POST a JSON body", headers: corsHeaders + [("Allow", "POST, OPTIONS")])
         }
@@ -96,6 +99,14 @@ final class FeedbackService: Sendable {
         return FeedbackAnswer(
             status: .accepted, json: #"{"trace_id":"# + Self.quoted(traceID) + #","feedback_id":"# + Self.quoted(feedback.id) + "}",
             headers: corsHeaders)
+    }
+
+    /// Whether `origin` is the origin the client addressed: the proxy passes the client's `Host` and
+    /// scheme on as `X-Forwarded-Host` / `X-Forwarded-Proto` (or the `Host` itself with `preserve_host`).
+    static func isSameOrigin(_ origin: String, _ headers: HTTPHeaders) -> Bool {
+        guard let host = headers.first(name: "x-forwarded-host") ?? headers.first(name: "host") else { return false }
+        let scheme = headers.first(name: "x-forwarded-proto") ?? "http"
+        return origin.lowercased() == "\(scheme)://\(host)".lowercased()
     }
 
     /// Whether `condition` holds for the recent traces within the builder's grace: a client may post

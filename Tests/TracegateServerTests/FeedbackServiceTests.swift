@@ -143,6 +143,19 @@ final class FeedbackServiceTests: XCTestCase {
         XCTAssertEqual(wrongMethod.status, .forbidden)
     }
 
+    func testAPageServedThroughTracegateMayPostFromItsOwnOrigin() async {
+        let service = service(recent: [("req-1", traceA)])
+        let same = await post(
+            service, #"{"request_id":"req-1","name":"n","value":1}"#,
+            headers: [("Origin", "https://chat.example.com"), ("X-Forwarded-Host", "chat.example.com"), ("X-Forwarded-Proto", "https")])
+        XCTAssertEqual(same.status, .accepted, same.json)
+        XCTAssertFalse(same.headers.contains { $0.0 == "Access-Control-Allow-Origin" }, "no CORS needed")
+        let otherScheme = await post(
+            service, #"{"request_id":"req-1","name":"n","value":1}"#,
+            headers: [("Origin", "http://chat.example.com"), ("X-Forwarded-Host", "chat.example.com"), ("X-Forwarded-Proto", "https")])
+        XCTAssertEqual(otherScheme.status, .forbidden)
+    }
+
     func testBeyondTheRateLimitIs429() async {
         let service = service(recent: [("req-1", traceA)], rate: 2)
         var statuses: [UInt] = []
