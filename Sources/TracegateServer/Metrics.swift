@@ -129,6 +129,10 @@ struct DeliverySnapshot: Sendable {
     var replayed = 0
     var spoolTraces = 0
     var spoolBytes = 0
+    var feedbackAccepted = 0
+    var feedbackDelivered = 0
+    var feedbackRejected = 0
+    var feedbackPending = 0
 }
 
 /// Prometheus counters mirroring delivery totals kept elsewhere: each scrape adds what grew since the last.
@@ -136,6 +140,7 @@ private struct DeliveryCounters {
     private var queue: Gauge?
     private var spoolTraces: Gauge?
     private var spoolBytes: Gauge?
+    private var feedbackPending: Gauge?
     private var counters: [(Counter, KeyPath<DeliverySnapshot, Int>)] = []
     private var last = DeliverySnapshot()
 
@@ -145,6 +150,8 @@ private struct DeliveryCounters {
         queue = registry.makeGauge(name: "tracegate_export_queue_traces", help: "Traces waiting in memory to be exported.")
         spoolTraces = registry.makeGauge(name: "tracegate_spool_traces", help: "Traces waiting in the on-disk spool.")
         spoolBytes = registry.makeGauge(name: "tracegate_spool_bytes", help: "Bytes of the on-disk spool.")
+        feedbackPending = registry.makeGauge(
+            name: "tracegate_feedback_pending", help: "Feedback queued on disk, not yet delivered to MLflow (fresh or waiting for its trace).")
         func counter(_ name: String, _ help: String, _ key: KeyPath<DeliverySnapshot, Int>) -> (Counter, KeyPath<DeliverySnapshot, Int>) {
             (registry.makeCounter(name: name, help: help), key)
         }
@@ -158,6 +165,11 @@ private struct DeliveryCounters {
             counter(
                 "tracegate_trace_info_failures_total",
                 "Traces whose StartTraceV3 (client_request_id, metadata) failed or was given up.", \.traceInfoFailures),
+            counter("tracegate_feedback_accepted_total", "Feedback posts accepted (202) and queued.", \.feedbackAccepted),
+            counter("tracegate_feedback_delivered_total", "Feedback stored in MLflow as assessments.", \.feedbackDelivered),
+            counter(
+                "tracegate_feedback_rejected_total", "Feedback set aside: refused by MLflow, or its trace never arrived.",
+                \.feedbackRejected),
         ]
     }
 
@@ -165,6 +177,7 @@ private struct DeliveryCounters {
         queue?.set(Double(snapshot.queued))
         spoolTraces?.set(Double(snapshot.spoolTraces))
         spoolBytes?.set(Double(snapshot.spoolBytes))
+        feedbackPending?.set(Double(snapshot.feedbackPending))
         for (counter, key) in counters {
             let grown = snapshot[keyPath: key] - last[keyPath: key]
             if grown > 0 { counter.increment(by: Int64(grown)) }

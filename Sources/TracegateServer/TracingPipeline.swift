@@ -218,8 +218,16 @@ final class TracingPipeline: @unchecked Sendable {
         var exports: [Export] = []
         if case .exporters(let all, _, _) = destination { exports = all }
         let captures = self.captures
+        let feedback = self.feedback?.delivery
         metrics.setDeliverySource { [exports] in
             var total = DeliverySnapshot()
+            if let feedback {
+                let stats = feedback.stats
+                total.feedbackAccepted = stats.queued
+                total.feedbackDelivered = stats.delivered
+                total.feedbackRejected = stats.rejected
+                total.feedbackPending = feedback.pending
+            }
             total.dropped = captures.refusedCount  // exchanges not captured: builder or tracking server behind
             for export in exports {
                 let exporter = export.exporter

@@ -66,6 +66,10 @@ def test_feedback_by_request_id_becomes_a_human_assessment_from_the_same_user(ex
     assert feedbacks(trace) == [("thumbs_up", True, "HUMAN", user, "clear answer")]
     [assessment] = [a for a in trace.info.assessments if a.name == "thumbs_up"]
     assert assessment.metadata["page"] == "chat"
+    wait_until(lambda: "tracegate_feedback_delivered_total 1\n" in requests.get(f"{tg.admin_url}/metrics", timeout=5).text, 10,
+               message="the delivery counted")
+    metrics = requests.get(f"{tg.admin_url}/metrics", timeout=5).text
+    assert "tracegate_feedback_accepted_total 1\n" in metrics and "tracegate_feedback_pending 0.0\n" in metrics, metrics
 
 
 def test_feedback_posted_before_its_trace_is_exported_arrives_once(exporting_tracegate, backend, mlflow_client,
