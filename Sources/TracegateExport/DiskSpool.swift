@@ -324,21 +324,26 @@ public final class DiskSpool<Record: SpoolRecord>: @unchecked Sendable {
     }
 }
 
-/// Traces the tracking server refused as invalid, kept with the reason instead of retried
-/// forever: one JSON object per line, `{"rejected_at": …, "reason": …, "record": {…}}`.
+/// Records the tracking server refused (or that can never be delivered), kept with the reason
+/// instead of retried forever: one JSON object per line, `{"rejected_at": …, "reason": …, "record": {…}}`.
+/// With `maxBytes`, an entry that would take the file past it is not written (the caller logs it).
 public final class DeadLetterFile: @unchecked Sendable {
     public let path: String
+    public let maxBytes: Int?
     private let lock = NSLock()
 
-    public init(path: String) { self.path = path }
-
-    private struct Entry: Encodable {
-        var rejected_at: String
-        var reason: String
-        var record: TraceRecord
+    public init(path: String, maxBytes: Int? = nil) {
+        self.path = path
+        self.maxBytes = maxBytes
     }
 
-    public func append(_ record: TraceRecord, reason: String) throws {
+    private struct Entry<Record: Encodable>: Encodable {
+        var rejected_at: String
+        var reason: String
+        var record: Record
+    }
+
+    public func append<Record: Encodable>(_ record: Record, reason: String) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         let stamp = ISO8601DateFormatter().string(from: Date())
@@ -348,6 +353,12 @@ public final class DeadLetterFile: @unchecked Sendable {
             let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
             guard fd >= 0 else { throw SpoolError.system("cannot open", path) }
             defer { close(fd) }
+            if let maxBytes {
+                var status = stat()
+                if fstat(fd, &status) == 0, Int(status.st_size) + line.count > maxBytes {
+                    throw SpoolError("\(path) is full (\(maxBytes) bytes)")
+                }
+            }
             if let code = writeFully(fd, line) { throw SpoolError("cannot write \(path): \(describeErrno(code))") }
         }
     }

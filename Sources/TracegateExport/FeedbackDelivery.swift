@@ -61,7 +61,8 @@ public final class FeedbackDelivery: Sendable {
     let queued: DiskSpool<Feedback>
     /// Feedback whose trace MLflow did not have yet, in the order of their next try (roughly).
     let waiting: DiskSpool<Feedback>
-    private let deadLetterPath: String
+    /// Feedback MLflow refused or whose trace never came, with the reason; at most 16 MiB.
+    private let deadLetters: DeadLetterFile
     private let logger: Logger
     private let state = NIOLockedValueBox(State())
 
@@ -76,7 +77,7 @@ public final class FeedbackDelivery: Sendable {
         self.sink = sink
         queued = try DiskSpool(configuration: .init(directory: directory + "/queued", maxBytes: configuration.maxSpoolBytes))
         waiting = try DiskSpool(configuration: .init(directory: directory + "/waiting", maxBytes: configuration.maxSpoolBytes))
-        deadLetterPath = directory + "/dead-letter.jsonl"
+        deadLetters = DeadLetterFile(path: directory + "/dead-letter.jsonl", maxBytes: 16 << 20)
         self.logger = logger
     }
 
@@ -207,30 +208,16 @@ public final class FeedbackDelivery: Sendable {
         }
     }
 
-    /// Dead letters stop being written past this size (each is logged anyway).
-    static let maxDeadLetterBytes: off_t = 16 << 20
-
     private func setAside(_ feedback: Feedback, _ batch: DiskSpool<Feedback>.Batch, from spool: DiskSpool<Feedback>, reason: String) {
-        var line: [UInt8] = []
-        Feedback.appendLine(feedback, to: &line)
-        line.removeLast()
-        let quotedReason = (try? JSONEncoder().encode(reason)).map { String(decoding: $0, as: UTF8.self) } ?? "\"\""
-        let entry = Array((#"{"reason":"# + quotedReason + #","feedback":"# + String(decoding: line, as: UTF8.self) + "}\n").utf8)
-        var written = false
-        let fd = open(deadLetterPath, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
-        if fd >= 0 {
-            var status = stat()
-            if fstat(fd, &status) == 0, status.st_size + off_t(entry.count) <= Self.maxDeadLetterBytes {
-                written = writeFully(fd, entry) == nil
-            }
-            close(fd)
+        var written = "\(deadLetters.path)"
+        do {
+            try deadLetters.append(feedback, reason: reason)
+        } catch {
+            written = "not written: \(error)"
         }
         logger.warning(
             "feedback set aside",
-            metadata: [
-                "feedback_id": "\(feedback.id)", "trace_id": "\(feedback.traceID)", "reason": "\(reason)",
-                "file": "\(written ? deadLetterPath : "(not written: full or unwritable)")",
-            ])
+            metadata: ["feedback_id": "\(feedback.id)", "trace_id": "\(feedback.traceID)", "reason": "\(reason)", "file": "\(written)"])
         state.withLockedValue { $0.stats.rejected += 1 }
         spool.acknowledge(batch)
     }

@@ -20,11 +20,7 @@ final class FeedbackChannel: Sendable {
         settings: TracegateSettings, trackingURI: String, spoolDir: String, http: HTTPClient, executor: ExportExecutor,
         experimentIDs: @escaping @Sendable () -> [String], logger: Logger
     ) throws {
-        client = MLflowClient(
-            trackingURI: trackingURI,
-            auth: .resolve(
-                username: settings.mlflowTrackingUsername, password: settings.mlflowTrackingPassword, token: settings.mlflowTrackingToken),
-            http: http, timeout: .seconds(10))
+        client = TracingPipeline.mlflowClient(trackingURI: trackingURI, settings: settings, http: http, timeout: .seconds(10))
         let delivery = try FeedbackDelivery(sink: client, directory: spoolDir + "/feedback", logger: logger)
         self.delivery = delivery
         self.experimentIDs = experimentIDs

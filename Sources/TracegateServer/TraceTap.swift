@@ -40,8 +40,8 @@ final class TraceTap: ExchangeTap {
     /// The caller's span, when the request carried a valid `traceparent`.
     let parentSpanID: UInt64?
     let upstreamHeaders: [(name: String, value: String)]
-    let userHeadValues: [String?]
-    let sessionHeadValues: [String?]
+    let userHeadValues: IdentityHeadValues
+    let sessionHeadValues: IdentityHeadValues
     let requestIDWasGenerated: Bool
     /// Drawn when the request arrives; an unsampled exchange is still traced if it ends in error.
     let sampled: Bool
@@ -67,8 +67,8 @@ final class TraceTap: ExchangeTap {
         parentSpanID = caller?.parentSpanID
         rootSpanID = random.next() | 1  // never the invalid all-zero span id
         let header = { (name: String) in headers.first(name: name) }
-        userHeadValues = settings.userHeadSources.map { IdentityHeadReader.read($0, header: header, target: head.uri) }
-        sessionHeadValues = settings.sessionHeadSources.map { IdentityHeadReader.read($0, header: header, target: head.uri) }
+        userHeadValues = IdentityHeadValues(reading: settings.userHeadSources, header: header, target: head.uri)
+        sessionHeadValues = IdentityHeadValues(reading: settings.sessionHeadSources, header: header, target: head.uri)
         requestIDWasGenerated = (headers.first(name: settings.requestIDHeader) ?? "").isEmpty
         sampled =
             settings.sampleRatio >= 1
@@ -222,7 +222,7 @@ final class TraceObserver: ExchangeObserver {
             CapturedExchange(
                 traceIDHigh: tap.traceIDHigh, traceIDLow: tap.traceIDLow, rootSpanID: tap.rootSpanID,
                 method: summary.method.rawValue, target: summary.target, upstream: settings.upstreams[min(summary.route, settings.upstreams.count - 1)],
-                user: nil, session: nil, requestID: summary.requestID,
+                userHeadValues: tap.userHeadValues, sessionHeadValues: tap.sessionHeadValues, requestID: summary.requestID,
                 requestIDWasGenerated: tap.requestIDWasGenerated, headerTags: tap.headerTags,
                 request: tap.request, response: tap.response, status: summary.status,
                 startEpochNanos: summary.startedAtEpochNanos, durationNanos: summary.duration.nanoseconds,
@@ -230,8 +230,7 @@ final class TraceObserver: ExchangeObserver {
                 timeToFirstEventNanos: tap.timeToFirstEventNanos, outcome: outcome, sampled: tap.sampled,
                 parentSpanID: tap.parentSpanID, route: summary.route,
                 upstreamSentNanos: summary.sentUpstreamAfter?.nanoseconds, chunkArrivals: tap.chunkArrivals,
-                lastResponseBytesNanos: tap.lastResponseBytesNanos, clientRetryCount: tap.clientRetryCount,
-                userHeadValues: tap.userHeadValues, sessionHeadValues: tap.sessionHeadValues))
+                lastResponseBytesNanos: tap.lastResponseBytesNanos, clientRetryCount: tap.clientRetryCount))
         if !queued { budget.release(CapturedExchange.bodyStorage(tap.request, tap.response)) }
     }
 }

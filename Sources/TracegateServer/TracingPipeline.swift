@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import Dispatch
 import Logging
+import NIOCore
 import NIOConcurrencyHelpers
 import TracegateConfig
 import TracegateExport
@@ -169,12 +170,7 @@ final class TracingPipeline: @unchecked Sendable {
         trackingURI: String, settings: TracegateSettings, http: HTTPClient, logger: Logger, spool: ExportSpool? = nil,
         memoryBound: Int? = nil
     ) -> TraceExporter {
-        let client = MLflowClient(
-            trackingURI: trackingURI,
-            auth: .resolve(
-                username: settings.mlflowTrackingUsername, password: settings.mlflowTrackingPassword,
-                token: settings.mlflowTrackingToken),
-            http: http)
+        let client = mlflowClient(trackingURI: trackingURI, settings: settings, http: http)
         let experiment: ExperimentSource
         if let id = settings.mlflowExperimentID {
             experiment = .id(id)
@@ -190,6 +186,18 @@ final class TracingPipeline: @unchecked Sendable {
         configuration.drainTimeout = settings.exportDrainTimeout
         configuration.maxQueuedTraces = memoryBound ?? Self.memoryBound(spooling: spool != nil)
         return TraceExporter(configuration: configuration, sink: client, logger: logger, spool: spool)
+    }
+
+    /// A client of the tracking server, authenticated as MLflow's own client would be.
+    static func mlflowClient(
+        trackingURI: String, settings: TracegateSettings, http: HTTPClient, timeout: TimeAmount = .seconds(30)
+    ) -> MLflowClient {
+        MLflowClient(
+            trackingURI: trackingURI,
+            auth: .resolve(
+                username: settings.mlflowTrackingUsername, password: settings.mlflowTrackingPassword,
+                token: settings.mlflowTrackingToken),
+            http: http, timeout: timeout)
     }
 
     /// The OpenTelemetry exporter: the same batching, retries and spool, no trace-info calls, and

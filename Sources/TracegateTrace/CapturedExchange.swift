@@ -59,8 +59,8 @@ public struct CapturedExchange: Sendable {
     /// Raw values of the user and session sources that read the request head, in the order of
     /// `IdentityResolver.headSources` (with the default sources: the `X-User-ID` / `X-Session-ID`
     /// header values); chosen and validated when the trace is built.
-    public var userHeadValues: [String?]
-    public var sessionHeadValues: [String?]
+    public var userHeadValues: IdentityHeadValues
+    public var sessionHeadValues: IdentityHeadValues
     public var requestID: String
     public var requestIDWasGenerated: Bool
     /// Request headers chosen for copying into tags: (tag key, value).
@@ -89,12 +89,12 @@ public struct CapturedExchange: Sendable {
 
     public init(
         traceIDHigh: UInt64, traceIDLow: UInt64, rootSpanID: UInt64, method: String, target: String, upstream: String,
-        user: String?, session: String?, requestID: String, requestIDWasGenerated: Bool, headerTags: [(String, String)],
+        userHeadValues: IdentityHeadValues = [], sessionHeadValues: IdentityHeadValues = [], requestID: String,
+        requestIDWasGenerated: Bool, headerTags: [(String, String)],
         request: Body, response: Body, status: Int?, startEpochNanos: Int64, durationNanos: Int64,
         timeToFirstByteNanos: Int64?, timeToFirstEventNanos: Int64?, outcome: Outcome, sampled: Bool = true,
         parentSpanID: UInt64? = nil, route: Int = 0, upstreamSentNanos: Int64? = nil, chunkArrivals: [ChunkArrival] = [],
-        lastResponseBytesNanos: Int64? = nil, clientRetryCount: Int? = nil,
-        userHeadValues: [String?]? = nil, sessionHeadValues: [String?]? = nil
+        lastResponseBytesNanos: Int64? = nil, clientRetryCount: Int? = nil
     ) {
         self.traceIDHigh = traceIDHigh
         self.traceIDLow = traceIDLow
@@ -102,8 +102,8 @@ public struct CapturedExchange: Sendable {
         self.method = method
         self.target = target
         self.upstream = upstream
-        self.userHeadValues = userHeadValues ?? [user]
-        self.sessionHeadValues = sessionHeadValues ?? [session]
+        self.userHeadValues = userHeadValues
+        self.sessionHeadValues = sessionHeadValues
         self.requestID = requestID
         self.requestIDWasGenerated = requestIDWasGenerated
         self.headerTags = headerTags

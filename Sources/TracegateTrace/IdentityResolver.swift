@@ -4,10 +4,14 @@ import Foundation
 /// in order: the first that yields a valid value (not empty, no control characters) wins. Values
 /// may then be pseudonymised (`identity_hash`). Runs when the trace is built.
 public struct IdentityResolver: Sendable {
-    public var userSources: [IdentitySource]
-    public var sessionSources: [IdentitySource]
+    public let userSources: [IdentitySource]
+    public let sessionSources: [IdentitySource]
     /// When set, user and session ids leave as the HMAC-SHA-256 of the value (64 hex digits).
-    public var pseudonymiser: HMACSHA256?
+    public let pseudonymiser: HMACSHA256?
+    /// Whether sessions follow `previous_response_id` (then every response's session is remembered).
+    public let followsResponseChains: Bool
+    /// Query parameters whose values are ids: redacted from `url.path` when ids are pseudonymised.
+    private let pseudonymisedQueryNames: Set<String>
 
     public init(
         userSources: [IdentitySource] = [.header("X-User-ID")], sessionSources: [IdentitySource] = [.header("X-Session-ID")],
@@ -16,6 +20,14 @@ public struct IdentityResolver: Sendable {
         self.userSources = userSources
         self.sessionSources = sessionSources
         self.pseudonymiser = pseudonymiser
+        followsResponseChains = sessionSources.contains(.responseChain)
+        pseudonymisedQueryNames =
+            pseudonymiser == nil
+            ? []
+            : Set((userSources + sessionSources).compactMap { source in
+                if case .query(let name) = source { return name }
+                return nil
+            })
     }
 
     /// The sources read from the request head, user sources first: what the tap looks up.
@@ -27,12 +39,25 @@ public struct IdentityResolver: Sendable {
     public struct Choice: Sendable, Equatable {
         public var value: String
         public var source: IdentitySource
+        /// Not empty after trimming, and no control character: what validation keeps.
+        public var isValid: Bool
         /// Already as exported (a session the chain remembered): not pseudonymised again.
         public var isExported = false
+
+        init(value: String, source: IdentitySource, isExported: Bool = false) {
+            self.value = value
+            self.source = source
+            self.isValid = isExported || IdentityResolver.isValid(value)
+            self.isExported = isExported
+        }
     }
 
-    /// Whether sessions follow `previous_response_id` (then every response's session is remembered).
-    public var followsResponseChains: Bool { sessionSources.contains(.responseChain) }
+    /// The value to hand to `IdentityValues.validate`: the pseudonym of a valid value, an invalid
+    /// one as it is (validation drops it with a warning), a remembered session unchanged.
+    func exported(_ choice: Choice?) -> String? {
+        guard let choice else { return nil }
+        return choice.isValid && !choice.isExported ? pseudonym(choice.value) : choice.value
+    }
 
     /// What the request said about itself, for sources that need more than the head.
     public struct Request {
@@ -44,11 +69,11 @@ public struct IdentityResolver: Sendable {
 
     /// The user: the first valid value among the sources, else the first value seen (which
     /// validation will then drop with a warning), else nil.
-    func user(headValues: [String?], request: Request) -> Choice? {
+    func user(headValues: IdentityHeadValues, request: Request) -> Choice? {
         choose(userSources, headValues: headValues, request: request, chained: nil)
     }
 
-    func session(headValues: [String?], request: Request, chain: ResponseSessionChain) -> Choice? {
+    func session(headValues: IdentityHeadValues, request: Request, chain: ResponseSessionChain) -> Choice? {
         var chained: Choice?
         if let previous = request.previousResponseID {
             if let known = chain.session(continuing: previous) {
@@ -62,27 +87,27 @@ public struct IdentityResolver: Sendable {
         return choose(sessionSources, headValues: headValues, request: request, chained: chained)
     }
 
-    private func choose(_ sources: [IdentitySource], headValues: [String?], request: Request, chained: Choice?) -> Choice? {
+    private func choose(_ sources: [IdentitySource], headValues: IdentityHeadValues, request: Request, chained: Choice?) -> Choice? {
         var firstSeen: Choice?
         var headIndex = 0
         for source in sources {
-            var raw: String?
+            let choice: Choice?
             switch source {
-            case .header, .cookie, .query, .baggage:
-                raw = headIndex < headValues.count ? headValues[headIndex] : nil
+            case .header, .cookie, .query, .baggage, .jwt:
+                let raw = headValues[headIndex]
                 headIndex += 1
-            case .jwt(let claim, _):
-                raw = (headIndex < headValues.count ? headValues[headIndex] : nil).flatMap { Self.claim(claim, inPayload: $0) }
-                headIndex += 1
+                if case .jwt(let claim, _) = source {
+                    choice = raw.flatMap { Self.claim(claim, inPayload: $0) }.map { Choice(value: $0, source: source) }
+                } else {
+                    choice = raw.map { Choice(value: $0, source: source) }
+                }
             case .body(let path):
-                raw = request.body().flatMap { Self.scalar(at: path, in: $0) }
+                choice = request.body().flatMap { Self.scalar(at: path, in: $0) }.map { Choice(value: $0, source: source) }
             case .responseChain:
-                if let chained, chained.isExported { return chained }
-                raw = chained?.value
+                choice = chained
             }
-            guard let raw else { continue }
-            let choice = Choice(value: raw, source: source)
-            if Self.isValid(raw) { return choice }
+            guard let choice else { continue }
+            if choice.isValid { return choice }
             if firstSeen == nil { firstSeen = choice }
         }
         return firstSeen
@@ -91,10 +116,9 @@ public struct IdentityResolver: Sendable {
     /// The user a trace of this request would record, from the head sources alone (a feedback post
     /// carries no chat body): chosen, pseudonymised and validated.
     public func exportedUser(header: (String) -> String?, target: String) -> String? {
-        let values = headSources.user.map { IdentityHeadReader.read($0, header: header, target: target) }
+        let values = IdentityHeadValues(reading: headSources.user, header: header, target: target)
         let request = Request(body: { nil }, responseID: nil, previousResponseID: nil)
-        guard let choice = user(headValues: values, request: request), Self.isValid(choice.value) else { return nil }
-        return IdentityValues.validate(user: pseudonym(choice.value), session: nil, requestID: nil).user
+        return IdentityValues.validate(user: exported(user(headValues: values, request: request)), session: nil, requestID: nil).user
     }
 
     /// What validation would keep: something left after trimming, and no control character.
@@ -106,16 +130,11 @@ public struct IdentityResolver: Sendable {
     /// The target with the values of query parameters used as identity sources replaced, when ids
     /// are pseudonymised (else the clear value would still leave in `url.path`).
     public func redactingIdentityQuery(_ target: String) -> String {
-        guard pseudonymiser != nil, let question = target.firstIndex(of: "?") else { return target }
-        let names = Set((userSources + sessionSources).compactMap { source -> String? in
-            if case .query(let name) = source { return name }
-            return nil
-        })
-        guard !names.isEmpty else { return target }
+        guard !pseudonymisedQueryNames.isEmpty, let question = target.firstIndex(of: "?") else { return target }
         let parameters = target[target.index(after: question)...].split(separator: "&", omittingEmptySubsequences: false).map {
             parameter -> Substring in
             guard let equals = parameter.firstIndex(of: "="),
-                let name = IdentityHeadReader.percentDecoded(parameter[..<equals]), names.contains(name)
+                let name = IdentityHeadReader.percentDecoded(parameter[..<equals]), pseudonymisedQueryNames.contains(name)
             else { return parameter }
             return parameter[...equals] + Substring(Redaction.marker)
         }

@@ -103,12 +103,8 @@ public struct TraceBuilder: Sendable {
             responseID: chat?.responseID, previousResponseID: chat?.previousResponseID)
         let user = identity.user(headValues: exchange.userHeadValues, request: request)
         let session = identity.session(headValues: exchange.sessionHeadValues, request: request, chain: chain)
-        func exported(_ choice: IdentityResolver.Choice?) -> String? {
-            guard let choice else { return nil }
-            if choice.isExported { return choice.value }
-            return IdentityResolver.isValid(choice.value) ? identity.pseudonym(choice.value) : choice.value
-        }
-        let values = IdentityValues.validate(user: exported(user), session: exported(session), requestID: exchange.requestID)
+        let values = IdentityValues.validate(
+            user: identity.exported(user), session: identity.exported(session), requestID: exchange.requestID)
         record.user = values.user
         record.session = values.session
         record.clientRequestID = values.clientRequestID

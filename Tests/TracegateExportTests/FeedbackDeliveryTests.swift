@@ -57,12 +57,16 @@ final class FeedbackDeliveryTests: XCTestCase {
     }
     override func tearDown() { try? FileManager.default.removeItem(atPath: directory) }
 
-    private func delivery(_ sink: FakeAssessments, traceWaitLimit: Duration = .seconds(3600)) throws -> FeedbackDelivery {
+    /// Fast pauses for tests, then `adjust`.
+    private func delivery(
+        _ sink: FakeAssessments, _ adjust: (inout FeedbackDelivery.Configuration) -> Void = { _ in }
+    ) throws -> FeedbackDelivery {
         var configuration = FeedbackDelivery.Configuration()
         configuration.initialBackoff = .milliseconds(5)
         configuration.maxBackoff = .milliseconds(20)
         configuration.maxTraceWait = .milliseconds(20)
-        configuration.traceWaitLimit = traceWaitLimit
+        configuration.traceWaitLimit = .seconds(3600)
+        adjust(&configuration)
         return try FeedbackDelivery(configuration: configuration, sink: sink, directory: directory + "/feedback", logger: Logger(label: "test"))
     }
 
@@ -157,7 +161,7 @@ final class FeedbackDeliveryTests: XCTestCase {
 
     func testAFeedbackWhoseTraceNeverArrivesIsSetAsideAfterTheLimit() async throws {
         let sink = FakeAssessments()
-        let delivery = try delivery(sink, traceWaitLimit: .milliseconds(100))
+        let delivery = try delivery(sink) { $0.traceWaitLimit = .milliseconds(100) }
         let run = Task { await delivery.run() }
         try delivery.submit(feedback(1))
         await waitUntil { delivery.stats.rejected == 1 }
@@ -169,10 +173,10 @@ final class FeedbackDeliveryTests: XCTestCase {
 
     func testManyFeedbacksWaitingForTracesCostFewTries() async throws {
         let sink = FakeAssessments()
-        var configuration = FeedbackDelivery.Configuration()
-        configuration.initialBackoff = .milliseconds(100)
-        configuration.maxTraceWait = .milliseconds(400)
-        let delivery = try FeedbackDelivery(configuration: configuration, sink: sink, directory: directory + "/feedback", logger: Logger(label: "test"))
+        let delivery = try delivery(sink) {
+            $0.initialBackoff = .milliseconds(100)
+            $0.maxTraceWait = .milliseconds(400)
+        }
         let run = Task { await delivery.run() }
         for n in 1...20 { try delivery.submit(feedback(n)) }
         try await Task.sleep(for: .seconds(1))
@@ -206,9 +210,7 @@ final class FeedbackDeliveryTests: XCTestCase {
     }
 
     func testAFullQueueRefusesNewFeedbackInsteadOfDroppingAcceptedFeedback() throws {
-        var configuration = FeedbackDelivery.Configuration()
-        configuration.maxSpoolBytes = FeedbackDelivery.maxRecordBytes + 4096
-        let delivery = try FeedbackDelivery(configuration: configuration, sink: FakeAssessments(), directory: directory + "/feedback", logger: Logger(label: "test"))
+        let delivery = try delivery(FakeAssessments()) { $0.maxSpoolBytes = FeedbackDelivery.maxRecordBytes + 4096 }
         var accepted = 0
         var refused = false
         for n in 1...100 {
@@ -227,9 +229,7 @@ final class FeedbackDeliveryTests: XCTestCase {
     func testStopEndsABackoffAtOnce() async throws {
         let sink = FakeAssessments()
         sink.state.withLockedValue { $0.down = true }
-        var configuration = FeedbackDelivery.Configuration()
-        configuration.initialBackoff = .seconds(30)
-        let delivery = try FeedbackDelivery(configuration: configuration, sink: sink, directory: directory + "/feedback", logger: Logger(label: "test"))
+        let delivery = try delivery(sink) { $0.initialBackoff = .seconds(30) }
         let run = Task { await delivery.run() }
         try delivery.submit(feedback(1))
         await waitUntil { delivery.stats.retries == 1 }

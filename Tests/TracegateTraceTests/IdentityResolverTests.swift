@@ -7,15 +7,15 @@ import XCTest
 final class IdentityResolverTests: XCTestCase {
     private func exchange(
         target: String = "/v1/chat/completions", request: String = #"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
-        response: String = #"{"id":"c1","object":"chat.completion","choices":[]}"#, user: [String?], session: [String?] = []
+        response: String = #"{"id":"c1","object":"chat.completion","choices":[]}"#, user: IdentityHeadValues,
+        session: IdentityHeadValues = []
     ) -> CapturedExchange {
         CapturedExchange(
-            traceIDHigh: 1, traceIDLow: 2, rootSpanID: 3, method: "POST", target: target, upstream: "http://b:1", user: nil, session: nil,
-            requestID: "r", requestIDWasGenerated: false, headerTags: [],
+            traceIDHigh: 1, traceIDLow: 2, rootSpanID: 3, method: "POST", target: target, upstream: "http://b:1",
+            userHeadValues: user, sessionHeadValues: session, requestID: "r", requestIDWasGenerated: false, headerTags: [],
             request: .init(bytes: Array(request.utf8), totalSize: request.utf8.count, contentType: "application/json"),
             response: .init(bytes: Array(response.utf8), totalSize: response.utf8.count, contentType: "application/json"),
-            status: 200, startEpochNanos: 1, durationNanos: 1, timeToFirstByteNanos: nil, timeToFirstEventNanos: nil, outcome: .completed,
-            userHeadValues: user, sessionHeadValues: session)
+            status: 200, startEpochNanos: 1, durationNanos: 1, timeToFirstByteNanos: nil, timeToFirstEventNanos: nil, outcome: .completed)
     }
 
     private func builder(user: String, session: String = "", key: String? = nil) throws -> TraceBuilder {

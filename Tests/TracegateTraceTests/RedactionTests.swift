@@ -99,7 +99,7 @@ final class RedactionTests: XCTestCase {
     private func exchange(request: String, response: String, target: String = "/v1/chat/completions") -> CapturedExchange {
         CapturedExchange(
             traceIDHigh: 1, traceIDLow: 2, rootSpanID: 3, method: "POST", target: target, upstream: "http://b",
-            user: "u", session: "s", requestID: "r", requestIDWasGenerated: false, headerTags: [("tenant", "key sk-abcdefghijklmnopqrstu")],
+            userHeadValues: ["u"], sessionHeadValues: ["s"], requestID: "r", requestIDWasGenerated: false, headerTags: [("tenant", "key sk-abcdefghijklmnopqrstu")],
             request: .init(bytes: Array(request.utf8), totalSize: request.utf8.count, contentType: "application/json"),
             response: .init(bytes: Array(response.utf8), totalSize: response.utf8.count, contentType: "application/json"),
             status: 200, startEpochNanos: 1, durationNanos: 1, timeToFirstByteNanos: nil, timeToFirstEventNanos: nil,

@@ -11,7 +11,7 @@ final class TraceBuilderTests: XCTestCase {
     ) -> CapturedExchange {
         CapturedExchange(
             traceIDHigh: 0x0123_4567_89ab_cdef, traceIDLow: 0xfedc_ba98_7654_3210, rootSpanID: 42, method: method,
-            target: target, upstream: "http://backend:8000", user: user, session: session, requestID: requestID,
+            target: target, upstream: "http://backend:8000", userHeadValues: [user], sessionHeadValues: [session], requestID: requestID,
             requestIDWasGenerated: false, headerTags: [("tenant", "acme")], request: request, response: response,
             status: status, startEpochNanos: 1_700_000_000_000_000_000, durationNanos: 250_000_000,
             timeToFirstByteNanos: 200_000_000, timeToFirstEventNanos: nil, outcome: outcome)
@@ -113,7 +113,7 @@ final class TraceBuilderStreamEndTests: XCTestCase {
         let request = #"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"#
         return CapturedExchange(
             traceIDHigh: 1, traceIDLow: 2, rootSpanID: 3, method: "POST", target: "/v1/chat/completions", upstream: "",
-            user: nil, session: nil, requestID: "r", requestIDWasGenerated: true, headerTags: [],
+            requestID: "r", requestIDWasGenerated: true, headerTags: [],
             request: .init(bytes: Array(request.utf8), totalSize: request.utf8.count, contentType: "application/json"),
             response: .init(bytes: Array(sse.utf8), totalSize: sse.utf8.count, contentType: "text/event-stream"),
             status: 200, startEpochNanos: 1, durationNanos: 1, timeToFirstByteNanos: nil, timeToFirstEventNanos: nil,

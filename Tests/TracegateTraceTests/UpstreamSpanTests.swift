@@ -24,7 +24,7 @@ final class UpstreamSpanTests: XCTestCase {
         }
         return CapturedExchange(
             traceIDHigh: 1, traceIDLow: 2, rootSpanID: 0x42, method: "POST", target: "/v1/chat/completions",
-            upstream: "http://backend:8000", user: nil, session: nil, requestID: "r", requestIDWasGenerated: false,
+            upstream: "http://backend:8000", requestID: "r", requestIDWasGenerated: false,
             headerTags: [],
             request: .init(bytes: Array(request.utf8), totalSize: request.utf8.count, contentType: "application/json"),
             response: .init(
