@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -41,7 +42,34 @@ def wait_until(condition: Callable[[], T], timeout: float, interval: float = 0.0
         time.sleep(interval)
 
 
+_ports_handed_out: set[int] = set()
+_ports_lock = threading.Lock()
+
+
+def _ephemeral_range_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on, for a server to bind. Taken below the kernel's ephemeral range, so
+    no outgoing connection (the tests open thousands) can take it before the server binds it, and
+    never handed out twice by this process (a listener and its admin port once got the same one)."""
+    limit = _ephemeral_range_start()
+    with _ports_lock:
+        for _ in range(200):
+            port = random.randint(10000, limit - 1)
+            if port in _ports_handed_out:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    continue
+            _ports_handed_out.add(port)
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
