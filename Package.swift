@@ -67,6 +67,8 @@ let package = Package(
             swiftSettings: [.swiftLanguageMode(.v5)]
         ),
         .executableTarget(name: "tracegate", dependencies: ["TracegateServer", "TracegateConfig"]),
+        /// CPU per trace of trace building (`benchmarks/trace_build`).
+        .executableTarget(name: "trace-build-benchmark", dependencies: ["TracegateTrace"], path: "benchmarks/TraceBuildBenchmark"),
         .testTarget(name: "TracegateConfigTests", dependencies: ["TracegateConfig"]),
         .testTarget(name: "TracegateServerTests", dependencies: ["TracegateServer"]),
         .testTarget(name: "TracegateTraceTests", dependencies: ["TracegateTrace"]),

@@ -282,10 +282,7 @@ public enum ChatPayloadInterpreter {
         return nil
     }
 
-    static func mediaType(_ contentType: String) -> String {
-        let type = contentType.split(separator: ";", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
-        return String(type.drop(while: { $0 == " " || $0 == "\t" }).reversed().drop(while: { $0 == " " || $0 == "\t" }).reversed()).lowercased()
-    }
+    static func mediaType(_ contentType: String) -> String { ASCIIText.mediaType(contentType) }
 
     static func interpretJSON(request: ChatRequest, body: [UInt8], truncated: Bool) -> ChatExchange? {
         var base = request.baseExchange(streamed: false)

@@ -309,8 +309,16 @@ struct PayloadJSONParser {
     /// A string value; with truncation allowed, a string cut off is returned with what was complete.
     private mutating func parseString() throws -> PayloadJSON? {
         position += 1 // opening quote
+        // Most strings hold no escape: made straight from the input, without a buffer of their own.
+        var scan = position
+        while scan < bytes.count, bytes[scan] != UInt8(ascii: "\""), bytes[scan] != UInt8(ascii: "\\") { scan += 1 }
+        if scan < bytes.count, bytes[scan] == UInt8(ascii: "\"") {
+            defer { position = scan + 1 }
+            return .string(String(decoding: UnsafeBufferPointer(rebasing: bytes[position..<scan]), as: UTF8.self))
+        }
         var out: [UInt8] = []
         var runStart = position
+        position = scan
         while true {
             guard position < bytes.count else {
                 out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart..<position]))

@@ -84,7 +84,9 @@ public struct TraceBuilder: Sendable {
         case .openAIResponses: operation = "responses"
         case .anthropic: operation = "messages"
         }
-        guard let model = chat.model?.trimmingCharacters(in: .whitespacesAndNewlines), !model.isEmpty else { return operation }
+        guard let raw = chat.model else { return operation }
+        let model = IdentityValues.mayNeedTrimming(raw) ? raw.trimmingCharacters(in: .whitespacesAndNewlines) : raw
+        guard !model.isEmpty else { return operation }
         return operation + " " + String(model.prefix(200))
     }
 
@@ -269,7 +271,7 @@ public struct TraceBuilder: Sendable {
 enum BodyText {
     static func describe(_ body: CapturedExchange.Body) -> String? {
         guard body.totalSize > 0 else { return nil }
-        if let encoding = body.contentEncoding, encoding.lowercased() != "identity" {
+        if let encoding = body.contentEncoding, ASCIIText.lowercased(encoding) != "identity" {
             return note(["compressed": .string(encoding), "size": .int(Int64(body.totalSize))], body)
         }
         guard isTextual(body.contentType), let text = String(validating: body.bytes, as: UTF8.self) else {
@@ -282,7 +284,8 @@ enum BodyText {
     }
 
     private static func isTextual(_ contentType: String?) -> Bool {
-        guard let type = contentType?.lowercased() else { return true }  // untyped: decide by UTF-8 validity
+        guard let contentType else { return true }
+        let type = ASCIIText.lowercased(contentType)  // untyped: decide by UTF-8 validity
         return type.hasPrefix("text/") || type.contains("json") || type.contains("xml")
             || type.contains("x-www-form-urlencoded") || type.contains("javascript") || type.contains("ndjson")
     }

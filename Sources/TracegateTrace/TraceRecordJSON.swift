@@ -1,3 +1,5 @@
+import Foundation
+
 /// A `TraceRecord` as one line of JSON: exactly the object its `Codable` conformance describes (keys
 /// sorted, absent optionals left out), written straight into bytes. The trace file and the spool
 /// hold these lines and read them back with `JSONDecoder`; Foundation's `JSONEncoder` would cost
@@ -99,11 +101,27 @@ public enum TraceRecordJSON {
         _ values: [String: Value], into json: inout TraceJSONWriter, value write: (inout TraceJSONWriter, Value) -> Void
     ) {
         json.raw("{")
-        json.list(values.sorted { $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }) { json, pair in
+        json.list(values.sorted { precedesInByteOrder($0.key, $1.key) }) { json, pair in
             json.string(pair.key)
             json.raw(":")
             write(&json, pair.value)
         }
         json.raw("}")
+    }
+
+    /// UTF-8 byte order, compared in place for native strings (Swift's `<` orders by Unicode scalars
+    /// after normalisation, which is not `JSONEncoder`'s order for every key).
+    static func precedesInByteOrder(_ a: String, _ b: String) -> Bool {
+        let fast = a.utf8.withContiguousStorageIfAvailable { a in
+            b.utf8.withContiguousStorageIfAvailable { b in
+                let common = min(a.count, b.count)
+                if common > 0, let aBase = a.baseAddress, let bBase = b.baseAddress {
+                    let order = memcmp(aBase, bBase, common)
+                    if order != 0 { return order < 0 }
+                }
+                return a.count < b.count
+            }
+        }
+        return (fast ?? nil) ?? a.utf8.lexicographicallyPrecedes(b.utf8)
     }
 }

@@ -10,6 +10,17 @@ final class PayloadJSONTests: XCTestCase {
         XCTAssertEqual(value?["z"]?.int, 1)
     }
 
+    /// Strings without escapes are taken straight from the input; those with escapes, cut off, or
+    /// holding invalid UTF-8 are decoded the long way. Both give the same strings.
+    func testStringsWithAndWithoutEscapesDecodeAlike() {
+        XCTAssertEqual(PayloadJSON.parse(#"["", "plain", "a longer plain string of text", "x\"y", "\\", "end\n"]"#)?.serialized,
+                       #"["","plain","a longer plain string of text","x\"y","\\","end\n"]"#)
+        XCTAssertEqual(PayloadJSON.parse([0x22, 0x61, 0xFF, 0x62, 0x22])?.string, "a\u{FFFD}b", "invalid UTF-8 is repaired")
+        XCTAssertEqual(PayloadJSON.parse(Array(#"{"k":"unfinished"#.utf8), allowTruncation: true)?.value["k"]?.string, "unfinished")
+        XCTAssertEqual(PayloadJSON.parse(Array(#"{"k":"unfin\"ished"#.utf8), allowTruncation: true)?.value["k"]?.string, "unfin\"ished")
+        XCTAssertNil(PayloadJSON.parse(#""unterminated"#))
+    }
+
     func testRejectsInvalidJSON() {
         for text in ["", "{", "{\"a\":}", "[1,]", "{\"a\" 1}", "tru", "01x", "\"\\x\"", "{} {}", "-", "1.", "1e"] {
             XCTAssertNil(PayloadJSON.parse(text), text)

@@ -57,4 +57,33 @@ final class TraceRecordJSONTests: XCTestCase {
         XCTAssertEqual(Set(object.keys), ["attributes", "endTimeUnixNano", "events", "metadata", "name", "rootSpanID", "spanType", "startTimeUnixNano", "status", "tags", "traceID"])
         XCTAssertEqual(try decode(line), record)
     }
+
+    /// Keys in UTF-8 byte order, as `JSONEncoder`'s `.sortedKeys` writes them, whatever the keys hold.
+    func testKeysAreInTheOrderCodableWrites() throws {
+        var record = TraceRecordFixtures.chat()
+        for key in ["b", "a", "é", "z", "aa", "Z", "e\u{301}", "_", "a.b", "😀", "ß", "A"] {
+            record.tags[key] = key
+            record.attributes[key] = .string(key)
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let expected = try encoder.encode(record)
+        XCTAssertEqual(String(decoding: TraceRecordJSON.line(record).dropLast(), as: UTF8.self), String(decoding: expected, as: UTF8.self))
+    }
+
+    /// Escapes at either end of a string, back to back, and between long plain runs.
+    func testStringsAreEscapedWherever() throws {
+        var record = TraceRecordFixtures.chat()
+        let texts = [
+            "\"quoted\"", "\\", "\n\n", String(repeating: "x", count: 300) + "\"" + String(repeating: "y", count: 300),
+            "\u{0}\u{1f}\u{7f}é\"", "", "plain",
+        ]
+        for (index, text) in texts.enumerated() { record.tags["t\(index)"] = text }
+        record.inputs = texts.joined(separator: "\t")
+        XCTAssertEqual(try decode(TraceRecordJSON.line(record)), record)
+        let line = String(decoding: TraceRecordJSON.line(record), as: UTF8.self)
+        XCTAssertTrue(line.contains(#""t0":"\"quoted\"""#), line)
+        XCTAssertTrue(line.contains(#""t4":"\u0000\u001f\#u{7f}é\"""#), line)
+    }
 }
+
