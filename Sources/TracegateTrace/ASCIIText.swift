@@ -23,4 +23,17 @@ enum ASCIIText {
         let type = contentType.utf8.firstIndex(of: UInt8(ascii: ";")).map { contentType[..<$0] } ?? contentType[...]
         return lowercased(trimmingBlanks(type))
     }
+
+    /// Whether `text` holds `part`, byte for byte.
+    static func contains(_ text: String, _ part: StaticString) -> Bool {
+        let needle = UnsafeBufferPointer(start: part.utf8Start, count: part.utf8CodeUnitCount)
+        guard let first = needle.first else { return true }
+        let utf8 = text.utf8
+        var index = utf8.startIndex
+        while let found = utf8[index...].firstIndex(of: first) {
+            if utf8[found...].starts(with: needle) { return true }
+            index = utf8.index(after: found)
+        }
+        return false
+    }
 }

@@ -1,7 +1,7 @@
 /// A few lower-case ASCII words searched for in text, ASCII case ignored: the anchors of the built-in
 /// redaction patterns (run over whole captured bodies) and the sensitive query-parameter words (run
-/// for every access-log line). One pass over the bytes; a byte that starts no word costs one table
-/// lookup, and the words are stored flat, so the loop touches no reference-counted storage.
+/// for every access-log line). One pass over the bytes; a pair of bytes that starts no word costs one
+/// bit test, and the words are stored flat, so the loop touches no reference-counted storage.
 struct ASCIIWords: Sendable {
     /// Every word's bytes, one after the other.
     private let bytes: [UInt8]
@@ -9,6 +9,10 @@ struct ASCIIWords: Sendable {
     private let starts: [Int]
     /// Whether a (lower-cased) byte starts some word.
     private let startsAWord: [Bool]
+    /// One bit per (lower-cased) pair of bytes, `first << 8 | second`: whether some word starts with
+    /// the pair (a one-letter word marks every pair it starts). English text starts a word's first
+    /// letter often, its first two letters seldom.
+    private let startsAWordPair: [UInt64]
 
     /// `words` must be lower-case ASCII and not empty.
     init(_ words: [String]) {
@@ -22,9 +26,19 @@ struct ASCIIWords: Sendable {
             startsAWord[Int(word.utf8.first!)] = true
         }
         starts.append(bytes.count)
+        var pairs = [UInt64](repeating: 0, count: 65_536 / 64)
+        for word in words {
+            let utf8 = Array(word.utf8)
+            let seconds = utf8.count > 1 ? [utf8[1]] : Array(0...255)
+            for second in seconds {
+                let pair = Int(utf8[0]) << 8 | Int(second)
+                pairs[pair >> 6] |= 1 << UInt64(pair & 63)
+            }
+        }
         self.bytes = bytes
         self.starts = starts
         self.startsAWord = startsAWord
+        startsAWordPair = pairs
     }
 
     func occur(in text: String) -> Bool {
@@ -33,31 +47,47 @@ struct ASCIIWords: Sendable {
     }
 
     func occur(in text: UnsafeBufferPointer<UInt8>) -> Bool {
-        @inline(__always) func lower(_ byte: UInt8) -> UInt8 { (byte >= 0x41 && byte <= 0x5A) ? byte | 0x20 : byte }
-        return bytes.withUnsafeBufferPointer { words in
+        bytes.withUnsafeBufferPointer { words in
             starts.withUnsafeBufferPointer { starts in
                 startsAWord.withUnsafeBufferPointer { startsAWord in
-                    var position = 0
-                    while position < text.count {
-                        let first = lower(text[position])
-                        if startsAWord[Int(first)] {
-                            var word = 0
-                            while word + 1 < starts.count {
-                                let start = starts[word]
-                                let length = starts[word + 1] - start
-                                if words[start] == first && position + length <= text.count {
-                                    var offset = 1
-                                    while offset < length && lower(text[position + offset]) == words[start + offset] { offset += 1 }
-                                    if offset == length { return true }
-                                }
-                                word += 1
-                            }
-                        }
-                        position += 1
+                    startsAWordPair.withUnsafeBufferPointer { pairs in
+                        Self.occur(in: text, words: words, starts: starts, startsAWord: startsAWord, pairs: pairs)
                     }
-                    return false
                 }
             }
         }
+    }
+
+    private static func occur(
+        in text: UnsafeBufferPointer<UInt8>, words: UnsafeBufferPointer<UInt8>, starts: UnsafeBufferPointer<Int>,
+        startsAWord: UnsafeBufferPointer<Bool>, pairs: UnsafeBufferPointer<UInt64>
+    ) -> Bool {
+        @inline(__always) func lower(_ byte: UInt8) -> UInt8 { (byte >= 0x41 && byte <= 0x5A) ? byte | 0x20 : byte }
+        var position = 0
+        while position < text.count {
+            let first = lower(text[position])
+            let mayStart: Bool
+            if position + 1 < text.count {
+                let pair = Int(first) << 8 | Int(lower(text[position + 1]))
+                mayStart = pairs[pair >> 6] & (1 << UInt64(pair & 63)) != 0
+            } else {
+                mayStart = startsAWord[Int(first)]
+            }
+            if mayStart {
+                var word = 0
+                while word + 1 < starts.count {
+                    let start = starts[word]
+                    let length = starts[word + 1] - start
+                    if words[start] == first && position + length <= text.count {
+                        var offset = 1
+                        while offset < length && lower(text[position + offset]) == words[start + offset] { offset += 1 }
+                        if offset == length { return true }
+                    }
+                    word += 1
+                }
+            }
+            position += 1
+        }
+        return false
     }
 }

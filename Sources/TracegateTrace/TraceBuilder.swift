@@ -61,6 +61,8 @@ public struct TraceBuilder: Sendable {
             name: requestName,
             startTimeUnixNano: start,
             endTimeUnixNano: start + UInt64(max(0, exchange.durationNanos)))
+        record.attributes.reserveCapacity(24)  // a chat trace's root holds about 20 before the LLM span takes some
+        record.tags.reserveCapacity(staticTags.count + exchange.headerTags.count + 4)
 
         for (key, value) in staticTags { record.tags[key] = value }
         for (key, value) in exchange.headerTags { record.tags[key] = String(redaction.text(value).prefix(MLflowLimits.tagValue)) }
@@ -286,8 +288,8 @@ enum BodyText {
     private static func isTextual(_ contentType: String?) -> Bool {
         guard let contentType else { return true }
         let type = ASCIIText.lowercased(contentType)  // untyped: decide by UTF-8 validity
-        return type.hasPrefix("text/") || type.contains("json") || type.contains("xml")
-            || type.contains("x-www-form-urlencoded") || type.contains("javascript") || type.contains("ndjson")
+        return type.hasPrefix("text/") || ASCIIText.contains(type, "json") || ASCIIText.contains(type, "xml")
+            || ASCIIText.contains(type, "x-www-form-urlencoded") || ASCIIText.contains(type, "javascript")
     }
 
     private static func note(_ fields: [String: AttributeValue], _ body: CapturedExchange.Body) -> String {

@@ -55,13 +55,36 @@ struct TraceJSONWriter {
     /// A 64-bit integer as a JSON string, as protobuf JSON writes int64/uint64.
     mutating func quotedInteger(_ value: some BinaryInteger) {
         bytes.append(UInt8(ascii: "\""))
-        bytes += String(value).utf8
+        integer(value)
         bytes.append(UInt8(ascii: "\""))
     }
 
-    /// An integer as a JSON number.
+    /// An integer as a JSON number (digits written directly: `String(value)` goes through the generic
+    /// radix conversion).
     mutating func integer(_ value: some BinaryInteger) {
-        bytes += String(value).utf8
+        if value < 0 {
+            guard let magnitude = UInt64(exactly: value.magnitude) else { return bytes += String(value).utf8 }
+            bytes.append(UInt8(ascii: "-"))
+            digits(magnitude)
+        } else if let magnitude = UInt64(exactly: value) {
+            digits(magnitude)
+        } else {
+            bytes += String(value).utf8
+        }
+    }
+
+    private mutating func digits(_ value: UInt64) {
+        var reversed: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 20 digits at most, one per byte
+        var count = 0
+        var rest = value
+        withUnsafeMutableBytes(of: &reversed) { scratch in
+            repeat {
+                scratch[count] = UInt8(ascii: "0") + UInt8(rest % 10)
+                rest /= 10
+                count += 1
+            } while rest > 0
+            for index in stride(from: count - 1, through: 0, by: -1) { bytes.append(scratch[index]) }
+        }
     }
 
     /// A JSON number; non-finite values become the protobuf-JSON strings `"NaN"`, `"Infinity"`, `"-Infinity"`.

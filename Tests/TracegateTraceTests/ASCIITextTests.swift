@@ -17,4 +17,13 @@ final class ASCIITextTests: XCTestCase {
         XCTAssertEqual(ASCIIText.lowercased("already lower"), "already lower")
         XCTAssertEqual(ASCIIText.lowercased("ÉTÉ-X"), "ÉtÉ-x")
     }
+
+    func testContainsFindsBytesAnywhere() {
+        XCTAssertTrue(ASCIIText.contains("application/vnd.api+json", "json"))
+        XCTAssertTrue(ASCIIText.contains("json", "json"))
+        XCTAssertTrue(ASCIIText.contains("jsjson", "json"))
+        XCTAssertFalse(ASCIIText.contains("jso", "json"))
+        XCTAssertFalse(ASCIIText.contains("", "json"))
+        XCTAssertTrue(ASCIIText.contains("anything", ""))
+    }
 }
