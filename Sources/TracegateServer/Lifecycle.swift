@@ -60,13 +60,15 @@ public enum TracegateApp {
             observers.append(
                 TraceObserver(
                     settings: TraceCaptureSettings(settings: settings), captures: tracing.captures,
-                    budget: tracing.captureBudget))
+                    budget: tracing.captureBudget, inPlace: tracing.inPlace))
         }
         let observer: ExchangeObserver? = observers.isEmpty ? nil : (observers.count == 1 ? observers[0] : CompositeObserver(observers))
         let code = await serveUntilSignalled(
             settings: settings, group: group, observer: observer, metrics: metrics, threads: threads,
             feedback: tracing?.feedback?.service(settings: settings), logger: logger)
-        // In-flight exchanges are over: their traces are queued; deliver them before exiting.
+        // In-flight exchanges are over. Traces an event loop was about to build in place are built once
+        // every loop has run what it had queued; then all are queued: deliver them before exiting.
+        for loop in group.makeIterator() { try? await loop.submit {}.get() }
         await tracing?.finish()
         accessLog?.flush()
         logger.info("stopped")

@@ -171,25 +171,46 @@ extension CapturedExchange {
     var bodyStorage: Int { Self.bodyStorage(request, response) }
 }
 
-/// Turns every exchange into a `CapturedExchange` and queues it for the trace builder, off the event
-/// loop (building the trace parses bodies; that never happens on the forwarding path). While the
-/// queue is full, exchanges are not captured at all.
+/// Turns every exchange into a `CapturedExchange` and queues it for the trace builder, off the
+/// forwarding path: nothing is parsed while an exchange is forwarded. While the queue is full,
+/// exchanges are not captured at all.
+///
+/// When an exchange ends and its event loop has no other exchange in flight, the trace is built right
+/// there instead (`InPlaceTraceBuilder`), after the loop has handled the I/O it was woken for; if an
+/// exchange has started by then, the capture goes to the builder thread after all.
 final class TraceObserver: ExchangeObserver {
     private let settings: TraceCaptureSettings
     private let captures: CaptureQueue<CapturedExchange>
     private let budget: CaptureBudget
-    private let random = ThreadSpecificVariable<RandomBox>()
+    private let inPlace: InPlaceTraceBuilder?
+    private let loops = ThreadSpecificVariable<LoopState>()
 
-    /// One per event-loop thread (a thread-specific variable), so never shared.
-    private final class RandomBox: @unchecked Sendable { var generator = Xoshiro256StarStar() }
+    /// What the observer keeps per event-loop thread (a thread-specific variable), so never shared.
+    private final class LoopState: @unchecked Sendable {
+        var random = Xoshiro256StarStar()
+        var schedule = InPlaceBuildSchedule<CapturedExchange>()
+    }
 
-    init(settings: TraceCaptureSettings, captures: CaptureQueue<CapturedExchange>, budget: CaptureBudget) {
+    init(
+        settings: TraceCaptureSettings, captures: CaptureQueue<CapturedExchange>, budget: CaptureBudget,
+        inPlace: InPlaceTraceBuilder? = nil
+    ) {
         self.settings = settings
         self.captures = captures
         self.budget = budget
+        self.inPlace = inPlace
+    }
+
+    private var loop: LoopState {
+        if let existing = loops.currentValue { return existing }
+        let made = LoopState()
+        loops.currentValue = made
+        return made
     }
 
     func exchangeStarted(_ head: RequestHead, requestID: String) -> ExchangeTap? {
+        let loop = self.loop
+        loop.schedule.exchangeStarted()
         if let untraced = settings.untracedPath, RouteTable.path(Substring(head.uri).prefix { $0 != "?" }, startsWith: untraced) {
             return nil
         }
@@ -197,18 +218,28 @@ final class TraceObserver: ExchangeObserver {
             captures.refuse()
             return nil
         }
-        let box: RandomBox
-        if let existing = random.currentValue {
-            box = existing
-        } else {
-            box = RandomBox()
-            random.currentValue = box
-        }
-        return TraceTap(head: head, settings: settings, budget: budget, random: &box.generator)
+        return TraceTap(head: head, settings: settings, budget: budget, random: &loop.random)
     }
 
     func exchangeFinished(_ summary: ExchangeSummary, tap: ExchangeTap?) {
-        guard let tap = tap as? TraceTap else { return }
+        let loop = self.loop
+        let captured = (tap as? TraceTap).map { capture(summary, tap: $0) }
+        let fits = captured.map { inPlace?.accepts($0) ?? false } ?? false
+        let eventLoop = fits ? MultiThreadedEventLoopGroup.currentEventLoop : nil
+        switch loop.schedule.exchangeFinished(forwarded: summary.forwarded, capture: captured, fitsInPlace: eventLoop != nil) {
+        case nil, .wait?: return
+        case .handOff?: queue(captured!)
+        case .waitAndScheduleRun?:
+            guard let eventLoop, let inPlace else { return }
+            eventLoop.execute {
+                let (build, handOff) = loop.schedule.run()
+                for captured in build { inPlace.build(captured) }
+                for captured in handOff { self.queue(captured) }
+            }
+        }
+    }
+
+    private func capture(_ summary: ExchangeSummary, tap: TraceTap) -> CapturedExchange {
         let outcome: CapturedExchange.Outcome
         switch summary.outcome {
         case .completed: outcome = .completed
@@ -217,21 +248,23 @@ final class TraceObserver: ExchangeObserver {
         case .upstreamTimeout(let why): outcome = .upstreamTimeout(why)
         case .clientAborted: outcome = .clientAborted
         }
-        // The captured bodies keep their share of the budget until the trace is built (`TracingPipeline`).
-        let queued = captures.offer(
-            CapturedExchange(
-                traceIDHigh: tap.traceIDHigh, traceIDLow: tap.traceIDLow, rootSpanID: tap.rootSpanID,
-                method: summary.method.rawValue, target: summary.target, upstream: settings.upstreams[min(summary.route, settings.upstreams.count - 1)],
-                userHeadValues: tap.userHeadValues, sessionHeadValues: tap.sessionHeadValues, requestID: summary.requestID,
-                requestIDWasGenerated: tap.requestIDWasGenerated, headerTags: tap.headerTags,
-                request: tap.request, response: tap.response, status: summary.status,
-                startEpochNanos: summary.startedAtEpochNanos, durationNanos: summary.duration.nanoseconds,
-                timeToFirstByteNanos: summary.timeToFirstByte?.nanoseconds,
-                timeToFirstEventNanos: tap.timeToFirstEventNanos, outcome: outcome, sampled: tap.sampled,
-                parentSpanID: tap.parentSpanID, route: summary.route,
-                upstreamSentNanos: summary.sentUpstreamAfter?.nanoseconds, chunkArrivals: tap.chunkArrivals,
-                lastResponseBytesNanos: tap.lastResponseBytesNanos, clientRetryCount: tap.clientRetryCount))
-        if !queued { budget.release(CapturedExchange.bodyStorage(tap.request, tap.response)) }
+        return CapturedExchange(
+            traceIDHigh: tap.traceIDHigh, traceIDLow: tap.traceIDLow, rootSpanID: tap.rootSpanID,
+            method: summary.method.rawValue, target: summary.target, upstream: settings.upstreams[min(summary.route, settings.upstreams.count - 1)],
+            userHeadValues: tap.userHeadValues, sessionHeadValues: tap.sessionHeadValues, requestID: summary.requestID,
+            requestIDWasGenerated: tap.requestIDWasGenerated, headerTags: tap.headerTags,
+            request: tap.request, response: tap.response, status: summary.status,
+            startEpochNanos: summary.startedAtEpochNanos, durationNanos: summary.duration.nanoseconds,
+            timeToFirstByteNanos: summary.timeToFirstByte?.nanoseconds,
+            timeToFirstEventNanos: tap.timeToFirstEventNanos, outcome: outcome, sampled: tap.sampled,
+            parentSpanID: tap.parentSpanID, route: summary.route,
+            upstreamSentNanos: summary.sentUpstreamAfter?.nanoseconds, chunkArrivals: tap.chunkArrivals,
+            lastResponseBytesNanos: tap.lastResponseBytesNanos, clientRetryCount: tap.clientRetryCount)
+    }
+
+    /// The captured bodies keep their share of the budget until the trace is built (`TracingPipeline`).
+    private func queue(_ captured: CapturedExchange) {
+        if !captures.offer(captured) { budget.release(captured.bodyStorage) }
     }
 }
 

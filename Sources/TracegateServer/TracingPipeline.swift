@@ -46,6 +46,9 @@ final class TracingPipeline: @unchecked Sendable {
     private var responseChain = ResponseSessionChain()
     /// Captures waiting to be built.
     let captures: CaptureQueue<CapturedExchange>
+    /// Builds traces on idle event loops; nil when building needs state shared between traces
+    /// (`chain:` session sources).
+    let inPlace: InPlaceTraceBuilder?
     /// Storage of captured bodies (their arrays' capacity), from an exchange's first body byte until
     /// its trace is built.
     let captureBudget: CaptureBudget
@@ -128,6 +131,15 @@ final class TracingPipeline: @unchecked Sendable {
             staticTags: settings.traceTags.pairs, errorOn4xx: settings.traceErrorOn4xx, capturesBodies: settings.capture == .full,
             redaction: Redaction(settings: settings), namesChatByOperation: settings.traceNames == .operation,
             sources: Self.sources(settings), identity: IdentityResolver(settings: settings))
+        if builder.identity.followsResponseChains {
+            inPlace = nil
+        } else {
+            var writesLines = false
+            if case .file = destination { writesLines = true }
+            inPlace = InPlaceTraceBuilder(
+                builder: builder, routeTags: routeTags, writesLines: writesLines,
+                built: CaptureQueue(capacity: settings.captureQueueSize), budget: captureBudget)
+        }
         self.logger = logger
         let thread = Thread { [self] in runBuilder() }
         thread.start()
@@ -226,6 +238,7 @@ final class TracingPipeline: @unchecked Sendable {
         var exports: [Export] = []
         if case .exporters(let all, _, _) = destination { exports = all }
         let captures = self.captures
+        let inPlace = self.inPlace
         let feedback = self.feedback?.delivery
         metrics.setDeliverySource { [exports] in
             var total = DeliverySnapshot()
@@ -236,7 +249,8 @@ final class TracingPipeline: @unchecked Sendable {
                 total.feedbackRejected = stats.rejected
                 total.feedbackPending = feedback.pending
             }
-            total.dropped = captures.refusedCount  // exchanges not captured: builder or tracking server behind
+            // Exchanges not captured (the builder or the tracking server behind), or built and not taken.
+            total.dropped = captures.refusedCount + (inPlace?.built.refusedCount ?? 0)
             for export in exports {
                 let exporter = export.exporter
                 let stats = exporter.stats
@@ -286,6 +300,7 @@ final class TracingPipeline: @unchecked Sendable {
         // the size of their captures, and handing them on in small groups keeps the peak (and so the
         // RSS glibc keeps) small.
         var burst = CPUBurst()
+        if let inPlace { hand(inPlace.built.takeAll(), burst: &burst) }
         var start = captures.startIndex
         while start < captures.endIndex {
             var end = start
@@ -341,7 +356,9 @@ final class TracingPipeline: @unchecked Sendable {
             if captured.route < routeTags.count {
                 for (key, value) in routeTags[captured.route] { record.tags[key] = value }
             }
-            if let metrics { Self.countTokens(of: record, into: metrics) }
+            if let metrics, let tokens = record.reportedTokens {
+                metrics.countTokens(model: tokens.model, input: tokens.input, output: tokens.output)
+            }
             switch destination {
             case .exporters:
                 feedback?.remember(record)
@@ -350,6 +367,34 @@ final class TracingPipeline: @unchecked Sendable {
                 TraceRecordJSON.appendLine(record, to: &lines)
             }
         }
+        deliver(records: built, lines: lines)
+    }
+
+    /// Hands on the traces event loops built (`InPlaceTraceBuilder`), a hundred at a time.
+    private func hand(_ traces: [BuiltTrace], burst: inout CPUBurst) {
+        var start = traces.startIndex
+        while start < traces.endIndex {
+            let end = min(start + 100, traces.endIndex)
+            var records: [(record: TraceRecord, route: Int)] = []
+            var lines: [UInt8] = []
+            for trace in traces[start..<end] {
+                if let metrics, let tokens = trace.tokens {
+                    metrics.countTokens(model: tokens.model, input: tokens.input, output: tokens.output)
+                }
+                if let record = trace.record {
+                    feedback?.remember(record)
+                    records.append((record, trace.route))
+                }
+                lines += trace.line
+            }
+            deliver(records: records, lines: lines)
+            burst.pauseIfDue()
+            start = end
+        }
+    }
+
+    /// Gives built traces to their exporters (one hand-over each), or trace-file lines to the file (one write).
+    private func deliver(records built: [(record: TraceRecord, route: Int)], lines: [UInt8]) {
         switch destination {
         case .exporters(let exports, _, _):
             // A spooling exporter writes the whole group with one write.
@@ -359,6 +404,7 @@ final class TracingPipeline: @unchecked Sendable {
                 if !records.isEmpty { export.exporter.submit(contentsOf: records) }
             }
         case .file(let writer):
+            guard !lines.isEmpty else { return }
             do {
                 let deleted = try writer.write(lines: lines)
                 if deleted > 0, let report = rotationDeletions.record() {
@@ -377,22 +423,6 @@ final class TracingPipeline: @unchecked Sendable {
     private func followResponseChain(_ captured: CapturedExchange) {
         guard builder.identity.followsResponseChains, captured.target.prefix(while: { $0 != "?" }).hasSuffix("/responses") else { return }
         _ = builder.record(for: captured, chain: &responseChain)
-    }
-
-    private struct Usage: Decodable {
-        var input_tokens: Int?
-        var output_tokens: Int?
-    }
-
-    /// Model and usage sit on the upstream (LLM) span when there is one, as in an SDK trace.
-    private static func countTokens(of record: TraceRecord, into metrics: TracegateMetrics) {
-        let attributes = record.upstreamSpan?.attributes ?? record.attributes
-        guard case .string(let json)? = attributes[TraceAttributeKey.tokenUsage],
-            let usage = try? JSONDecoder().decode(Usage.self, from: Data(json.utf8))
-        else { return }
-        var model: String?
-        if case .string(let name)? = attributes[TraceAttributeKey.model] { model = name }
-        metrics.countTokens(model: model, input: usage.input_tokens ?? 0, output: usage.output_tokens ?? 0)
     }
 
     /// Builds what is waiting, then lets every exporter deliver (or spool) what it holds.

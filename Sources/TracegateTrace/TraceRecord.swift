@@ -152,3 +152,17 @@ public struct SpanType: RawRepresentable, Sendable, Hashable, Codable, CustomStr
         try container.encode(rawValue)
     }
 }
+
+extension TraceRecord {
+    /// The model and token counts the trace reports (on its LLM span, else on its root), for metrics;
+    /// nil when the payload reported no usage.
+    public var reportedTokens: (model: String?, input: Int, output: Int)? {
+        let attributes = upstreamSpan?.attributes ?? self.attributes
+        guard case .int(let input)? = attributes["gen_ai.usage.input_tokens"],
+            case .int(let output)? = attributes["gen_ai.usage.output_tokens"]
+        else { return nil }
+        var model: String?
+        if case .string(let name)? = attributes[TraceAttributeKey.model] { model = name }
+        return (model, Int(clamping: input), Int(clamping: output))
+    }
+}
