@@ -36,4 +36,10 @@ enum ASCIIText {
         }
         return false
     }
+
+    /// Whether `text` ends with `suffix`, byte for byte.
+    static func hasSuffix(_ text: Substring.UTF8View, _ suffix: StaticString) -> Bool {
+        let tail = UnsafeBufferPointer(start: suffix.utf8Start, count: suffix.utf8CodeUnitCount)
+        return text.count >= tail.count && text.suffix(tail.count).elementsEqual(tail)
+    }
 }

@@ -221,16 +221,16 @@ public enum ChatPayloadInterpreter {
     /// - `…/responses` with an `input` (string or array) or a `prompt`: OpenAI Responses.
     /// - `…/messages` with a `messages` array: Anthropic Messages (confirmed by `max_tokens`, else by the response).
     public static func recognizeRequest(path: String, requestBody: [UInt8]) -> ChatRequest? {
-        var route = Substring(path)
-        if let cut = route.firstIndex(where: { $0 == "?" || $0 == "#" }) { route = route[..<cut] }
-        while route.count > 1, route.hasSuffix("/") { route = route.dropLast() }
+        var route = path.utf8[...]
+        if let cut = route.firstIndex(where: { $0 == UInt8(ascii: "?") || $0 == UInt8(ascii: "#") }) { route = route[..<cut] }
+        while route.count > 1, route.last == UInt8(ascii: "/") { route = route.dropLast() }
 
         let format: ChatExchange.Format
-        if route.hasSuffix("/chat/completions") {
+        if ASCIIText.hasSuffix(route, "/chat/completions") {
             format = .openAIChat
-        } else if route.hasSuffix("/responses") {
+        } else if ASCIIText.hasSuffix(route, "/responses") {
             format = .openAIResponses
-        } else if route.hasSuffix("/messages") {
+        } else if ASCIIText.hasSuffix(route, "/messages") {
             format = .anthropic
         } else {
             return nil

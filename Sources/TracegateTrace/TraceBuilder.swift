@@ -51,7 +51,7 @@ public struct TraceBuilder: Sendable {
 
     /// `chain` remembers the session of every Responses API response, for the turns that continue it.
     public func record(for exchange: CapturedExchange, chain: inout ResponseSessionChain) -> TraceRecord {
-        let path = exchange.target.split(separator: "?", maxSplits: 1).first.map(String.init) ?? exchange.target
+        let path = exchange.target.utf8.firstIndex(of: UInt8(ascii: "?")).map { String(exchange.target[..<$0]) } ?? exchange.target
         let start = UInt64(max(0, exchange.startEpochNanos))
         let requestName = redaction.text("\(exchange.method) \(path)")
         var record = TraceRecord(

@@ -29,12 +29,19 @@ struct TraceJSONWriter {
     /// `text` escaped, copied in runs: most strings need no escape at all and are copied whole.
     private mutating func appendEscaped(_ text: UnsafeBufferPointer<UInt8>) {
         var runStart = 0
-        for index in text.indices {
+        var index = 0
+        while index < text.count {
+            // Eight bytes at a time while none needs an escape (the usual case for whole strings).
+            if text.count - index >= 8, !Self.needsEscape(UnsafeRawPointer(text.baseAddress! + index).loadUnaligned(as: UInt64.self)) {
+                index += 8
+                continue
+            }
             let byte = text[index]
+            index += 1
             // UTF-8 continuation and lead bytes are ≥ 0x80, so multi-byte scalars pass whole.
             guard byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") else { continue }
-            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: text[runStart..<index]))
-            runStart = index + 1
+            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: text[runStart..<(index - 1)]))
+            runStart = index
             bytes.append(UInt8(ascii: "\\"))
             switch byte {
             case UInt8(ascii: "\""), UInt8(ascii: "\\"): bytes.append(byte)
@@ -50,6 +57,17 @@ struct TraceJSONWriter {
             }
         }
         bytes.append(contentsOf: UnsafeBufferPointer(rebasing: text[runStart...]))
+    }
+
+    /// Whether any of the eight bytes in `word` is a C0 control, `"` or `\\` (the classic
+    /// "has a byte less than n" and "has a zero byte" bit tricks; exact, no false answers).
+    @inline(__always)
+    static func needsEscape(_ word: UInt64) -> Bool {
+        let ones: UInt64 = 0x0101_0101_0101_0101
+        let highs: UInt64 = 0x8080_8080_8080_8080
+        func hasZeroByte(_ x: UInt64) -> Bool { (x &- ones) & ~x & highs != 0 }
+        let control = (word &- ones &* 0x20) & ~word & highs != 0
+        return control || hasZeroByte(word ^ (ones &* 0x22)) || hasZeroByte(word ^ (ones &* 0x5C))
     }
 
     /// A 64-bit integer as a JSON string, as protobuf JSON writes int64/uint64.

@@ -85,5 +85,25 @@ final class TraceRecordJSONTests: XCTestCase {
         XCTAssertTrue(line.contains(#""t0":"\"quoted\"""#), line)
         XCTAssertTrue(line.contains(#""t4":"\u0000\u001f\#u{7f}é\"""#), line)
     }
+
+    /// Every character that needs an escape, at every offset within an eight-byte word, among plain
+    /// and non-ASCII text: decoding gives the string back.
+    func testEveryEscapeAtEveryOffsetRoundTrips() throws {
+        let specials = (0..<0x20).map { String(UnicodeScalar(UInt8($0))) } + ["\"", "\\"]
+        for special in specials {
+            for offset in 0..<17 {
+                let text = String(repeating: "a", count: offset) + special + "é🚀" + String(repeating: "b", count: 9) + special
+                var writer = TraceJSONWriter()
+                writer.string(text)
+                let decoded = try JSONDecoder().decode(String.self, from: Data(writer.bytes))
+                XCTAssertEqual(decoded, text, "special \(Array(special.utf8)) at \(offset)")
+            }
+        }
+        for word: UInt64 in [0, 0x2020_2020_2020_2020, 0x7F7F_7F7F_7F7F_7F7F, 0xFFFF_FFFF_FFFF_FFFF, 0x4141_4141_4141_4141] {
+            let bytes = withUnsafeBytes(of: word) { Array($0) }
+            XCTAssertEqual(
+                TraceJSONWriter.needsEscape(word), bytes.contains { $0 < 0x20 || $0 == 0x22 || $0 == 0x5C }, "\(bytes)")
+        }
+    }
 }
 
