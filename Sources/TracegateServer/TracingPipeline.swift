@@ -377,6 +377,7 @@ final class TracingPipeline: @unchecked Sendable {
             let end = min(start + 100, traces.endIndex)
             var records: [(record: TraceRecord, route: Int)] = []
             var lines: [UInt8] = []
+            lines.reserveCapacity(traces[start..<end].reduce(0) { $0 + $1.line.count })  // one allocation, not one per doubling
             for trace in traces[start..<end] {
                 if let metrics, let tokens = trace.tokens {
                     metrics.countTokens(model: tokens.model, input: tokens.input, output: tokens.output)

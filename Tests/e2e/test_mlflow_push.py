@@ -96,3 +96,19 @@ def test_the_oldest_rotated_file_beyond_keep_is_deleted_and_said(backend, start_
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("traces.jsonl")) == \
         ["traces.jsonl", "traces.jsonl.1"]
     assert "trace file rotated: its oldest rotated file" in tg.stderr(), tg.stderr()[-2000:]
+
+
+def test_every_trace_of_a_sequential_burst_is_in_the_file_when_sigterm_exits(backend, start_tracegate, tmp_path):
+    """One request after the other: each trace is built on the event loop that forwarded it (nothing
+    else is in flight), and the builder thread writes it. Stopped straight after the burst, the file
+    still holds every one, in order."""
+    import requests
+    trace_file = tmp_path / "burst.jsonl"
+    tg = start_tracegate(backend.url, trace_file=str(trace_file), access_log="off")
+    ids = [f"seq-{n}-{uuid.uuid4().hex[:8]}" for n in range(100)]
+    with requests.Session() as session:
+        for rid in ids:
+            assert session.get(f"{tg.url}/echo", headers={"X-Request-ID": rid}, timeout=5).status_code == 200
+    assert tg.stop() == 0
+    lines = [json.loads(line) for line in trace_file.read_text().splitlines()]
+    assert [line["clientRequestID"] for line in lines] == ids, f"{len(lines)} of {len(ids)} traces, or out of order"
