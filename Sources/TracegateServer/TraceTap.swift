@@ -224,13 +224,16 @@ final class TraceObserver: ExchangeObserver {
     func exchangeFinished(_ summary: ExchangeSummary, tap: ExchangeTap?) {
         let loop = self.loop
         let captured = (tap as? TraceTap).map { capture(summary, tap: $0) }
-        let fits = captured.map { inPlace?.accepts($0) ?? false } ?? false
-        let eventLoop = fits ? MultiThreadedEventLoopGroup.currentEventLoop : nil
-        switch loop.schedule.exchangeFinished(forwarded: summary.forwarded, capture: captured, fitsInPlace: eventLoop != nil) {
+        // Where it could be built in place: this event loop, if the builder takes it.
+        var builder: (loop: EventLoop, inPlace: InPlaceTraceBuilder)?
+        if let captured, let inPlace, inPlace.accepts(captured), let eventLoop = MultiThreadedEventLoopGroup.currentEventLoop {
+            builder = (eventLoop, inPlace)
+        }
+        switch loop.schedule.exchangeFinished(forwarded: summary.forwarded, capture: captured, fitsInPlace: builder != nil) {
         case nil, .wait?: return
         case .handOff?: queue(captured!)
         case .waitAndScheduleRun?:
-            guard let eventLoop, let inPlace else { return }
+            let (eventLoop, inPlace) = builder!  // only a capture that fits waits
             eventLoop.execute {
                 let (build, handOff) = loop.schedule.run()
                 for captured in build { inPlace.build(captured) }
