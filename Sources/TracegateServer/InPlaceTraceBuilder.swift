@@ -4,10 +4,19 @@ import TracegateTrace
 /// A trace built on an event loop, waiting for the builder thread to write it to the trace file or
 /// hand it to the exporters (both of which take locks or do I/O, so neither happens on an event loop).
 struct BuiltTrace: Sendable {
-    /// For the exporters; nil with a trace file.
-    var record: TraceRecord?
-    /// The trace file's line; empty with exporters.
-    var line: [UInt8]
+    enum Output: Sendable {
+        /// For the exporters.
+        case record(TraceRecord)
+        /// For the trace file.
+        case line([UInt8])
+
+        var lineBytes: Int {
+            if case .line(let line) = self { return line.count }
+            return 0
+        }
+    }
+
+    var output: Output
     var route: Int
     /// For the token metrics, counted on the builder thread.
     var tokens: (model: String?, input: Int, output: Int)?
@@ -30,8 +39,6 @@ struct InPlaceTraceBuilder: Sendable {
     static let maxBodyStorage = 16 * 1024
 
     let builder: TraceBuilder
-    /// Tags each route adds to its traces (index: `CapturedExchange.route`).
-    let routeTags: [[(String, String)]]
     /// Whether traces go to the trace file (as lines) rather than to exporters (as records).
     let writesLines: Bool
     let built: CaptureQueue<BuiltTrace>
@@ -46,17 +53,9 @@ struct InPlaceTraceBuilder: Sendable {
     /// trace for the builder thread; releases its share of the capture budget.
     func build(_ captured: CapturedExchange) {
         defer { budget.release(captured.bodyStorage) }
-        guard captured.sampled || builder.isError(captured) else { return }
-        var record = builder.record(for: captured)
-        if captured.route < routeTags.count {
-            for (key, value) in routeTags[captured.route] { record.tags[key] = value }
-        }
-        if writesLines {
-            var line: [UInt8] = []
-            TraceRecordJSON.appendLine(record, to: &line)
-            built.offer(BuiltTrace(record: nil, line: line, route: captured.route, tokens: record.reportedTokens))
-        } else {
-            built.offer(BuiltTrace(record: record, line: [], route: captured.route, tokens: record.reportedTokens))
-        }
+        guard builder.traces(captured) else { return }
+        let record = builder.record(for: captured)
+        let output: BuiltTrace.Output = writesLines ? .line(TraceRecordJSON.line(record)) : .record(record)
+        built.offer(BuiltTrace(output: output, route: captured.route, tokens: record.reportedTokens))
     }
 }

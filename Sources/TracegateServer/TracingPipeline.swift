@@ -35,9 +35,6 @@ final class TracingPipeline: @unchecked Sendable {
         case file(TraceFileWriter)
     }
 
-    /// Tags each route adds to its traces (index as in `Export.routes`).
-    private let routeTags: [[(String, String)]]
-
     private let destination: Destination
     private let builder: TraceBuilder
     /// Feedback on traces (`feedback_path` with MLflow export); nil when off.
@@ -126,18 +123,18 @@ final class TracingPipeline: @unchecked Sendable {
         captures = CaptureQueue(capacity: settings.captureQueueSize)
         captureBudget = CaptureBudget(limit: settings.captureMemoryLimit)
         backlogLimit = settings.exportBacklogLimit
-        routeTags = [[]] + settings.routes.map(\.traceTags.pairs)
         builder = TraceBuilder(
             staticTags: settings.traceTags.pairs, errorOn4xx: settings.traceErrorOn4xx, capturesBodies: settings.capture == .full,
             redaction: Redaction(settings: settings), namesChatByOperation: settings.traceNames == .operation,
-            sources: Self.sources(settings), identity: IdentityResolver(settings: settings))
+            sources: Self.sources(settings), identity: IdentityResolver(settings: settings),
+            routeTags: [[]] + settings.routes.map(\.traceTags.pairs))
         if builder.identity.followsResponseChains {
             inPlace = nil
         } else {
             var writesLines = false
             if case .file = destination { writesLines = true }
             inPlace = InPlaceTraceBuilder(
-                builder: builder, routeTags: routeTags, writesLines: writesLines,
+                builder: builder, writesLines: writesLines,
                 built: CaptureQueue(capacity: settings.captureQueueSize), budget: captureBudget)
         }
         self.logger = logger
@@ -340,7 +337,7 @@ final class TracingPipeline: @unchecked Sendable {
         var lines: [UInt8] = []
         for captured in captures {
             defer { burst.pauseIfDue() }
-            if !captured.sampled && !builder.isError(captured) {
+            if !builder.traces(captured) {
                 followResponseChain(captured)
                 continue
             }
@@ -352,10 +349,7 @@ final class TracingPipeline: @unchecked Sendable {
                 followResponseChain(captured)
                 continue
             }
-            var record = builder.record(for: captured, chain: &responseChain)
-            if captured.route < routeTags.count {
-                for (key, value) in routeTags[captured.route] { record.tags[key] = value }
-            }
+            let record = builder.record(for: captured, chain: &responseChain)
             if let metrics, let tokens = record.reportedTokens {
                 metrics.countTokens(model: tokens.model, input: tokens.input, output: tokens.output)
             }
@@ -377,16 +371,18 @@ final class TracingPipeline: @unchecked Sendable {
             let end = min(start + 100, traces.endIndex)
             var records: [(record: TraceRecord, route: Int)] = []
             var lines: [UInt8] = []
-            lines.reserveCapacity(traces[start..<end].reduce(0) { $0 + $1.line.count })  // one allocation, not one per doubling
+            lines.reserveCapacity(traces[start..<end].reduce(0) { $0 + $1.output.lineBytes })  // one allocation, not one per doubling
             for trace in traces[start..<end] {
                 if let metrics, let tokens = trace.tokens {
                     metrics.countTokens(model: tokens.model, input: tokens.input, output: tokens.output)
                 }
-                if let record = trace.record {
+                switch trace.output {
+                case .record(let record):
                     feedback?.remember(record)
                     records.append((record, trace.route))
+                case .line(let line):
+                    lines += line
                 }
-                lines += trace.line
             }
             deliver(records: records, lines: lines)
             burst.pauseIfDue()

@@ -7,37 +7,30 @@ struct ASCIIWords: Sendable {
     private let bytes: [UInt8]
     /// Where each word starts in `bytes`, and one past the last word.
     private let starts: [Int]
-    /// Whether a (lower-cased) byte starts some word.
-    private let startsAWord: [Bool]
     /// One bit per (lower-cased) pair of bytes, `first << 8 | second`: whether some word starts with
-    /// the pair (a one-letter word marks every pair it starts). English text starts a word's first
-    /// letter often, its first two letters seldom.
+    /// the pair (a one-letter word marks every pair it starts, `first << 8 | 0` among them, which
+    /// stands for the text's last byte). English text starts a word's first letter often, its first
+    /// two letters seldom.
     private let startsAWordPair: [UInt64]
 
-    /// `words` must be lower-case ASCII and not empty.
+    /// `words` must be lower-case ASCII (no NUL) and not empty.
     init(_ words: [String]) {
         var bytes: [UInt8] = []
         var starts: [Int] = []
-        var startsAWord = [Bool](repeating: false, count: 256)
-        for word in words {
-            precondition(!word.isEmpty && word.utf8.allSatisfy { $0 < 0x80 && !(0x41...0x5A).contains($0) })
-            starts.append(bytes.count)
-            bytes += word.utf8
-            startsAWord[Int(word.utf8.first!)] = true
-        }
-        starts.append(bytes.count)
         var pairs = [UInt64](repeating: 0, count: 65_536 / 64)
         for word in words {
             let utf8 = Array(word.utf8)
-            let seconds = utf8.count > 1 ? [utf8[1]] : Array(0...255)
-            for second in seconds {
+            precondition(!utf8.isEmpty && utf8.allSatisfy { $0 != 0 && $0 < 0x80 && !(0x41...0x5A).contains($0) })
+            starts.append(bytes.count)
+            bytes += utf8
+            for second in utf8.count > 1 ? [utf8[1]] : Array(0...255) {
                 let pair = Int(utf8[0]) << 8 | Int(second)
                 pairs[pair >> 6] |= 1 << UInt64(pair & 63)
             }
         }
+        starts.append(bytes.count)
         self.bytes = bytes
         self.starts = starts
-        self.startsAWord = startsAWord
         startsAWordPair = pairs
     }
 
@@ -49,10 +42,8 @@ struct ASCIIWords: Sendable {
     func occur(in text: UnsafeBufferPointer<UInt8>) -> Bool {
         bytes.withUnsafeBufferPointer { words in
             starts.withUnsafeBufferPointer { starts in
-                startsAWord.withUnsafeBufferPointer { startsAWord in
-                    startsAWordPair.withUnsafeBufferPointer { pairs in
-                        Self.occur(in: text, words: words, starts: starts, startsAWord: startsAWord, pairs: pairs)
-                    }
+                startsAWordPair.withUnsafeBufferPointer { pairs in
+                    Self.occur(in: text, words: words, starts: starts, pairs: pairs)
                 }
             }
         }
@@ -60,20 +51,16 @@ struct ASCIIWords: Sendable {
 
     private static func occur(
         in text: UnsafeBufferPointer<UInt8>, words: UnsafeBufferPointer<UInt8>, starts: UnsafeBufferPointer<Int>,
-        startsAWord: UnsafeBufferPointer<Bool>, pairs: UnsafeBufferPointer<UInt64>
+        pairs: UnsafeBufferPointer<UInt64>
     ) -> Bool {
         @inline(__always) func lower(_ byte: UInt8) -> UInt8 { (byte >= 0x41 && byte <= 0x5A) ? byte | 0x20 : byte }
         var position = 0
         while position < text.count {
             let first = lower(text[position])
-            let mayStart: Bool
-            if position + 1 < text.count {
-                let pair = Int(first) << 8 | Int(lower(text[position + 1]))
-                mayStart = pairs[pair >> 6] & (1 << UInt64(pair & 63)) != 0
-            } else {
-                mayStart = startsAWord[Int(first)]
-            }
-            if mayStart {
+            // The last byte can only start a one-letter word: those mark the pair (first, 0).
+            let second = position + 1 < text.count ? lower(text[position + 1]) : 0
+            let pair = Int(first) << 8 | Int(second)
+            if pairs[pair >> 6] & (1 << UInt64(pair & 63)) != 0 {
                 var word = 0
                 while word + 1 < starts.count {
                     let start = starts[word]

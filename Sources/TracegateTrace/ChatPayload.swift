@@ -268,7 +268,7 @@ public enum ChatPayloadInterpreter {
 
     /// By content type first; for an absent or vague one, by the first bytes.
     static func responseKind(contentType: String?, body: [UInt8]) -> ResponseKind? {
-        let media = contentType.map(mediaType)
+        let media = contentType.map(ASCIIText.mediaType)
         if media == "text/event-stream" { return .eventStream }
         var start = 0
         if body.count >= 3, body[0] == 0xEF, body[1] == 0xBB, body[2] == 0xBF { start = 3 }
@@ -281,8 +281,6 @@ public enum ChatPayloadInterpreter {
         if let media, media.hasSuffix("json"), rest.isEmpty { return .json }
         return nil
     }
-
-    static func mediaType(_ contentType: String) -> String { ASCIIText.mediaType(contentType) }
 
     static func interpretJSON(request: ChatRequest, body: [UInt8], truncated: Bool) -> ChatExchange? {
         var base = request.baseExchange(streamed: false)

@@ -19,12 +19,16 @@ public struct TraceBuilder: Sendable {
     public var sources: [TraceSource]
     /// Where the user and session come from, and whether they are pseudonymised.
     public var identity: IdentityResolver
+    /// Tags each route adds to its traces, by `CapturedExchange.route`; they win over every other tag.
+    public var routeTags: [[(String, String)]]
 
     public init(
         staticTags: [(String, String)] = [], errorOn4xx: Bool = false, capturesBodies: Bool = true, redaction: Redaction = Redaction(),
-        namesChatByOperation: Bool = true, sources: [TraceSource] = [], identity: IdentityResolver = IdentityResolver()
+        namesChatByOperation: Bool = true, sources: [TraceSource] = [], identity: IdentityResolver = IdentityResolver(),
+        routeTags: [[(String, String)]] = []
     ) {
         self.identity = identity
+        self.routeTags = routeTags
         self.staticTags = staticTags
         self.errorOn4xx = errorOn4xx
         self.capturesBodies = capturesBodies
@@ -42,6 +46,9 @@ public struct TraceBuilder: Sendable {
             return status >= 500 || (errorOn4xx && (400..<500).contains(status))
         }
     }
+
+    /// Whether the exchange gets a trace: drawn by sampling, or ended in error.
+    public func traces(_ exchange: CapturedExchange) -> Bool { exchange.sampled || isError(exchange) }
 
     /// A trace on its own: a Responses API turn starts its own session chain.
     public func record(for exchange: CapturedExchange) -> TraceRecord {
@@ -74,6 +81,9 @@ public struct TraceBuilder: Sendable {
         describeOutcome(exchange, streamCompleted: chat?.streamCompleted ?? false, into: &record)
         describeUpstreamCall(exchange, chat: chat, name: requestName, into: &record)
         if namesChatByOperation, let chat { record.name = Self.operationName(chat) }
+        if exchange.route >= 0, exchange.route < routeTags.count {
+            for (key, value) in routeTags[exchange.route] { record.tags[key] = value }
+        }
         return record
     }
 
@@ -286,8 +296,8 @@ enum BodyText {
     }
 
     private static func isTextual(_ contentType: String?) -> Bool {
-        guard let contentType else { return true }
-        let type = ASCIIText.lowercased(contentType)  // untyped: decide by UTF-8 validity
+        guard let contentType else { return true }  // untyped: decide by UTF-8 validity
+        let type = ASCIIText.lowercased(contentType)
         return type.hasPrefix("text/") || ASCIIText.contains(type, "json") || ASCIIText.contains(type, "xml")
             || ASCIIText.contains(type, "x-www-form-urlencoded") || ASCIIText.contains(type, "javascript")
     }

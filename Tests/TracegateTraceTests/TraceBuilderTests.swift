@@ -41,6 +41,18 @@ final class TraceBuilderTests: XCTestCase {
         XCTAssertEqual(record.attributes[TraceAttributeKey.urlPath], .string("/v1/things?x=1"))
     }
 
+    func testARoutesTagsWinOverOtherTagsOnItsTracesOnly() {
+        let builder = TraceBuilder(staticTags: [("environment", "test")], routeTags: [[], [("environment", "staging"), ("team", "chat")]])
+        var routed = exchange()
+        routed.route = 1
+        XCTAssertEqual(builder.record(for: routed).tags["environment"], "staging")
+        XCTAssertEqual(builder.record(for: routed).tags["team"], "chat")
+        XCTAssertEqual(builder.record(for: exchange()).tags["environment"], "test")
+        XCTAssertNil(builder.record(for: exchange()).tags["team"])
+        routed.route = 7
+        XCTAssertEqual(builder.record(for: routed).tags["environment"], "test", "a route without tags of its own")
+    }
+
     func testServerErrorsUpstreamFailuresAndAbortsAreErrors() {
         let builder = TraceBuilder()
         XCTAssertEqual(builder.record(for: exchange(status: 503)).status, .error(message: "HTTP 503"))

@@ -13,11 +13,16 @@ final class TraceRecordJSONTests: XCTestCase {
     /// What `Codable` writes, as the trace file held it before: the same object, byte for byte, for a
     /// record whose strings need no escaping choices.
     func testWritesWhatCodableWrites() throws {
-        let record = TraceRecordFixtures.chat()
+        try assertWritesWhatCodableWrites(TraceRecordFixtures.chat())
+    }
+
+    private func assertWritesWhatCodableWrites(_ record: TraceRecord, line: UInt = #line) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         let expected = try encoder.encode(record)
-        XCTAssertEqual(String(decoding: TraceRecordJSON.line(record).dropLast(), as: UTF8.self), String(decoding: expected, as: UTF8.self))
+        XCTAssertEqual(
+            String(decoding: TraceRecordJSON.line(record).dropLast(), as: UTF8.self), String(decoding: expected, as: UTF8.self),
+            line: line)
     }
 
     func testEveryFieldRoundTrips() throws {
@@ -65,10 +70,7 @@ final class TraceRecordJSONTests: XCTestCase {
             record.tags[key] = key
             record.attributes[key] = .string(key)
         }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        let expected = try encoder.encode(record)
-        XCTAssertEqual(String(decoding: TraceRecordJSON.line(record).dropLast(), as: UTF8.self), String(decoding: expected, as: UTF8.self))
+        try assertWritesWhatCodableWrites(record)
     }
 
     /// Escapes at either end of a string, back to back, and between long plain runs.
