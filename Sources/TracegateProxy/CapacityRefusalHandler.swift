@@ -12,9 +12,12 @@ final class CapacityRefusalHandler: ChannelInboundHandler {
     typealias OutboundOut = ByteBuffer
 
     private let requestIDHeader: String
-    private var requestIDs = RequestIDGenerator()
+    private let loop: LoopShared
 
-    init(requestIDHeader: String) { self.requestIDHeader = requestIDHeader }
+    init(requestIDHeader: String, loop: LoopShared) {
+        self.requestIDHeader = requestIDHeader
+        self.loop = loop
+    }
 
     func handlerAdded(context: ChannelHandlerContext) {
         if context.channel.isActive { refuse(context: context) }
@@ -31,7 +34,7 @@ final class CapacityRefusalHandler: ChannelInboundHandler {
         guard !refused else { return }
         refused = true
         let bytes = ProxyError.tooManyConnections.response(
-            requestID: requestIDs.generate(), requestIDHeader: requestIDHeader, version: .http1_1, closes: true,
+            requestID: loop.generateRequestID(), requestIDHeader: requestIDHeader, version: .http1_1, closes: true,
             extraHeaders: [("retry-after", "1")], allocator: context.channel.allocator)
         let channel = context.channel
         context.writeAndFlush(NIOAny(bytes)).whenComplete { _ in channel.close(promise: nil) }

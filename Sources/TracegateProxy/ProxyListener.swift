@@ -11,8 +11,8 @@ import NIOSSL
 public final class ProxyListener: Sendable {
     private let shared: ProxyShared
     private let group: EventLoopGroup
-    /// Per event loop, one pool per target.
-    private let pools: [ObjectIdentifier: [UpstreamPool]]
+    /// Per event loop: its pools and request ids.
+    private let loops: [ObjectIdentifier: LoopShared]
     private let tls: ServerTLS?
     private let state = NIOLockedValueBox(State())
     private let reserve = DescriptorReserve()
@@ -29,13 +29,14 @@ public final class ProxyListener: Sendable {
         self.tls = tls
         self.group = group
         let connectors = try configuration.targets.map { try UpstreamConnector(upstream: $0, configuration: configuration) }
-        var pools: [ObjectIdentifier: [UpstreamPool]] = [:]
+        var loops: [ObjectIdentifier: LoopShared] = [:]
         for eventLoop in group.makeIterator() {
-            pools[ObjectIdentifier(eventLoop)] = connectors.map {
+            let pools = connectors.map {
                 UpstreamPool(eventLoop: eventLoop, connector: $0, maxIdle: configuration.upstreamPoolSize)
             }
+            loops[ObjectIdentifier(eventLoop)] = LoopShared(eventLoop: eventLoop, pools: pools)
         }
-        self.pools = pools
+        self.loops = loops
     }
 
     /// Pause before accepting again after `accept` failed (fd limit reached, out of memory): without it
@@ -72,16 +73,16 @@ public final class ProxyListener: Sendable {
                     if let tls = self.tls {
                         try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.context))
                     }
+                    let loop = self.loops[ObjectIdentifier(channel.eventLoop)]!
                     let atFileLimit = reserve.isReleased
                     guard !atFileLimit, self.track(channel) else {
                         observer?.connectionEvent(.refusedAtCapacity)
                         if atFileLimit { channel.closeFuture.whenComplete { _ in reserve.reacquire() } }
                         try channel.pipeline.syncOperations.addHandler(
-                            CapacityRefusalHandler(requestIDHeader: self.shared.configuration.requestIDHeader))
+                            CapacityRefusalHandler(requestIDHeader: self.shared.configuration.requestIDHeader, loop: loop))
                         return
                     }
-                    let pools = self.pools[ObjectIdentifier(channel.eventLoop)]!
-                    try channel.pipeline.syncOperations.addHandler(ClientConnectionHandler(shared: self.shared, pools: pools))
+                    try channel.pipeline.syncOperations.addHandler(ClientConnectionHandler(shared: self.shared, loop: loop))
                 }
             }
             .bind(host: host, port: port)
@@ -136,7 +137,7 @@ public final class ProxyListener: Sendable {
             let leftover = state.withLockedValue { Array($0.connections.values) }
             for channel in leftover { try? await channel.close() }
         }
-        for pool in pools.values.joined() {
+        for pool in loops.values.flatMap(\.pools) {
             try? await pool.eventLoop.submit { pool.closeAll() }.get()
         }
         return clean

@@ -220,6 +220,10 @@ struct UpstreamConnector: UpstreamConnecting {
     let tlsContext: NIOSSLContext?
     /// Server name for SNI and certificate checks: nil when the host is an IP literal.
     let serverHostname: String?
+    /// The socket address of an IP-literal host. Connecting to it skips NIO's resolver, which
+    /// would otherwise hand every new connection to a Dispatch thread for `getaddrinfo` and run
+    /// Happy Eyeballs timers; a host name is resolved on every connect, so DNS changes are seen.
+    let literalAddress: SocketAddress?
 
     init(upstream: ProxyConfiguration.Upstream, configuration: ProxyConfiguration) throws {
         self.host = upstream.host
@@ -234,15 +238,15 @@ struct UpstreamConnector: UpstreamConnecting {
         } else {
             self.tlsContext = nil
         }
-        let isIPLiteral = (try? SocketAddress(ipAddress: upstream.host, port: 0)) != nil
-        self.serverHostname = isIPLiteral ? nil : upstream.host
+        self.literalAddress = try? SocketAddress(ipAddress: upstream.host, port: upstream.port)
+        self.serverHostname = literalAddress == nil ? upstream.host : nil
     }
 
     func connect(on eventLoop: EventLoop) -> EventLoopFuture<UpstreamConnection> {
         let handler = UpstreamHandler(requestIDHeader: requestIDHeader)
         let tlsContext = self.tlsContext
         let serverHostname = self.serverHostname
-        return ClientBootstrap(group: eventLoop)
+        let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(connectTimeout)
             .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
             // One read of at most `maxReadBytes` per cycle: the client's writability is checked before
@@ -260,8 +264,8 @@ struct UpstreamConnector: UpstreamConnecting {
                     try sync.addHandler(handler)
                 }
             }
-            .connect(host: host, port: port)
-            .map { channel in UpstreamConnection(channel: channel, handler: handler) }
+        let connected = literalAddress.map { bootstrap.connect(to: $0) } ?? bootstrap.connect(host: host, port: port)
+        return connected.map { channel in UpstreamConnection(channel: channel, handler: handler) }
     }
 }
 

@@ -66,7 +66,7 @@ final class DataPlaneTests: XCTestCase {
         let shared = ProxyShared(configuration: configuration, observer: observer)
         client = EmbeddedChannel(loop: loop)
         clientDecoder = ResponseDecoder()
-        try client.pipeline.syncOperations.addHandler(ClientConnectionHandler(shared: shared, pools: pools))
+        try client.pipeline.syncOperations.addHandler(ClientConnectionHandler(shared: shared, loop: LoopShared(eventLoop: loop, pools: pools)))
         try client.connect(to: SocketAddress(ipAddress: "10.1.2.3", port: 4000)).wait()
     }
 
@@ -169,6 +169,26 @@ final class DataPlaneTests: XCTestCase {
         guard case .end = try clientParts().last else { return XCTFail("no end to the client") }
         XCTAssertEqual(observer.summaries.first?.outcome, .completed)
         XCTAssertEqual(observer.summaries.first?.responseBodyBytes, 18)
+    }
+
+    /// Chunks are re-framed exactly: a small one copied into one write, a large one written in three.
+    func testResponseChunksOfEverySizeReachTheClientFramedExactly() throws {
+        try makeClient()
+        try send()
+        _ = try upstreamParts()
+        try respond(headers: [("Transfer-Encoding", "chunked")], body: [], end: false)
+        _ = try clientParts()
+        for size in [1, 300, 4096, 4097, 20_000] {
+            let data = String(repeating: "x", count: size)
+            try respondBody(data)
+            var wire = ""
+            while let bytes = try client.readOutbound(as: ByteBuffer.self) { wire += String(buffer: bytes) }
+            XCTAssertEqual(wire, String(size, radix: 16) + "\r\n" + data + "\r\n", "chunk of \(size) bytes")
+        }
+        try respondEnd()
+        var end = ""
+        while let bytes = try client.readOutbound(as: ByteBuffer.self) { end += String(buffer: bytes) }
+        XCTAssertEqual(end, "0\r\n\r\n")
     }
 
     func testServerTimingSplitsConnectAndUpstreamTime() throws {

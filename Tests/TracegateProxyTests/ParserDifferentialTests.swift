@@ -197,7 +197,8 @@ struct ProxyRun: CustomStringConvertible {
         let pools = [UpstreamPool(eventLoop: loop, connector: upstreams, maxIdle: 4)]
         let client = EmbeddedChannel(loop: loop)
         try client.pipeline.syncOperations.addHandler(
-            ClientConnectionHandler(shared: ProxyShared(configuration: configuration, observer: nil), pools: pools))
+            ClientConnectionHandler(
+                shared: ProxyShared(configuration: configuration, observer: nil), loop: LoopShared(eventLoop: loop, pools: pools)))
         try client.connect(to: SocketAddress(ipAddress: "10.1.2.3", port: 4000)).wait()
 
         var received: [[UInt8]] = []

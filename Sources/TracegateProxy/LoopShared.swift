@@ -1,0 +1,24 @@
+import NIOCore
+
+/// What the client connections of one event loop share: an upstream pool per target, and the
+/// generator of request ids. A generator per connection cost four `getrandom` calls per accept to
+/// seed it; one per loop is seeded once.
+///
+/// Only ever touched on its own event loop, so it needs no lock (hence `@unchecked Sendable`).
+final class LoopShared: @unchecked Sendable {
+    let eventLoop: EventLoop
+    /// One pool per target, in the order of `ProxyConfiguration.targets`.
+    let pools: [UpstreamPool]
+    private var requestIDs = RequestIDGenerator()
+
+    init(eventLoop: EventLoop, pools: [UpstreamPool]) {
+        self.eventLoop = eventLoop
+        self.pools = pools
+    }
+
+    /// A new request id (a version-4 UUID).
+    func generateRequestID() -> String {
+        eventLoop.assertInEventLoop()
+        return requestIDs.generate()
+    }
+}
