@@ -4,7 +4,6 @@ import PackageDescription
 /// The data plane is hot code confined to event loops: exclusivity checks cost ~3% CPU there.
 let hotPathSettings: [SwiftSetting] = [
     .unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release)),
-    .swiftLanguageMode(.v5),
 ]
 
 let package = Package(
@@ -64,7 +63,6 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],
-            swiftSettings: [.swiftLanguageMode(.v5)]
         ),
         .executableTarget(name: "tracegate", dependencies: ["TracegateServer", "TracegateConfig"]),
         /// CPU per trace of trace building (`benchmarks/trace_build`).
@@ -87,8 +85,7 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
-            ],
-            swiftSettings: [.swiftLanguageMode(.v5)]
+            ]
         ),
     ]
 )

@@ -8,6 +8,7 @@ import Atomics
 /// Lock-free: the builder runs at idle priority, and a lock it held when the scheduler set it aside
 /// would stall the event loop waiting for it. Offers push onto an atomic stack; `takeAll` swaps the
 /// whole stack out (no element is ever removed alone, so there is no ABA problem).
+/// (`@unchecked Sendable`: all its state is in atomics; a node is owned by whoever swapped it out.)
 public final class CaptureQueue<Element: Sendable>: @unchecked Sendable {
     private final class Node {
         let element: Element

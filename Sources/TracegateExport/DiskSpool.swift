@@ -45,6 +45,7 @@ public typealias TraceSpool = DiskSpool<TraceRecord>
 ///
 /// Bounded: beyond `maxBytes` the oldest segment is deleted and its traces counted as dropped.
 /// One process at a time: the directory is locked (`flock`) while open.
+/// (`@unchecked Sendable`: its mutable state changes only under `lock`.)
 public final class DiskSpool<Record: SpoolRecord>: @unchecked Sendable {
     public struct Configuration: Sendable {
         public var directory: String
@@ -327,6 +328,7 @@ public final class DiskSpool<Record: SpoolRecord>: @unchecked Sendable {
 /// Records the tracking server refused (or that can never be delivered), kept with the reason
 /// instead of retried forever: one JSON object per line, `{"rejected_at": …, "reason": …, "record": {…}}`.
 /// With `maxBytes`, an entry that would take the file past it is not written (the caller logs it).
+/// (`@unchecked Sendable`: it has no mutable state; appends are serialised by `lock`.)
 public final class DeadLetterFile: @unchecked Sendable {
     public let path: String
     public let maxBytes: Int?

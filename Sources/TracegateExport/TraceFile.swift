@@ -12,6 +12,7 @@ import Glibc
 /// so the files take at most `maxBytes × (keep + 1)`. Rotation happens between writes, and every
 /// write holds whole lines, so no line is ever split between files or lost by rotating; a crash can
 /// lose at most the lines of the write under way. `tracegate push` takes the rotated files too.
+/// (`@unchecked Sendable`: `fd` and `size` change only under `lock`.)
 public final class TraceFileWriter: @unchecked Sendable {
     public let path: String
     public let maxBytes: Int

@@ -420,7 +420,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     private func connect(_ exchange: Exchange) {
         exchange.isConnecting = true
         if exchange.connectStartedAt == nil { exchange.connectStartedAt = context.eventLoop.now }
-        pools[exchange.target].connect().whenComplete { [self] result in
+        pools[exchange.target].connect().assumeIsolated().whenComplete { [self] result in
             exchange.isConnecting = false
             switch result {
             case .success(let connection):
@@ -594,7 +594,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             finish(exchange, outcome: .completed)
             // The empty write completes once everything before it is written; only then close.
             let written = context.writeAndFlush(wrapOutboundOut(end ?? context.channel.allocator.buffer(capacity: 0)))
-            written.whenComplete { [context] _ in context!.close(promise: nil) }
+            written.assumeIsolated().whenComplete { [context] _ in context!.close(promise: nil) }
             return
         } else if let end {
             context.writeAndFlush(wrapOutboundOut(end), promise: nil)
@@ -671,7 +671,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             requestID: requestID, requestIDHeader: configuration.requestIDHeader, version: version, closes: closing,
             extraHeaders: extraHeaders, allocator: context.channel.allocator)
         if closing {
-            context.writeAndFlush(wrapOutboundOut(bytes)).whenComplete { [context] _ in
+            context.writeAndFlush(wrapOutboundOut(bytes)).assumeIsolated().whenComplete { [context] _ in
                 context!.close(promise: nil)
             }
         } else {
@@ -723,7 +723,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         guard deadline < timerDeadline else { return }
         timer?.cancel()
         timerDeadline = deadline
-        timer = context.eventLoop.scheduleTask(deadline: deadline) { [self] in
+        timer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
             self.timer = nil
             self.timerDeadline = .distantFuture
             self.timerFired()

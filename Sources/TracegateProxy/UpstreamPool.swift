@@ -27,7 +27,10 @@ struct UpstreamProtocolError: Error, CustomStringConvertible {
 }
 
 /// One keep-alive connection to the upstream, with the handler at the end of its pipeline.
-final class UpstreamConnection {
+///
+/// Used only on its channel's event loop (asserted where it writes): it is `@unchecked Sendable`
+/// only so that the connect future, completed on that same loop, can carry it.
+final class UpstreamConnection: @unchecked Sendable {
     let channel: Channel
     let handler: UpstreamHandler
     /// True once it has served an exchange; a failure on a reused connection may be retried.
@@ -39,8 +42,15 @@ final class UpstreamConnection {
         handler.connection = self
     }
 
-    func write(_ bytes: ByteBuffer) { handler.write(bytes) }
-    func flush() { handler.flush() }
+    func write(_ bytes: ByteBuffer) {
+        channel.eventLoop.assertInEventLoop()
+        handler.write(bytes)
+    }
+
+    func flush() {
+        channel.eventLoop.assertInEventLoop()
+        handler.flush()
+    }
 }
 
 /// The last handler of an upstream connection: parses responses from the socket's bytes and relays
@@ -243,7 +253,8 @@ struct UpstreamConnector: UpstreamConnecting {
     }
 
     func connect(on eventLoop: EventLoop) -> EventLoopFuture<UpstreamConnection> {
-        let handler = UpstreamHandler(requestIDHeader: requestIDHeader)
+        // The handler is used only on `eventLoop`, where the channel is initialised and connected.
+        let handler = NIOLoopBoundBox.makeBoxSendingValue(UpstreamHandler(requestIDHeader: requestIDHeader), eventLoop: eventLoop)
         let tlsContext = self.tlsContext
         let serverHostname = self.serverHostname
         let bootstrap = ClientBootstrap(group: eventLoop)
@@ -261,16 +272,17 @@ struct UpstreamConnector: UpstreamConnecting {
                     if let tlsContext {
                         try sync.addHandler(NIOSSLClientHandler(context: tlsContext, serverHostname: serverHostname))
                     }
-                    try sync.addHandler(handler)
+                    try sync.addHandler(handler.value)
                 }
             }
         let connected = literalAddress.map { bootstrap.connect(to: $0) } ?? bootstrap.connect(host: host, port: port)
-        return connected.map { channel in UpstreamConnection(channel: channel, handler: handler) }
+        return connected.map { channel in UpstreamConnection(channel: channel, handler: handler.value) }
     }
 }
 
 /// Idle keep-alive upstream connections of one event loop, most recently used first.
-/// Only ever touched on its own event loop, so it needs no lock (hence `@unchecked Sendable`).
+/// Only ever touched on its own event loop (asserted in debug builds), so it needs no lock (hence
+/// `@unchecked Sendable`).
 final class UpstreamPool: @unchecked Sendable {
     let eventLoop: EventLoop
     private let connector: UpstreamConnecting
@@ -286,6 +298,7 @@ final class UpstreamPool: @unchecked Sendable {
 
     /// An idle connection that is still open, if there is one.
     func takeIdle() -> UpstreamConnection? {
+        eventLoop.assertInEventLoop()
         while let connection = idle.popLast() {
             if connection.channel.isActive { return connection }
         }
@@ -293,11 +306,13 @@ final class UpstreamPool: @unchecked Sendable {
     }
 
     func connect() -> EventLoopFuture<UpstreamConnection> {
-        connector.connect(on: eventLoop)
+        eventLoop.assertInEventLoop()
+        return connector.connect(on: eventLoop)
     }
 
     /// Returns a connection that finished an exchange cleanly; it is kept if there is room.
     func release(_ connection: UpstreamConnection) {
+        eventLoop.assertInEventLoop()
         connection.handler.owner = nil
         connection.hasServed = true
         guard !closed, connection.channel.isActive, idle.count < maxIdle else {
@@ -315,6 +330,7 @@ final class UpstreamPool: @unchecked Sendable {
 
     /// Closes every idle connection and stops keeping new ones.
     func closeAll() {
+        eventLoop.assertInEventLoop()
         closed = true
         let connections = idle
         idle.removeAll()

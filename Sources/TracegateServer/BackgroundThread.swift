@@ -71,6 +71,7 @@ struct CPUBurst {
 /// since the last pause or idle moment took a `BackgroundThread.burst`. (A job runs from one
 /// suspension point to the next; the exporters' longest, encoding a batch, is a few hundred
 /// microseconds.)
+/// (`@unchecked Sendable`: its two `var`s are used only on the loop's one thread, in `run`.)
 final class ExportExecutor: TaskExecutor, @unchecked Sendable {
     let group: MultiThreadedEventLoopGroup
     private let loop: EventLoop

@@ -36,9 +36,10 @@ public enum TracegateApp {
     ) async -> Int32 {
 
         let accessLog: LineWriter? = settings.accessLog == .off ? nil : LineWriter()
+        let metrics = TracegateMetrics()
         let tracing: TracingPipeline?
         do {
-            tracing = try TracingPipeline(settings: settings, logger: logger)
+            tracing = try TracingPipeline(settings: settings, metrics: metrics, logger: logger)
         } catch let error as SpoolError {
             logger.critical("cannot use spool_dir: \(error)")
             return 2
@@ -52,8 +53,6 @@ public enum TracegateApp {
             await tracing?.finish()
             return 2
         }
-        let metrics = TracegateMetrics()
-        tracing?.attach(metrics)
         var observers: [ExchangeObserver] = [MetricsObserver(metrics: metrics), ConnectionEventLog(logger: logger)]
         if let accessLog { observers.append(AccessLog(format: settings.accessLog, writer: accessLog)) }
         if let tracing {
@@ -229,6 +228,7 @@ public enum TracegateApp {
 }
 
 /// Delivers SIGTERM/SIGINT to async code instead of killing the process.
+/// (`@unchecked Sendable`: `received` and `waiter` are touched only on its serial `queue`.)
 final class SignalWaiter: @unchecked Sendable {
     private let sources: [DispatchSourceSignal]
     private let queue = DispatchQueue(label: "tracegate.signals")

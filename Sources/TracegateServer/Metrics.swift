@@ -141,7 +141,7 @@ private struct DeliveryCounters {
     private var spoolTraces: Gauge?
     private var spoolBytes: Gauge?
     private var feedbackPending: Gauge?
-    private var counters: [(Counter, KeyPath<DeliverySnapshot, Int>)] = []
+    private var counters: [(Counter, KeyPath<DeliverySnapshot, Int> & Sendable)] = []
     private var last = DeliverySnapshot()
 
     init() {}
@@ -152,7 +152,7 @@ private struct DeliveryCounters {
         spoolBytes = registry.makeGauge(name: "tracegate_spool_bytes", help: "Bytes of the on-disk spool.")
         feedbackPending = registry.makeGauge(
             name: "tracegate_feedback_pending", help: "Feedback queued on disk, not yet delivered to MLflow (fresh or waiting for its trace).")
-        func counter(_ name: String, _ help: String, _ key: KeyPath<DeliverySnapshot, Int>) -> (Counter, KeyPath<DeliverySnapshot, Int>) {
+        func counter(_ name: String, _ help: String, _ key: KeyPath<DeliverySnapshot, Int> & Sendable) -> (Counter, KeyPath<DeliverySnapshot, Int> & Sendable) {
             (registry.makeCounter(name: name, help: help), key)
         }
         counters = [

@@ -20,6 +20,9 @@ import TracegateTrace
 /// Once the queue is full, and while every tracking server answers but is `export_backlog_limit`
 /// traces behind, event loops stop capturing new exchanges (they are forwarded untraced, without a
 /// trace id header); those are counted and logged, never requests slowed.
+///
+/// `@unchecked Sendable`: every `let` is itself `Sendable` or set before the builder thread starts;
+/// the few `var`s (marked "builder thread only") are touched by that thread alone.
 final class TracingPipeline: @unchecked Sendable {
     /// One delivery target and the task running it.
     private struct Export: Sendable {
@@ -38,7 +41,7 @@ final class TracingPipeline: @unchecked Sendable {
     private let destination: Destination
     private let builder: TraceBuilder
     /// Feedback on traces (`feedback_path` with MLflow export); nil when off.
-    private(set) var feedback: FeedbackChannel?
+    let feedback: FeedbackChannel?
     /// The session of each Responses API response seen (`chain:previous_response_id`); builder thread only.
     private var responseChain = ResponseSessionChain()
     /// Captures waiting to be built.
@@ -56,24 +59,26 @@ final class TracingPipeline: @unchecked Sendable {
     private let overload = LogThrottle()
     /// Traces a tracking server that answers may owe before capture pauses (`export_backlog_limit`).
     private let backlogLimit: Int
-    /// Capture is paused because every exporter's server is `backlogLimit` traces behind.
+    /// Capture is paused because every exporter's server is `backlogLimit` traces behind; builder thread only.
     private var pausedForBacklog = false
     private let backlogNotices = LogThrottle()
     /// Rotated trace files deleted to stay within `trace_file_keep`; logged at most every 10 s.
     private let rotationDeletions = LogThrottle()
-    /// `captures.refusedCount` when last logged.
+    /// `captures.refusedCount` when last logged; builder thread only.
     private var refusalsLogged = 0
     private let logger: Logger
-    /// Counts token usage of the traces built; set once before serving.
-    private var metrics: TracegateMetrics?
+    /// Counts token usage of the traces built.
+    private let metrics: TracegateMetrics
 
-    /// Nil when traces go nowhere (capture off, or no exporter and no trace file).
-    init?(settings: TracegateSettings, logger: Logger) throws {
+    /// Nil when traces go nowhere (capture off, or no exporter and no trace file). Token usage and
+    /// delivery figures go to `metrics` from the start.
+    init?(settings: TracegateSettings, metrics: TracegateMetrics, logger: Logger) throws {
         if settings.capture == .off {
             logger.notice("capture = off: no traces are made")
             return nil
         }
         let otel = settings.openTelemetryExport
+        var feedback: FeedbackChannel?
         if settings.mlflowTrackingURI != nil || otel != nil {
             if settings.spoolDir == nil {
                 logger.warning("no spool_dir: traces an exporter cannot deliver in time are dropped (counted)")
@@ -120,6 +125,7 @@ final class TracingPipeline: @unchecked Sendable {
             logger.notice("no MLFLOW_TRACKING_URI and no trace_file: traces are not kept")
             return nil
         }
+        self.feedback = feedback
         captures = CaptureQueue(capacity: settings.captureQueueSize)
         captureBudget = CaptureBudget(limit: settings.captureMemoryLimit)
         backlogLimit = settings.exportBacklogLimit
@@ -138,6 +144,9 @@ final class TracingPipeline: @unchecked Sendable {
                 built: CaptureQueue(capacity: settings.captureQueueSize), budget: captureBudget)
         }
         self.logger = logger
+        self.metrics = metrics
+        reportDelivery(to: metrics)
+        // Every stored property is set before the builder thread starts, and none changes after.
         let thread = Thread { [self] in runBuilder() }
         thread.start()
     }
@@ -228,10 +237,9 @@ final class TracingPipeline: @unchecked Sendable {
         return TraceExporter(configuration: configuration, sink: client, logger: logger, spool: spool)
     }
 
-    /// Reports token usage and delivery figures (summed over the exporters; exchanges left uncaptured
-    /// with a trace file too) to `metrics`; call before serving.
-    func attach(_ metrics: TracegateMetrics) {
-        self.metrics = metrics
+    /// Reports delivery figures (summed over the exporters; exchanges left uncaptured with a trace
+    /// file too) to `metrics`.
+    private func reportDelivery(to metrics: TracegateMetrics) {
         var exports: [Export] = []
         if case .exporters(let all, _, _) = destination { exports = all }
         let captures = self.captures
@@ -350,7 +358,7 @@ final class TracingPipeline: @unchecked Sendable {
                 continue
             }
             let record = builder.record(for: captured, chain: &responseChain)
-            if let metrics, let tokens = record.reportedTokens {
+            if let tokens = record.reportedTokens {
                 metrics.countTokens(model: tokens.model, input: tokens.input, output: tokens.output)
             }
             switch destination {
@@ -373,7 +381,7 @@ final class TracingPipeline: @unchecked Sendable {
             var lines: [UInt8] = []
             lines.reserveCapacity(traces[start..<end].reduce(0) { $0 + $1.output.lineBytes })  // one allocation, not one per doubling
             for trace in traces[start..<end] {
-                if let metrics, let tokens = trace.tokens {
+                if let tokens = trace.tokens {
                     metrics.countTokens(model: tokens.model, input: tokens.input, output: tokens.output)
                 }
                 switch trace.output {

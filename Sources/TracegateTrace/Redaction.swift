@@ -3,6 +3,7 @@ import Foundation
 /// Removes secrets and personal data from what a trace holds, before it reaches MLflow, the spool
 /// or the trace file: JSON fields by path, and text matching patterns (built-in or the user's).
 /// Pure; runs on the trace builder, off the forwarding path.
+/// (`@unchecked Sendable` for `NSRegularExpression`, immutable but not marked `Sendable` everywhere.)
 public struct Redaction: @unchecked Sendable {
     public static let marker = "[REDACTED]"
 
