@@ -2,67 +2,7 @@ import Logging
 import NIOConcurrencyHelpers
 import TracegateTrace
 
-/// Where batches of traces go; `MLflowClient` is the real one, tests use fakes.
-public protocol TraceSink: Sendable {
-    /// Posts an OTLP/JSON export request; throws `MLflowError`.
-    func postTraces(_ otlpJSON: [UInt8], experimentID: String) async throws
-    /// Posts one StartTraceV3 body; returns the echoed trace info.
-    func startTrace(_ body: [UInt8]) async throws -> [UInt8]
-}
-
 extension MLflowClient: TraceSink {}
-
-/// How traces are batched and delivered.
-public struct ExporterConfiguration: Sendable {
-    /// The experiment receiving the traces: its id, or a resolver run (and retried) before the first delivery.
-    public var experiment: ExperimentSource
-    /// A batch is sent when it holds this many traces…
-    public var maxBatchTraces = 100
-    /// …or when its oldest trace has waited this long.
-    public var maxBatchDelay: Duration = .seconds(1)
-    /// Traces held in memory (waiting for spans, and separately for trace info). Beyond it they go
-    /// to the spool; without one, the oldest are dropped and counted.
-    public var maxQueuedTraces = 1_000
-    /// StartTraceV3 calls in flight at once.
-    public var startTraceConcurrency = 4
-    /// Whether StartTraceV3 is called at all (an OpenTelemetry collector has no such call).
-    public var sendsTraceInfo = true
-    /// Whether a span continuing a caller's trace names the caller's span as its parent (OTLP
-    /// backends); MLflow keeps tracegate's span as the root (see `OTLPJSON.exportRequest`).
-    public var linksParentSpans = false
-    public var serviceName = "tracegate"
-    public var resourceAttributes: [String: String] = [:]
-    public var initialBackoff: Duration = .milliseconds(200)
-    public var maxBackoff: Duration = .seconds(30)
-    /// At shutdown, how long delivery of what is in memory may go on before the rest is spooled.
-    public var drainTimeout: Duration = .seconds(5)
-
-    public init(experiment: ExperimentSource) { self.experiment = experiment }
-}
-
-/// Where the experiment id comes from.
-public enum ExperimentSource: Sendable {
-    case id(String)
-    /// Looked up (and created) by name, e.g. with `MLflowClient.experimentID(named:)`.
-    case resolve(name: String, using: @Sendable (String) async throws -> String)
-}
-
-/// Counters of what the exporter did.
-public struct ExporterStats: Sendable, Equatable {
-    public var exported = 0
-    public var retries = 0
-    /// Traces lost: memory full without a spool, spool full, or spool unwritable.
-    public var dropped = 0
-    /// Traces the server refused as invalid, set aside (dead-lettered) after bisecting their batch.
-    public var rejected = 0
-    public var startTraceFailures = 0
-    /// Stored traces whose StartTraceV3 was given up because its queue overflowed and there is no spool.
-    public var traceInfoDropped = 0
-    /// Traces written to the spool (server trouble, full memory queue, shutdown).
-    public var spooled = 0
-    /// Traces read back from the spool and delivered.
-    public var replayed = 0
-}
 
 /// Batches finished traces and delivers them: OTLP `/v1/traces` for the spans, then StartTraceV3
 /// per trace for `client_request_id` and metadata, with bounded concurrency.

@@ -9,29 +9,6 @@ import Glibc
 import Musl
 #endif
 
-/// Immutable state shared by every client connection of a listener.
-final class ProxyShared: Sendable {
-    let configuration: ProxyConfiguration
-    /// One per target (the default upstream, then each route's).
-    let requestRewriters: [RequestHeadRewriter]
-    let routes: RouteTable
-    let responseRewriter: ResponseHeadRewriter
-    let observer: ExchangeObserver?
-
-    init(configuration: ProxyConfiguration, observer: ExchangeObserver?, scheme: String = "http") {
-        self.configuration = configuration
-        self.requestRewriters = configuration.targets.map {
-            RequestHeadRewriter(configuration: configuration, upstream: $0, scheme: scheme)
-        }
-        self.routes = RouteTable(configuration.routes.map(\.rule))
-        self.responseRewriter = ResponseHeadRewriter(requestIDHeader: configuration.requestIDHeader)
-        self.observer = observer
-    }
-}
-
-/// Sent down a client pipeline to start a graceful close: finish the current exchange, then close.
-struct QuiesceEvent {}
-
 /// The proxy's per-client-connection handler: reads HTTP/1 requests straight from the socket's bytes,
 /// forwards each to a pooled upstream connection on the same event loop and streams the response back.
 ///
@@ -175,7 +152,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is QuiesceEvent {
+        if event is ChannelShouldQuiesceEvent {  // graceful shutdown: finish the current exchange, then close
             closing = true
             if exchange == nil { context.close(promise: nil) }
         } else if let event = event as? ChannelEvent, event == .inputClosed {

@@ -128,7 +128,7 @@ public final class ProxyListener: Sendable {
         try? await serverChannel?.close()
         if connections.isEmpty || openConnections == 0 { drained.succeed() }
         for channel in connections {
-            channel.pipeline.fireUserInboundEventTriggered(QuiesceEvent())
+            channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
         }
         let timeout = eventLoop.scheduleTask(in: grace) { drained.fail(ChannelError.ioOnClosedChannel) }
         let clean = (try? await drained.futureResult.get()) != nil

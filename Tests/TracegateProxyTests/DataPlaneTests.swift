@@ -389,7 +389,7 @@ final class DataPlaneTests: XCTestCase {
     func testQuiesceClosesAfterTheInFlightExchange() throws {
         try makeClient()
         try send()
-        client.pipeline.fireUserInboundEventTriggered(QuiesceEvent())
+        client.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
         XCTAssertTrue(client.isActive, "the in-flight exchange goes on")
         try respond()
         let parts = try clientParts()
@@ -557,7 +557,7 @@ final class DataPlaneTests: XCTestCase {
 
     func testQuiesceClosesAnIdleConnectionAtOnce() throws {
         try makeClient()
-        client.pipeline.fireUserInboundEventTriggered(QuiesceEvent())
+        client.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
         XCTAssertFalse(client.isActive)
     }
 }

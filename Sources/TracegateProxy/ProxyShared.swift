@@ -1,0 +1,30 @@
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOSSL
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// Immutable state shared by every client connection of a listener.
+final class ProxyShared: Sendable {
+    let configuration: ProxyConfiguration
+    /// One per target (the default upstream, then each route's).
+    let requestRewriters: [RequestHeadRewriter]
+    let routes: RouteTable
+    let responseRewriter: ResponseHeadRewriter
+    let observer: ExchangeObserver?
+
+    init(configuration: ProxyConfiguration, observer: ExchangeObserver?, scheme: String = "http") {
+        self.configuration = configuration
+        self.requestRewriters = configuration.targets.map {
+            RequestHeadRewriter(configuration: configuration, upstream: $0, scheme: scheme)
+        }
+        self.routes = RouteTable(configuration.routes.map(\.rule))
+        self.responseRewriter = ResponseHeadRewriter(requestIDHeader: configuration.requestIDHeader)
+        self.observer = observer
+    }
+}

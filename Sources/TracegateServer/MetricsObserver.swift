@@ -1,0 +1,42 @@
+import Foundation
+import NIOConcurrencyHelpers
+import Prometheus
+import TracegateProxy
+import TracegateTrace
+
+/// Counts every exchange for `TracegateMetrics`. Cheap: a few atomic increments per exchange.
+final class MetricsObserver: ExchangeObserver {
+    private let metrics: TracegateMetrics
+
+    init(metrics: TracegateMetrics) { self.metrics = metrics }
+
+    func exchangeStarted(_ head: RequestHead, requestID: String) -> ExchangeTap? {
+        metrics.inFlight.increment()
+        return nil
+    }
+
+    func responseStarted(streamed: Bool) {
+        if streamed { metrics.streamsOpen.increment() }
+    }
+
+    func exchangeFinished(_ summary: ExchangeSummary, tap: ExchangeTap?) {
+        if summary.forwarded { metrics.inFlight.decrement() }
+        if summary.streamed { metrics.streamsOpen.decrement() }
+        let method = TracegateMetrics.methodIndex(summary.method.rawValue)
+        metrics.requests[method][TracegateMetrics.statusClassIndex(summary.status)].increment()
+        metrics.requestDuration.recordNanoseconds(summary.duration.nanoseconds)
+        if let ttfb = summary.timeToFirstByte { metrics.upstreamTimeToFirstByte.recordNanoseconds(ttfb.nanoseconds) }
+        if summary.requestBodyBytes > 0 { metrics.requestBytes.increment(by: Int64(summary.requestBodyBytes)) }
+        if summary.responseBodyBytes > 0 { metrics.responseBytes.increment(by: Int64(summary.responseBodyBytes)) }
+    }
+
+    func connectionEvent(_ event: ConnectionEvent) {
+        switch event {
+        case .acceptFailed: metrics.acceptErrors.increment()
+        case .refusedAtCapacity: metrics.connectionsRefused.increment()
+        case .clientHeaderTimeout: metrics.clientTimeouts[0].increment()
+        case .clientBodyTimeout: metrics.clientTimeouts[1].increment()
+        case .sendTimeout: metrics.clientTimeouts[2].increment()
+        }
+    }
+}

@@ -1,0 +1,106 @@
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import TracegateExport
+import TracegateProxy
+import TracegateTrace
+
+/// Turns every exchange into a `CapturedExchange` and queues it for the trace builder, off the
+/// forwarding path: nothing is parsed while an exchange is forwarded. While the queue is full,
+/// exchanges are not captured at all.
+///
+/// When an exchange ends and its event loop has no other exchange in flight, the trace is built right
+/// there instead (`InPlaceTraceBuilder`), after the loop has handled the I/O it was woken for; if an
+/// exchange has started by then, the capture goes to the builder thread after all.
+final class TraceObserver: ExchangeObserver {
+    private let settings: TraceCaptureSettings
+    private let captures: CaptureQueue<CapturedExchange>
+    private let budget: CaptureBudget
+    private let inPlace: InPlaceTraceBuilder?
+    private let loops = ThreadSpecificVariable<LoopState>()
+
+    /// What the observer keeps per event-loop thread (a thread-specific variable), so never shared.
+    private final class LoopState: @unchecked Sendable {
+        var random = Xoshiro256StarStar()
+        var schedule = InPlaceBuildSchedule<CapturedExchange>()
+    }
+
+    init(
+        settings: TraceCaptureSettings, captures: CaptureQueue<CapturedExchange>, budget: CaptureBudget,
+        inPlace: InPlaceTraceBuilder? = nil
+    ) {
+        self.settings = settings
+        self.captures = captures
+        self.budget = budget
+        self.inPlace = inPlace
+    }
+
+    private var loop: LoopState {
+        if let existing = loops.currentValue { return existing }
+        let made = LoopState()
+        loops.currentValue = made
+        return made
+    }
+
+    func exchangeStarted(_ head: RequestHead, requestID: String) -> ExchangeTap? {
+        let loop = self.loop
+        loop.schedule.exchangeStarted()
+        if let untraced = settings.untracedPath, RouteTable.path(Substring(head.uri).prefix { $0 != "?" }, startsWith: untraced) {
+            return nil
+        }
+        guard captures.isAccepting else {
+            captures.refuse()
+            return nil
+        }
+        return TraceTap(head: head, settings: settings, budget: budget, random: &loop.random)
+    }
+
+    func exchangeFinished(_ summary: ExchangeSummary, tap: ExchangeTap?) {
+        let loop = self.loop
+        let captured = (tap as? TraceTap).map { capture(summary, tap: $0) }
+        // Where it could be built in place: this event loop, if the builder takes it.
+        var builder: (loop: EventLoop, inPlace: InPlaceTraceBuilder)?
+        if let captured, let inPlace, inPlace.accepts(captured), let eventLoop = MultiThreadedEventLoopGroup.currentEventLoop {
+            builder = (eventLoop, inPlace)
+        }
+        switch loop.schedule.exchangeFinished(forwarded: summary.forwarded, capture: captured, fitsInPlace: builder != nil) {
+        case nil, .wait?: return
+        case .handOff?: queue(captured!)
+        case .waitAndScheduleRun?:
+            let (eventLoop, inPlace) = builder!  // only a capture that fits waits
+            eventLoop.execute {
+                let (build, handOff) = loop.schedule.run()
+                for captured in build { inPlace.build(captured) }
+                for captured in handOff { self.queue(captured) }
+            }
+        }
+    }
+
+    private func capture(_ summary: ExchangeSummary, tap: TraceTap) -> CapturedExchange {
+        let outcome: CapturedExchange.Outcome
+        switch summary.outcome {
+        case .completed: outcome = .completed
+        case .rejected(let why): outcome = .rejected(why)
+        case .upstreamFailed(let why): outcome = .upstreamFailed(why)
+        case .upstreamTimeout(let why): outcome = .upstreamTimeout(why)
+        case .clientAborted: outcome = .clientAborted
+        }
+        return CapturedExchange(
+            traceIDHigh: tap.traceIDHigh, traceIDLow: tap.traceIDLow, rootSpanID: tap.rootSpanID,
+            method: summary.method.rawValue, target: summary.target, upstream: settings.upstreams[min(summary.route, settings.upstreams.count - 1)],
+            userHeadValues: tap.userHeadValues, sessionHeadValues: tap.sessionHeadValues, requestID: summary.requestID,
+            requestIDWasGenerated: tap.requestIDWasGenerated, headerTags: tap.headerTags,
+            request: tap.request, response: tap.response, status: summary.status,
+            startEpochNanos: summary.startedAtEpochNanos, durationNanos: summary.duration.nanoseconds,
+            timeToFirstByteNanos: summary.timeToFirstByte?.nanoseconds,
+            timeToFirstEventNanos: tap.timeToFirstEventNanos, outcome: outcome, sampled: tap.sampled,
+            parentSpanID: tap.parentSpanID, route: summary.route,
+            upstreamSentNanos: summary.sentUpstreamAfter?.nanoseconds, chunkArrivals: tap.chunkArrivals,
+            lastResponseBytesNanos: tap.lastResponseBytesNanos, clientRetryCount: tap.clientRetryCount)
+    }
+
+    /// The captured bodies keep their share of the budget until the trace is built (`TracingPipeline`).
+    private func queue(_ captured: CapturedExchange) {
+        if !captures.offer(captured) { budget.release(captured.bodyStorage) }
+    }
+}
