@@ -30,7 +30,6 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     private let shared: ProxyShared
     /// This event loop's pools and request ids.
     private let loop: LoopShared
-    private var pools: [UpstreamPool] { loop.pools }
     private var context: ChannelHandlerContext!
     private var clientIP: String?
     private var headParser: HeadParser
@@ -311,16 +310,17 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             respondWithoutExchange(.malformedRequest("invalid request target"), requestHead: head)
             return
         }
-        let target =
+        let route =
             shared.routes.isEmpty
-            ? 0 : shared.routes.target(for: Substring(head.uri), host: head.headers.first(name: "host").map { Substring($0) })
+            ? .defaultUpstream
+            : shared.routes.route(for: Substring(head.uri), host: head.headers.first(name: "host").map { Substring($0) })
         let tap = shared.observer?.exchangeStarted(head, requestID: requestID)
-        let upstreamRequest = shared.requestRewriters[target].rewrite(
+        let upstreamRequest = shared.requestRewriter(for: route).rewrite(
             head, clientIP: clientIP, requestID: requestID, extraFields: tap?.upstreamHeaders ?? [],
             allocator: context.channel.allocator)!  // forwardable: checked above
         let exchange = Exchange(
             clientHead: head, upstreamRequest: upstreamRequest, now: context.eventLoop.now,
-            keepClientAlive: head.isKeepAlive && !closing, tap: tap, target: target
+            keepClientAlive: head.isKeepAlive && !closing, tap: tap, route: route
         )
         self.exchange = exchange
         let hasBody: Bool
@@ -354,7 +354,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     /// Hands the request to a pooled upstream connection, or opens one.
     private func sendUpstream(_ exchange: Exchange) {
         guard self.exchange === exchange, exchange.upstream == nil, !exchange.isConnecting else { return }
-        if let connection = pools[exchange.target].takeIdle() {
+        if let connection = loop.pool(for: exchange.route).takeIdle() {
             attach(connection, to: exchange)
         } else {
             connect(exchange)
@@ -397,12 +397,12 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     private func connect(_ exchange: Exchange) {
         exchange.isConnecting = true
         if exchange.connectStartedAt == nil { exchange.connectStartedAt = context.eventLoop.now }
-        pools[exchange.target].connect().assumeIsolated().whenComplete { [self] result in
+        loop.pool(for: exchange.route).connect().assumeIsolated().whenComplete { [self] result in
             exchange.isConnecting = false
             switch result {
             case .success(let connection):
                 guard self.exchange === exchange, !exchange.discardingRequest else {
-                    self.pools[exchange.target].release(connection)
+                    self.loop.pool(for: exchange.route).release(connection)
                     return
                 }
                 self.attach(connection, to: exchange)
@@ -512,7 +512,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             if exchange.requestComplete && !exchange.discardingRequest && exchange.upstreamKeepsAlive
                 && exchange.upstreamFraming != .untilClose && nothingFollowed
             {
-                pools[exchange.target].release(upstream)
+                loop.pool(for: exchange.route).release(upstream)
             } else {
                 upstream.handler.owner = nil
                 upstream.channel.close(promise: nil)

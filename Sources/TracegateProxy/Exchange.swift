@@ -8,8 +8,8 @@ final class Exchange {
     let startedAt: NIODeadline
     let startedAtEpochNanos: Int64
     let tap: ExchangeTap?
-    /// Which upstream (0: the default, `i`: route `i - 1`'s).
-    let target: Int
+    /// Which upstream it goes to.
+    let route: UpstreamRoute
     /// Whether the client connection may stay open once this exchange ends.
     var keepClientAlive: Bool
 
@@ -50,9 +50,9 @@ final class Exchange {
 
     init(
         clientHead: RequestHead, upstreamRequest: UpstreamRequest, now: NIODeadline, keepClientAlive: Bool, tap: ExchangeTap?,
-        target: Int = 0
+        route: UpstreamRoute = .defaultUpstream
     ) {
-        self.target = target
+        self.route = route
         self.clientHead = clientHead
         self.upstreamRequest = upstreamRequest
         self.keepClientAlive = keepClientAlive
@@ -103,7 +103,7 @@ final class Exchange {
             sentUpstreamAfter: sentUpstreamAt.map { $0 - startedAt },
             outcome: outcome,
             streamed: upstreamFraming == .chunked || upstreamFraming == .untilClose,
-            route: target
+            route: route
         )
     }
 

@@ -40,8 +40,8 @@ public struct ExchangeSummary: Sendable {
     public var forwarded: Bool = true
     /// The response body was streamed (chunked or close-delimited upstream), as SSE responses are.
     public var streamed: Bool = false
-    /// The upstream the request went to: 0 for the default, `i` for the `i`th configured route.
-    public var route: Int = 0
+    /// The upstream the request went to.
+    public var route: UpstreamRoute = .defaultUpstream
 }
 
 /// Sees every exchange's body bytes as they pass; created per exchange and used on its event loop only.

@@ -1,13 +1,13 @@
 import NIOCore
 
-/// What the client connections of one event loop share: an upstream pool per target, and the
+/// What the client connections of one event loop share: an upstream pool per upstream route, and the
 /// generator of request ids. A generator per connection cost four `getrandom` calls per accept to
 /// seed it; one per loop is seeded once.
 ///
 /// Only ever touched on its own event loop, so it needs no lock (hence `@unchecked Sendable`).
 final class LoopShared: @unchecked Sendable {
     let eventLoop: EventLoop
-    /// One pool per target, in the order of `ProxyConfiguration.targets`.
+    /// One pool per upstream, in the order of `ProxyConfiguration.upstreams`.
     let pools: [UpstreamPool]
     private var requestIDs = RequestIDGenerator()
 
@@ -15,6 +15,8 @@ final class LoopShared: @unchecked Sendable {
         self.eventLoop = eventLoop
         self.pools = pools
     }
+
+    func pool(for route: UpstreamRoute) -> UpstreamPool { pools[route.index] }
 
     /// A new request id (a version-4 UUID).
     func generateRequestID() -> String {

@@ -56,8 +56,8 @@ public struct ProxyConfiguration: Sendable {
         }
     }
 
-    /// Target `i`: the default upstream, then each route's.
-    var targets: [Upstream] { [upstream] + routes.map(\.upstream) }
+    /// The default upstream, then each route's, indexed by `UpstreamRoute.index`.
+    var upstreams: [Upstream] { [upstream] + routes.map(\.upstream) }
     /// Send the client's `Host` upstream instead of the upstream's own.
     public var preserveHost: Bool = false
     public var forwardedHeaders: ForwardedHeaders = .xForwarded

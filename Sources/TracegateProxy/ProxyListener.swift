@@ -28,7 +28,7 @@ public final class ProxyListener: Sendable {
         self.shared = ProxyShared(configuration: configuration, observer: observer, scheme: tls == nil ? "http" : "https")
         self.tls = tls
         self.group = group
-        let connectors = try configuration.targets.map { try UpstreamConnector(upstream: $0, configuration: configuration) }
+        let connectors = try configuration.upstreams.map { try UpstreamConnector(upstream: $0, configuration: configuration) }
         var loops: [ObjectIdentifier: LoopShared] = [:]
         for eventLoop in group.makeIterator() {
             let pools = connectors.map {

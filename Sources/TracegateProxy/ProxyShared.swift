@@ -12,19 +12,21 @@ import Musl
 /// Immutable state shared by every client connection of a listener.
 final class ProxyShared: Sendable {
     let configuration: ProxyConfiguration
-    /// One per target (the default upstream, then each route's).
-    let requestRewriters: [RequestHeadRewriter]
+    /// One per upstream (the default upstream, then each route's).
+    private let requestRewriters: [RequestHeadRewriter]
     let routes: RouteTable
     let responseRewriter: ResponseHeadRewriter
     let observer: ExchangeObserver?
 
     init(configuration: ProxyConfiguration, observer: ExchangeObserver?, scheme: String = "http") {
         self.configuration = configuration
-        self.requestRewriters = configuration.targets.map {
+        self.requestRewriters = configuration.upstreams.map {
             RequestHeadRewriter(configuration: configuration, upstream: $0, scheme: scheme)
         }
         self.routes = RouteTable(configuration.routes.map(\.rule))
         self.responseRewriter = ResponseHeadRewriter(requestIDHeader: configuration.requestIDHeader)
         self.observer = observer
     }
+
+    func requestRewriter(for route: UpstreamRoute) -> RequestHeadRewriter { requestRewriters[route.index] }
 }

@@ -14,23 +14,23 @@ public struct RouteTable: Sendable {
         }
     }
 
-    /// Rule `i` selects target `i + 1`; target 0 is the default upstream.
+    /// Rule `i` selects `UpstreamRoute.configured(i)`.
     public let rules: [Rule]
 
     public init(_ rules: [Rule]) { self.rules = rules }
 
     public var isEmpty: Bool { rules.isEmpty }
 
-    /// The target for a request target (`/path?query`) and `Host` header value (`name[:port]`).
-    public func target(for requestTarget: Substring, host: Substring?) -> Int {
+    /// The route for a request target (`/path?query`) and `Host` header value (`name[:port]`).
+    public func route(for requestTarget: Substring, host: Substring?) -> UpstreamRoute {
         let path = requestTarget.prefix { $0 != "?" }
         let hostName = host.map(Self.hostName)
-        var best = 0
+        var best = UpstreamRoute.defaultUpstream
         var bestLength = -1
         for (index, rule) in rules.enumerated() {
             if let wanted = rule.host, wanted != hostName { continue }
             guard rule.pathPrefix.count > bestLength, Self.path(path, startsWith: rule.pathPrefix) else { continue }
-            best = index + 1
+            best = .configured(index)
             bestLength = rule.pathPrefix.count
         }
         return best

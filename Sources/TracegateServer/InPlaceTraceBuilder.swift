@@ -1,4 +1,5 @@
 import TracegateExport
+import TracegateProxy
 import TracegateTrace
 
 /// A trace built on an event loop, waiting for the builder thread to write it to the trace file or
@@ -17,7 +18,7 @@ struct BuiltTrace: Sendable {
     }
 
     var output: Output
-    var route: Int
+    var route: UpstreamRoute
     /// For the token metrics, counted on the builder thread.
     var tokens: (model: String?, input: Int, output: Int)?
 }
@@ -56,6 +57,6 @@ struct InPlaceTraceBuilder: Sendable {
         guard builder.traces(captured) else { return }
         let record = builder.record(for: captured)
         let output: BuiltTrace.Output = writesLines ? .line(TraceRecordJSON.line(record)) : .record(record)
-        built.offer(BuiltTrace(output: output, route: captured.route, tokens: record.reportedTokens))
+        built.offer(BuiltTrace(output: output, route: UpstreamRoute(index: captured.routeIndex), tokens: record.reportedTokens))
     }
 }

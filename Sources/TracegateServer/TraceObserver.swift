@@ -87,14 +87,14 @@ final class TraceObserver: ExchangeObserver {
         }
         return CapturedExchange(
             traceIDHigh: tap.traceIDHigh, traceIDLow: tap.traceIDLow, rootSpanID: tap.rootSpanID,
-            method: summary.method.rawValue, target: summary.target, upstream: settings.upstreams[min(summary.route, settings.upstreams.count - 1)],
+            method: summary.method.rawValue, target: summary.target, upstream: settings.upstreams[min(summary.route.index, settings.upstreams.count - 1)],
             userHeadValues: tap.userHeadValues, sessionHeadValues: tap.sessionHeadValues, requestID: summary.requestID,
             requestIDWasGenerated: tap.requestIDWasGenerated, headerTags: tap.headerTags,
             request: tap.request, response: tap.response, status: summary.status,
             startEpochNanos: summary.startedAtEpochNanos, durationNanos: summary.duration.nanoseconds,
             timeToFirstByteNanos: summary.timeToFirstByte?.nanoseconds,
             timeToFirstEventNanos: tap.timeToFirstEventNanos, outcome: outcome, sampled: tap.sampled,
-            parentSpanID: tap.parentSpanID, route: summary.route,
+            parentSpanID: tap.parentSpanID, routeIndex: summary.route.index,
             upstreamSentNanos: summary.sentUpstreamAfter?.nanoseconds, chunkArrivals: tap.chunkArrivals,
             lastResponseBytesNanos: tap.lastResponseBytesNanos, clientRetryCount: tap.clientRetryCount)
     }

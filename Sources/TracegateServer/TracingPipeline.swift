@@ -6,6 +6,7 @@ import NIOCore
 import NIOConcurrencyHelpers
 import TracegateConfig
 import TracegateExport
+import TracegateProxy
 import TracegateTrace
 
 /// From captured exchanges to MLflow and/or an OpenTelemetry backend (or to the trace file when
@@ -29,8 +30,8 @@ final class TracingPipeline: @unchecked Sendable {
         let name: String
         let exporter: TraceExporter
         let run: Task<Void, Never>
-        /// The routes whose traces it takes (0: the default upstream, `i`: route `i - 1`).
-        let routes: Set<Int>
+        /// The upstreams whose traces it takes.
+        let routes: Set<UpstreamRoute>
     }
 
     private enum Destination: Sendable {
@@ -114,7 +115,7 @@ final class TracingPipeline: @unchecked Sendable {
                 exports.append(
                     Export(
                         name: "otlp", exporter: exporter, run: Task(executorPreference: executor) { await exporter.run() },
-                        routes: Set(0...settings.routes.count)))
+                        routes: Set((0...settings.routes.count).map(UpstreamRoute.init(index:)))))
                 logger.info("exporting traces over OTLP", metadata: ["endpoint": "\(otel.tracesEndpoint)"])
             }
             destination = .exporters(exports, http, executor)
@@ -162,18 +163,18 @@ final class TracingPipeline: @unchecked Sendable {
 
     /// The MLflow experiments traces go to: the global one (named `mlflow`), then one per route that
     /// names its own (`mlflow-route-NAME`), each with the routes it takes and settings naming it.
-    private static func experiments(_ settings: TracegateSettings) -> [(String, TracegateSettings, Set<Int>)] {
-        var global: Set<Int> = [0]
-        var own: [(String, TracegateSettings, Set<Int>)] = []
+    private static func experiments(_ settings: TracegateSettings) -> [(String, TracegateSettings, Set<UpstreamRoute>)] {
+        var global: Set<UpstreamRoute> = [.defaultUpstream]
+        var own: [(String, TracegateSettings, Set<UpstreamRoute>)] = []
         for (index, route) in settings.routes.enumerated() {
             guard route.mlflowExperimentName != nil || route.mlflowExperimentID != nil else {
-                global.insert(index + 1)
+                global.insert(.configured(index))
                 continue
             }
             var routeSettings = settings
             routeSettings.mlflowExperimentName = route.mlflowExperimentName
             routeSettings.mlflowExperimentID = route.mlflowExperimentID
-            own.append(("mlflow-route-" + route.name, routeSettings, [index + 1]))
+            own.append(("mlflow-route-" + route.name, routeSettings, [.configured(index)]))
         }
         return [("mlflow", settings, global)] + own
     }
@@ -341,7 +342,7 @@ final class TracingPipeline: @unchecked Sendable {
     /// Builds `captures` and hands the traces to the exporters (one hand-over each) or the trace file
     /// (one write), pausing after each trace once a burst is spent.
     private func build(_ captures: ArraySlice<CapturedExchange>, burst: inout CPUBurst) {
-        var built: [(record: TraceRecord, route: Int)] = []
+        var built: [(record: TraceRecord, route: UpstreamRoute)] = []
         var lines: [UInt8] = []
         for captured in captures {
             defer { burst.pauseIfDue() }
@@ -350,10 +351,10 @@ final class TracingPipeline: @unchecked Sendable {
                 continue
             }
             if case .exporters(let exports, _, _) = destination,
-                exports.allSatisfy({ !$0.routes.contains(captured.route) || $0.exporter.isFull })
+                exports.allSatisfy({ !$0.routes.contains(UpstreamRoute(index: captured.routeIndex)) || $0.exporter.isFull })
             {
                 // No exporter can take it (full memory, no spool): don't spend CPU on building it.
-                for export in exports where export.routes.contains(captured.route) { export.exporter.countDropped() }
+                for export in exports where export.routes.contains(UpstreamRoute(index: captured.routeIndex)) { export.exporter.countDropped() }
                 followResponseChain(captured)
                 continue
             }
@@ -364,7 +365,7 @@ final class TracingPipeline: @unchecked Sendable {
             switch destination {
             case .exporters:
                 feedback?.remember(record)
-                built.append((record, captured.route))
+                built.append((record, UpstreamRoute(index: captured.routeIndex)))
             case .file:
                 TraceRecordJSON.appendLine(record, to: &lines)
             }
@@ -377,7 +378,7 @@ final class TracingPipeline: @unchecked Sendable {
         var start = traces.startIndex
         while start < traces.endIndex {
             let end = min(start + 100, traces.endIndex)
-            var records: [(record: TraceRecord, route: Int)] = []
+            var records: [(record: TraceRecord, route: UpstreamRoute)] = []
             var lines: [UInt8] = []
             lines.reserveCapacity(traces[start..<end].reduce(0) { $0 + $1.output.lineBytes })  // one allocation, not one per doubling
             for trace in traces[start..<end] {
@@ -399,7 +400,7 @@ final class TracingPipeline: @unchecked Sendable {
     }
 
     /// Gives built traces to their exporters (one hand-over each), or trace-file lines to the file (one write).
-    private func deliver(records built: [(record: TraceRecord, route: Int)], lines: [UInt8]) {
+    private func deliver(records built: [(record: TraceRecord, route: UpstreamRoute)], lines: [UInt8]) {
         switch destination {
         case .exporters(let exports, _, _):
             // A spooling exporter writes the whole group with one write.

@@ -49,8 +49,9 @@ public struct CapturedExchange: Sendable {
     public var rootSpanID: UInt64
     /// The caller's span id from a W3C `traceparent`, whose trace id this exchange then carries.
     public var parentSpanID: UInt64?
-    /// The route that took the request: 0 for the default upstream, `i` for the `i`th configured route.
-    public var route: Int
+    /// The upstream that took the request, as its position in per-upstream tables: 0 for the default
+    /// upstream, `i + 1` for the route configured `i`th (the data plane's `UpstreamRoute.index`).
+    public var routeIndex: Int
     public var method: String
     /// The request target as the client sent it (path and query).
     public var target: String
@@ -93,7 +94,7 @@ public struct CapturedExchange: Sendable {
         requestIDWasGenerated: Bool, headerTags: [(String, String)],
         request: Body, response: Body, status: Int?, startEpochNanos: Int64, durationNanos: Int64,
         timeToFirstByteNanos: Int64?, timeToFirstEventNanos: Int64?, outcome: Outcome, sampled: Bool = true,
-        parentSpanID: UInt64? = nil, route: Int = 0, upstreamSentNanos: Int64? = nil, chunkArrivals: [ChunkArrival] = [],
+        parentSpanID: UInt64? = nil, routeIndex: Int = 0, upstreamSentNanos: Int64? = nil, chunkArrivals: [ChunkArrival] = [],
         lastResponseBytesNanos: Int64? = nil, clientRetryCount: Int? = nil
     ) {
         self.traceIDHigh = traceIDHigh
@@ -117,7 +118,7 @@ public struct CapturedExchange: Sendable {
         self.outcome = outcome
         self.sampled = sampled
         self.parentSpanID = parentSpanID
-        self.route = route
+        self.routeIndex = routeIndex
         self.upstreamSentNanos = upstreamSentNanos
         self.chunkArrivals = chunkArrivals
         self.lastResponseBytesNanos = lastResponseBytesNanos

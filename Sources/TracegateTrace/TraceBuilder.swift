@@ -15,11 +15,11 @@ public struct TraceBuilder: Sendable {
     /// Recognised chat exchanges are named after their operation and model
     /// (`chat.completions gpt-4o-mini`); otherwise, and for everything else, `METHOD /path`.
     public var namesChatByOperation: Bool
-    /// Where traces come from, by route (`CapturedExchange.route`; the last one serves any index beyond).
+    /// Where traces come from, by route (`CapturedExchange.routeIndex`; the last one serves any index beyond).
     public var sources: [TraceSource]
     /// Where the user and session come from, and whether they are pseudonymised.
     public var identity: IdentityResolver
-    /// Tags each route adds to its traces, by `CapturedExchange.route`; they win over every other tag.
+    /// Tags each route adds to its traces, by `CapturedExchange.routeIndex`; they win over every other tag.
     public var routeTags: [[(String, String)]]
 
     public init(
@@ -81,8 +81,8 @@ public struct TraceBuilder: Sendable {
         describeOutcome(exchange, streamCompleted: chat?.streamCompleted ?? false, into: &record)
         describeUpstreamCall(exchange, chat: chat, name: requestName, into: &record)
         if namesChatByOperation, let chat { record.name = Self.operationName(chat) }
-        if exchange.route >= 0, exchange.route < routeTags.count {
-            for (key, value) in routeTags[exchange.route] { record.tags[key] = value }
+        if exchange.routeIndex >= 0, exchange.routeIndex < routeTags.count {
+            for (key, value) in routeTags[exchange.routeIndex] { record.tags[key] = value }
         }
         return record
     }
@@ -139,7 +139,7 @@ public struct TraceBuilder: Sendable {
 
     /// Where the trace came from (MLflow's Source column), the route, and the client's own retry count.
     private func describeSource(_ exchange: CapturedExchange, into record: inout TraceRecord) {
-        if let source = sources.isEmpty ? nil : sources[min(max(0, exchange.route), sources.count - 1)] {
+        if let source = sources.isEmpty ? nil : sources[min(max(0, exchange.routeIndex), sources.count - 1)] {
             record.metadata["mlflow.source.name"] = source.name
             record.metadata["mlflow.source.type"] = source.type
             if let route = source.route {

@@ -62,7 +62,7 @@ final class DataPlaneTests: XCTestCase {
         configuration.clientBodyTimeout = .seconds(25)
         configuration.requestBufferingBytes = 0  // bodies stream unless a test asks otherwise
         configure(&configuration)
-        pools = configuration.targets.map { _ in UpstreamPool(eventLoop: loop, connector: upstreams, maxIdle: 4) }
+        pools = configuration.upstreams.map { _ in UpstreamPool(eventLoop: loop, connector: upstreams, maxIdle: 4) }
         let shared = ProxyShared(configuration: configuration, observer: observer)
         client = EmbeddedChannel(loop: loop)
         clientDecoder = ResponseDecoder()
@@ -256,7 +256,7 @@ final class DataPlaneTests: XCTestCase {
         XCTAssertEqual(host, "chat:9000")
         XCTAssertEqual(uri, "/api/v1/chat", "the route's base path is prepended")
         try respond(0)
-        XCTAssertEqual(observer.summaries.map(\.route), [1, 0, 1])
+        XCTAssertEqual(observer.summaries.map(\.route), [.configured(0), .defaultUpstream, .configured(0)])
     }
 
     func testUpstreamConnectionThatAnnouncedCloseIsNotPooled() throws {

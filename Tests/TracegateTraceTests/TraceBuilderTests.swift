@@ -44,12 +44,12 @@ final class TraceBuilderTests: XCTestCase {
     func testARoutesTagsWinOverOtherTagsOnItsTracesOnly() {
         let builder = TraceBuilder(staticTags: [("environment", "test")], routeTags: [[], [("environment", "staging"), ("team", "chat")]])
         var routed = exchange()
-        routed.route = 1
+        routed.routeIndex = 1
         XCTAssertEqual(builder.record(for: routed).tags["environment"], "staging")
         XCTAssertEqual(builder.record(for: routed).tags["team"], "chat")
         XCTAssertEqual(builder.record(for: exchange()).tags["environment"], "test")
         XCTAssertNil(builder.record(for: exchange()).tags["team"])
-        routed.route = 7
+        routed.routeIndex = 7
         XCTAssertEqual(builder.record(for: routed).tags["environment"], "test", "a route without tags of its own")
     }
 

@@ -31,7 +31,7 @@ final class UpstreamSpanTests: XCTestCase {
                 bytes: Array(responseText.utf8), totalSize: responseText.utf8.count,
                 contentType: stream ? "text/event-stream" : "application/json"),
             status: 200, startEpochNanos: start, durationNanos: 900_000_000, timeToFirstByteNanos: 100_000_000,
-            timeToFirstEventNanos: arrivals.first, outcome: .completed, route: route, upstreamSentNanos: sentAfter,
+            timeToFirstEventNanos: arrivals.first, outcome: .completed, routeIndex: route, upstreamSentNanos: sentAfter,
             chunkArrivals: zip(ends, arrivals).map { CapturedExchange.ChunkArrival(byteEnd: $0, nanos: $1) },
             lastResponseBytesNanos: last, clientRetryCount: retries)
     }
