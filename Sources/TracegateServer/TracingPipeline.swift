@@ -243,10 +243,8 @@ final class TracingPipeline: @unchecked Sendable {
     private func reportDelivery(to metrics: TracegateMetrics) {
         var exports: [Export] = []
         if case .exporters(let all, _, _) = destination { exports = all }
-        let captures = self.captures
-        let inPlace = self.inPlace
         let feedback = self.feedback?.delivery
-        metrics.setDeliverySource { [exports] in
+        metrics.setDeliverySource { [weak self, exports] in
             var total = DeliverySnapshot()
             if let feedback {
                 let stats = feedback.stats
@@ -255,8 +253,7 @@ final class TracingPipeline: @unchecked Sendable {
                 total.feedbackRejected = stats.rejected
                 total.feedbackPending = feedback.pending
             }
-            // Exchanges not captured (the builder or the tracking server behind), or built and not taken.
-            total.dropped = captures.refusedCount + (inPlace?.built.refusedCount ?? 0)
+            total.dropped = self?.droppedBeforeExport ?? 0
             for export in exports {
                 let exporter = export.exporter
                 let stats = exporter.stats
@@ -431,6 +428,10 @@ final class TracingPipeline: @unchecked Sendable {
         _ = builder.record(for: captured, chain: &responseChain)
     }
 
+    /// Exchanges not captured (the builder or the tracking server behind), or built in place and not
+    /// taken (the queue of built traces full).
+    var droppedBeforeExport: Int { captures.refusedCount + (inPlace?.built.refusedCount ?? 0) }
+
     /// Builds what is waiting, then lets every exporter deliver (or spool) what it holds.
     func finish() async {
         stopping.withLockedValue { $0 = true }
@@ -440,7 +441,7 @@ final class TracingPipeline: @unchecked Sendable {
                 done.resume()
             }
         }
-        logger.info("trace capture finished", metadata: ["dropped_before_export": "\(captures.refusedCount)"])
+        logger.info("trace capture finished", metadata: ["dropped_before_export": "\(droppedBeforeExport)"])
         guard case .exporters(let exports, let http, let executor) = destination else { return }
         for export in exports { export.exporter.shutdown() }
         for export in exports {
