@@ -88,7 +88,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if closing && (exchange == nil || exchange!.discardingRequest) { return }  // leftovers of an answered request
+        if closing && exchange == nil { return }  // leftovers of an answered request
         var bytes = unwrapInboundIn(data)
         if inbound == nil {
             inbound = bytes
@@ -99,7 +99,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        if upstreamNeedsFlush, let upstream = exchange?.upstream {
+        if upstreamNeedsFlush, let upstream = exchange?.machine.upstream {
             upstreamNeedsFlush = false
             upstream.flush()
         }
@@ -119,8 +119,8 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         if context.channel.isWritable {
             sendStalledSince = nil
             if let exchange {
-                exchange.lastActivity = now
-                exchange.upstream?.handler.resumeReading()
+                exchange.machine.noteActivity(now: now)
+                exchange.machine.upstream?.handler.resumeReading()
             }
         } else if sendStalledSince == nil {
             sendStalledSince = now
@@ -134,14 +134,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         cancelTimer()
         closing = true
         inbound = nil
-        if let exchange {
-            if let upstream = exchange.upstream {
-                exchange.upstream = nil
-                upstream.handler.owner = nil
-                upstream.channel.close(promise: nil)
-            }
-            finish(exchange, outcome: .clientAborted)
-        }
+        if let exchange { carryOut(exchange.machine.clientClosed(), for: exchange) }
         context.fireChannelInactive()
     }
 
@@ -206,7 +199,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
 
     private func consume(_ buffer: inout ByteBuffer) throws {
         while buffer.readableBytes > 0 {
-            if closing && (exchange == nil || exchange!.discardingRequest) {
+            if closing && exchange == nil {
                 buffer.clear()
                 return
             }
@@ -220,7 +213,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
                     requestBodyArrived(slice, of: exchange)
                     if requestBody?.isDone == true {  // a declared length is complete without further bytes
                         requestBody = nil
-                        if self.exchange === exchange { requestEnded(exchange, trailers: nil) }
+                        requestEnded(exchange, trailers: nil)
                     }
                 case .end(let trailers):
                     requestBody = nil
@@ -249,19 +242,16 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         }
         closing = true
         if let exchange {
-            fail(exchange, with: proxyError)
+            carryOut(exchange.machine.fail(proxyError), for: exchange)
         } else {
             respondWithoutExchange(proxyError)
         }
     }
 
     private func requestBodyArrived(_ slice: ByteBuffer, of exchange: Exchange) {
-        guard !exchange.discardingRequest else { return }
-        exchange.requestBodyBytes += slice.readableBytes
-        exchange.lastActivity = context.eventLoop.now
-        exchange.lastBodyReadAt = exchange.lastActivity
-        if let limit = configuration.maxBodyBytes, exchange.requestBodyBytes > limit {
-            fail(exchange, with: .bodyTooLarge(limit: limit))
+        let action = exchange.machine.requestBodyReceived(bytes: slice.readableBytes, now: context.eventLoop.now)
+        guard case .forwardBody = action else {
+            carryOut(action, for: exchange)
             return
         }
         exchange.tap?.requestBody(slice)
@@ -275,23 +265,14 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     }
 
     private func requestEnded(_ exchange: Exchange, trailers: ByteBuffer?) {
-        exchange.requestComplete = true
-        if exchange.discardingRequest { return }
+        guard !exchange.machine.isFinished else { return }  // answered already: the rest is dropped
         let now = context.eventLoop.now
-        exchange.requestEndedAt = now
-        exchange.lastActivity = now
         if exchange.upstreamRequest.framing == .chunked {
             var end = context.channel.allocator.buffer(capacity: 5 + (trailers?.readableBytes ?? 0))
             ChunkedCoding.writeEnd(trailers: trailers, into: &end)
             forward(end, of: exchange)
         }
-        if let upstream = exchange.upstream {
-            upstreamNeedsFlush = false
-            upstream.flush()
-        } else if exchange.isBufferingRequest {
-            exchange.isBufferingRequest = false
-            sendUpstream(exchange)
-        }
+        carryOut(exchange.machine.requestEnded(now: now), for: exchange)
         armTimer(by: now + configuration.firstByteTimeout)
     }
 
@@ -318,44 +299,44 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         let upstreamRequest = shared.requestRewriter(for: route).rewrite(
             head, clientIP: clientIP, requestID: requestID, extraFields: tap?.upstreamHeaders ?? [],
             allocator: context.channel.allocator)!  // forwardable: checked above
-        let exchange = Exchange(
-            clientHead: head, upstreamRequest: upstreamRequest, now: context.eventLoop.now,
-            keepClientAlive: head.isKeepAlive && !closing, tap: tap, route: route
-        )
-        self.exchange = exchange
         let hasBody: Bool
+        var buffersBody = false
         switch upstreamRequest.framing {
         case .none, .untilClose:
             hasBody = false
         case .contentLength:
             hasBody = true
             requestBody = BodyReader(framing: .contentLength, contentLength: upstreamRequest.contentLength)
-            exchange.isBufferingRequest = upstreamRequest.contentLength <= configuration.requestBufferingBytes
+            buffersBody = upstreamRequest.contentLength <= configuration.requestBufferingBytes
         case .chunked:
             hasBody = true
             requestBody = BodyReader(framing: .chunked)  // a chunked upload is streamed, as the client chose
         }
+        let now = context.eventLoop.now
+        let machine = ExchangeStateMachine<UpstreamConnection>(
+            hasBody: hasBody, buffersBody: buffersBody, idempotent: Exchange.isIdempotent(head.method),
+            maxBodyBytes: configuration.maxBodyBytes, now: now)
+        let exchange = Exchange(
+            clientHead: head, upstreamRequest: upstreamRequest, machine: machine, now: now,
+            keepClientAlive: head.isKeepAlive && !closing, tap: tap, route: route
+        )
+        self.exchange = exchange
         if hasBody && head.facts.expectsContinue && head.version.minor >= 1 {
             // As nginx does: the proxy reads the body itself, so it invites it at once (RFC 9110 §10.1.1).
             exchange.sentContinue = true
             context.writeAndFlush(wrapOutboundOut(Self.continueResponse), promise: nil)
         }
-        armTimer(by: exchange.lastActivity + (hasBody ? configuration.clientBodyTimeout : configuration.idleTimeout))
-        if hasBody {
-            if !exchange.isBufferingRequest { sendUpstream(exchange) }
-        } else {
-            requestEnded(exchange, trailers: nil)
-            sendUpstream(exchange)
-        }
+        armTimer(by: now + (hasBody ? configuration.clientBodyTimeout : configuration.idleTimeout))
+        if !hasBody { armTimer(by: now + configuration.firstByteTimeout) }
+        carryOut(exchange.machine.startAction, for: exchange)
     }
 
     private static let continueResponse = ByteBuffer(string: "HTTP/1.1 100 Continue\r\n\r\n")
 
     /// Hands the request to a pooled upstream connection, or opens one.
-    private func sendUpstream(_ exchange: Exchange) {
-        guard self.exchange === exchange, exchange.upstream == nil, !exchange.isConnecting else { return }
+    private func acquireConnection(for exchange: Exchange) {
         if let connection = loop.pool(for: exchange.route).takeIdle() {
-            attach(connection, to: exchange)
+            carryOut(exchange.machine.upstreamConnected(connection), for: exchange)
         } else {
             connect(exchange)
         }
@@ -394,48 +375,47 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         return nil
     }
 
+    /// Opens a new upstream connection; the exchange's machine decides what its arrival (or failure)
+    /// means, since the exchange may have ended meanwhile.
     private func connect(_ exchange: Exchange) {
-        exchange.isConnecting = true
         if exchange.connectStartedAt == nil { exchange.connectStartedAt = context.eventLoop.now }
         loop.pool(for: exchange.route).connect().assumeIsolated().whenComplete { [self] result in
-            exchange.isConnecting = false
             switch result {
             case .success(let connection):
-                guard self.exchange === exchange, !exchange.discardingRequest else {
-                    self.loop.pool(for: exchange.route).release(connection)
-                    return
+                let action = exchange.machine.upstreamConnected(connection)
+                self.carryOut(action, for: exchange)
+                if case .sendRequest = action {
+                    self.armTimer(by: exchange.machine.lastActivity + self.configuration.idleTimeout)
                 }
-                self.attach(connection, to: exchange)
-                self.armTimer(by: exchange.lastActivity + self.configuration.idleTimeout)
             case .failure(let error):
-                guard self.exchange === exchange else { return }
+                let failure: ProxyError
                 if case ChannelError.connectTimeout = error {
-                    self.fail(exchange, with: .connectTimeout)
+                    failure = .connectTimeout
                 } else {
-                    self.fail(exchange, with: .upstreamUnreachable(Self.describe(error)))
+                    failure = .upstreamUnreachable(Self.describe(error))
                 }
+                self.carryOut(exchange.machine.connectFailed(failure), for: exchange)
             }
         }
     }
 
+    /// Sends the request head, and what of the body arrived, on `connection`.
     private func attach(_ connection: UpstreamConnection, to exchange: Exchange) {
         connection.handler.owner = self
         connection.handler.expectResponse(requestIsHEAD: exchange.clientHead.method == .HEAD)
-        exchange.upstream = connection
         exchange.sentUpstreamAt = context.eventLoop.now
         connection.write(exchange.upstreamRequest.head)
         for bytes in exchange.pendingBytes { connection.write(bytes) }
         exchange.pendingBytes.removeAll()
         connection.flush()
-        if exchange.requestComplete {
-            exchange.requestEndedAt = exchange.requestEndedAt ?? context.eventLoop.now
-            armTimer(by: exchange.requestEndedAt! + configuration.firstByteTimeout)
+        if case .complete(let endedAt) = exchange.machine.request {
+            armTimer(by: endedAt + configuration.firstByteTimeout)
         }
         resumeClientReadsIfPossible()
     }
 
     private func forward(_ bytes: ByteBuffer, of exchange: Exchange) {
-        if let upstream = exchange.upstream {
+        if let upstream = exchange.machine.upstream {
             upstream.write(bytes)
             upstreamNeedsFlush = true
         } else {
@@ -461,39 +441,39 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         guard let exchange else { return }
         let now = context.eventLoop.now
         exchange.firstByteAt = now
-        exchange.lastActivity = now
         let tap = exchange.tap
         tap?.responseHead(head)
         let response = shared.responseRewriter.rewrite(
             head, framing: framing, requestIsHEAD: exchange.clientHead.method == .HEAD,
             clientVersion: exchange.clientHead.version,
-            keepClientAlive: exchange.keepClientAlive && !closing && exchange.requestComplete,
+            keepClientAlive: exchange.keepClientAlive && !closing && exchange.machine.requestComplete,
             requestID: exchange.upstreamRequest.requestID, extraHeaders: tap?.responseHeaders ?? [],
             timing: configuration.serverTiming ? exchange.timing(responseHeadAt: now) : nil,
             allocator: context.channel.allocator
         )
-        exchange.upstreamFraming = framing
-        exchange.chunkedToClient = response.chunked
-        exchange.upstreamKeepsAlive = head.isKeepAlive
-        exchange.closeClientAfter = response.closeAfter
-        exchange.responseStarted = true
+        _ = exchange.machine.responseHeadReceived(
+            .init(
+                framing: framing, chunkedToClient: response.chunked, upstreamKeepsAlive: head.isKeepAlive,
+                closeClientAfter: response.closeAfter),
+            now: now)
         exchange.status = Int(head.status.code)
-        if let observer = shared.observer { observer.responseStarted(streamed: framing == .chunked || framing == .untilClose) }
+        exchange.streamed = framing == .chunked || framing == .untilClose
+        if let observer = shared.observer { observer.responseStarted(streamed: exchange.streamed) }
         context.write(wrapOutboundOut(response.head), promise: nil)
         clientNeedsFlush = true
     }
 
     func upstreamBody(_ bytes: ByteBuffer) {
-        guard let exchange else { return }
+        guard let exchange, let response = exchange.machine.response else { return }
         exchange.responseBodyBytes += bytes.readableBytes
         exchange.tap?.responseBody(bytes)
-        if exchange.chunkedToClient && bytes.readableBytes <= Self.maxCopiedChunk {
+        if response.chunkedToClient && bytes.readableBytes <= Self.maxCopiedChunk {
             // One write instead of three: a copy of a small chunk costs less than two more trips
             // through the pipeline and the channel's write queue (an SSE event is a few hundred bytes).
             var chunk = context.channel.allocator.buffer(capacity: bytes.readableBytes + 20)
             ChunkedCoding.writeChunk(bytes, into: &chunk)
             context.write(wrapOutboundOut(chunk), promise: nil)
-        } else if exchange.chunkedToClient {
+        } else if response.chunkedToClient {
             context.write(wrapOutboundOut(ChunkedCoding.chunkHeader(for: bytes.readableBytes, allocator: context.channel.allocator)), promise: nil)
             context.write(wrapOutboundOut(bytes), promise: nil)
             context.write(wrapOutboundOut(Self.crlf), promise: nil)
@@ -505,26 +485,13 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
 
     func upstreamEnd(trailers: ByteBuffer?, nothingFollowed: Bool) {
         guard let exchange else { return }
-        if let upstream = exchange.upstream {
-            exchange.upstream = nil
-            // Reused only when both messages were exactly delimited and nothing else arrived: anything
-            // else could leave a response in the connection that the next exchange would take for its own.
-            if exchange.requestComplete && !exchange.discardingRequest && exchange.upstreamKeepsAlive
-                && exchange.upstreamFraming != .untilClose && nothingFollowed
-            {
-                loop.pool(for: exchange.route).release(upstream)
-            } else {
-                upstream.handler.owner = nil
-                upstream.channel.close(promise: nil)
-            }
-        }
-        completeResponse(of: exchange, trailers: trailers)
+        carryOut(exchange.machine.responseEnded(nothingFollowed: nothingFollowed), for: exchange, trailers: trailers)
     }
 
     func upstreamReadComplete() {
         guard clientNeedsFlush else { return }
         clientNeedsFlush = false
-        exchange?.lastActivity = context.eventLoop.now
+        exchange?.machine.noteActivity(now: context.eventLoop.now)
         context.flush()
     }
 
@@ -533,39 +500,83 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     }
 
     func upstreamClosed(_ connection: UpstreamConnection, error: Error?) {
-        guard let exchange, exchange.upstream === connection else { return }
-        exchange.upstream = nil
-        if exchange.responseStarted {
-            if exchange.upstreamFraming == .untilClose && error == nil {
-                completeResponse(of: exchange, trailers: nil)  // a close-delimited body ends here
-            } else {
-                abort(exchange, outcome: .upstreamFailed("upstream closed the connection mid-response"))
-            }
-        } else if connection.hasServed && exchange.isRetryable {
-            // A pooled connection the upstream had already closed: try once more on a fresh one.
-            exchange.hasRetried = true
+        guard let exchange else { return }
+        let action = exchange.machine.upstreamClosed(
+            connection, hadServed: connection.hasServed, error: error.map(Self.describe))
+        carryOut(action, for: exchange)
+    }
+
+    // MARK: Carrying out the exchange's decisions
+
+    /// Does what the exchange's machine decided. `trailers`: the response's, when it ended.
+    private func carryOut(
+        _ action: ExchangeStateMachine<UpstreamConnection>.Action, for exchange: Exchange, trailers: ByteBuffer? = nil
+    ) {
+        switch action {
+        case .none, .forwardBody:
+            break
+        case .acquireConnection:
+            acquireConnection(for: exchange)
+        case .openFreshConnection:
             connect(exchange)
-        } else if let error {
-            fail(exchange, with: .upstreamUnreachable(Self.describe(error)))
-        } else {
-            fail(exchange, with: .upstreamClosedEarly)
+        case .sendRequest(let connection):
+            attach(connection, to: exchange)
+        case .flushUpstream:
+            upstreamNeedsFlush = false
+            exchange.machine.upstream?.flush()
+        case .releaseLateConnection(let connection):
+            loop.pool(for: exchange.route).release(connection)
+        case .end(let ending):
+            end(exchange, ending, trailers: trailers)
         }
     }
 
-    // MARK: Ending exchanges
+    private func end(_ exchange: Exchange, _ ending: ExchangeStateMachine<UpstreamConnection>.Ending, trailers: ByteBuffer?) {
+        exchange.pendingBytes.removeAll()
+        switch ending {
+        case .completed(let upstream, let requestComplete, let response):
+            release(upstream, of: exchange)
+            completeResponse(
+                of: exchange, trailers: trailers, chunked: response.chunkedToClient,
+                close: response.closeClientAfter || closing || !requestComplete)
+        case .answer(let error, let upstream, let requestComplete):
+            release(upstream, of: exchange)
+            answer(exchange, with: error, requestComplete: requestComplete)
+        case .abort(let outcome, let upstream):
+            // Cuts a response that cannot be completed: the client sees the connection close.
+            release(upstream, of: exchange)
+            closing = true
+            finish(exchange, outcome: outcome)  // before closing, which reports a client abort otherwise
+            context.flush()
+            context.close(promise: nil)
+        case .clientGone(let upstream):
+            release(upstream, of: exchange)
+            finish(exchange, outcome: .clientAborted)
+        }
+    }
 
-    private func completeResponse(of exchange: Exchange, trailers: ByteBuffer?) {
+    private func release(_ release: ExchangeStateMachine<UpstreamConnection>.Release, of exchange: Exchange) {
+        switch release {
+        case .keep(let upstream):
+            loop.pool(for: exchange.route).release(upstream)
+        case .close(let upstream):
+            upstream.handler.owner = nil
+            upstream.channel.close(promise: nil)
+        case .none:
+            break
+        }
+    }
+
+    private func completeResponse(of exchange: Exchange, trailers: ByteBuffer?, chunked: Bool, close: Bool) {
         clientNeedsFlush = false
-        let close = exchange.closeClientAfter || closing || !exchange.requestComplete
         var end: ByteBuffer?
-        if exchange.chunkedToClient {
+        if chunked {
             var bytes = context.channel.allocator.buffer(capacity: 5 + (trailers?.readableBytes ?? 0))
             ChunkedCoding.writeEnd(trailers: trailers, into: &bytes)
             end = bytes
         }
         if close {
             closing = true
-            exchange.discardingRequest = !exchange.requestComplete
             // Finished before the close: a write that completes at once closes the channel at once,
             // and an exchange still open then would be reported as a client abort.
             finish(exchange, outcome: .completed)
@@ -581,24 +592,11 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         finish(exchange, outcome: .completed)
     }
 
-    /// Answers `error` to the client if no response started yet; otherwise cuts the connection.
-    private func fail(_ exchange: Exchange, with error: ProxyError) {
-        if let upstream = exchange.upstream {
-            exchange.upstream = nil
-            upstream.handler.owner = nil
-            upstream.channel.close(promise: nil)
-        }
-        exchange.pendingBytes.removeAll()
-        guard !exchange.responseStarted else {
-            abort(exchange, outcome: error.outcome)
-            return
-        }
-        exchange.responseStarted = true
+    /// The proxy's own answer to an exchange no response started for; a request not read to its end
+    /// closes the connection after it.
+    private func answer(_ exchange: Exchange, with error: ProxyError, requestComplete: Bool) {
         exchange.status = Int(error.status.code)
-        if !exchange.requestComplete {
-            exchange.discardingRequest = true
-            closing = true
-        }
+        if !requestComplete { closing = true }
         let extraHeaders = exchange.tap?.responseHeaders ?? []
         if closing {
             // Finished before the answer is written: its write can complete (and close the channel) at
@@ -609,19 +607,6 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             error, requestID: exchange.upstreamRequest.requestID, version: exchange.clientHead.version,
             extraHeaders: extraHeaders)
         if !closing { finish(exchange, outcome: error.outcome) }
-    }
-
-    /// Cuts a response that cannot be completed: the client sees the connection close.
-    private func abort(_ exchange: Exchange, outcome: ExchangeOutcome) {
-        if let upstream = exchange.upstream {
-            exchange.upstream = nil
-            upstream.handler.owner = nil
-            upstream.channel.close(promise: nil)
-        }
-        closing = true
-        finish(exchange, outcome: outcome)  // before closing, which reports a client abort otherwise
-        context.flush()
-        context.close(promise: nil)
     }
 
     private func respondWithoutExchange(_ error: ProxyError, requestHead: RequestHead? = nil) {
@@ -656,11 +641,12 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         }
     }
 
+    /// Reports the exchange and lets the connection go on: the next request, or nothing if it closes.
     private func finish(_ exchange: Exchange, outcome: ExchangeOutcome) {
-        guard self.exchange === exchange else { return }
+        assert(self.exchange === exchange, "an exchange ends once, while it is the connection's")
         self.exchange = nil
         shared.observer?.exchangeFinished(exchange.summary(clientAddress: clientIP, outcome: outcome, now: context.eventLoop.now), tap: exchange.tap)
-        if closing || (exchange.discardingRequest && !exchange.requestComplete) {
+        if closing {
             // Nothing more is read from this connection; it closes after what was written.
             requestBody = nil
             inbound = nil
@@ -676,11 +662,11 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
 
     private var shouldHoldClientReads: Bool {
         guard let exchange else { return false }
-        if exchange.requestComplete {
+        if exchange.machine.requestComplete {
             // A pipelined request waits in `inbound`; read no further until it can be handled.
             return (inbound?.readableBytes ?? 0) > 0
         }
-        guard let upstream = exchange.upstream else { return exchange.isConnecting }
+        guard let upstream = exchange.machine.upstream else { return exchange.machine.isConnecting }
         return !upstream.channel.isWritable
     }
 
@@ -688,7 +674,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         guard readPending, !shouldHoldClientReads else { return }
         readPending = false
         // The body timeout measures the client's pauses, not the time reads were held for the upstream.
-        exchange?.lastBodyReadAt = context.eventLoop.now
+        exchange?.machine.clientReadsResumed(now: context.eventLoop.now)
         context.read()
     }
 
@@ -754,34 +740,23 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     }
 
     private func exchangeTimerFired(_ exchange: Exchange, now: NIODeadline) {
-        let receivingBody = !exchange.requestComplete && !exchange.responseStarted && !exchange.discardingRequest
-        if receivingBody && !shouldHoldClientReads {
-            let deadline = exchange.lastBodyReadAt + configuration.clientBodyTimeout
-            if now >= deadline {
-                shared.observer?.connectionEvent(.clientBodyTimeout)
-                fail(exchange, with: .clientTimeout)
-            } else {
-                armTimer(by: deadline)
-            }
-            return
-        }
-        guard let deadline = exchange.deadline(
-            firstByteTimeout: configuration.firstByteTimeout, idleTimeout: configuration.idleTimeout)
-        else {
-            armTimer(by: now + configuration.connectTimeout)
-            return
-        }
-        guard now >= deadline else {
+        switch exchange.machine.timerFired(now: now, clientReadsHeld: shouldHoldClientReads, timeouts: timeouts) {
+        case .wait(let deadline):
             armTimer(by: deadline)
-            return
+        case .clientBodyTimeout:
+            shared.observer?.connectionEvent(.clientBodyTimeout)
+            carryOut(exchange.machine.fail(.clientTimeout), for: exchange)
+        case .fail(let error):
+            carryOut(exchange.machine.fail(error), for: exchange)
+        case .abortIdle:
+            carryOut(exchange.machine.abort(ProxyError.idleTimeout.outcome), for: exchange)
         }
-        if !exchange.requestComplete && !exchange.responseStarted {
-            fail(exchange, with: .idleTimeout)  // the upstream stopped taking the body
-        } else if exchange.responseStarted {
-            abort(exchange, outcome: ProxyError.idleTimeout.outcome)
-        } else {
-            fail(exchange, with: .firstByteTimeout)
-        }
+    }
+
+    private var timeouts: ExchangeStateMachine<UpstreamConnection>.Timeouts {
+        .init(
+            connect: configuration.connectTimeout, firstByte: configuration.firstByteTimeout, idle: configuration.idleTimeout,
+            clientBody: configuration.clientBodyTimeout)
     }
 
     /// The client took nothing of what was written to it for `sendTimeout`: give up on it.
@@ -789,7 +764,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         shared.observer?.connectionEvent(.sendTimeout)
         closing = true
         if let exchange {
-            abort(exchange, outcome: .clientAborted)
+            carryOut(exchange.machine.abort(.clientAborted), for: exchange)
         } else {
             context.close(promise: nil)
         }
