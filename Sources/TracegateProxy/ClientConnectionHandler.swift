@@ -43,19 +43,9 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     private var readPending = false
     private var upstreamNeedsFlush = false
     private var clientNeedsFlush = false
-    /// No new exchange starts; the connection closes once the current one ends.
-    private var closing = false
-    /// Since when the connection has had no exchange: from the accept until its first request, then
-    /// from the end of the last exchange.
-    private var idleSince = NIODeadline.uptimeNanoseconds(0)
-    /// Whether it has had a request yet: the first request's head must arrive within `clientHeaderTimeout`
-    /// of the accept; later ones may wait `clientKeepaliveTimeout`.
-    private var hadRequest = false
-    /// When the first byte of a request head that is not complete yet arrived.
-    private var headStartedAt: NIODeadline?
-    /// Since when the client has taken nothing of what is queued for it, and how much was queued then.
-    private var sendStalledSince: NIODeadline?
-    private var sendStalledBytes = 0
+    /// Waiting, reading a head, serving an exchange or closing: decides the connection's timeouts
+    /// and whether it goes on after an exchange.
+    private var connection = ClientConnectionStateMachine(acceptedAt: .uptimeNanoseconds(0))
     private var timer: Scheduled<Void>?
     private var timerDeadline = NIODeadline.distantFuture
 
@@ -83,12 +73,13 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     private func connectionBecameActive(context: ChannelHandlerContext) {
         guard clientIP == nil else { return }
         clientIP = context.channel.remoteAddress?.ipAddress ?? ""
-        idleSince = context.eventLoop.now
-        armTimer(by: idleSince + configuration.clientHeaderTimeout)
+        let now = context.eventLoop.now
+        connection = ClientConnectionStateMachine(acceptedAt: now)
+        armTimer(by: now + configuration.clientHeaderTimeout)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if closing && exchange == nil { return }  // leftovers of an answered request
+        if connection.isClosing && exchange == nil { return }  // leftovers of an answered request
         var bytes = unwrapInboundIn(data)
         if inbound == nil {
             inbound = bytes
@@ -116,23 +107,23 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         let now = context.eventLoop.now
-        if context.channel.isWritable {
-            sendStalledSince = nil
-            if let exchange {
-                exchange.machine.noteActivity(now: now)
-                exchange.machine.upstream?.handler.resumeReading()
-            }
-        } else if sendStalledSince == nil {
-            sendStalledSince = now
-            sendStalledBytes = Self.bufferedBytes(context.channel)
-            armTimer(by: now + configuration.sendTimeout)
+        let writable = context.channel.isWritable
+        if let deadline = connection.writabilityChanged(
+            writable: writable, now: now, bufferedBytes: writable ? 0 : Self.bufferedBytes(context.channel),
+            timeouts: connectionTimeouts)
+        {
+            armTimer(by: deadline)
+        }
+        if writable, let exchange {
+            exchange.machine.noteActivity(now: now)
+            exchange.machine.upstream?.handler.resumeReading()
         }
         context.fireChannelWritabilityChanged()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         cancelTimer()
-        closing = true
+        connection.closed()
         inbound = nil
         if let exchange { carryOut(exchange.machine.clientClosed(), for: exchange) }
         context.fireChannelInactive()
@@ -145,12 +136,10 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is ChannelShouldQuiesceEvent {  // graceful shutdown: finish the current exchange, then close
-            closing = true
-            if exchange == nil { context.close(promise: nil) }
+            if connection.stopTakingRequests(now: context.eventLoop.now) { context.close(promise: nil) }
         } else if let event = event as? ChannelEvent, event == .inputClosed {
             // The client half-closed: finish nothing new, close once the current response is out.
-            closing = true
-            if exchange == nil { context.close(promise: nil) }
+            if connection.stopTakingRequests(now: context.eventLoop.now) { context.close(promise: nil) }
         } else {
             context.fireUserInboundEventTriggered(event)
         }
@@ -189,17 +178,15 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
 
     /// Starts the header timeout when part of a request head waits with no exchange in flight.
     private func noteHeadStarted() {
-        guard exchange == nil, requestBody == nil, headStartedAt == nil, !closing,
-            let inbound, inbound.readableBytes > 0
+        guard requestBody == nil, let inbound, inbound.readableBytes > 0,
+            let deadline = connection.headBytesWaiting(now: context.eventLoop.now, timeouts: connectionTimeouts)
         else { return }
-        let now = context.eventLoop.now
-        headStartedAt = now
-        armTimer(by: now + configuration.clientHeaderTimeout)
+        armTimer(by: deadline)
     }
 
     private func consume(_ buffer: inout ByteBuffer) throws {
         while buffer.readableBytes > 0 {
-            if closing && exchange == nil {
+            if connection.isClosing && exchange == nil {
                 buffer.clear()
                 return
             }
@@ -240,7 +227,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         case let failure as BodyReader.Failure: proxyError = .malformedRequest("invalid chunked body (\(failure))")
         default: proxyError = .malformedRequest("\(error)")
         }
-        closing = true
+        connection.mustClose(now: context.eventLoop.now)
         if let exchange {
             carryOut(exchange.machine.fail(proxyError), for: exchange)
         } else {
@@ -277,17 +264,15 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     }
 
     private func startExchange(_ head: RequestHead) {
-        headStartedAt = nil
-        hadRequest = true
         if let rejection = Self.validate(head, maxBodyBytes: configuration.maxBodyBytes) {
-            closing = true
+            connection.mustClose(now: context.eventLoop.now)
             respondWithoutExchange(rejection, requestHead: head)
             return
         }
         let givenID = head.facts.requestIDField.map { head.headers.value(at: $0) }
         let requestID = givenID ?? loop.generateRequestID()
         guard RequestHeadRewriter.isForwardable(head) else {
-            closing = true
+            connection.mustClose(now: context.eventLoop.now)
             respondWithoutExchange(.malformedRequest("invalid request target"), requestHead: head)
             return
         }
@@ -318,9 +303,10 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             maxBodyBytes: configuration.maxBodyBytes, now: now)
         let exchange = Exchange(
             clientHead: head, upstreamRequest: upstreamRequest, machine: machine, now: now,
-            keepClientAlive: head.isKeepAlive && !closing, tap: tap, route: route
+            keepClientAlive: head.isKeepAlive && !connection.isClosing, tap: tap, route: route
         )
         self.exchange = exchange
+        connection.requestHeadParsed()
         if hasBody && head.facts.expectsContinue && head.version.minor >= 1 {
             // As nginx does: the proxy reads the body itself, so it invites it at once (RFC 9110 §10.1.1).
             exchange.sentContinue = true
@@ -446,7 +432,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         let response = shared.responseRewriter.rewrite(
             head, framing: framing, requestIsHEAD: exchange.clientHead.method == .HEAD,
             clientVersion: exchange.clientHead.version,
-            keepClientAlive: exchange.keepClientAlive && !closing && exchange.machine.requestComplete,
+            keepClientAlive: exchange.keepClientAlive && !connection.isClosing && exchange.machine.requestComplete,
             requestID: exchange.upstreamRequest.requestID, extraHeaders: tap?.responseHeaders ?? [],
             timing: configuration.serverTiming ? exchange.timing(responseHeadAt: now) : nil,
             allocator: context.channel.allocator
@@ -538,14 +524,14 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             release(upstream, of: exchange)
             completeResponse(
                 of: exchange, trailers: trailers, chunked: response.chunkedToClient,
-                close: response.closeClientAfter || closing || !requestComplete)
+                close: response.closeClientAfter || connection.isClosing || !requestComplete)
         case .answer(let error, let upstream, let requestComplete):
             release(upstream, of: exchange)
             answer(exchange, with: error, requestComplete: requestComplete)
         case .abort(let outcome, let upstream):
             // Cuts a response that cannot be completed: the client sees the connection close.
             release(upstream, of: exchange)
-            closing = true
+            connection.mustClose(now: context.eventLoop.now)
             finish(exchange, outcome: outcome)  // before closing, which reports a client abort otherwise
             context.flush()
             context.close(promise: nil)
@@ -576,7 +562,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             end = bytes
         }
         if close {
-            closing = true
+            connection.mustClose(now: context.eventLoop.now)
             // Finished before the close: a write that completes at once closes the channel at once,
             // and an exchange still open then would be reported as a client abort.
             finish(exchange, outcome: .completed)
@@ -596,7 +582,8 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     /// closes the connection after it.
     private func answer(_ exchange: Exchange, with error: ProxyError, requestComplete: Bool) {
         exchange.status = Int(error.status.code)
-        if !requestComplete { closing = true }
+        if !requestComplete { connection.mustClose(now: context.eventLoop.now) }
+        let closing = connection.isClosing
         let extraHeaders = exchange.tap?.responseHeaders ?? []
         if closing {
             // Finished before the answer is written: its write can complete (and close the channel) at
@@ -630,9 +617,9 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         _ error: ProxyError, requestID: String, version: HTTPVersion, extraHeaders: [(name: String, value: String)] = []
     ) {
         let bytes = error.response(
-            requestID: requestID, requestIDHeader: configuration.requestIDHeader, version: version, closes: closing,
+            requestID: requestID, requestIDHeader: configuration.requestIDHeader, version: version, closes: connection.isClosing,
             extraHeaders: extraHeaders, allocator: context.channel.allocator)
-        if closing {
+        if connection.isClosing {
             context.writeAndFlush(wrapOutboundOut(bytes)).assumeIsolated().whenComplete { [context] _ in
                 context!.close(promise: nil)
             }
@@ -646,14 +633,14 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         assert(self.exchange === exchange, "an exchange ends once, while it is the connection's")
         self.exchange = nil
         shared.observer?.exchangeFinished(exchange.summary(clientAddress: clientIP, outcome: outcome, now: context.eventLoop.now), tap: exchange.tap)
-        if closing {
+        let now = context.eventLoop.now
+        guard connection.exchangeEnded(now: now) else {
             // Nothing more is read from this connection; it closes after what was written.
             requestBody = nil
             inbound = nil
             return
         }
-        idleSince = context.eventLoop.now
-        armTimer(by: idleSince + configuration.clientKeepaliveTimeout)
+        armTimer(by: now + configuration.clientKeepaliveTimeout)
         processInbound()
         resumeClientReadsIfPossible()
     }
@@ -702,40 +689,26 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     private func timerFired() {
         guard context.channel.isActive else { return }
         let now = context.eventLoop.now
-        if let since = sendStalledSince {
-            let buffered = Self.bufferedBytes(context.channel)
-            if buffered < sendStalledBytes {
-                // The client took something since the last look: a slow reader, not a stalled one.
-                sendStalledSince = now
-                sendStalledBytes = buffered
-                armTimer(by: now + configuration.sendTimeout)
-            } else if now >= since + configuration.sendTimeout {
-                sendTimedOut()
-                return
-            } else {
-                armTimer(by: since + configuration.sendTimeout)
-            }
-        }
-        if let exchange {
-            exchangeTimerFired(exchange, now: now)
-        } else if let headStartedAt {
-            let deadline = headStartedAt + configuration.clientHeaderTimeout
-            if now >= deadline {
-                shared.observer?.connectionEvent(.clientHeaderTimeout)
-                closing = true
-                inbound = nil
-                respondWithoutExchange(.clientHeaderTimeout)
-            } else {
-                armTimer(by: deadline)
-            }
-        } else {
-            let deadline = idleSince + (hadRequest ? configuration.clientKeepaliveTimeout : configuration.clientHeaderTimeout)
-            if now >= deadline {
-                if !hadRequest { shared.observer?.connectionEvent(.clientHeaderTimeout) }
-                context.close(promise: nil)
-            } else {
-                armTimer(by: deadline)
-            }
+        let (decision, sendDeadline) = connection.timerFired(
+            now: now, bufferedBytes: Self.bufferedBytes(context.channel), timeouts: connectionTimeouts)
+        if let sendDeadline { armTimer(by: sendDeadline) }
+        switch decision {
+        case .wait(let deadline):
+            armTimer(by: deadline)
+        case .nothing:
+            break
+        case .sendTimedOut:
+            sendTimedOut()
+        case .headerTimedOut:
+            shared.observer?.connectionEvent(.clientHeaderTimeout)
+            connection.mustClose(now: now)
+            inbound = nil
+            respondWithoutExchange(.clientHeaderTimeout)
+        case .closeIdle(let firstRequest):
+            if firstRequest { shared.observer?.connectionEvent(.clientHeaderTimeout) }
+            context.close(promise: nil)
+        case .exchange:
+            if let exchange { exchangeTimerFired(exchange, now: now) }
         }
     }
 
@@ -753,6 +726,10 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         }
     }
 
+    private var connectionTimeouts: ClientConnectionStateMachine.Timeouts {
+        .init(header: configuration.clientHeaderTimeout, keepalive: configuration.clientKeepaliveTimeout, send: configuration.sendTimeout)
+    }
+
     private var timeouts: ExchangeStateMachine<UpstreamConnection>.Timeouts {
         .init(
             connect: configuration.connectTimeout, firstByte: configuration.firstByteTimeout, idle: configuration.idleTimeout,
@@ -762,7 +739,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     /// The client took nothing of what was written to it for `sendTimeout`: give up on it.
     private func sendTimedOut() {
         shared.observer?.connectionEvent(.sendTimeout)
-        closing = true
+        connection.mustClose(now: context.eventLoop.now)
         if let exchange {
             carryOut(exchange.machine.abort(.clientAborted), for: exchange)
         } else {
