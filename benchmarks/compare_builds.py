@@ -1,0 +1,107 @@
+"""Two tracegate builds and nginx, measured alternately in the same minutes (Python 3.11 stdlib only).
+Entry point: benchmarks/compare_builds.
+
+For a change that must not cost anything (a refactor): the builds run side by side, tuned (no access
+log, no capture) in front of one nginx origin, and each round runs `wrk` against nginx, build A and
+build B in a rotated order, at c=32 and c=1. Per run it records requests/s, p50/p99 and the proxy's
+CPU per request (utime+stime from /proc, nginx master and workers). It prints medians, each build's
+ratios to nginx in the same round, and B ÷ A per round: on a shared 2-core machine those same-round
+ratios are what can be compared, not absolute figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import nginx  # noqa: E402
+import procs  # noqa: E402
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="benchmarks/compare_builds", description=__doc__.split("\n\n")[0])
+    ap.add_argument("build_a", help="the reference tracegate binary (e.g. the last landed build)")
+    ap.add_argument("build_b", help="the tracegate binary to compare with it")
+    ap.add_argument("--rounds", type=int, default=8, help="rounds (default 8)")
+    ap.add_argument("--duration", type=float, default=5, help="seconds per wrk run (default 5)")
+    ap.add_argument("--concurrency", default="32,1", help="wrk connection counts (default 32,1)")
+    return ap.parse_args(argv)
+
+
+def wrk(port: int, connections: int, seconds: float) -> tuple[float, float, float]:
+    """requests/s, p50 ms, p99 ms."""
+    out = subprocess.run(
+        ["wrk", f"-t{min(connections, 2)}", f"-c{connections}", f"-d{seconds:g}s", "--latency", f"http://127.0.0.1:{port}/"],
+        capture_output=True, text=True, check=True).stdout
+
+    def latency_ms(percentile: str) -> float:
+        m = re.search(rf"\s{percentile}%\s+([\d.]+)(us|ms|s)\b", out)
+        value = float(m.group(1))
+        return {"us": value / 1000, "ms": value, "s": value * 1000}[m.group(2)]
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    return rps, latency_ms("50"), latency_ms("99")
+
+
+def main(argv: list[str]) -> int:
+    a = parse_args(argv)
+    concurrency = [int(c) for c in a.concurrency.split(",")]
+    tmp = tempfile.mkdtemp(prefix="tracegate-compare-")
+    p = procs.Procs()
+    try:
+        origin_port, nginx_port, port_a, admin_a, port_b, admin_b = procs.free_ports(6)
+        origin_dir, nginx_dir = os.path.join(tmp, "origin"), os.path.join(tmp, "nginx")
+        p.spawn("origin", nginx.write_instance(origin_dir, nginx.origin_conf(origin_dir, origin_port)),
+                os.path.join(tmp, "origin.out"))
+        proxy = p.spawn("nginx", nginx.write_instance(nginx_dir, nginx.proxy_conf(nginx_dir, nginx_port, "127.0.0.1", origin_port)),
+                        os.path.join(tmp, "nginx.out"))
+        targets = {"nginx": (nginx_port, proxy)}
+        for name, binary, port, admin in (("A", a.build_a, port_a, admin_a), ("B", a.build_b, port_b, admin_b)):
+            argv = [os.path.abspath(binary), "run", "--upstream", f"http://127.0.0.1:{origin_port}",
+                    "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}",
+                    "--access-log", "off", "--trace-file=", "--spool-dir", os.path.join(tmp, f"spool-{name}")]
+            targets[name] = (port, p.spawn(name, argv, os.path.join(tmp, f"{name}.out"), cwd=tmp))
+        for port, proc in targets.values():
+            procs.wait_port(port, proc, 30)
+        for port, _ in targets.values():
+            wrk(port, 32, 2)  # warm-up
+        results = {name: {c: [] for c in concurrency} for name in targets}
+        names = list(targets)
+        for round_index in range(a.rounds):
+            order = names[round_index % len(names):] + names[:round_index % len(names)]
+            for name in order:
+                port, proc = targets[name]
+                for c in concurrency:
+                    pids = procs.tree(proc.pid)
+                    before = procs.cpu_seconds(pids)
+                    rps, p50, p99 = wrk(port, c, a.duration)
+                    used = procs.cpu_seconds(pids) - before
+                    results[name][c].append((rps, p50, p99, used / (rps * a.duration) * 1e6))
+            print(f"round {round_index + 1}/{a.rounds} done", file=sys.stderr, flush=True)
+        for c in concurrency:
+            print(f"\nc={c}, median of {a.rounds} rounds: requests/s, p50 ms, p99 ms, proxy CPU µs/request")
+            for name in names:
+                columns = list(zip(*results[name][c]))
+                print(f"  {name:6s}" + "".join(f"{statistics.median(col):12.3f}" for col in columns))
+            for name in ("A", "B"):
+                cpu = [x[3] / n[3] for x, n in zip(results[name][c], results["nginx"][c])]
+                rps = [x[0] / n[0] for x, n in zip(results[name][c], results["nginx"][c])]
+                print(f"  {name} ÷ nginx, same round: CPU/request {statistics.median(cpu):.3f}, requests/s {statistics.median(rps):.3f}")
+            ratio = [b[3] / x[3] for b, x in zip(results["B"][c], results["A"][c])]
+            print(f"  B ÷ A CPU/request, same round: median {statistics.median(ratio):.3f} "
+                  f"[{min(ratio):.3f}–{max(ratio):.3f}]")
+    finally:
+        p.stop_all()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
