@@ -122,7 +122,7 @@ final class FeedbackService: Sendable {
 
     /// A JSON string literal (a trace id found by search comes from the tracking server).
     static func quoted(_ text: String) -> String {
-        (try? JSONEncoder().encode(text)).map { String(decoding: $0, as: UTF8.self) } ?? "\"\""
+        TraceJSONWriter.quoted(text)
     }
 
     enum Resolution: Equatable {

@@ -1,7 +1,8 @@
-/// Appends JSON text to a byte buffer. Strings are escaped completely (quote, backslash and
-/// every C0 control), so any Swift `String` yields valid JSON; non-ASCII text is written as
-/// UTF-8, which MLflow stores as is.
-struct TraceJSONWriter {
+/// Appends JSON text to a byte buffer. Strings are escaped completely (quote, backslash, every C0
+/// control and DEL), so any Swift `String` yields valid JSON; non-ASCII text is written as UTF-8,
+/// which MLflow stores as is. The one JSON string escaper above the data plane (which writes its
+/// own few strings into NIO buffers, `ByteBuffer.writeJSONString`, without depending on this layer).
+public struct TraceJSONWriter {
     /// What has been written; `TraceRecordJSON.appendLine` lends it a caller's buffer.
     var bytes: [UInt8] = []
     private static let hex: [UInt8] = Array("0123456789abcdef".utf8)
@@ -17,17 +18,30 @@ struct TraceJSONWriter {
 
     /// A JSON string literal.
     mutating func string(_ text: some StringProtocol) {
+        Self.appendString(text, to: &bytes)
+    }
+
+    /// `text` as a JSON string literal, appended to `bytes`.
+    static func appendString(_ text: some StringProtocol, to bytes: inout [UInt8]) {
         bytes.append(UInt8(ascii: "\""))
-        let done: Void? = text.utf8.withContiguousStorageIfAvailable { appendEscaped($0) }
+        let done: Void? = text.utf8.withContiguousStorageIfAvailable { appendEscaped($0, to: &bytes) }
         if done == nil {
             var copy = String(text)
-            copy.withUTF8 { appendEscaped($0) }
+            copy.withUTF8 { appendEscaped($0, to: &bytes) }
         }
         bytes.append(UInt8(ascii: "\""))
     }
 
+    /// `text` as a JSON string literal (for the few JSON answers built as `String`s).
+    public static func quoted(_ text: String) -> String {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(text.utf8.count + 2)
+        appendString(text, to: &bytes)
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
     /// `text` escaped, copied in runs: most strings need no escape at all and are copied whole.
-    private mutating func appendEscaped(_ text: UnsafeBufferPointer<UInt8>) {
+    private static func appendEscaped(_ text: UnsafeBufferPointer<UInt8>, to bytes: inout [UInt8]) {
         var runStart = 0
         var index = 0
         while index < text.count {
@@ -39,7 +53,7 @@ struct TraceJSONWriter {
             let byte = text[index]
             index += 1
             // UTF-8 continuation and lead bytes are ≥ 0x80, so multi-byte scalars pass whole.
-            guard byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") else { continue }
+            guard byte < 0x20 || byte == 0x7F || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") else { continue }
             bytes.append(contentsOf: UnsafeBufferPointer(rebasing: text[runStart..<(index - 1)]))
             runStart = index
             bytes.append(UInt8(ascii: "\\"))
@@ -59,7 +73,7 @@ struct TraceJSONWriter {
         bytes.append(contentsOf: UnsafeBufferPointer(rebasing: text[runStart...]))
     }
 
-    /// Whether any of the eight bytes in `word` is a C0 control, `"` or `\\` (the classic
+    /// Whether any of the eight bytes in `word` is a C0 control, DEL, `"` or `\\` (the classic
     /// "has a byte less than n" and "has a zero byte" bit tricks; exact, no false answers).
     @inline(__always)
     static func needsEscape(_ word: UInt64) -> Bool {
@@ -68,6 +82,7 @@ struct TraceJSONWriter {
         func hasZeroByte(_ x: UInt64) -> Bool { (x &- ones) & ~x & highs != 0 }
         let control = (word &- ones &* 0x20) & ~word & highs != 0
         return control || hasZeroByte(word ^ (ones &* 0x22)) || hasZeroByte(word ^ (ones &* 0x5C))
+            || hasZeroByte(word ^ (ones &* 0x7F))
     }
 
     /// A 64-bit integer as a JSON string, as protobuf JSON writes int64/uint64.

@@ -85,13 +85,13 @@ final class TraceRecordJSONTests: XCTestCase {
         XCTAssertEqual(try decode(TraceRecordJSON.line(record)), record)
         let line = String(decoding: TraceRecordJSON.line(record), as: UTF8.self)
         XCTAssertTrue(line.contains(#""t0":"\"quoted\"""#), line)
-        XCTAssertTrue(line.contains(#""t4":"\u0000\u001f\#u{7f}é\"""#), line)
+        XCTAssertTrue(line.contains(#""t4":"\u0000\u001f\u007fé\"""#), line)
     }
 
     /// Every character that needs an escape, at every offset within an eight-byte word, among plain
     /// and non-ASCII text: decoding gives the string back.
     func testEveryEscapeAtEveryOffsetRoundTrips() throws {
-        let specials = (0..<0x20).map { String(UnicodeScalar(UInt8($0))) } + ["\"", "\\"]
+        let specials = (0..<0x20).map { String(UnicodeScalar(UInt8($0))) } + ["\u{7F}", "\"", "\\"]
         for special in specials {
             for offset in 0..<17 {
                 let text = String(repeating: "a", count: offset) + special + "é🚀" + String(repeating: "b", count: 9) + special
@@ -104,7 +104,7 @@ final class TraceRecordJSONTests: XCTestCase {
         for word: UInt64 in [0, 0x2020_2020_2020_2020, 0x7F7F_7F7F_7F7F_7F7F, 0xFFFF_FFFF_FFFF_FFFF, 0x4141_4141_4141_4141] {
             let bytes = withUnsafeBytes(of: word) { Array($0) }
             XCTAssertEqual(
-                TraceJSONWriter.needsEscape(word), bytes.contains { $0 < 0x20 || $0 == 0x22 || $0 == 0x5C }, "\(bytes)")
+                TraceJSONWriter.needsEscape(word), bytes.contains { $0 < 0x20 || $0 == 0x7F || $0 == 0x22 || $0 == 0x5C }, "\(bytes)")
         }
     }
 }
