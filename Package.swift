@@ -68,7 +68,10 @@ let package = Package(
         /// CPU per trace of trace building (`benchmarks/trace_build`).
         .executableTarget(name: "trace-build-benchmark", dependencies: ["TracegateTrace"], path: "benchmarks/TraceBuildBenchmark"),
         .testTarget(name: "TracegateConfigTests", dependencies: ["TracegateConfig"]),
-        .testTarget(name: "TracegateServerTests", dependencies: ["TracegateServer"]),
+        .testTarget(
+            name: "TracegateServerTests",
+            dependencies: ["TracegateServer", "TracegateProxy", .product(name: "NIOCore", package: "swift-nio")]
+        ),
         .testTarget(name: "TracegateTraceTests", dependencies: ["TracegateTrace"]),
         .testTarget(
             name: "TracegateExportTests",
