@@ -125,7 +125,15 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         cancelTimer()
         connection.closed()
         inbound = nil
-        if let exchange { carryOut(exchange.machine.clientClosed(), for: exchange) }
+        if let exchange {
+            if exchange.machine.isFinished {
+                // Its end was being written when the write failed and closed the connection: the
+                // client did not get it.
+                finish(exchange, outcome: .clientAborted)
+            } else {
+                carryOut(exchange.machine.clientClosed(), for: exchange)
+            }
+        }
         context.fireChannelInactive()
     }
 
@@ -227,7 +235,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         case let failure as BodyReader.Failure: proxyError = .malformedRequest("invalid chunked body (\(failure))")
         default: proxyError = .malformedRequest("\(error)")
         }
-        connection.mustClose(now: context.eventLoop.now)
+        mustClose()
         if let exchange {
             carryOut(exchange.machine.fail(proxyError), for: exchange)
         } else {
@@ -265,14 +273,14 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
 
     private func startExchange(_ head: RequestHead) {
         if let rejection = Self.validate(head, maxBodyBytes: configuration.maxBodyBytes) {
-            connection.mustClose(now: context.eventLoop.now)
+            mustClose()
             respondWithoutExchange(rejection, requestHead: head)
             return
         }
         let givenID = head.facts.requestIDField.map { head.headers.value(at: $0) }
         let requestID = givenID ?? loop.generateRequestID()
         guard RequestHeadRewriter.isForwardable(head) else {
-            connection.mustClose(now: context.eventLoop.now)
+            mustClose()
             respondWithoutExchange(.malformedRequest("invalid request target"), requestHead: head)
             return
         }
@@ -299,7 +307,8 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         }
         let now = context.eventLoop.now
         let machine = ExchangeStateMachine<UpstreamConnection>(
-            hasBody: hasBody, buffersBody: buffersBody, idempotent: Exchange.isIdempotent(head.method),
+            hasBody: hasBody, buffersBody: buffersBody,
+            resendable: Exchange.isResendable(head.method, framing: upstreamRequest.framing),
             maxBodyBytes: configuration.maxBodyBytes, now: now)
         let exchange = Exchange(
             clientHead: head, upstreamRequest: upstreamRequest, machine: machine, now: now,
@@ -531,7 +540,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         case .abort(let outcome, let upstream):
             // Cuts a response that cannot be completed: the client sees the connection close.
             release(upstream, of: exchange)
-            connection.mustClose(now: context.eventLoop.now)
+            mustClose()
             finish(exchange, outcome: outcome)  // before closing, which reports a client abort otherwise
             context.flush()
             context.close(promise: nil)
@@ -562,7 +571,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             end = bytes
         }
         if close {
-            connection.mustClose(now: context.eventLoop.now)
+            mustClose()
             // Finished before the close: a write that completes at once closes the channel at once,
             // and an exchange still open then would be reported as a client abort.
             finish(exchange, outcome: .completed)
@@ -582,7 +591,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     /// closes the connection after it.
     private func answer(_ exchange: Exchange, with error: ProxyError, requestComplete: Bool) {
         exchange.status = Int(error.status.code)
-        if !requestComplete { connection.mustClose(now: context.eventLoop.now) }
+        if !requestComplete { mustClose() }
         let closing = connection.isClosing
         let extraHeaders = exchange.tap?.responseHeaders ?? []
         if closing {
@@ -629,8 +638,10 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     }
 
     /// Reports the exchange and lets the connection go on: the next request, or nothing if it closes.
+    /// An exchange whose last write failed at once was already reported as client-aborted by the
+    /// close that failure caused; it is not reported twice.
     private func finish(_ exchange: Exchange, outcome: ExchangeOutcome) {
-        assert(self.exchange === exchange, "an exchange ends once, while it is the connection's")
+        guard self.exchange === exchange else { return }
         self.exchange = nil
         shared.observer?.exchangeFinished(exchange.summary(clientAddress: clientIP, outcome: outcome, now: context.eventLoop.now), tap: exchange.tap)
         let now = context.eventLoop.now
@@ -638,6 +649,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             // Nothing more is read from this connection; it closes after what was written.
             requestBody = nil
             inbound = nil
+            armClosingTimer()
             return
         }
         armTimer(by: now + configuration.clientKeepaliveTimeout)
@@ -680,6 +692,18 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         }
     }
 
+    /// The connection must close once what was written is out.
+    private func mustClose() {
+        connection.mustClose(now: context.eventLoop.now)
+        armClosingTimer()
+    }
+
+    /// A connection closing with nothing in flight is closed a keep-alive timeout later at the latest,
+    /// in case what was written never goes out (a client that reads nothing).
+    private func armClosingTimer() {
+        if case .closing(let since) = connection.state { armTimer(by: since + configuration.clientKeepaliveTimeout) }
+    }
+
     private func cancelTimer() {
         timer?.cancel()
         timer = nil
@@ -701,7 +725,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             sendTimedOut()
         case .headerTimedOut:
             shared.observer?.connectionEvent(.clientHeaderTimeout)
-            connection.mustClose(now: now)
+            mustClose()
             inbound = nil
             respondWithoutExchange(.clientHeaderTimeout)
         case .closeIdle(let firstRequest):
@@ -739,7 +763,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     /// The client took nothing of what was written to it for `sendTimeout`: give up on it.
     private func sendTimedOut() {
         shared.observer?.connectionEvent(.sendTimeout)
-        connection.mustClose(now: context.eventLoop.now)
+        mustClose()
         if let exchange {
             carryOut(exchange.machine.abort(.clientAborted), for: exchange)
         } else {

@@ -42,8 +42,10 @@ final class Exchange {
         self.startedAtEpochNanos = Exchange.wallClockNanos()
     }
 
-    /// Idempotent methods (RFC 9110 §9.2.2): a request that failed on a pooled connection may be sent again.
-    static func isIdempotent(_ method: HTTPMethod) -> Bool {
+    /// Whether a request that found its pooled connection closed may be sent again on a fresh one:
+    /// an idempotent method (RFC 9110 §9.2.2), not chunked (its last chunk went to the closed connection).
+    static func isResendable(_ method: HTTPMethod, framing: BodyFraming) -> Bool {
+        guard framing != .chunked else { return false }
         switch method {
         case .GET, .HEAD, .OPTIONS, .TRACE, .PUT, .DELETE: return true
         default: return false

@@ -114,13 +114,15 @@ struct ExchangeStateMachine<Upstream: AnyObject> {
     private(set) var lastActivity: NIODeadline
     /// Last time request body bytes were read (for the client body timeout).
     private(set) var lastBodyReadAt: NIODeadline
-    /// The method may be sent again after a pooled connection failed (idempotent, RFC 9110 §9.2.2).
-    private let idempotent: Bool
+    /// The request may be sent again whole after a pooled connection failed: see `init`.
+    private let resendable: Bool
     private let maxBodyBytes: Int?
 
-    /// A new exchange and its first action: read the body whole first, or take a connection at once.
-    init(hasBody: Bool, buffersBody: Bool, idempotent: Bool, maxBodyBytes: Int?, now: NIODeadline) {
-        self.idempotent = idempotent
+    /// A new exchange. `resendable`: the request may be sent again on a fresh connection if a pooled
+    /// one turns out closed — an idempotent method (RFC 9110 §9.2.2) whose framing sends nothing the
+    /// proxy could not send again (a chunked body's last chunk went to the closed connection).
+    init(hasBody: Bool, buffersBody: Bool, resendable: Bool, maxBodyBytes: Int?, now: NIODeadline) {
+        self.resendable = resendable
         self.maxBodyBytes = maxBodyBytes
         lastActivity = now
         lastBodyReadAt = now
@@ -131,10 +133,11 @@ struct ExchangeStateMachine<Upstream: AnyObject> {
         }
     }
 
-    /// What to do first: nothing while the body is buffered, else take a connection.
+    /// What to do first: take a connection, unless the body is buffered first (or the exchange is
+    /// already over: the client left while the proxy invited its body).
     var startAction: Action {
-        if case .bufferingRequest = state { return .none }
-        return .acquireConnection
+        if case .connecting = state { return .acquireConnection }
+        return .none
     }
 
     // MARK: Request
@@ -357,6 +360,6 @@ struct ExchangeStateMachine<Upstream: AnyObject> {
     /// Whether the request may be sent again on a fresh connection: idempotent, without a body, whole,
     /// and not retried yet.
     private func isRetryable(_ request: Request) -> Bool {
-        !hasRetried && idempotent && requestBodyBytes == 0 && request != .receiving
+        !hasRetried && resendable && requestBodyBytes == 0 && request != .receiving
     }
 }

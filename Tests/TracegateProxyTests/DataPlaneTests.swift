@@ -337,6 +337,19 @@ final class DataPlaneTests: XCTestCase {
         XCTAssertEqual(status(of: try clientParts()), 200)
     }
 
+    /// A chunked request's last chunk went to the closed connection: sending the head again would
+    /// leave the upstream waiting for a body, so it is answered 502 instead of retried.
+    func testAChunkedRequestIsNotRetriedOnAFreshConnection() throws {
+        try makeClient()
+        try send()
+        try respond()
+        _ = try clientParts()
+        try send(.PUT, "/x", headers: [("Transfer-Encoding", "chunked")], body: [])
+        try upstreams.channels[0].close().wait()
+        XCTAssertEqual(upstreams.channels.count, 1, "no fresh connection")
+        XCTAssertEqual(status(of: try clientParts()), 502)
+    }
+
     func testFirstByteTimeoutAnswers504() throws {
         try makeClient()
         try send()

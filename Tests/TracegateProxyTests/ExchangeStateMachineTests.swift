@@ -22,8 +22,8 @@ final class ExchangeStateMachineTests: XCTestCase {
 
     // MARK: Reaching each state through legal events
 
-    private func machine(hasBody: Bool = false, buffers: Bool = false, idempotent: Bool = true, limit: Int? = nil) -> Machine {
-        Machine(hasBody: hasBody, buffersBody: buffers, idempotent: idempotent, maxBodyBytes: limit, now: t0)
+    private func machine(hasBody: Bool = false, buffers: Bool = false, resendable: Bool = true, limit: Int? = nil) -> Machine {
+        Machine(hasBody: hasBody, buffersBody: buffers, resendable: resendable, maxBodyBytes: limit, now: t0)
     }
 
     /// Every state an exchange can be in, by name, each reached from a new exchange by legal events.
@@ -73,6 +73,9 @@ final class ExchangeStateMachineTests: XCTestCase {
         XCTAssertEqual(describe(machine(hasBody: true, buffers: true).startAction), "none")
         XCTAssertEqual(describe(machine(hasBody: true, buffers: true).state), "bufferingRequest")
         XCTAssertEqual(describe(machine(hasBody: false, buffers: true).state), "connecting(complete)", "nothing to buffer")
+        var gone = machine(hasBody: true)
+        _ = gone.clientClosed()  // the client left while its body was being invited (100 Continue)
+        XCTAssertEqual(describe(gone.startAction), "none", "no connection for an exchange that is over")
     }
 
     // MARK: Request events
@@ -209,11 +212,11 @@ final class ExchangeStateMachineTests: XCTestCase {
             describe(get.upstreamClosed(b, hadServed: true, error: nil)),
             "end(answer(upstreamClosedEarly, upstream: none, requestComplete: true))", "once only")
 
-        var post = machine(idempotent: false)
+        var post = machine(resendable: false)
         _ = post.upstreamConnected(a)
         XCTAssertEqual(
             describe(post.upstreamClosed(a, hadServed: true, error: nil)),
-            "end(answer(upstreamClosedEarly, upstream: none, requestComplete: true))", "POST is not retried")
+            "end(answer(upstreamClosedEarly, upstream: none, requestComplete: true))", "not resendable (POST, or chunked): not retried")
 
         var put = machine(hasBody: true)
         _ = put.requestBodyReceived(bytes: 3, now: t0)
