@@ -81,7 +81,7 @@ enum SettingsTable {
         .init("capture_memory_limit", \.captureMemoryLimit,
               .size(between: (0, "0"), and: (16 << 30, "16GiB")), default: .value("16MiB"),
               doc: "Body bytes that captures may hold together until their traces are built; beyond it, bodies are kept truncated."),
-        .init("capture_queue_size", \.captureQueueSize, .integer(1...100_000), default: .value("10000"),
+        .init("capture_queue_size", \.captureQueueSize, .integer(1...100_000), default: .value("1000"),
               doc: "Captured exchanges waiting to be made into traces; while it is full (CPU saturated), new exchanges are forwarded untraced and counted."),
         .init("trace_error_on_4xx", \.traceErrorOn4xx, .bool, default: .value("false"),
               doc: "Mark traces of 4xx responses as ERROR (5xx, upstream failures and aborts always are)."),
