@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import nginx  # noqa: E402
 import procs  # noqa: E402
+import wrk  # noqa: E402
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -36,19 +35,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def wrk(port: int, connections: int, seconds: float) -> tuple[float, float, float]:
-    """requests/s, p50 ms, p99 ms."""
-    out = subprocess.run(
-        ["wrk", f"-t{min(connections, 2)}", f"-c{connections}", f"-d{seconds:g}s", "--latency", f"http://127.0.0.1:{port}/"],
-        capture_output=True, text=True, check=True).stdout
-
-    def latency_ms(percentile: str) -> float:
-        m = re.search(rf"\s{percentile}%\s+([\d.]+)(us|ms|s)\b", out)
-        value = float(m.group(1))
-        return {"us": value / 1000, "ms": value, "s": value * 1000}[m.group(2)]
-
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    return rps, latency_ms("50"), latency_ms("99")
+def measure(port: int, connections: int, seconds: float) -> tuple[float, float, float]:
+    """requests/s, p50 ms, p99 ms (benchmarks/wrk.py runs and parses wrk)."""
+    figures, _ = wrk.run(f"http://127.0.0.1:{port}/", min(connections, 2), connections, seconds)
+    return figures["rps"], figures["p50_ms"], figures["p99_ms"]
 
 
 def main(argv: list[str]) -> int:
@@ -72,7 +62,7 @@ def main(argv: list[str]) -> int:
         for port, proc in targets.values():
             procs.wait_port(port, proc, 30)
         for port, _ in targets.values():
-            wrk(port, 32, 2)  # warm-up
+            measure(port, 32, 2)  # warm-up
         results = {name: {c: [] for c in concurrency} for name in targets}
         names = list(targets)
         for round_index in range(a.rounds):
@@ -82,7 +72,7 @@ def main(argv: list[str]) -> int:
                 for c in concurrency:
                     pids = procs.tree(proc.pid)
                     before = procs.cpu_seconds(pids)
-                    rps, p50, p99 = wrk(port, c, a.duration)
+                    rps, p50, p99 = measure(port, c, a.duration)
                     used = procs.cpu_seconds(pids) - before
                     results[name][c].append((rps, p50, p99, used / (rps * a.duration) * 1e6))
             print(f"round {round_index + 1}/{a.rounds} done", file=sys.stderr, flush=True)

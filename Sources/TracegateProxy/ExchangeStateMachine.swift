@@ -266,18 +266,21 @@ struct ExchangeStateMachine<Upstream: AnyObject> {
 
     /// The exchange is cut whatever its state, with `outcome` (the client stopped taking the response).
     mutating func abort(_ outcome: ExchangeOutcome) -> Action {
-        guard !isFinished else { return .none }
-        let release = upstream.map(Release.close) ?? .none
-        state = .finished
-        return .end(.abort(outcome, upstream: release))
+        letGo().map { .end(.abort(outcome, upstream: $0)) } ?? .none
     }
 
     /// The client connection closed.
     mutating func clientClosed() -> Action {
-        guard !isFinished else { return .none }
+        letGo().map { .end(.clientGone(upstream: $0)) } ?? .none
+    }
+
+    /// Ends the exchange whatever its state; what becomes of its connection (closed), or nil if it
+    /// was over already.
+    private mutating func letGo() -> Release? {
+        guard !isFinished else { return nil }
         let release = upstream.map(Release.close) ?? .none
         state = .finished
-        return .end(.clientGone(upstream: release))
+        return release
     }
 
     // MARK: Timers

@@ -32,4 +32,10 @@ struct HeadFacts {
     var connectionNamed: [Range<Int>] = []
     /// Index of the first non-empty request id field.
     var requestIDField: Int?
+
+    /// Whether the sender expects the connection to stay open after this message: HTTP/1.1 unless
+    /// `Connection: close`, HTTP/1.0 only with `Connection: keep-alive`.
+    func keepsAlive(_ version: HTTPVersion) -> Bool {
+        version.minor >= 1 ? !connectionClose : connectionKeepAlive && !connectionClose
+    }
 }

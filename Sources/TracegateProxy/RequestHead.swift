@@ -18,7 +18,5 @@ public struct RequestHead {
     }
 
     /// Whether the client expects the connection to stay open after this exchange.
-    public var isKeepAlive: Bool {
-        version.minor >= 1 ? !facts.connectionClose : facts.connectionKeepAlive && !facts.connectionClose
-    }
+    public var isKeepAlive: Bool { facts.keepsAlive(version) }
 }

@@ -13,7 +13,5 @@ public struct ResponseHead {
     var bytes: ByteBuffer { headers.bytes }
     var fields: [HeadField] { headers.fields }
 
-    public var isKeepAlive: Bool {
-        version.minor >= 1 ? !facts.connectionClose : facts.connectionKeepAlive && !facts.connectionClose
-    }
+    public var isKeepAlive: Bool { facts.keepsAlive(version) }
 }
