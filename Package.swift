@@ -19,6 +19,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     ],
     targets: [
         /// Settings: one table of keys, parsed from proxy.conf, the environment and flags. Pure.
@@ -49,7 +50,8 @@ let package = Package(
             ],
             swiftSettings: hotPathSettings
         ),
-        /// Wiring: listeners, admin endpoints, access log, signals and graceful shutdown.
+        /// Wiring: the services tracegate runs (listener, admin endpoints, trace builder, exporters,
+        /// access log, certificate reloads) in one `ServiceGroup`, and graceful shutdown.
         .target(
             name: "TracegateServer",
             dependencies: [
@@ -62,6 +64,8 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
         ),
         .executableTarget(name: "tracegate", dependencies: ["TracegateServer", "TracegateConfig"]),
@@ -70,7 +74,11 @@ let package = Package(
         .testTarget(name: "TracegateConfigTests", dependencies: ["TracegateConfig"]),
         .testTarget(
             name: "TracegateServerTests",
-            dependencies: ["TracegateServer", "TracegateProxy", .product(name: "NIOCore", package: "swift-nio")]
+            dependencies: [
+                "TracegateServer", "TracegateProxy", .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
         ),
         .testTarget(name: "TracegateTraceTests", dependencies: ["TracegateTrace"]),
         .testTarget(

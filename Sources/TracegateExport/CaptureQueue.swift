@@ -24,10 +24,13 @@ public final class CaptureQueue<Element: Sendable>: @unchecked Sendable {
     private let open = ManagedAtomic(true)
     private let paused = ManagedAtomic(false)
     private let refused = ManagedAtomic(0)
+    /// Notified after each offer: wakes the consumer when it waits for work.
+    private let signal: WorkSignal?
 
-    public init(capacity: Int) {
+    public init(capacity: Int, signal: WorkSignal? = nil) {
         precondition(capacity > 0, "a capture queue needs room for at least one element")
         self.capacity = capacity
+        self.signal = signal
     }
 
     deinit {
@@ -76,7 +79,10 @@ public final class CaptureQueue<Element: Sendable>: @unchecked Sendable {
             node.takeUnretainedValue().next = current
             let (exchanged, original) = top.weakCompareExchange(
                 expected: current, desired: node, successOrdering: .releasing, failureOrdering: .relaxed)
-            if exchanged { return true }
+            if exchanged {
+                signal?.notify()
+                return true
+            }
             current = original
         }
     }

@@ -3,14 +3,6 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 
-/// Readiness as the admin endpoints report it; flipped by the lifecycle.
-public final class Readiness: Sendable {
-    private let ready = NIOLockedValueBox(false)
-    public init() {}
-    public var isReady: Bool { ready.withLockedValue { $0 } }
-    public func set(_ value: Bool) { ready.withLockedValue { $0 = value } }
-}
-
 /// The admin listener: `GET /healthz` (the process is alive), `GET /readyz` (ready to serve:
 /// public listener bound, not draining, upstream host resolvable) and `GET /metrics` (Prometheus text).
 /// Never served on the public port.

@@ -6,7 +6,8 @@ import TracegateExport
 import TracegateTrace
 
 /// Feedback's side of the tracing pipeline: the index of recent traces the builder fills, and the
-/// delivery of queued feedback to MLflow (its spool in `spool_dir/feedback`).
+/// delivery of queued feedback to MLflow (its spool in `spool_dir/feedback`; `FeedbackDeliveryService`
+/// runs it).
 final class FeedbackChannel: Sendable {
     static let rememberedTraces = 100_000
 
@@ -14,17 +15,15 @@ final class FeedbackChannel: Sendable {
     let delivery: FeedbackDelivery
     private let client: MLflowClient
     private let experimentIDs: @Sendable () -> [String]
-    private let run: Task<Void, Never>
 
     init(
-        settings: TracegateSettings, trackingURI: String, spoolDir: String, http: HTTPClient, executor: ExportExecutor,
+        settings: TracegateSettings, trackingURI: String, spoolDir: String, http: HTTPClient,
         experimentIDs: @escaping @Sendable () -> [String], logger: Logger
     ) throws {
         client = TracingPipeline.mlflowClient(trackingURI: trackingURI, settings: settings, http: http, timeout: .seconds(10))
         let delivery = try FeedbackDelivery(sink: client, directory: spoolDir + "/feedback", logger: logger)
         self.delivery = delivery
         self.experimentIDs = experimentIDs
-        run = Task(executorPreference: executor) { await delivery.run() }
     }
 
     /// Called by the builder for each trace going to MLflow.
@@ -54,10 +53,5 @@ final class FeedbackChannel: Sendable {
         return FeedbackService(
             recent: recent, delivery: delivery, lookup: lookup, identity: IdentityResolver(settings: settings),
             cors: CORSPolicy(origins: settings.feedbackCORSOrigins), ratePerSecond: settings.feedbackRateLimit)
-    }
-
-    func finish() async {
-        delivery.stop()
-        await run.value
     }
 }

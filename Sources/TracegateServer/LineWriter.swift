@@ -1,11 +1,11 @@
 import Foundation
 import NIOConcurrencyHelpers
 
-/// Buffers lines from many threads and writes them to a file descriptor in batches, every 100 ms and
-/// on `flush()` (at exit), always from its own thread: an event loop only copies its line into
-/// memory, so a slow reader of standard output never blocks forwarding. Holds at most 8 MiB; beyond
-/// that lines are counted as dropped rather than letting a blocked output grow memory.
-/// (`@unchecked`: the only non-Sendable member is the timer, which is set up once in `init`.)
+/// Buffers lines from many threads; `flush()` writes them to a file descriptor in one batch
+/// (`AccessLogService` calls it every 100 ms, off the event loops): an event loop only copies its line
+/// into memory, so a slow reader of standard output never blocks forwarding. Holds at most 8 MiB;
+/// beyond that lines are counted as dropped rather than letting a blocked output grow memory.
+/// (`@unchecked`: `spare` is touched only under `writeLock`.)
 public final class LineWriter: @unchecked Sendable {
     private struct State {
         var pending: [UInt8] = []
@@ -18,18 +18,11 @@ public final class LineWriter: @unchecked Sendable {
     /// What `flush` writes from: swapped with the pending buffer, so appending goes on meanwhile.
     /// Touched only under `writeLock`.
     private var spare: [UInt8] = []
-    private let timer: DispatchSourceTimer
     static let maxPendingBytes = 8 * 1024 * 1024
 
-    public init(fd: Int32 = STDOUT_FILENO, interval: DispatchTimeInterval = .milliseconds(100)) {
+    public init(fd: Int32 = STDOUT_FILENO) {
         self.fd = fd
-        self.timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "tracegate.access-log"))
-        timer.schedule(deadline: .now() + interval, repeating: interval)
-        timer.setEventHandler { [weak self] in self?.flush() }
-        timer.resume()
     }
-
-    deinit { timer.cancel() }
 
     /// Copies whole lines into the buffer.
     public func append(_ line: UnsafeRawBufferPointer) {

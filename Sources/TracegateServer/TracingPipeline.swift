@@ -1,9 +1,9 @@
 import AsyncHTTPClient
 import Foundation
-import Dispatch
 import Logging
 import NIOCore
 import NIOConcurrencyHelpers
+import ServiceLifecycle
 import TracegateConfig
 import TracegateExport
 import TracegateProxy
@@ -13,8 +13,9 @@ import TracegateTrace
 /// there is neither): builds each trace on a background queue, never on an event loop, and hands it
 /// to every exporter, each with its own memory queue and spool (`spool_dir/mlflow`, `spool_dir/otlp`).
 ///
-/// Event loops only append captures to a bounded, lock-free `CaptureQueue`; the builder thread drains
-/// it every 5 ms, so a busy proxy wakes it 200 times a second, not once per request. The builder
+/// Event loops only append captures to a bounded, lock-free `CaptureQueue`. The builder thread sleeps
+/// until a capture arrives (`WorkSignal`), then gathers for 5 ms and drains the queue: a busy proxy
+/// wakes it at most 200 times a second, not once per request, and an idle one not at all. The builder
 /// thread, and the exporters with their HTTP client (`ExportExecutor`), run only when a CPU would
 /// otherwise idle (`SCHED_IDLE`), in bursts of at most 50 µs (`BackgroundThread`): when the CPU is
 /// saturated forwarding wins, and an event loop never waits behind trace work.
@@ -22,14 +23,17 @@ import TracegateTrace
 /// traces behind, event loops stop capturing new exchanges (they are forwarded untraced, without a
 /// trace id header); those are counted and logged, never requests slowed.
 ///
-/// `@unchecked Sendable`: every `let` is itself `Sendable` or set before the builder thread starts;
-/// the few `var`s (marked "builder thread only") are touched by that thread alone.
+/// It runs as services (`services`): the builder thread, each exporter, the feedback delivery, and the
+/// HTTP client they share, stopped in that order.
+///
+/// `@unchecked Sendable`: every `let` is itself `Sendable` or set before the builder thread starts
+/// (`TraceBuilderService` starts it after `init`); the few `var`s (marked "builder thread only") are
+/// touched by that thread alone.
 final class TracingPipeline: @unchecked Sendable {
-    /// One delivery target and the task running it.
-    private struct Export: Sendable {
+    /// One delivery target.
+    struct Export: Sendable {
         let name: String
         let exporter: TraceExporter
-        let run: Task<Void, Never>
         /// The upstreams whose traces it takes.
         let routes: Set<UpstreamRoute>
     }
@@ -53,15 +57,15 @@ final class TracingPipeline: @unchecked Sendable {
     /// Storage of captured bodies (their arrays' capacity), from an exchange's first body byte until
     /// its trace is built.
     let captureBudget: CaptureBudget
-    /// Set to stop the builder thread; it drains once more, then signals `builderStopped`.
+    /// Set to stop the builder thread; it drains once more, then returns from `runBuilder`.
     private let stopping = NIOLockedValueBox(false)
-    private let builderStopped = DispatchSemaphore(value: 0)
+    /// Wakes the builder thread when a capture (or a trace built in place) arrives.
+    private let work = WorkSignal()
     /// Exchanges left untraced because the builder or the tracking server fell behind; logged at most every 10 s.
     private let overload = LogThrottle()
-    /// Traces a tracking server that answers may owe before capture pauses (`export_backlog_limit`).
-    private let backlogLimit: Int
-    /// Capture is paused because every exporter's server is `backlogLimit` traces behind; builder thread only.
-    private var pausedForBacklog = false
+    /// Whether capture is paused because every tracking server is `export_backlog_limit` traces behind;
+    /// builder thread only.
+    private var backlogPause: BacklogPause
     private let backlogNotices = LogThrottle()
     /// Rotated trace files deleted to stay within `trace_file_keep`; logged at most every 10 s.
     private let rotationDeletions = LogThrottle()
@@ -95,17 +99,14 @@ final class TracingPipeline: @unchecked Sendable {
                     }
                     let exporter = Self.makeExporter(
                         trackingURI: trackingURI, settings: experimentSettings, http: http, logger: logger, spool: spool)
-                    exports.append(
-                        Export(
-                            name: name, exporter: exporter, run: Task(executorPreference: executor) { await exporter.run() },
-                            routes: routes))
+                    exports.append(Export(name: name, exporter: exporter, routes: routes))
                 }
                 logger.info("exporting traces to MLflow", metadata: ["tracking_uri": "\(trackingURI)"])
                 if settings.feedbackPath != nil {
                     guard let spoolDir = settings.spoolDir else { throw SpoolError("feedback_path needs spool_dir: feedback is queued on disk") }
                     let exporters = exports.map(\.exporter)
                     feedback = try FeedbackChannel(
-                        settings: settings, trackingURI: trackingURI, spoolDir: spoolDir, http: http, executor: executor,
+                        settings: settings, trackingURI: trackingURI, spoolDir: spoolDir, http: http,
                         experimentIDs: { exporters.compactMap(\.resolvedExperimentID) }, logger: logger)
                 }
             }
@@ -113,9 +114,7 @@ final class TracingPipeline: @unchecked Sendable {
                 let spool = try settings.spoolDir.map { try ExportSpool(directory: $0 + "/otlp", maxBytes: settings.spoolMaxBytes) }
                 let exporter = Self.makeOpenTelemetryExporter(otel, settings: settings, http: http, logger: logger, spool: spool)
                 exports.append(
-                    Export(
-                        name: "otlp", exporter: exporter, run: Task(executorPreference: executor) { await exporter.run() },
-                        routes: Set((0...settings.routes.count).map(UpstreamRoute.init(index:)))))
+                    Export(name: "otlp", exporter: exporter, routes: Set((0...settings.routes.count).map(UpstreamRoute.init(index:)))))
                 logger.info("exporting traces over OTLP", metadata: ["endpoint": "\(otel.tracesEndpoint)"])
             }
             destination = .exporters(exports, http, executor)
@@ -127,9 +126,9 @@ final class TracingPipeline: @unchecked Sendable {
             return nil
         }
         self.feedback = feedback
-        captures = CaptureQueue(capacity: settings.captureQueueSize)
+        captures = CaptureQueue(capacity: settings.captureQueueSize, signal: work)
         captureBudget = CaptureBudget(limit: settings.captureMemoryLimit)
-        backlogLimit = settings.exportBacklogLimit
+        backlogPause = BacklogPause(limit: settings.exportBacklogLimit)
         builder = TraceBuilder(
             staticTags: settings.traceTags.pairs, errorOn4xx: settings.traceErrorOn4xx, capturesBodies: settings.capture == .full,
             redaction: Redaction(settings: settings), namesChatByOperation: settings.traceNames == .operation,
@@ -142,14 +141,32 @@ final class TracingPipeline: @unchecked Sendable {
             if case .file = destination { writesLines = true }
             inPlace = InPlaceTraceBuilder(
                 builder: builder, writesLines: writesLines,
-                built: CaptureQueue(capacity: settings.captureQueueSize), budget: captureBudget)
+                built: CaptureQueue(capacity: settings.captureQueueSize, signal: work), budget: captureBudget)
         }
         self.logger = logger
         self.metrics = metrics
         reportDelivery(to: metrics)
-        // Every stored property is set before the builder thread starts, and none changes after.
-        let thread = Thread { [self] in runBuilder() }
-        thread.start()
+    }
+
+    /// What runs the pipeline, in start order (a `ServiceGroup` stops them in reverse): the HTTP client
+    /// and export thread, the feedback delivery, each exporter, then the builder. So at shutdown the
+    /// builder builds what is left first, the exporters then deliver or spool it, and their client
+    /// goes last.
+    func services(logger: Logger) -> [any Service] {
+        var services: [any Service] = []
+        if case .exporters(let exports, let http, let executor) = destination {
+            services.append(ExportTransportService(http: http, executor: executor))
+            if let feedback { services.append(FeedbackDeliveryService(delivery: feedback.delivery, executor: executor)) }
+            services += exports.map { TraceExportService(export: $0, executor: executor, logger: logger) }
+        }
+        services.append(TraceBuilderService(pipeline: self, logger: logger))
+        return services
+    }
+
+    /// The exporters, to tell them no more traces are coming once the builder has stopped.
+    var exports: [Export] {
+        if case .exporters(let exports, _, _) = destination { return exports }
+        return []
     }
 
     /// Where traces come from, by route index: the default upstream's, then each route's.
@@ -272,19 +289,32 @@ final class TracingPipeline: @unchecked Sendable {
         }
     }
 
-    /// The builder thread: lowers its own priority, then drains every 5 ms until `finish`.
+    /// The builder thread's work (`TraceBuilderService` runs it): lowers its own priority, then, until
+    /// `stopBuilding`, waits for captures, gathers for 5 ms and drains. While capture is paused for a
+    /// backlog nothing arrives, so it looks every 20 ms whether the tracking server has caught up.
     ///
     /// It never trims the allocator's heaps (`malloc_trim` takes every arena's lock in turn, which an
     /// event loop allocating at that moment would wait for): what building frees is reused by the
     /// next traces.
-    private func runBuilder() {
+    func runBuilder() {
         BackgroundThread.become("tg-builder")
-        while !stopping.withLockedValue({ $0 }) {
+        while !isStopping {
+            work.wait(timeout: backlogPause.isPaused ? .milliseconds(20) : nil) {
+                isStopping || captures.count > 0 || (inPlace?.built.count ?? 0) > 0
+            }
+            if isStopping { break }
             usleep(5_000)
             drain()
         }
         drain()
-        builderStopped.signal()
+    }
+
+    private var isStopping: Bool { stopping.withLockedValue { $0 } }
+
+    /// Asks the builder thread to build what is waiting and return.
+    func stopBuilding() {
+        stopping.withLockedValue { $0 = true }
+        work.wake()
     }
 
     /// Body bytes of the captures built together, at most (a group holds at least one capture).
@@ -318,20 +348,17 @@ final class TracingPipeline: @unchecked Sendable {
         }
     }
 
-    /// Pauses capture while every exporter's tracking server answers but is `backlogLimit` traces
-    /// behind, and resumes below 90% of that: a working server that cannot keep up then gets the traces
-    /// it can store, fresh, instead of a backlog growing until the spool drops the oldest. An exporter
-    /// whose server does not answer keeps capture going (its spool keeps the outage's traces).
+    /// Pauses capture while every tracking server is behind (`BacklogPause`): a working server that
+    /// cannot keep up then gets the traces it can store, fresh, instead of a backlog growing until the
+    /// spool drops the oldest.
     private func pauseWhileBehind() {
-        guard case .exporters(let exports, _, _) = destination else { return }
-        let threshold = pausedForBacklog ? backlogLimit * 9 / 10 : backlogLimit
-        let behind = exports.allSatisfy { ($0.exporter.spanBacklog ?? 0) >= threshold }
-        guard behind != pausedForBacklog else { return }
-        pausedForBacklog = behind
-        captures.setPaused(behind)
-        if behind, let pauses = backlogNotices.record() {
+        guard case .exporters(let exports, _, _) = destination,
+            let paused = backlogPause.observe(backlogs: exports.map(\.exporter.spanBacklog))
+        else { return }
+        captures.setPaused(paused)
+        if paused, let pauses = backlogNotices.record() {
             logger.warning(
-                "the tracking server is \(backlogLimit) traces behind: new exchanges are forwarded untraced until it catches up",
+                "the tracking server is \(backlogPause.limit) traces behind: new exchanges are forwarded untraced until it catches up",
                 metadata: ["pauses_so_far": "\(pauses)"])
         }
     }
@@ -431,35 +458,6 @@ final class TracingPipeline: @unchecked Sendable {
     /// Exchanges not captured (the builder or the tracking server behind), or built in place and not
     /// taken (the queue of built traces full).
     var droppedBeforeExport: Int { captures.refusedCount + (inPlace?.built.refusedCount ?? 0) }
-
-    /// Builds what is waiting, then lets every exporter deliver (or spool) what it holds.
-    func finish() async {
-        stopping.withLockedValue { $0 = true }
-        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
-            DispatchQueue.global().async { [self] in
-                builderStopped.wait()
-                done.resume()
-            }
-        }
-        logger.info("trace capture finished", metadata: ["dropped_before_export": "\(droppedBeforeExport)"])
-        guard case .exporters(let exports, let http, let executor) = destination else { return }
-        for export in exports { export.exporter.shutdown() }
-        for export in exports {
-            await export.run.value
-            let stats = export.exporter.stats
-            logger.info(
-                "trace export finished",
-                metadata: [
-                    "exporter": "\(export.name)", "exported": "\(stats.exported)", "retries": "\(stats.retries)",
-                    "dropped": "\(stats.dropped)", "rejected": "\(stats.rejected)",
-                    "trace_info_failures": "\(stats.startTraceFailures + stats.traceInfoDropped)",
-                    "spooled": "\(export.exporter.spooledTraces)",
-                ])
-        }
-        await feedback?.finish()
-        try? await http.shutdown()
-        await executor.shutdown()
-    }
 }
 
 extension Redaction {

@@ -72,7 +72,7 @@ final class AccessLogTests: XCTestCase {
         defer { unlink(path) }
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         XCTAssertGreaterThanOrEqual(fd, 0)
-        let writer = LineWriter(fd: fd, interval: .seconds(3_600))  // only flush() writes
+        let writer = LineWriter(fd: fd)  // only flush() writes
         DispatchQueue.concurrentPerform(iterations: 4) { thread in
             for n in 0..<5_000 { writer.append("thread \(thread) line \(n) " + String(repeating: "x", count: n % 50) + "\n") }
         }
@@ -88,7 +88,7 @@ final class AccessLogTests: XCTestCase {
     }
 
     func testLineWriterDropsAndCountsBeyondItsCap() throws {
-        let writer = LineWriter(fd: -1, interval: .seconds(3_600))
+        let writer = LineWriter(fd: -1)
         let line = String(repeating: "y", count: (1 << 20) - 1) + "\n"  // 1 MiB
         for _ in 0..<9 { writer.append(line) }
         XCTAssertEqual(writer.droppedLines, 1, "8 MiB buffered at most while output is stuck")

@@ -1,26 +1,11 @@
 import Foundation
 import Logging
 import NIOConcurrencyHelpers
+import ServiceLifecycle
 import XCTest
 
 @testable import TracegateConfig
 @testable import TracegateServer
-
-/// Keeps every log message with its metadata.
-private struct RecordingLogHandler: LogHandler {
-    let messages: NIOLockedValueBox<[(String, Logger.Metadata)]>
-    var metadata: Logger.Metadata = [:]
-    var logLevel: Logger.Level = .trace
-
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
-    }
-
-    func log(event: LogEvent) {
-        messages.withLockedValue { $0.append((event.message.description, event.metadata ?? [:])) }
-    }
-}
 
 final class TracingPipelineTests: XCTestCase {
     /// A trace built on an event loop that found the queue of built traces full is lost, so it is
@@ -44,7 +29,9 @@ final class TracingPipelineTests: XCTestCase {
         pipeline.captures.refuse()
         inPlace.built.refuse()
         XCTAssertEqual(pipeline.droppedBeforeExport, 2)
-        await pipeline.finish()
+        let services = ServiceGroup(services: pipeline.services(logger: logger), logger: logger)
+        await services.triggerGracefulShutdown()
+        try await services.run()
 
         let finished = messages.withLockedValue { $0 }.first { $0.0 == "trace capture finished" }
         XCTAssertEqual(finished?.1["dropped_before_export"]?.description, "2")

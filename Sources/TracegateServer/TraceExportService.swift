@@ -1,0 +1,32 @@
+import Logging
+import ServiceLifecycle
+import TracegateExport
+
+/// Runs one exporter on the export thread. Stopped after the builder: it delivers what it holds within
+/// `export_drain_timeout`, spools the rest, and returns.
+struct TraceExportService: Service {
+    let export: TracingPipeline.Export
+    let executor: ExportExecutor
+    let logger: Logger
+
+    func run() async {
+        let exporter = export.exporter
+        await withTaskCancellationOrGracefulShutdownHandler {
+            await withTaskExecutorPreference(executor) { await exporter.run() }
+        } onCancelOrGracefulShutdown: {
+            exporter.shutdown()
+        }
+        // An exporter that cannot deliver at all (its experiment was deleted) returns early; it still
+        // waits for its turn, since a service that ends on its own stops the whole group.
+        try? await gracefulShutdown()
+        let stats = exporter.stats
+        logger.info(
+            "trace export finished",
+            metadata: [
+                "exporter": "\(export.name)", "exported": "\(stats.exported)", "retries": "\(stats.retries)",
+                "dropped": "\(stats.dropped)", "rejected": "\(stats.rejected)",
+                "trace_info_failures": "\(stats.startTraceFailures + stats.traceInfoDropped)",
+                "spooled": "\(exporter.spooledTraces)",
+            ])
+    }
+}
