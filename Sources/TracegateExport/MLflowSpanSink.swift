@@ -1,0 +1,18 @@
+/// Spans into one MLflow experiment (its `/v1/traces` with the experiment header), the tracking
+/// server's failures told as `DeliveryError`.
+struct MLflowSpanSink: SpanSink {
+    let server: any MLflowTraceSink
+    let experimentID: String
+
+    func postSpans(_ otlpJSON: [UInt8]) async throws {
+        do {
+            try await server.postTraces(otlpJSON, experimentID: experimentID)
+        } catch MLflowError.unreachable(let why) {
+            throw DeliveryError.unreachable(why)
+        } catch MLflowError.unavailable(let status, let body) {
+            throw DeliveryError.unavailable(status: status, body: body)
+        } catch MLflowError.rejected(let status, let body) {
+            throw DeliveryError.rejected(status: status, body: body)
+        }
+    }
+}
