@@ -6,7 +6,7 @@ import XCTest
 @testable import TracegateTrace
 
 /// A tracking server stand-in: records what it is sent and fails on demand.
-final class RecordingSink: MLflowTraceSink, @unchecked Sendable {
+final class RecordingSink: MLflowTraceSink, SpanSink, @unchecked Sendable {
     private let lock = NSLock()
     private var _batches: [[String]] = []
     private var _infos: [String] = []
@@ -46,6 +46,15 @@ final class RecordingSink: MLflowTraceSink, @unchecked Sendable {
             _infos.append(info["trace_id"] as! String)
         }
         return body  // MLflow echoes the stored trace info
+    }
+
+    /// The same server as an OpenTelemetry backend: spans only, no experiment.
+    func postSpans(_ otlpJSON: [UInt8]) async throws {
+        let ids = Self.traceIDs(in: otlpJSON)
+        try lock.withLock {
+            if _down { throw DeliveryError.unreachable("connection refused") }
+            _batches.append(ids)
+        }
     }
 
     static func traceIDs(in otlp: [UInt8]) -> [String] {
@@ -134,6 +143,34 @@ final class TraceExporterTests: XCTestCase {
         XCTAssertEqual(sink.batches.count, 1)
         XCTAssertEqual(exporter.stats.retries, 3)
         XCTAssertEqual(exporter.stats.exported, 1)
+    }
+
+    func testAnOpenTelemetryDestinationGetsSpansOnly() async {
+        let sink = RecordingSink()
+        var configuration = ExporterConfiguration()
+        configuration.maxBatchTraces = 10
+        let exporter = TraceExporter(configuration: configuration, destination: .spans(sink), logger: Logger(label: "test"))
+        for n in UInt64(1)...25 { exporter.submit(record(n)) }
+        exporter.shutdown()
+        await exporter.run()
+        XCTAssertEqual(sink.batches.map(\.count), [10, 10, 5])
+        XCTAssertEqual(sink.infos, [], "no trace-info call")
+        XCTAssertEqual(sink.experimentIDs, [])
+        XCTAssertNil(exporter.resolvedExperimentID)
+        XCTAssertEqual(exporter.stats.exported, 25)
+        XCTAssertEqual(exporter.queuedTraces, 0, "stored traces owe nothing more")
+    }
+
+    func testAnIdleExporterWaitsForWorkWithoutATimer() async {
+        let sink = RecordingSink()
+        let clock = ManualExportClock()
+        let exporter = exporter(sink, clock: clock)
+        let run = Task { await exporter.run() }
+        try? await Task.sleep(for: .milliseconds(50))
+        XCTAssertEqual(clock.deadlines, [], "nothing is due: no task sleeps until a deadline")
+        exporter.shutdown()
+        await run.value
+        XCTAssertEqual(clock.elapsed, .zero, "shutdown ends the wait")
     }
 
     func testARejectedBatchIsSplitAndOnlyTheInvalidTraceIsSetAside() async {
