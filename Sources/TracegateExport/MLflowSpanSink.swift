@@ -1,5 +1,6 @@
 /// Spans into one MLflow experiment (its `/v1/traces` with the experiment header), the tracking
-/// server's failures told as `DeliveryError`.
+/// server's failures told as `DeliveryError`. Any other failure passes through as it is: the
+/// exporter takes it for a refusal of the batch, as it does `rejected`.
 struct MLflowSpanSink: SpanSink {
     let server: any MLflowTraceSink
     let experimentID: String
