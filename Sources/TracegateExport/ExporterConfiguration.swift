@@ -4,8 +4,6 @@ import TracegateTrace
 
 /// How traces are batched and delivered.
 public struct ExporterConfiguration: Sendable {
-    /// The experiment receiving the traces: its id, or a resolver run (and retried) before the first delivery.
-    public var experiment: ExperimentSource
     /// A batch is sent when it holds this many traces…
     public var maxBatchTraces = 100
     /// …or when its oldest trace has waited this long.
@@ -13,10 +11,8 @@ public struct ExporterConfiguration: Sendable {
     /// Traces held in memory (waiting for spans, and separately for trace info). Beyond it they go
     /// to the spool; without one, the oldest are dropped and counted.
     public var maxQueuedTraces = 1_000
-    /// StartTraceV3 calls in flight at once.
+    /// StartTraceV3 calls in flight at once (MLflow).
     public var startTraceConcurrency = 4
-    /// Whether StartTraceV3 is called at all (an OpenTelemetry collector has no such call).
-    public var sendsTraceInfo = true
     /// Whether a span continuing a caller's trace names the caller's span as its parent (OTLP
     /// backends); MLflow keeps tracegate's span as the root (see `OTLPJSON.exportRequest`).
     public var linksParentSpans = false
@@ -27,12 +23,5 @@ public struct ExporterConfiguration: Sendable {
     /// At shutdown, how long delivery of what is in memory may go on before the rest is spooled.
     public var drainTimeout: Duration = .seconds(5)
 
-    public init(experiment: ExperimentSource) { self.experiment = experiment }
-}
-
-/// Where the experiment id comes from.
-public enum ExperimentSource: Sendable {
-    case id(String)
-    /// Looked up (and created) by name, e.g. with `MLflowClient.experimentID(named:)`.
-    case resolve(name: String, using: @Sendable (String) async throws -> String)
+    public init() {}
 }

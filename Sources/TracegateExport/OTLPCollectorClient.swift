@@ -4,8 +4,7 @@ import NIOHTTP1
 
 /// Posts OTLP/HTTP JSON trace export requests to any OpenTelemetry backend or Collector
 /// (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`), with the configured headers (`OTEL_EXPORTER_OTLP_HEADERS`).
-/// Failures map onto `MLflowError` so the exporter retries and bisects exactly as it does for MLflow.
-public struct OTLPCollectorClient: TraceSink {
+public struct OTLPCollectorClient: SpanSink {
     public let tracesEndpoint: String
     private let headers: [(String, String)]
     private let http: HTTPClient
@@ -18,7 +17,7 @@ public struct OTLPCollectorClient: TraceSink {
         self.timeout = timeout
     }
 
-    public func postTraces(_ otlpJSON: [UInt8], experimentID: String) async throws {
+    public func postSpans(_ otlpJSON: [UInt8]) async throws {
         var request = HTTPClientRequest(url: tracesEndpoint)
         request.method = .POST
         request.headers.add(name: "content-type", value: "application/json")
@@ -30,15 +29,12 @@ public struct OTLPCollectorClient: TraceSink {
             response = try await http.execute(request, timeout: timeout)
             body = try await response.body.collect(upTo: 1024 * 1024)
         } catch {
-            throw MLflowError.unreachable("\(error)")
+            throw DeliveryError.unreachable("\(error)")
         }
         switch response.status.code {
         case 200..<300: return
-        case 408, 429, 500..<600: throw MLflowError.unavailable(status: Int(response.status.code), body: String(buffer: body))
-        default: throw MLflowError.rejected(status: Int(response.status.code), body: String(buffer: body))
+        case 408, 429, 500..<600: throw DeliveryError.unavailable(status: Int(response.status.code), body: String(buffer: body))
+        default: throw DeliveryError.rejected(status: Int(response.status.code), body: String(buffer: body))
         }
     }
-
-    /// OpenTelemetry has no trace-info call: everything travels in the spans.
-    public func startTrace(_ body: [UInt8]) async throws -> [UInt8] { [] }
 }

@@ -215,13 +215,14 @@ final class TracingPipeline: @unchecked Sendable {
         } else {
             experiment = .id("0")  // MLflow's Default experiment, as its own client does
         }
-        var configuration = ExporterConfiguration(experiment: experiment)
+        var configuration = ExporterConfiguration()
         configuration.maxBatchTraces = settings.exportBatchSize
         configuration.maxBatchDelay = settings.exportBatchDelay
         configuration.startTraceConcurrency = settings.exportConcurrency
         configuration.drainTimeout = settings.exportDrainTimeout
         configuration.maxQueuedTraces = memoryBound ?? Self.memoryBound(spooling: spool != nil)
-        return TraceExporter(configuration: configuration, sink: client, logger: logger, spool: spool)
+        return TraceExporter(
+            configuration: configuration, destination: .mlflow(client, experiment: experiment), logger: logger, spool: spool)
     }
 
     /// A client of the tracking server, authenticated as MLflow's own client would be.
@@ -243,16 +244,15 @@ final class TracingPipeline: @unchecked Sendable {
     ) -> TraceExporter {
         let client = OTLPCollectorClient(
             tracesEndpoint: otel.tracesEndpoint, headers: otel.headers.map { ($0.name, $0.value) }, http: http)
-        var configuration = ExporterConfiguration(experiment: .id("0"))
+        var configuration = ExporterConfiguration()
         configuration.maxBatchTraces = settings.exportBatchSize
         configuration.maxBatchDelay = settings.exportBatchDelay
         configuration.drainTimeout = settings.exportDrainTimeout
-        configuration.sendsTraceInfo = false
         configuration.linksParentSpans = true
         configuration.maxQueuedTraces = Self.memoryBound(spooling: spool != nil)
         configuration.serviceName = otel.serviceName
         configuration.resourceAttributes = otel.resourceAttributes
-        return TraceExporter(configuration: configuration, sink: client, logger: logger, spool: spool)
+        return TraceExporter(configuration: configuration, destination: .spans(client), logger: logger, spool: spool)
     }
 
     /// Reports delivery figures (summed over the exporters; exchanges left uncaptured with a trace

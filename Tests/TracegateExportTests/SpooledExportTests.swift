@@ -25,14 +25,15 @@ final class SpooledExportTests: XCTestCase {
     }
 
     private func exporter(_ sink: RecordingSink, spool: ExportSpool?, maxQueued: Int = 1_000) -> TraceExporter {
-        var configuration = ExporterConfiguration(experiment: .id("7"))
+        var configuration = ExporterConfiguration()
         configuration.maxBatchTraces = 10
         configuration.maxBatchDelay = .milliseconds(5)
         configuration.maxQueuedTraces = maxQueued
         configuration.initialBackoff = .milliseconds(5)
         configuration.maxBackoff = .milliseconds(20)
         configuration.drainTimeout = .seconds(5)
-        return TraceExporter(configuration: configuration, sink: sink, logger: Logger(label: "test"), spool: spool)
+        return TraceExporter(
+            configuration: configuration, destination: .mlflow(sink, experiment: .id("7")), logger: Logger(label: "test"), spool: spool)
     }
 
     private func waitUntil(_ condition: () -> Bool, seconds: Double = 10) async {
@@ -151,14 +152,23 @@ final class SpooledExportTests: XCTestCase {
     func testWithoutASpoolAServerDownAtShutdownLosesTracesButCountsThem() async {
         let sink = RecordingSink()
         sink.down = true
-        var configuration = ExporterConfiguration(experiment: .id("7"))
+        var configuration = ExporterConfiguration()
         configuration.initialBackoff = .milliseconds(1)
         configuration.drainTimeout = .milliseconds(100)
-        let exporter = TraceExporter(configuration: configuration, sink: sink, logger: Logger(label: "test"))
+        let clock = ManualExportClock()
+        let exporter = TraceExporter(
+            configuration: configuration, destination: .mlflow(sink, experiment: .id("7")), logger: Logger(label: "test"),
+            clock: clock)
         for n in UInt64(1)...5 { exporter.submit(record(n)) }
         exporter.shutdown()
-        await exporter.run()
+        let run = Task { await exporter.run() }
+        // Tries at 0, 1, 3, 7, 15, 31 and 63 ms (the backoff doubling from 1 ms); the next would be at
+        // 127 ms, past the drain deadline. The spans loop and 4 trace-info workers sleep between steps.
+        for _ in 1...7 { await clock.advanceToNextDeadline(sleepers: 5) }
+        await run.value
+        XCTAssertEqual(clock.elapsed, .milliseconds(100))
         XCTAssertEqual(exporter.stats.dropped, 5)
         XCTAssertGreaterThan(exporter.stats.retries, 0)
+        XCTAssertEqual(exporter.stats.retries, 7)
     }
 }

@@ -6,10 +6,11 @@ import XCTest
 @testable import TracegateTrace
 
 /// A tracking server stand-in: records what it is sent and fails on demand.
-final class RecordingSink: TraceSink, @unchecked Sendable {
+final class RecordingSink: MLflowTraceSink, SpanSink, @unchecked Sendable {
     private let lock = NSLock()
     private var _batches: [[String]] = []
     private var _infos: [String] = []
+    private var _experimentIDs: Set<String> = []
     /// Errors to throw from the next `postTraces` calls, in order.
     var failures: [MLflowError] = []
     /// Trace ids (hex) the server refuses as invalid, wherever they appear in a batch.
@@ -23,6 +24,8 @@ final class RecordingSink: TraceSink, @unchecked Sendable {
 
     var batches: [[String]] { lock.withLock { _batches } }
     var infos: [String] { lock.withLock { _infos } }
+    /// The experiments spans were posted into.
+    var experimentIDs: Set<String> { lock.withLock { _experimentIDs } }
 
     func postTraces(_ otlpJSON: [UInt8], experimentID: String) async throws {
         let ids = Self.traceIDs(in: otlpJSON)
@@ -31,6 +34,7 @@ final class RecordingSink: TraceSink, @unchecked Sendable {
             if !failures.isEmpty { throw failures.removeFirst() }
             if !invalid.isDisjoint(with: ids) { throw MLflowError.rejected(status: 400, body: "INVALID_PARAMETER_VALUE") }
             _batches.append(ids)
+            _experimentIDs.insert(experimentID)
         }
     }
 
@@ -42,6 +46,15 @@ final class RecordingSink: TraceSink, @unchecked Sendable {
             _infos.append(info["trace_id"] as! String)
         }
         return body  // MLflow echoes the stored trace info
+    }
+
+    /// The same server as an OpenTelemetry backend: spans only, no experiment.
+    func postSpans(_ otlpJSON: [UInt8]) async throws {
+        let ids = Self.traceIDs(in: otlpJSON)
+        try lock.withLock {
+            if _down { throw DeliveryError.unreachable("connection refused") }
+            _batches.append(ids)
+        }
     }
 
     static func traceIDs(in otlp: [UInt8]) -> [String] {
@@ -64,13 +77,22 @@ final class TraceExporterTests: XCTestCase {
             clientRequestID: "req-\(n)")
     }
 
-    private func exporter(_ sink: RecordingSink, batch: Int = 10, delay: Duration = .milliseconds(50)) -> TraceExporter {
-        var configuration = ExporterConfiguration(experiment: .id("7"))
+    private func exporter(
+        _ sink: RecordingSink, batch: Int = 10, delay: Duration = .milliseconds(50), clock: any ExportClock = ContinuousExportClock()
+    ) -> TraceExporter {
+        var configuration = ExporterConfiguration()
         configuration.maxBatchTraces = batch
         configuration.maxBatchDelay = delay
         configuration.initialBackoff = .milliseconds(1)
         configuration.maxBackoff = .milliseconds(5)
-        return TraceExporter(configuration: configuration, sink: sink, logger: Logger(label: "test"))
+        return TraceExporter(
+            configuration: configuration, destination: .mlflow(sink, experiment: .id("7")), logger: Logger(label: "test"), clock: clock)
+    }
+
+    /// Waits in real time for the exporter's tasks to get somewhere; the manual clock does not move meanwhile.
+    private func waitUntil(_ condition: () -> Bool, seconds: Double = 10) async {
+        let deadline = ContinuousClock.now + .seconds(seconds)
+        while !condition() && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(1)) }
     }
 
     func testTracesAreBatchedByCountAndEveryTraceGetsItsInfo() async {
@@ -86,11 +108,17 @@ final class TraceExporterTests: XCTestCase {
 
     func testAPartialBatchIsSentAfterTheDelay() async throws {
         let sink = RecordingSink()
-        let exporter = exporter(sink, batch: 100, delay: .milliseconds(30))
+        let clock = ManualExportClock()
+        let exporter = exporter(sink, batch: 100, delay: .milliseconds(30), clock: clock)
         let run = Task { await exporter.run() }
         exporter.submit(record(1))
-        let deadline = ContinuousClock.now + .seconds(5)
-        while sink.batches.isEmpty && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        await clock.waitForSleepers(1)
+        XCTAssertEqual(clock.deadlines, [clock.start + .milliseconds(30)], "the spans loop sleeps until the batch is due, no sooner")
+        clock.advance(by: .milliseconds(29))
+        XCTAssertEqual(clock.deadlines.count, 1)
+        XCTAssertTrue(sink.batches.isEmpty)
+        clock.advance(by: .milliseconds(1))
+        await waitUntil { !sink.batches.isEmpty }
         XCTAssertEqual(sink.batches.first?.count, 1, "a lone trace must not wait for a full batch")
         exporter.shutdown()
         await run.value
@@ -99,16 +127,50 @@ final class TraceExporterTests: XCTestCase {
     func testUnavailableServerIsRetriedUntilItAccepts() async {
         let sink = RecordingSink()
         sink.failures = [.unavailable(status: 503, body: ""), .unreachable("connection refused"), .unavailable(status: 429, body: "")]
-        let exporter = exporter(sink)
+        let clock = ManualExportClock()
+        let exporter = exporter(sink, clock: clock)
         let run = Task { await exporter.run() }
         exporter.submit(record(1))
-        let deadline = ContinuousClock.now + .seconds(5)
-        while sink.batches.isEmpty && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(5)) }
+        var waits: [Duration] = []
+        for _ in 1...7 { waits.append(await clock.advanceToNextDeadline()) }
+        await waitUntil { !sink.batches.isEmpty }
+        // The batch delay, then each failure's backoff (1, 2, 4 ms) - and, as the failed batch goes back
+        // to an empty memory queue, the batch delay starts over from the failure.
+        XCTAssertEqual(
+            waits, [.milliseconds(50), .milliseconds(1), .milliseconds(49), .milliseconds(2), .milliseconds(48), .milliseconds(4), .milliseconds(46)])
         exporter.shutdown()
         await run.value
         XCTAssertEqual(sink.batches.count, 1)
         XCTAssertEqual(exporter.stats.retries, 3)
         XCTAssertEqual(exporter.stats.exported, 1)
+    }
+
+    func testAnOpenTelemetryDestinationGetsSpansOnly() async {
+        let sink = RecordingSink()
+        var configuration = ExporterConfiguration()
+        configuration.maxBatchTraces = 10
+        let exporter = TraceExporter(configuration: configuration, destination: .spans(sink), logger: Logger(label: "test"))
+        for n in UInt64(1)...25 { exporter.submit(record(n)) }
+        exporter.shutdown()
+        await exporter.run()
+        XCTAssertEqual(sink.batches.map(\.count), [10, 10, 5])
+        XCTAssertEqual(sink.infos, [], "no trace-info call")
+        XCTAssertEqual(sink.experimentIDs, [])
+        XCTAssertNil(exporter.resolvedExperimentID)
+        XCTAssertEqual(exporter.stats.exported, 25)
+        XCTAssertEqual(exporter.queuedTraces, 0, "stored traces owe nothing more")
+    }
+
+    func testAnIdleExporterWaitsForWorkWithoutATimer() async {
+        let sink = RecordingSink()
+        let clock = ManualExportClock()
+        let exporter = exporter(sink, clock: clock)
+        let run = Task { await exporter.run() }
+        try? await Task.sleep(for: .milliseconds(50))
+        XCTAssertEqual(clock.deadlines, [], "nothing is due: no task sleeps until a deadline")
+        exporter.shutdown()
+        await run.value
+        XCTAssertEqual(clock.elapsed, .zero, "shutdown ends the wait")
     }
 
     func testARejectedBatchIsSplitAndOnlyTheInvalidTraceIsSetAside() async {
@@ -129,9 +191,10 @@ final class TraceExporterTests: XCTestCase {
 
     func testAFullQueueDropsTheOldestAndCountsThem() {
         let sink = RecordingSink()
-        var configuration = ExporterConfiguration(experiment: .id("7"))
+        var configuration = ExporterConfiguration()
         configuration.maxQueuedTraces = 3
-        let exporter = TraceExporter(configuration: configuration, sink: sink, logger: Logger(label: "test"))
+        let exporter = TraceExporter(
+            configuration: configuration, destination: .mlflow(sink, experiment: .id("7")), logger: Logger(label: "test"))
         for n in UInt64(1)...5 { exporter.submit(record(n)) }
         XCTAssertEqual(exporter.queuedTraces, 3)
         XCTAssertEqual(exporter.stats.dropped, 2)
@@ -139,16 +202,21 @@ final class TraceExporterTests: XCTestCase {
 
     func testExperimentNameIsResolvedBeforeTheFirstBatch() async {
         let sink = RecordingSink()
-        var configuration = ExporterConfiguration(experiment: .resolve(name: "chat", using: { name in
+        let experiment = ExperimentSource.resolve(name: "chat", using: { name in
             XCTAssertEqual(name, "chat")
             return "42"
-        }))
+        })
+        var configuration = ExporterConfiguration()
         configuration.maxBatchDelay = .milliseconds(1)
-        let exporter = TraceExporter(configuration: configuration, sink: sink, logger: Logger(label: "test"))
+        let exporter = TraceExporter(
+            configuration: configuration, destination: .mlflow(sink, experiment: experiment), logger: Logger(label: "test"))
+        XCTAssertNil(exporter.resolvedExperimentID)
         exporter.submit(record(1))
         exporter.shutdown()
         await exporter.run()
         XCTAssertEqual(sink.batches.count, 1)
+        XCTAssertEqual(sink.experimentIDs, ["42"])
+        XCTAssertEqual(exporter.resolvedExperimentID, "42")
     }
 
     func testAuthHeadersFollowTheMLflowClientRules() {
