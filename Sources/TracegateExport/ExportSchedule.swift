@@ -102,8 +102,10 @@ struct ExportSchedule {
     }
 
     /// Delivery goes on until `drainTimeout` from now at most, and ends sooner when the spool can
-    /// keep what is left (the server is down, or traces already wait on disk).
+    /// keep what is left (the server is down, or traces already wait on disk). Only the first call
+    /// sets the deadline: asking again never extends it.
     mutating func shutdown(now: Instant) {
+        guard !stopping else { return }
         stopping = true
         drainDeadline = now + configuration.drainTimeout
     }

@@ -162,6 +162,15 @@ final class ExportScheduleTests: XCTestCase {
         XCTAssertEqual(schedule.queue, [])
     }
 
+    /// The builder tells every exporter at once that nothing more is coming, and each exporter's service
+    /// says so again on its turn: the second call must not push the deadline back.
+    func testAskingToShutDownAgainKeepsTheFirstDeadline() {
+        var schedule = schedule(drain: .seconds(5))
+        schedule.shutdown(now: t0)
+        schedule.shutdown(now: t0 + .seconds(3))
+        XCTAssertEqual(schedule.drainDeadline, t0 + .seconds(5))
+    }
+
     func testShutdownWithAnEmptyQueueFinishesAtOnce() {
         var schedule = schedule()
         schedule.shutdown(now: t0)
