@@ -25,9 +25,9 @@ public final class CaptureQueue<Element: Sendable>: @unchecked Sendable {
     private let paused = ManagedAtomic(false)
     private let refused = ManagedAtomic(0)
     /// Notified after each offer: wakes the consumer when it waits for work.
-    private let signal: WorkSignal?
+    private let signal: ThreadWakeSignal?
 
-    public init(capacity: Int, signal: WorkSignal? = nil) {
+    public init(capacity: Int, signal: ThreadWakeSignal? = nil) {
         precondition(capacity > 0, "a capture queue needs room for at least one element")
         self.capacity = capacity
         self.signal = signal

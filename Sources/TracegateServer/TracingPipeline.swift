@@ -14,7 +14,7 @@ import TracegateTrace
 /// to every exporter, each with its own memory queue and spool (`spool_dir/mlflow`, `spool_dir/otlp`).
 ///
 /// Event loops only append captures to a bounded, lock-free `CaptureQueue`. The builder thread sleeps
-/// until a capture arrives (`WorkSignal`), then gathers for 5 ms and drains the queue: a busy proxy
+/// until a capture arrives (`ThreadWakeSignal`), then gathers for 5 ms and drains the queue: a busy proxy
 /// wakes it at most 200 times a second, not once per request, and an idle one not at all. The builder
 /// thread, and the exporters with their HTTP client (`ExportExecutor`), run only when a CPU would
 /// otherwise idle (`SCHED_IDLE`), in bursts of at most 50 µs (`BackgroundThread`): when the CPU is
@@ -60,7 +60,7 @@ final class TracingPipeline: @unchecked Sendable {
     /// Set to stop the builder thread; it drains once more, then returns from `runBuilder`.
     private let stopping = NIOLockedValueBox(false)
     /// Wakes the builder thread when a capture (or a trace built in place) arrives.
-    private let work = WorkSignal()
+    private let work = ThreadWakeSignal()
     /// Exchanges left untraced because the builder or the tracking server fell behind; logged at most every 10 s.
     private let overload = LogThrottle()
     /// Whether capture is paused because every tracking server is `export_backlog_limit` traces behind;

@@ -8,7 +8,8 @@ import NIOConcurrencyHelpers
 /// is about to block before it looks for work one last time. The two sequentially consistent fences
 /// order those steps, so either the consumer sees the work or the producer sees the consumer waiting:
 /// a wake-up is never lost. A wake-up can be spurious (the consumer then finds nothing and waits again).
-public final class WorkSignal: Sendable {
+/// (Tasks waiting for work use `WakeSignal` instead: it suspends them rather than blocking a thread.)
+public final class ThreadWakeSignal: Sendable {
     private let consumerWaiting = ManagedAtomic(false)
     /// 1 once work was signalled and the consumer has not yet woken for it.
     private let signalled = ConditionLock(value: 0)
