@@ -40,6 +40,8 @@ enum SettingsTable {
               doc: "Longest pause between two reads of a request body; then 408."),
         .init("send_timeout", \.sendTimeout, .duration, default: .value("60s"),
               doc: "Longest time a client may take nothing of what is sent to it; then the connection is closed."),
+        .init("websocket_idle_timeout", \.webSocketIdleTimeout, .duration, default: .value("1h"),
+              doc: "A WebSocket tunnel with no byte either way for this long is closed."),
         .init("shutdown_grace", \.shutdownGrace, .duration, default: .value("30s"),
               doc: "On SIGTERM/SIGINT: how long in-flight exchanges (streams included) may take to finish."),
         // Limits
@@ -50,6 +52,8 @@ enum SettingsTable {
               doc: "Largest request body accepted; larger gets 413. 0 means no limit."),
         .init("max_connections", \.maxConnections, .integer(0...1_000_000), default: .value("0"),
               doc: "Client connections open at once; a connection beyond it is answered 503 and closed. 0: derived from the open-file limit."),
+        .init("max_websocket_connections", \.maxWebSocketConnections, .integer(0...1_000_000), default: .value("1000"),
+              doc: "WebSocket tunnels open at once; an upgrade beyond it is answered 503. 0: WebSocket upgrades are refused."),
         .init("request_buffering", \.requestBuffering,
               .size(between: (0, "0"), and: (64 << 20, "64MiB")), default: .value("64KiB"),
               doc: "Request bodies declared up to this size are read whole before an upstream connection is taken; larger and chunked ones stream. 0: always stream."),

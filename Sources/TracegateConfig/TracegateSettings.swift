@@ -38,6 +38,8 @@ public struct TracegateSettings: Sendable, Equatable {
     public var clientBodyTimeout: Duration = .zero
     /// Longest time a client may take nothing of what is sent to it.
     public var sendTimeout: Duration = .zero
+    /// A WebSocket tunnel with no byte either way for this long is closed.
+    public var webSocketIdleTimeout: Duration = .zero
     /// How long in-flight exchanges may take to finish after SIGTERM/SIGINT.
     public var shutdownGrace: Duration = .zero
     /// Largest request head (request line and headers) accepted, in bytes.
@@ -46,6 +48,8 @@ public struct TracegateSettings: Sendable, Equatable {
     public var maxBodyBytes: Int? = nil
     /// Client connections open at once; 0: derived from the open-file limit (`FileDescriptorLimit`).
     public var maxConnections: Int = 0
+    /// WebSocket tunnels open at once; an upgrade beyond it is answered 503.
+    public var maxWebSocketConnections: Int = 0
     /// Request bodies up to this many bytes are read whole before going upstream; 0: always stream.
     public var requestBuffering: Int = 0
     /// Header carrying the request id (a valid HTTP token).

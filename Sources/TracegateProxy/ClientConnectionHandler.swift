@@ -18,6 +18,8 @@ import Musl
 /// upstream reads are held while the client is not writable. Responses are flushed on the upstream's
 /// `channelReadComplete`, so each SSE event the upstream sends reaches the client as soon as it arrives.
 /// A pipelined request waits, unparsed, until the current exchange ends (reads stop meanwhile).
+/// When the upstream answers a WebSocket upgrade with `101`, the exchange becomes a tunnel: bytes pass
+/// both ways as they come, with the same backpressure, until both sides finish or either closes.
 final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
@@ -46,6 +48,8 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     /// Waiting, reading a head, serving an exchange or closing: decides the connection's timeouts
     /// and whether it goes on after an exchange.
     private var connection = ClientConnectionStateMachine(acceptedAt: .uptimeNanoseconds(0))
+    /// The listener is shutting down (`ChannelShouldQuiesceEvent`).
+    private var quiesced = false
     private var timer: Scheduled<Void>?
     private var timerDeadline = NIODeadline.distantFuture
 
@@ -144,10 +148,15 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is ChannelShouldQuiesceEvent {  // graceful shutdown: finish the current exchange, then close
+            quiesced = true
             if connection.stopTakingRequests(now: context.eventLoop.now) { context.close(promise: nil) }
         } else if let event = event as? ChannelEvent, event == .inputClosed {
-            // The client half-closed: finish nothing new, close once the current response is out.
-            if connection.stopTakingRequests(now: context.eventLoop.now) { context.close(promise: nil) }
+            if let exchange, exchange.machine.isTunnelling {
+                // Half-closure is allowed only once a tunnel is open: the upstream is told the same way.
+                carryOut(exchange.machine.clientFinishedSending(), for: exchange)
+            } else if connection.stopTakingRequests(now: context.eventLoop.now) {
+                context.close(promise: nil)
+            }
         } else {
             context.fireUserInboundEventTriggered(event)
         }
@@ -193,6 +202,11 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     }
 
     private func consume(_ buffer: inout ByteBuffer) throws {
+        if let exchange, exchange.machine.isTunnelling {
+            tunnelFromClient(buffer, of: exchange)
+            buffer.moveReaderIndex(forwardBy: buffer.readableBytes)
+            return
+        }
         while buffer.readableBytes > 0 {
             if connection.isClosing && exchange == nil {
                 buffer.clear()
@@ -284,6 +298,11 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             respondWithoutExchange(.malformedRequest("invalid request target"), requestHead: head)
             return
         }
+        let asksWebSocket = head.facts.connectionUpgrade && head.facts.upgradeOnlyWebSocket
+        if asksWebSocket && !shared.tunnels.admit() {
+            respondWithoutExchange(.tooManyTunnels, requestHead: head)
+            return
+        }
         let route =
             shared.routes.isEmpty
             ? .defaultUpstream
@@ -309,11 +328,12 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         let machine = ExchangeStateMachine<UpstreamConnection>(
             hasBody: hasBody, buffersBody: buffersBody,
             resendable: Exchange.isResendable(head.method, framing: upstreamRequest.framing),
-            maxBodyBytes: configuration.maxBodyBytes, now: now)
+            maxBodyBytes: configuration.maxBodyBytes, now: now, asksWebSocket: asksWebSocket)
         let exchange = Exchange(
             clientHead: head, upstreamRequest: upstreamRequest, machine: machine, now: now,
             keepClientAlive: head.isKeepAlive && !connection.isClosing, tap: tap, route: route
         )
+        exchange.holdsTunnelSlot = asksWebSocket
         self.exchange = exchange
         connection.requestHeadParsed()
         if hasBody && head.facts.expectsContinue && head.version.minor >= 1 {
@@ -361,8 +381,17 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         if facts.hasTransferEncoding && !facts.transferEncodingOnlyChunked {
             return .malformedRequest("unsupported Transfer-Encoding (only chunked is accepted)")
         }
-        // An `h2c` upgrade is ignored (RFC 9113 §3.1): the request is served over HTTP/1.1.
-        if facts.hasUpgrade && facts.connectionUpgrade && !facts.upgradeOnlyH2C { return .upgradeNotSupported }
+        // An `h2c` upgrade is ignored (RFC 9113 §3.1): the request is served over HTTP/1.1. A WebSocket
+        // handshake (RFC 6455 §4.1) is a bodiless HTTP/1.1 GET; other protocols are not supported.
+        if facts.hasUpgrade && facts.connectionUpgrade && !facts.upgradeOnlyH2C {
+            guard facts.upgradeOnlyWebSocket else { return .upgradeNotSupported }
+            guard head.method == .GET, head.version.minor >= 1 else {
+                return .malformedRequest("a WebSocket handshake is an HTTP/1.1 GET")
+            }
+            if facts.hasTransferEncoding || (facts.contentLength ?? 0) > 0 {
+                return .malformedRequest("a WebSocket handshake has no body")
+            }
+        }
         if facts.expectsOther { return .expectationFailed }
         if let limit = maxBodyBytes, let declared = facts.contentLength, declared > limit {
             return .bodyTooLarge(limit: limit)
@@ -397,7 +426,8 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     /// Sends the request head, and what of the body arrived, on `connection`.
     private func attach(_ connection: UpstreamConnection, to exchange: Exchange) {
         connection.handler.owner = self
-        connection.handler.expectResponse(requestIsHEAD: exchange.clientHead.method == .HEAD)
+        connection.handler.expectResponse(
+            requestIsHEAD: exchange.clientHead.method == .HEAD, upgrading: exchange.machine.asksWebSocket)
         exchange.sentUpstreamAt = context.eventLoop.now
         connection.write(exchange.upstreamRequest.head)
         for bytes in exchange.pendingBytes { connection.write(bytes) }
@@ -448,7 +478,9 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         )
         _ = exchange.machine.responseHeadReceived(
             .init(
-                framing: framing, chunkedToClient: response.chunked, upstreamKeepsAlive: head.isKeepAlive,
+                // An upgrade the upstream declined: its connection is not reused, whatever it said.
+                framing: framing, chunkedToClient: response.chunked,
+                upstreamKeepsAlive: head.isKeepAlive && !exchange.machine.asksWebSocket,
                 closeClientAfter: response.closeAfter),
             now: now)
         exchange.status = Int(head.status.code)
@@ -476,6 +508,28 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             context.write(wrapOutboundOut(bytes), promise: nil)
         }
         clientNeedsFlush = true
+    }
+
+    func upstreamSwitchedProtocols(_ head: ResponseHead) {
+        guard let exchange else { return }
+        exchange.firstByteAt = context.eventLoop.now
+        exchange.status = Int(head.status.code)
+        exchange.tap?.responseHead(head)
+        exchange.switchingProtocolsHead = head.bytes
+        carryOut(exchange.machine.switchedProtocols(now: context.eventLoop.now), for: exchange)
+    }
+
+    func upstreamTunnelBytes(_ bytes: ByteBuffer) {
+        guard let exchange, exchange.tunnel != nil else { return }
+        exchange.tunnel!.bytesFromUpstream += bytes.readableBytes
+        exchange.tap?.tunnelBytes(bytes, fromClient: false)
+        context.write(wrapOutboundOut(bytes), promise: nil)
+        clientNeedsFlush = true
+    }
+
+    func upstreamFinishedSending(_ connection: UpstreamConnection) {
+        guard let exchange else { return }
+        carryOut(exchange.machine.upstreamFinishedSending(connection), for: exchange)
     }
 
     func upstreamEnd(trailers: ByteBuffer?, nothingFollowed: Bool) {
@@ -521,6 +575,12 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             exchange.machine.upstream?.flush()
         case .releaseLateConnection(let connection):
             loop.pool(for: exchange.route).release(connection)
+        case .openTunnel(let upstream):
+            openTunnel(exchange, to: upstream)
+        case .closeUpstreamOutput:
+            exchange.machine.upstream?.channel.close(mode: .output, promise: nil)
+        case .closeClientOutput:
+            context.close(mode: .output, promise: nil)
         case .end(let ending):
             end(exchange, ending, trailers: trailers)
         }
@@ -546,8 +606,56 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             context.close(promise: nil)
         case .clientGone(let upstream):
             release(upstream, of: exchange)
-            finish(exchange, outcome: .clientAborted)
+            if exchange.tunnel != nil {
+                // A tunnel ends when either side closes: that is how a WebSocket connection ends.
+                exchange.tunnel!.closedAtShutdown = quiesced
+                finish(exchange, outcome: .completed)
+            } else {
+                finish(exchange, outcome: .clientAborted)
+            }
+        case .tunnelClosed(let upstream, let idle):
+            release(upstream, of: exchange)
+            exchange.tunnel?.closedIdle = idle
+            mustClose()
+            finish(exchange, outcome: .completed)
+            // The empty write completes once everything before it is written; only then close.
+            context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).assumeIsolated()
+                .whenComplete { [context] _ in context!.close(promise: nil) }
         }
+    }
+
+    // MARK: Tunnel
+
+    /// Writes the upstream's `101` to the client unchanged; from now on bytes pass both ways as they
+    /// come, and either side may half-close.
+    private func openTunnel(_ exchange: Exchange, to upstream: UpstreamConnection) {
+        exchange.tunnel = TunnelFigures()
+        shared.observer?.tunnelOpened()
+        if let head = exchange.switchingProtocolsHead {
+            context.write(wrapOutboundOut(head), promise: nil)
+            exchange.switchingProtocolsHead = nil
+        }
+        context.flush()
+        _ = context.channel.syncOptions.map { try? $0.setOption(ChannelOptions.allowRemoteHalfClosure, value: true) }
+        _ = upstream.channel.syncOptions.map { try? $0.setOption(ChannelOptions.allowRemoteHalfClosure, value: true) }
+        requestBody = nil
+        armTimer(by: context.eventLoop.now + configuration.webSocketIdleTimeout)
+        // Bytes the client sent right behind its handshake go through now.
+        if let early = inbound, early.readableBytes > 0 {
+            inbound = nil
+            tunnelFromClient(early, of: exchange)
+            upstream.flush()
+        }
+        resumeClientReadsIfPossible()
+    }
+
+    private func tunnelFromClient(_ bytes: ByteBuffer, of exchange: Exchange) {
+        guard let upstream = exchange.machine.upstream else { return }
+        exchange.tunnel?.bytesFromClient += bytes.readableBytes
+        exchange.machine.noteActivity(now: context.eventLoop.now)
+        exchange.tap?.tunnelBytes(bytes, fromClient: true)
+        upstream.write(bytes)
+        upstreamNeedsFlush = true
     }
 
     private func release(_ release: ExchangeStateMachine<UpstreamConnection>.Release, of exchange: Exchange) {
@@ -643,6 +751,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     private func finish(_ exchange: Exchange, outcome: ExchangeOutcome) {
         guard self.exchange === exchange else { return }
         self.exchange = nil
+        if exchange.holdsTunnelSlot { shared.tunnels.release() }
         shared.observer?.exchangeFinished(exchange.summary(clientAddress: clientIP, outcome: outcome, now: context.eventLoop.now), tap: exchange.tap)
         let now = context.eventLoop.now
         guard connection.exchangeEnded(now: now) else {
@@ -661,6 +770,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
 
     private var shouldHoldClientReads: Bool {
         guard let exchange else { return false }
+        if exchange.machine.isTunnelling, let upstream = exchange.machine.upstream { return !upstream.channel.isWritable }
         if exchange.machine.requestComplete {
             // A pipelined request waits in `inbound`; read no further until it can be handled.
             return (inbound?.readableBytes ?? 0) > 0
@@ -747,6 +857,8 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             carryOut(exchange.machine.fail(error), for: exchange)
         case .abortIdle:
             carryOut(exchange.machine.abort(ProxyError.idleTimeout.outcome), for: exchange)
+        case .closeIdleTunnel:
+            carryOut(exchange.machine.closeIdleTunnel(), for: exchange)
         }
     }
 
@@ -757,7 +869,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     private var timeouts: ExchangeStateMachine<UpstreamConnection>.Timeouts {
         .init(
             connect: configuration.connectTimeout, firstByte: configuration.firstByteTimeout, idle: configuration.idleTimeout,
-            clientBody: configuration.clientBodyTimeout)
+            clientBody: configuration.clientBodyTimeout, tunnelIdle: configuration.webSocketIdleTimeout)
     }
 
     /// The client took nothing of what was written to it for `sendTimeout`: give up on it.

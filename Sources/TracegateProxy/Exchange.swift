@@ -27,6 +27,12 @@ final class Exchange {
     var responseBodyBytes = 0
     /// The response body was streamed (chunked or close-delimited upstream).
     var streamed = false
+    /// The request took one of `max_websocket_connections`, given back when the exchange finishes.
+    var holdsTunnelSlot = false
+    /// The upstream's `101` head, kept from its arrival until it is written to the client.
+    var switchingProtocolsHead: ByteBuffer?
+    /// Set once the upstream switched protocols.
+    var tunnel: TunnelFigures?
 
     init(
         clientHead: RequestHead, upstreamRequest: UpstreamRequest, machine: ExchangeStateMachine<UpstreamConnection>,
@@ -75,7 +81,8 @@ final class Exchange {
             sentUpstreamAfter: sentUpstreamAt.map { $0 - startedAt },
             outcome: outcome,
             streamed: streamed,
-            route: route
+            route: route,
+            tunnel: tunnel
         )
     }
 

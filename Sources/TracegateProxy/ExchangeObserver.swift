@@ -42,6 +42,18 @@ public struct ExchangeSummary: Sendable {
     public var streamed: Bool = false
     /// The upstream the request went to.
     public var route: UpstreamRoute = .defaultUpstream
+    /// What passed through, when the upstream switched protocols (a WebSocket tunnel).
+    public var tunnel: TunnelFigures?
+}
+
+/// A WebSocket tunnel's traffic, reported when it closes.
+public struct TunnelFigures: Sendable, Equatable {
+    public var bytesFromClient = 0
+    public var bytesFromUpstream = 0
+    /// Closed by `websocket_idle_timeout`.
+    public var closedIdle = false
+    /// Closed by the proxy's shutdown once `shutdown_grace` was over.
+    public var closedAtShutdown = false
 }
 
 /// Sees every exchange's body bytes as they pass; created per exchange and used on its event loop only.
@@ -54,6 +66,8 @@ public protocol ExchangeTap: AnyObject {
     func requestBody(_ bytes: ByteBuffer)
     func responseHead(_ head: ResponseHead)
     func responseBody(_ bytes: ByteBuffer)
+    /// Bytes passing through a tunnel after the upstream switched protocols, as they were sent.
+    func tunnelBytes(_ bytes: ByteBuffer, fromClient: Bool)
 }
 
 /// Something that happened to a client connection rather than to an exchange: limits and timeouts
@@ -78,6 +92,8 @@ public protocol ExchangeObserver: Sendable {
     func exchangeStarted(_ head: RequestHead, requestID: String) -> ExchangeTap?
     /// The upstream's response head was passed on; `streamed` when its body is chunked or close-delimited.
     func responseStarted(streamed: Bool)
+    /// The upstream switched protocols: a WebSocket tunnel is open until its exchange finishes.
+    func tunnelOpened()
     /// The exchange ended (completed, rejected, failed or aborted).
     func exchangeFinished(_ summary: ExchangeSummary, tap: ExchangeTap?)
     /// A connection limit or timeout was enforced, or accepting failed. Rare; may take a lock.
@@ -86,10 +102,12 @@ public protocol ExchangeObserver: Sendable {
 
 extension ExchangeTap {
     public var upstreamHeaders: [(name: String, value: String)] { [] }
+    public func tunnelBytes(_ bytes: ByteBuffer, fromClient: Bool) {}
 }
 
 extension ExchangeObserver {
     public func exchangeStarted(_ head: RequestHead, requestID: String) -> ExchangeTap? { nil }
     public func responseStarted(streamed: Bool) {}
+    public func tunnelOpened() {}
     public func connectionEvent(_ event: ConnectionEvent) {}
 }

@@ -44,8 +44,17 @@ struct ExchangeStateMachine<Upstream: AnyObject> {
         case awaitingResponse(Upstream, Request)
         /// The response head went to the client; its body comes from `upstream`.
         case responding(Upstream, Request, Response)
+        /// The upstream switched protocols (`101` to a WebSocket upgrade): bytes flow both ways
+        /// unchanged until both sides have finished sending, or either closes.
+        case tunnelling(Upstream, Tunnel)
         /// Over: completed, answered by the proxy, cut, or left by the client.
         case finished
+    }
+
+    /// Which sides of a tunnel still send.
+    struct Tunnel: Equatable {
+        var clientSends = true
+        var upstreamSends = true
     }
 
     /// What becomes of the upstream connection when the exchange lets go of it.
@@ -67,6 +76,9 @@ struct ExchangeStateMachine<Upstream: AnyObject> {
         case abort(ExchangeOutcome, upstream: Release)
         /// The client connection closed first.
         case clientGone(upstream: Release)
+        /// A tunnel is over (both sides finished, one closed, or it idled out): close the client
+        /// connection once what was written is out.
+        case tunnelClosed(upstream: Release, idle: Bool)
     }
 
     enum Action {
@@ -83,6 +95,11 @@ struct ExchangeStateMachine<Upstream: AnyObject> {
         case flushUpstream
         /// A connection arrived for an exchange that no longer wants it: return it to the pool.
         case releaseLateConnection(Upstream)
+        /// Write the upstream's `101` to the client unchanged, then pass bytes both ways.
+        case openTunnel(Upstream)
+        /// One side finished sending: finish sending to the other (a half-close passes through).
+        case closeUpstreamOutput
+        case closeClientOutput
         case end(Ending)
     }
 
@@ -96,6 +113,8 @@ struct ExchangeStateMachine<Upstream: AnyObject> {
         case fail(ProxyError)
         /// A response stalled mid-way: cut it.
         case abortIdle
+        /// No byte went either way in a tunnel for `tunnelIdle`: close it.
+        case closeIdleTunnel
     }
 
     /// The timeouts an exchange is held to.
@@ -104,6 +123,8 @@ struct ExchangeStateMachine<Upstream: AnyObject> {
         var firstByte: TimeAmount
         var idle: TimeAmount
         var clientBody: TimeAmount
+        /// For a tunnel: no byte either way for this long closes it (`websocket_idle_timeout`).
+        var tunnelIdle: TimeAmount = .hours(1)
     }
 
     private(set) var state: State
@@ -116,13 +137,16 @@ struct ExchangeStateMachine<Upstream: AnyObject> {
     private(set) var lastBodyReadAt: NIODeadline
     /// The request may be sent again whole after a pooled connection failed: see `init`.
     private let resendable: Bool
+    /// The request asks for a WebSocket (`Upgrade: websocket`): a `101` opens a tunnel.
+    let asksWebSocket: Bool
     private let maxBodyBytes: Int?
 
     /// A new exchange. `resendable`: the request may be sent again on a fresh connection if a pooled
     /// one turns out closed — an idempotent method (RFC 9110 §9.2.2) whose framing sends nothing the
     /// proxy could not send again (a chunked body's last chunk went to the closed connection).
-    init(hasBody: Bool, buffersBody: Bool, resendable: Bool, maxBodyBytes: Int?, now: NIODeadline) {
+    init(hasBody: Bool, buffersBody: Bool, resendable: Bool, maxBodyBytes: Int?, now: NIODeadline, asksWebSocket: Bool = false) {
         self.resendable = resendable
+        self.asksWebSocket = asksWebSocket
         self.maxBodyBytes = maxBodyBytes
         lastActivity = now
         lastBodyReadAt = now
@@ -168,7 +192,7 @@ struct ExchangeStateMachine<Upstream: AnyObject> {
         case .responding(let upstream, .receiving, let response):
             state = .responding(upstream, .complete(at: now), response)
             return .flushUpstream
-        case .connecting(.complete), .awaitingResponse(_, .complete), .responding(_, .complete, _), .finished:
+        case .connecting(.complete), .awaitingResponse(_, .complete), .responding(_, .complete, _), .tunnelling, .finished:
             return .none
         }
     }
@@ -215,6 +239,9 @@ struct ExchangeStateMachine<Upstream: AnyObject> {
                 return .end(.completed(upstream: .none, requestComplete: request != .receiving, response: response))
             }
             return .end(.abort(.upstreamFailed("upstream closed the connection mid-response"), upstream: .none))
+        case .tunnelling(let current, _) where current === upstream:
+            state = .finished
+            return .end(.tunnelClosed(upstream: .none, idle: false))
         default:
             return .none  // a connection the exchange no longer uses
         }
@@ -228,6 +255,49 @@ struct ExchangeStateMachine<Upstream: AnyObject> {
         guard case .awaitingResponse(let upstream, let request) = state else { return .none }
         state = .responding(upstream, request, response)
         return .none
+    }
+
+    /// The upstream answered a WebSocket upgrade with `101 Switching Protocols`. Only a request that
+    /// asked for it, whole, can be switched; anything else is an invalid response.
+    mutating func switchedProtocols(now: NIODeadline) -> Action {
+        lastActivity = now
+        guard case .awaitingResponse(let upstream, .complete) = state, asksWebSocket else {
+            return fail(.invalidUpstreamResponse("101 Switching Protocols without an upgrade request"))
+        }
+        state = .tunnelling(upstream, Tunnel())
+        return .openTunnel(upstream)
+    }
+
+    /// The client finished sending (its half of the connection closed). In a tunnel the upstream is
+    /// told the same way; once both sides have finished, the tunnel is over.
+    mutating func clientFinishedSending() -> Action {
+        guard case .tunnelling(let upstream, var tunnel) = state, tunnel.clientSends else { return .none }
+        tunnel.clientSends = false
+        guard tunnel.upstreamSends else {
+            state = .finished
+            return .end(.tunnelClosed(upstream: .close(upstream), idle: false))
+        }
+        state = .tunnelling(upstream, tunnel)
+        return .closeUpstreamOutput
+    }
+
+    /// The upstream finished sending in a tunnel (its half of the connection closed).
+    mutating func upstreamFinishedSending(_ upstream: Upstream) -> Action {
+        guard case .tunnelling(let current, var tunnel) = state, current === upstream, tunnel.upstreamSends else { return .none }
+        tunnel.upstreamSends = false
+        guard tunnel.clientSends else {
+            state = .finished
+            return .end(.tunnelClosed(upstream: .close(upstream), idle: false))
+        }
+        state = .tunnelling(upstream, tunnel)
+        return .closeClientOutput
+    }
+
+    /// Closes a tunnel that idled out.
+    mutating func closeIdleTunnel() -> Action {
+        guard case .tunnelling(let upstream, _) = state else { return .none }
+        state = .finished
+        return .end(.tunnelClosed(upstream: .close(upstream), idle: true))
     }
 
     /// The response ended. `nothingFollowed`: no bytes arrived after it on the connection.
@@ -256,7 +326,7 @@ struct ExchangeStateMachine<Upstream: AnyObject> {
         case .awaitingResponse(let upstream, let request):
             state = .finished
             return .end(.answer(error, upstream: .close(upstream), requestComplete: request != .receiving))
-        case .responding(let upstream, _, _):
+        case .responding(let upstream, _, _), .tunnelling(let upstream, _):
             state = .finished
             return .end(.abort(error.outcome, upstream: .close(upstream)))
         case .finished:
@@ -304,6 +374,9 @@ struct ExchangeStateMachine<Upstream: AnyObject> {
         case .responding:
             let deadline = lastActivity + timeouts.idle
             return now >= deadline ? .abortIdle : .wait(until: deadline)
+        case .tunnelling:
+            let deadline = lastActivity + timeouts.tunnelIdle
+            return now >= deadline ? .closeIdleTunnel : .wait(until: deadline)
         }
         switch request {
         case .complete(let endedAt):
@@ -335,7 +408,7 @@ struct ExchangeStateMachine<Upstream: AnyObject> {
     /// The connection the exchange uses now, if any.
     var upstream: Upstream? {
         switch state {
-        case .awaitingResponse(let upstream, _), .responding(let upstream, _, _): return upstream
+        case .awaitingResponse(let upstream, _), .responding(let upstream, _, _), .tunnelling(let upstream, _): return upstream
         case .bufferingRequest, .connecting, .finished: return nil
         }
     }
@@ -345,12 +418,18 @@ struct ExchangeStateMachine<Upstream: AnyObject> {
         switch state {
         case .bufferingRequest: return .receiving
         case .connecting(let request), .awaitingResponse(_, let request), .responding(_, let request, _): return request
+        case .tunnelling: return .complete(at: lastActivity)
         case .finished: return nil
         }
     }
 
     var requestComplete: Bool {
         if case .complete = request { return true }
+        return false
+    }
+
+    var isTunnelling: Bool {
+        if case .tunnelling = state { return true }
         return false
     }
 

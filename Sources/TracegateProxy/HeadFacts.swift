@@ -19,6 +19,8 @@ struct HeadFacts {
     var hasUpgrade = false
     /// Every protocol named in `Upgrade` is `h2c`, which a proxy may ignore (RFC 9113 §3.1).
     var upgradeOnlyH2C = true
+    /// `websocket` is the one protocol named in `Upgrade` (RFC 6455 §4.1).
+    var upgradeOnlyWebSocket = false
     /// `Expect: 100-continue`, and whether any other expectation was named.
     var expectsContinue = false
     var expectsOther = false

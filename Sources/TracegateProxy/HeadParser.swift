@@ -223,10 +223,16 @@ struct HeadParser {
                 }
             }
         case .upgrade:
+            var protocols = facts.hasUpgrade ? 2 : 0  // a second Upgrade field: more than one protocol
+            var webSocket = false
             facts.hasUpgrade = true
             forEachListItem(raw, start, end) { itemStart, itemEnd in
-                if !equalsLowercased(raw, itemStart, itemEnd, "h2c") && itemEnd > itemStart { facts.upgradeOnlyH2C = false }
+                guard itemEnd > itemStart else { return }
+                protocols += 1
+                if equalsLowercased(raw, itemStart, itemEnd, "websocket") { webSocket = true }
+                if !equalsLowercased(raw, itemStart, itemEnd, "h2c") { facts.upgradeOnlyH2C = false }
             }
+            facts.upgradeOnlyWebSocket = webSocket && protocols == 1
         case .expect:
             forEachListItem(raw, start, end) { itemStart, itemEnd in
                 if equalsLowercased(raw, itemStart, itemEnd, "100-continue") {

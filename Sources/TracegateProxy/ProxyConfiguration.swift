@@ -83,6 +83,10 @@ public struct ProxyConfiguration: Sendable {
     public var sendTimeout: TimeAmount = .seconds(60)
     /// Client connections open at once; connections beyond it are answered 503 and closed.
     public var maxConnections: Int = 10_000
+    /// WebSocket tunnels open at once; an upgrade beyond it is answered 503.
+    public var maxWebSocketConnections: Int = 1_000
+    /// A tunnel with no byte either way for this long is closed.
+    public var webSocketIdleTimeout: TimeAmount = .hours(1)
     /// Request bodies declared (`Content-Length`) of at most this many bytes are read whole before an
     /// upstream connection is taken, so a slow upload holds no upstream connection; larger and chunked
     /// ones stream. 0: always stream.

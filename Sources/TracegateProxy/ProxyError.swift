@@ -13,7 +13,10 @@ enum ProxyError: Equatable {
     case expectationFailed
     case versionNotSupported
     case tooManyConnections
+    /// `max_websocket_connections` tunnels are open.
+    case tooManyTunnels
     case upstreamUnreachable(String)
+    case invalidUpstreamResponse(String)
     case upstreamClosedEarly
     case connectTimeout
     case firstByteTimeout
@@ -28,8 +31,8 @@ enum ProxyError: Equatable {
         case .clientTimeout, .clientHeaderTimeout: return .requestTimeout
         case .expectationFailed: return .expectationFailed
         case .versionNotSupported: return .httpVersionNotSupported
-        case .tooManyConnections: return .serviceUnavailable
-        case .upstreamUnreachable, .upstreamClosedEarly: return .badGateway
+        case .tooManyConnections, .tooManyTunnels: return .serviceUnavailable
+        case .upstreamUnreachable, .upstreamClosedEarly, .invalidUpstreamResponse: return .badGateway
         case .connectTimeout, .firstByteTimeout, .idleTimeout: return .gatewayTimeout
         }
     }
@@ -39,13 +42,15 @@ enum ProxyError: Equatable {
         case .malformedRequest(let why): return "malformed request: \(why)"
         case .headersTooLarge: return "request headers too large"
         case .bodyTooLarge(let limit): return "request body larger than the limit of \(limit) bytes"
-        case .upgradeNotSupported: return "protocol upgrades (WebSocket) are not supported by this proxy"
+        case .upgradeNotSupported: return "the only protocol upgrade this proxy supports is to websocket"
         case .connectNotSupported: return "CONNECT tunnelling is not supported by this proxy"
         case .clientTimeout: return "the client sent no request body data within the client body timeout"
         case .clientHeaderTimeout: return "the client did not send a complete request head within the client header timeout"
         case .expectationFailed: return "the only expectation supported is 100-continue"
         case .versionNotSupported: return "only HTTP/1.x is served on this port"
         case .tooManyConnections: return "too many open connections; try again later"
+        case .tooManyTunnels: return "too many open WebSocket connections; try again later"
+        case .invalidUpstreamResponse(let why): return "invalid response from upstream: \(why)"
         case .upstreamUnreachable(let why): return "upstream unreachable: \(why)"
         case .upstreamClosedEarly: return "upstream closed the connection before responding"
         case .connectTimeout: return "upstream connect timed out"
@@ -58,9 +63,9 @@ enum ProxyError: Equatable {
     var outcome: ExchangeOutcome {
         switch self {
         case .malformedRequest, .headersTooLarge, .bodyTooLarge, .upgradeNotSupported, .connectNotSupported,
-            .clientTimeout, .clientHeaderTimeout, .expectationFailed, .versionNotSupported, .tooManyConnections:
+            .clientTimeout, .clientHeaderTimeout, .expectationFailed, .versionNotSupported, .tooManyConnections, .tooManyTunnels:
             return .rejected(message)
-        case .upstreamUnreachable, .upstreamClosedEarly: return .upstreamFailed(message)
+        case .upstreamUnreachable, .upstreamClosedEarly, .invalidUpstreamResponse: return .upstreamFailed(message)
         case .connectTimeout, .firstByteTimeout, .idleTimeout: return .upstreamTimeout(message)
         }
     }

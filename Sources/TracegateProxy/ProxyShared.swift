@@ -17,6 +17,7 @@ final class ProxyShared: Sendable {
     let routes: RouteTable
     let responseRewriter: ResponseHeadRewriter
     let observer: ExchangeObserver?
+    let tunnels: TunnelAdmission
 
     init(configuration: ProxyConfiguration, observer: ExchangeObserver?, scheme: String = "http") {
         self.configuration = configuration
@@ -26,6 +27,7 @@ final class ProxyShared: Sendable {
         self.routes = RouteTable(configuration.routes.map(\.rule))
         self.responseRewriter = ResponseHeadRewriter(requestIDHeader: configuration.requestIDHeader)
         self.observer = observer
+        self.tunnels = TunnelAdmission(limit: configuration.maxWebSocketConnections)
     }
 
     func requestRewriter(for route: UpstreamRoute) -> RequestHeadRewriter { requestRewriters[route.index] }

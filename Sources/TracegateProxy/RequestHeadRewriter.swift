@@ -55,6 +55,9 @@ struct RequestHeadRewriter {
         let addsVia = forwardedHeaders.addsVia
         let framing: BodyFraming =
             facts.hasTransferEncoding ? .chunked : (facts.contentLength.map { $0 > 0 ? .contentLength : .none } ?? .none)
+        // A WebSocket handshake keeps its `Upgrade` and `Connection: upgrade`: the upstream must see them
+        // to switch protocols (RFC 9110 §7.8). Every other hop-by-hop field is dropped as usual.
+        let upgrading = facts.connectionUpgrade && facts.upgradeOnlyWebSocket
 
         // Room for every added field, so the head is written into one allocation (no regrowth).
         var out = allocator.buffer(
@@ -80,6 +83,8 @@ struct RequestHeadRewriter {
             }
             for field in fields {
                 switch field.kind {
+                case .upgrade where upgrading:
+                    break
                 case .transferEncoding, .contentLength, .connection, .upgrade, .hopByHop, .expect:
                     continue  // framing is written below; `Expect` is answered by the proxy
                 case .host:
@@ -108,6 +113,7 @@ struct RequestHeadRewriter {
                 out.writeString(upstreamHostHeader)
                 out.writeStaticString("\r\n")
             }
+            if upgrading { out.writeStaticString("Connection: upgrade\r\n") }
             // The one framing field, written from the parsed facts (duplicates and lists collapse to one value).
             if framing == .chunked {
                 out.writeStaticString("Transfer-Encoding: chunked\r\n")

@@ -16,6 +16,12 @@ protocol UpstreamOwner: AnyObject {
     func upstreamReadComplete()
     func upstreamClosed(_ connection: UpstreamConnection, error: Error?)
     func upstreamWritabilityChanged()
+    /// `101 Switching Protocols` to an upgrade request: from now on the connection's bytes are the
+    /// tunnel's (`upstreamTunnelBytes`), not HTTP.
+    func upstreamSwitchedProtocols(_ head: ResponseHead)
+    func upstreamTunnelBytes(_ bytes: ByteBuffer)
+    /// The upstream finished sending in a tunnel (half-closed its side).
+    func upstreamFinishedSending(_ connection: UpstreamConnection)
     /// False while the client cannot take more bytes: upstream reads are then held (backpressure).
     var mayReadUpstream: Bool { get }
 }
@@ -46,6 +52,10 @@ final class UpstreamHandler: ChannelDuplexHandler {
     private var body: BodyReader?
     private var awaitingHead = false
     private var requestIsHEAD = false
+    /// The request asked to upgrade to WebSocket: a `101` is its answer.
+    private var requestUpgrades = false
+    /// After a `101`: every byte goes to the owner as it came.
+    private var tunnelling = false
     /// Called once when the channel closes (removes it from the pool's idle list).
     var onClose: ((UpstreamHandler) -> Void)?
 
@@ -56,14 +66,19 @@ final class UpstreamHandler: ChannelDuplexHandler {
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
 
     /// A request was sent: the next bytes are its response.
-    func expectResponse(requestIsHEAD: Bool) {
+    func expectResponse(requestIsHEAD: Bool, upgrading: Bool = false) {
         self.requestIsHEAD = requestIsHEAD
+        self.requestUpgrades = upgrading
         awaitingHead = true
         body = nil
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var bytes = unwrapInboundIn(data)
+        if tunnelling {
+            owner?.upstreamTunnelBytes(bytes)
+            return
+        }
         guard owner != nil, awaitingHead || body != nil else {
             // An idle pooled connection must not receive anything: it is unusable now.
             context.close(promise: nil)
@@ -84,7 +99,9 @@ final class UpstreamHandler: ChannelDuplexHandler {
             return
         }
         if buffer.readableBytes > 0 {
-            if awaitingHead || body != nil {
+            if tunnelling {
+                owner?.upstreamTunnelBytes(buffer)  // the first tunnel bytes came with the 101
+            } else if awaitingHead || body != nil {
                 inbound = buffer
             } else {
                 context.close(promise: nil)  // bytes after a complete response: the connection is unusable
@@ -121,8 +138,15 @@ final class UpstreamHandler: ChannelDuplexHandler {
                 }
                 let code = head.status.code
                 if code == 101 {
-                    // The proxy never forwards an upgrade, so a switch of protocols is an answer to nothing.
-                    throw UpstreamProtocolError(reason: "101 Switching Protocols without an upgrade request")
+                    // Only a WebSocket upgrade is forwarded: a switch of protocols to anything else is an
+                    // answer to nothing.
+                    guard requestUpgrades else {
+                        throw UpstreamProtocolError(reason: "101 Switching Protocols without an upgrade request")
+                    }
+                    awaitingHead = false
+                    tunnelling = true
+                    owner.upstreamSwitchedProtocols(head)
+                    return
                 }
                 if code < 200 {
                     owner.upstreamInformational(head)
@@ -157,6 +181,15 @@ final class UpstreamHandler: ChannelDuplexHandler {
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         lastError = error
         context.close(promise: nil)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        // Half-closure is allowed only on a tunnel's connection (set when it opens).
+        if let event = event as? ChannelEvent, event == .inputClosed, tunnelling, let connection {
+            owner?.upstreamFinishedSending(connection)
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {

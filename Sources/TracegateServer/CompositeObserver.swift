@@ -23,6 +23,10 @@ public struct CompositeObserver: ExchangeObserver {
         for observer in observers { observer.responseStarted(streamed: streamed) }
     }
 
+    public func tunnelOpened() {
+        for observer in observers { observer.tunnelOpened() }
+    }
+
     public func exchangeFinished(_ summary: ExchangeSummary, tap: ExchangeTap?) {
         for observer in observers { observer.exchangeFinished(summary, tap: tap) }
     }

@@ -19,8 +19,16 @@ final class MetricsObserver: ExchangeObserver {
         if streamed { metrics.streamsOpen.increment() }
     }
 
+    func tunnelOpened() { metrics.tunnelsOpen.increment() }
+
     func exchangeFinished(_ summary: ExchangeSummary, tap: ExchangeTap?) {
         if summary.forwarded { metrics.inFlight.decrement() }
+        if let tunnel = summary.tunnel {
+            metrics.tunnelsOpen.decrement()
+            if tunnel.bytesFromClient > 0 { metrics.tunnelBytes[0].increment(by: Int64(tunnel.bytesFromClient)) }
+            if tunnel.bytesFromUpstream > 0 { metrics.tunnelBytes[1].increment(by: Int64(tunnel.bytesFromUpstream)) }
+            metrics.tunnelsClosed[tunnel.closedAtShutdown ? 2 : tunnel.closedIdle ? 1 : 0].increment()
+        }
         if summary.streamed { metrics.streamsOpen.decrement() }
         let method = TracegateMetrics.methodIndex(summary.method.rawValue)
         metrics.requests[method][TracegateMetrics.statusClassIndex(summary.status)].increment()

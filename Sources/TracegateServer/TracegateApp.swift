@@ -136,6 +136,8 @@ extension TracegateSettings {
         configuration.clientBodyTimeout = TimeAmount(clientBodyTimeout)
         configuration.sendTimeout = TimeAmount(sendTimeout)
         configuration.maxConnections = maxConnections
+        configuration.maxWebSocketConnections = maxWebSocketConnections
+        configuration.webSocketIdleTimeout = TimeAmount(webSocketIdleTimeout)
         configuration.requestBufferingBytes = requestBuffering
         return configuration
     }

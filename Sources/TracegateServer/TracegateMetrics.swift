@@ -33,6 +33,13 @@ public final class TracegateMetrics: Sendable {
     /// Indexed by `clientTimeoutKinds`.
     let clientTimeouts: [Counter]
     static let clientTimeoutKinds = ["header", "body", "send"]
+    let tunnelsOpen: Gauge
+    /// Indexed by `tunnelDirections`.
+    let tunnelBytes: [Counter]
+    static let tunnelDirections = ["client_to_upstream", "upstream_to_client"]
+    /// Indexed by `tunnelEnds`.
+    let tunnelsClosed: [Counter]
+    static let tunnelEnds = ["closed", "idle", "shutdown"]
 
     private let delivery = NIOLockedValueBox(DeliveryCounters())
     private let deliverySource = NIOLockedValueBox<(@Sendable () -> DeliverySnapshot)?>(nil)
@@ -69,6 +76,17 @@ public final class TracegateMetrics: Sendable {
             registry.makeCounter(
                 name: "tracegate_client_timeouts_total", labels: [("kind", kind)],
                 help: "Client connections cut by client_header_timeout, client_body_timeout or send_timeout.")
+        }
+        tunnelsOpen = registry.makeGauge(name: "tracegate_websocket_tunnels_open", help: "WebSocket tunnels open now.")
+        tunnelBytes = Self.tunnelDirections.map { direction in
+            registry.makeCounter(
+                name: "tracegate_websocket_bytes_total", labels: [("direction", direction)],
+                help: "Bytes passed through WebSocket tunnels, counted when each tunnel closes.")
+        }
+        tunnelsClosed = Self.tunnelEnds.map { end in
+            registry.makeCounter(
+                name: "tracegate_websocket_tunnels_closed_total", labels: [("end", end)],
+                help: "WebSocket tunnels closed: by either side (closed), by websocket_idle_timeout (idle), or at shutdown once shutdown_grace was over (shutdown).")
         }
         delivery.withLockedValue { $0 = DeliveryCounters(registry: registry) }
     }

@@ -31,6 +31,17 @@ final class EmbeddedUpstreams: UpstreamConnecting, @unchecked Sendable {
     }
 }
 
+/// Counts the reads a channel asks for (to see reads held for backpressure).
+final class ReadCounter: ChannelOutboundHandler, @unchecked Sendable {
+    typealias OutboundIn = ByteBuffer
+    let onRead: () -> Void
+    init(onRead: @escaping () -> Void) { self.onRead = onRead }
+    func read(context: ChannelHandlerContext) {
+        onRead()
+        context.read()
+    }
+}
+
 /// Records finished exchanges.
 final class RecordingObserver: ExchangeObserver, @unchecked Sendable {
     var summaries: [ExchangeSummary] = []
@@ -572,6 +583,152 @@ final class DataPlaneTests: XCTestCase {
         try makeClient()
         client.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
         XCTAssertFalse(client.isActive)
+    }
+
+    // MARK: WebSocket tunnels
+
+    private static let handshake =
+        "GET /ws/chat HTTP/1.1\r\nHost: proxy\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n"
+        + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nX-Session-ID: s1\r\n\r\n"
+    private static let switching =
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        + "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+
+    /// Raw bytes the proxy wrote to upstream `index` since the last call.
+    private func upstreamBytes(_ index: Int = 0) throws -> String {
+        var text = ""
+        while let bytes = try upstreams.channels[index].readOutbound(as: ByteBuffer.self) { text += String(buffer: bytes) }
+        return text
+    }
+
+    /// Sends the handshake, answers 101 with `firstFrame` right behind it, and returns what the upstream got.
+    private func openTunnel(firstFrame: String = "") throws -> String {
+        try client.writeInbound(ByteBuffer(string: Self.handshake))
+        let upstream = upstreams.channels.count - 1
+        let forwarded = try upstreamBytes(upstream)
+        try upstreams.channels[upstream].writeInbound(ByteBuffer(string: Self.switching + firstFrame))
+        return forwarded
+    }
+
+    func testAWebSocketHandshakeKeepsItsUpgradeFieldsUpstreamAndThe101OpensATunnel() throws {
+        try makeClient()
+        let forwarded = try openTunnel(firstFrame: "\u{81}\u{02}hi")
+        let lines = forwarded.components(separatedBy: "\r\n")
+        XCTAssertEqual(lines.first, "GET /ws/chat HTTP/1.1")
+        XCTAssertTrue(lines.contains("Upgrade: websocket"), forwarded)
+        XCTAssertTrue(lines.contains("Connection: upgrade"), forwarded)
+        XCTAssertTrue(lines.contains("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="), forwarded)
+        XCTAssertTrue(lines.contains("Sec-WebSocket-Version: 13"), forwarded)
+        XCTAssertTrue(lines.contains { $0.hasPrefix("X-Request-ID: ") }, forwarded)
+        XCTAssertFalse(lines.contains { $0.lowercased().hasPrefix("connection: keep-alive") }, forwarded)
+
+        XCTAssertEqual(try clientBytes(), Self.switching + "\u{81}\u{02}hi", "the 101 goes back unchanged, the first frame behind it")
+        let masked = "\u{81}\u{85}abcd" + "xyzzy"
+        try client.writeInbound(ByteBuffer(string: masked))
+        XCTAssertEqual(try upstreamBytes(), masked, "client bytes go upstream as they came")
+        try upstreams.channels[0].writeInbound(ByteBuffer(string: "\u{81}\u{03}one"))
+        try upstreams.channels[0].writeInbound(ByteBuffer(string: "\u{81}\u{03}two"))
+        XCTAssertEqual(try clientBytes(), "\u{81}\u{03}one\u{81}\u{03}two")
+        XCTAssertTrue(observer.summaries.isEmpty, "the exchange lasts as long as the tunnel")
+
+        try upstreams.channels[0].close().wait()
+        XCTAssertFalse(client.isActive, "the upstream closing ends the tunnel")
+        let summary = try XCTUnwrap(observer.summaries.first)
+        XCTAssertEqual(summary.status, 101)
+        XCTAssertEqual(summary.outcome, .completed)
+        XCTAssertEqual(summary.tunnel?.bytesFromClient, masked.utf8.count)
+        XCTAssertEqual(summary.tunnel?.bytesFromUpstream, ("\u{81}\u{02}hi" + "\u{81}\u{03}one\u{81}\u{03}two").utf8.count)
+        XCTAssertEqual(summary.tunnel?.closedIdle, false)
+    }
+
+    func testTheClientClosingATunnelClosesTheUpstreamAndIsNoAbort() throws {
+        try makeClient()
+        _ = try openTunnel()
+        _ = try clientBytes()
+        try client.close().wait()
+        XCTAssertFalse(upstreams.channels[0].isActive)
+        XCTAssertEqual(observer.summaries.first?.outcome, .completed)
+        XCTAssertNotNil(observer.summaries.first?.tunnel)
+    }
+
+    func testADeclinedUpgradeIsAnOrdinaryResponseAndItsUpstreamConnectionIsNotReused() throws {
+        try makeClient()
+        try clientDecoder.expectResponse(to: .GET)
+        try client.writeInbound(ByteBuffer(string: Self.handshake))
+        _ = try upstreamBytes()
+        try respond(status: .forbidden, body: ["no"])
+        let parts = try clientParts()
+        XCTAssertEqual(status(of: parts), 403)
+        XCTAssertEqual(bodyText(of: parts), "no")
+        XCTAssertTrue(client.isActive, "the client connection goes on")
+        XCTAssertFalse(upstreams.channels[0].isActive, "a connection asked to upgrade is not pooled")
+        XCTAssertNil(observer.summaries.first?.tunnel)
+        try send()
+        XCTAssertEqual(upstreams.channels.count, 2)
+    }
+
+    func testTunnelReadsAreHeldEachWayWhileTheOtherSideCannotTakeMore() throws {
+        try makeClient()
+        _ = try openTunnel()
+        let handler = try upstreams.channels[0].pipeline.syncOperations.handler(type: UpstreamHandler.self)
+        client.isWritable = false
+        client.pipeline.fireChannelWritabilityChanged()
+        XCTAssertFalse((handler.owner?.mayReadUpstream) ?? true, "upstream reads wait for the client")
+        client.isWritable = true
+        client.pipeline.fireChannelWritabilityChanged()
+        XCTAssertTrue((handler.owner?.mayReadUpstream) ?? false)
+
+        // Client reads wait while the upstream cannot take more.
+        var reads = 0
+        let counter = ReadCounter { reads += 1 }
+        try client.pipeline.syncOperations.addHandler(counter, position: .first)
+        upstreams.channels[0].isWritable = false
+        client.read()
+        XCTAssertEqual(reads, 0, "held")
+        upstreams.channels[0].isWritable = true
+        upstreams.channels[0].pipeline.fireChannelWritabilityChanged()
+        XCTAssertEqual(reads, 1, "resumed once the upstream can take more")
+    }
+
+    func testAnIdleTunnelIsClosedAtTheWebSocketIdleTimeoutAndTrafficKeepsItOpen() throws {
+        try makeClient { $0.webSocketIdleTimeout = .seconds(50) }
+        _ = try openTunnel()
+        loop.advanceTime(by: .seconds(40))
+        try client.writeInbound(ByteBuffer(string: "\u{89}\u{80}abcd"))  // a ping
+        loop.advanceTime(by: .seconds(40))
+        XCTAssertTrue(client.isActive, "40 s after the last byte")
+        try upstreams.channels[0].writeInbound(ByteBuffer(string: "\u{8A}\u{00}"))  // its pong
+        loop.advanceTime(by: .seconds(49))
+        XCTAssertTrue(client.isActive)
+        loop.advanceTime(by: .seconds(2))
+        XCTAssertFalse(client.isActive)
+        XCTAssertFalse(upstreams.channels[0].isActive)
+        XCTAssertEqual(observer.summaries.first?.tunnel?.closedIdle, true)
+        XCTAssertEqual(observer.summaries.first?.outcome, .completed)
+    }
+
+    func testUpgradesBeyondMaxWebSocketConnectionsGet503AndADeclinedOneGivesItsSlotBack() throws {
+        try makeClient { $0.maxWebSocketConnections = 1 }
+        try clientDecoder.expectResponse(to: .GET)
+        try client.writeInbound(ByteBuffer(string: Self.handshake))
+        try respond(status: .forbidden, body: ["no"])
+        XCTAssertEqual(status(of: try clientParts()), 403)
+        _ = try openTunnel()  // the declined upgrade gave its slot back: this one gets it
+        XCTAssertTrue(try clientBytes().hasPrefix("HTTP/1.1 101"))
+
+        try makeClient { $0.maxWebSocketConnections = 0 }
+        try clientDecoder.expectResponse(to: .GET)
+        try client.writeInbound(ByteBuffer(string: Self.handshake))
+        XCTAssertEqual(status(of: try clientParts()), 503)
+        XCTAssertTrue(upstreams.channels.isEmpty, "nothing went upstream")
+    }
+
+    func testOtherUpgradesGet501() throws {
+        try makeClient()
+        try clientDecoder.expectResponse(to: .GET)
+        try client.writeInbound(ByteBuffer(string: "GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: foo/2\r\n\r\n"))
+        XCTAssertEqual(status(of: try clientParts()), 501)
+        XCTAssertTrue(upstreams.channels.isEmpty)
     }
 }
 

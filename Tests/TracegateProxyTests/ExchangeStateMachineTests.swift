@@ -18,12 +18,23 @@ final class ExchangeStateMachineTests: XCTestCase {
     private let a = Connection("A")
     private let b = Connection("B")
     private let streamed = Machine.Response(framing: .chunked, chunkedToClient: true, upstreamKeepsAlive: true, closeClientAfter: false)
-    private let timeouts = Machine.Timeouts(connect: .seconds(5), firstByte: .seconds(60), idle: .seconds(30), clientBody: .seconds(20))
+    private let timeouts = Machine.Timeouts(
+        connect: .seconds(5), firstByte: .seconds(60), idle: .seconds(30), clientBody: .seconds(20), tunnelIdle: .seconds(90))
 
     // MARK: Reaching each state through legal events
 
-    private func machine(hasBody: Bool = false, buffers: Bool = false, resendable: Bool = true, limit: Int? = nil) -> Machine {
-        Machine(hasBody: hasBody, buffersBody: buffers, resendable: resendable, maxBodyBytes: limit, now: t0)
+    private func machine(
+        hasBody: Bool = false, buffers: Bool = false, resendable: Bool = true, limit: Int? = nil, webSocket: Bool = false
+    ) -> Machine {
+        Machine(hasBody: hasBody, buffersBody: buffers, resendable: resendable, maxBodyBytes: limit, now: t0, asksWebSocket: webSocket)
+    }
+
+    /// A WebSocket upgrade the upstream accepted on connection A.
+    private var tunnel: Machine {
+        var machine = machine(webSocket: true)
+        _ = machine.upstreamConnected(a)
+        _ = machine.switchedProtocols(now: t0)
+        return machine
     }
 
     /// Every state an exchange can be in, by name, each reached from a new exchange by legal events.
@@ -46,6 +57,7 @@ final class ExchangeStateMachineTests: XCTestCase {
             ("awaitingResponse(A, complete)", awaitingComplete),
             ("responding(A, receiving)", respondingReceiving),
             ("responding(A, complete)", respondingComplete),
+            ("tunnelling(A)", tunnel),
             ("finished", finished),
         ]
     }
@@ -89,6 +101,7 @@ final class ExchangeStateMachineTests: XCTestCase {
             "awaitingResponse(A, complete)": "none → awaitingResponse(A, complete)",
             "responding(A, receiving)": "forwardBody → responding(A, receiving)",
             "responding(A, complete)": "none → responding(A, complete)",
+            "tunnelling(A)": "none → tunnelling(A)",
             "finished": "none → finished",
         ])
     }
@@ -125,6 +138,7 @@ final class ExchangeStateMachineTests: XCTestCase {
             "awaitingResponse(A, complete)": "none → awaitingResponse(A, complete)",
             "responding(A, receiving)": "flushUpstream → responding(A, complete)",
             "responding(A, complete)": "none → responding(A, complete)",
+            "tunnelling(A)": "none → tunnelling(A)",
             "finished": "none → finished",
         ])
         var request = machine(hasBody: true)
@@ -143,6 +157,7 @@ final class ExchangeStateMachineTests: XCTestCase {
             "awaitingResponse(A, complete)": "releaseLateConnection(B) → awaitingResponse(A, complete)",
             "responding(A, receiving)": "releaseLateConnection(B) → responding(A, receiving)",
             "responding(A, complete)": "releaseLateConnection(B) → responding(A, complete)",
+            "tunnelling(A)": "releaseLateConnection(B) → tunnelling(A)",
             "finished": "releaseLateConnection(B) → finished",
         ])
     }
@@ -156,6 +171,7 @@ final class ExchangeStateMachineTests: XCTestCase {
             "awaitingResponse(A, complete)": "none → awaitingResponse(A, complete)",
             "responding(A, receiving)": "none → responding(A, receiving)",
             "responding(A, complete)": "none → responding(A, complete)",
+            "tunnelling(A)": "none → tunnelling(A)",
             "finished": "none → finished",
         ])
     }
@@ -171,6 +187,7 @@ final class ExchangeStateMachineTests: XCTestCase {
                 "end(abort(upstreamFailed(\"upstream closed the connection mid-response\"), upstream: none)) → finished",
             "responding(A, complete)":
                 "end(abort(upstreamFailed(\"upstream closed the connection mid-response\"), upstream: none)) → finished",
+            "tunnelling(A)": "end(tunnelClosed(upstream: none, idle: false)) → finished",
             "finished": "none → finished",
         ])
         check({ $0.upstreamClosed(self.a, hadServed: false, error: "connection reset by peer") }, [
@@ -185,6 +202,7 @@ final class ExchangeStateMachineTests: XCTestCase {
                 "end(abort(upstreamFailed(\"upstream closed the connection mid-response\"), upstream: none)) → finished",
             "responding(A, complete)":
                 "end(abort(upstreamFailed(\"upstream closed the connection mid-response\"), upstream: none)) → finished",
+            "tunnelling(A)": "end(tunnelClosed(upstream: none, idle: false)) → finished",
             "finished": "none → finished",
         ])
     }
@@ -198,6 +216,7 @@ final class ExchangeStateMachineTests: XCTestCase {
             "awaitingResponse(A, complete)": "none → awaitingResponse(A, complete)",
             "responding(A, receiving)": "none → responding(A, receiving)",
             "responding(A, complete)": "none → responding(A, complete)",
+            "tunnelling(A)": "none → tunnelling(A)",
             "finished": "none → finished",
         ])
     }
@@ -244,6 +263,7 @@ final class ExchangeStateMachineTests: XCTestCase {
             "awaitingResponse(A, complete)": "none → responding(A, complete)",
             "responding(A, receiving)": "none → responding(A, receiving)",
             "responding(A, complete)": "none → responding(A, complete)",
+            "tunnelling(A)": "none → tunnelling(A)",
             "finished": "none → finished",
         ])
     }
@@ -257,6 +277,7 @@ final class ExchangeStateMachineTests: XCTestCase {
             "awaitingResponse(A, complete)": "none → awaitingResponse(A, complete)",
             "responding(A, receiving)": "end(completed(upstream: close(A), requestComplete: false)) → finished",
             "responding(A, complete)": "end(completed(upstream: keep(A), requestComplete: true)) → finished",
+            "tunnelling(A)": "none → tunnelling(A)",
             "finished": "none → finished",
         ])
         let cases: [(Machine.Response, Bool, String)] = [
@@ -296,6 +317,7 @@ final class ExchangeStateMachineTests: XCTestCase {
             "awaitingResponse(A, complete)": "end(answer(firstByteTimeout, upstream: close(A), requestComplete: true)) → finished",
             "responding(A, receiving)": "end(abort(upstreamTimeout(\"upstream sent no response within the first-byte timeout\"), upstream: close(A))) → finished",
             "responding(A, complete)": "end(abort(upstreamTimeout(\"upstream sent no response within the first-byte timeout\"), upstream: close(A))) → finished",
+            "tunnelling(A)": "end(abort(upstreamTimeout(\"upstream sent no response within the first-byte timeout\"), upstream: close(A))) → finished",
             "finished": "none → finished",
         ])
     }
@@ -309,6 +331,7 @@ final class ExchangeStateMachineTests: XCTestCase {
             "awaitingResponse(A, complete)": "end(abort(clientAborted, upstream: close(A))) → finished",
             "responding(A, receiving)": "end(abort(clientAborted, upstream: close(A))) → finished",
             "responding(A, complete)": "end(abort(clientAborted, upstream: close(A))) → finished",
+            "tunnelling(A)": "end(abort(clientAborted, upstream: close(A))) → finished",
             "finished": "none → finished",
         ])
     }
@@ -322,8 +345,94 @@ final class ExchangeStateMachineTests: XCTestCase {
             "awaitingResponse(A, complete)": "end(clientGone(upstream: close(A))) → finished",
             "responding(A, receiving)": "end(clientGone(upstream: close(A))) → finished",
             "responding(A, complete)": "end(clientGone(upstream: close(A))) → finished",
+            "tunnelling(A)": "end(clientGone(upstream: close(A))) → finished",
             "finished": "none → finished",
         ])
+    }
+
+    // MARK: Tunnels
+
+    func testOnlyAWholeWebSocketUpgradeAwaitingItsAnswerCanSwitchProtocols() {
+        let invalid = "invalidUpstreamResponse(\"101 Switching Protocols without an upgrade request\")"
+        check({ $0.switchedProtocols(now: self.t0) }, [
+            "bufferingRequest": "end(answer(\(invalid), upstream: none, requestComplete: false)) → finished",
+            "connecting(receiving)": "end(answer(\(invalid), upstream: none, requestComplete: false)) → finished",
+            "connecting(complete)": "end(answer(\(invalid), upstream: none, requestComplete: true)) → finished",
+            "awaitingResponse(A, receiving)": "end(answer(\(invalid), upstream: close(A), requestComplete: false)) → finished",
+            "awaitingResponse(A, complete)": "end(answer(\(invalid), upstream: close(A), requestComplete: true)) → finished",
+            "responding(A, receiving)": "end(abort(upstreamFailed(\"invalid response from upstream: 101 Switching Protocols without an upgrade request\"), upstream: close(A))) → finished",
+            "responding(A, complete)": "end(abort(upstreamFailed(\"invalid response from upstream: 101 Switching Protocols without an upgrade request\"), upstream: close(A))) → finished",
+            "tunnelling(A)": "end(abort(upstreamFailed(\"invalid response from upstream: 101 Switching Protocols without an upgrade request\"), upstream: close(A))) → finished",
+            "finished": "none → finished",
+        ])
+        var upgrade = machine(webSocket: true)
+        _ = upgrade.upstreamConnected(a)
+        XCTAssertEqual(describe(upgrade.switchedProtocols(now: t0 + .seconds(2))), "openTunnel(A)")
+        XCTAssertEqual(describe(upgrade.state), "tunnelling(A)")
+        XCTAssertEqual(upgrade.upstream === a, true)
+        XCTAssertTrue(upgrade.requestComplete, "nothing of the handshake is left to read")
+        XCTAssertEqual(upgrade.lastActivity, t0 + .seconds(2))
+    }
+
+    func testAHalfCloseIsPassedOnAndTheTunnelEndsWhenBothSidesHaveFinished() {
+        check({ $0.clientFinishedSending() }, [
+            "bufferingRequest": "none → bufferingRequest",
+            "connecting(receiving)": "none → connecting(receiving)",
+            "connecting(complete)": "none → connecting(complete)",
+            "awaitingResponse(A, receiving)": "none → awaitingResponse(A, receiving)",
+            "awaitingResponse(A, complete)": "none → awaitingResponse(A, complete)",
+            "responding(A, receiving)": "none → responding(A, receiving)",
+            "responding(A, complete)": "none → responding(A, complete)",
+            "tunnelling(A)": "closeUpstreamOutput → tunnelling(A, client finished)",
+            "finished": "none → finished",
+        ])
+        check({ $0.upstreamFinishedSending(self.a) }, [
+            "bufferingRequest": "none → bufferingRequest",
+            "connecting(receiving)": "none → connecting(receiving)",
+            "connecting(complete)": "none → connecting(complete)",
+            "awaitingResponse(A, receiving)": "none → awaitingResponse(A, receiving)",
+            "awaitingResponse(A, complete)": "none → awaitingResponse(A, complete)",
+            "responding(A, receiving)": "none → responding(A, receiving)",
+            "responding(A, complete)": "none → responding(A, complete)",
+            "tunnelling(A)": "closeClientOutput → tunnelling(A, upstream finished)",
+            "finished": "none → finished",
+        ])
+        var clientFirst = tunnel
+        _ = clientFirst.clientFinishedSending()
+        XCTAssertEqual(describe(clientFirst.clientFinishedSending()), "none", "told once")
+        XCTAssertEqual(describe(clientFirst.upstreamFinishedSending(b)), "none", "another connection's half-close")
+        XCTAssertEqual(describe(clientFirst.upstreamFinishedSending(a)), "end(tunnelClosed(upstream: close(A), idle: false))")
+        XCTAssertTrue(clientFirst.isFinished)
+
+        var upstreamFirst = tunnel
+        _ = upstreamFirst.upstreamFinishedSending(a)
+        XCTAssertEqual(describe(upstreamFirst.clientFinishedSending()), "end(tunnelClosed(upstream: close(A), idle: false))")
+    }
+
+    func testAnIdleTunnelIsClosedAndActivityEitherWayKeepsItOpen() {
+        check({ $0.closeIdleTunnel() }, [
+            "bufferingRequest": "none → bufferingRequest",
+            "connecting(receiving)": "none → connecting(receiving)",
+            "connecting(complete)": "none → connecting(complete)",
+            "awaitingResponse(A, receiving)": "none → awaitingResponse(A, receiving)",
+            "awaitingResponse(A, complete)": "none → awaitingResponse(A, complete)",
+            "responding(A, receiving)": "none → responding(A, receiving)",
+            "responding(A, complete)": "none → responding(A, complete)",
+            "tunnelling(A)": "end(tunnelClosed(upstream: close(A), idle: true)) → finished",
+            "finished": "none → finished",
+        ])
+        var machine = tunnel
+        machine.noteActivity(now: t0 + .seconds(50))
+        XCTAssertEqual(machine.timerFired(now: t0 + .seconds(100), clientReadsHeld: false, timeouts: timeouts), .wait(until: t0 + .seconds(140)))
+        XCTAssertEqual(machine.timerFired(now: t0 + .seconds(140), clientReadsHeld: true, timeouts: timeouts), .closeIdleTunnel)
+    }
+
+    func testADeclinedUpgradeIsAnOrdinaryResponse() {
+        var declined = machine(webSocket: true)
+        _ = declined.upstreamConnected(a)
+        let refused = Machine.Response(framing: .contentLength, chunkedToClient: false, upstreamKeepsAlive: false, closeClientAfter: false)
+        XCTAssertEqual(describe(declined.responseHeadReceived(refused, now: t0)), "none")
+        XCTAssertEqual(describe(declined.responseEnded(nothingFollowed: true)), "end(completed(upstream: close(A), requestComplete: true))")
     }
 
     // MARK: Timers
@@ -349,6 +458,8 @@ final class ExchangeStateMachineTests: XCTestCase {
                 expected = (.fail(.firstByteTimeout), .wait(until: t0 + .seconds(60)), .fail(.firstByteTimeout))
             case "responding(A, receiving)", "responding(A, complete)":
                 expected = (.abortIdle, .wait(until: t0 + .seconds(30)), .abortIdle)
+            case "tunnelling(A)":
+                expected = (.closeIdleTunnel, .wait(until: t0 + .seconds(90)), .closeIdleTunnel)
             case "finished":
                 expected = (.wait(until: .distantFuture), .wait(until: .distantFuture), .wait(until: .distantFuture))
             default:
@@ -385,6 +496,9 @@ final class ExchangeStateMachineTests: XCTestCase {
         case .forwardBody: return "forwardBody"
         case .flushUpstream: return "flushUpstream"
         case .releaseLateConnection(let connection): return "releaseLateConnection(\(connection))"
+        case .openTunnel(let connection): return "openTunnel(\(connection))"
+        case .closeUpstreamOutput: return "closeUpstreamOutput"
+        case .closeClientOutput: return "closeClientOutput"
         case .end(let ending): return "end(\(describe(ending)))"
         }
     }
@@ -399,6 +513,8 @@ final class ExchangeStateMachineTests: XCTestCase {
             return "abort(\(outcome), upstream: \(describe(upstream)))"
         case .clientGone(let upstream):
             return "clientGone(upstream: \(describe(upstream)))"
+        case .tunnelClosed(let upstream, let idle):
+            return "tunnelClosed(upstream: \(describe(upstream)), idle: \(idle))"
         }
     }
 
@@ -420,6 +536,13 @@ final class ExchangeStateMachineTests: XCTestCase {
         case .connecting(let r): return "connecting(\(request(r)))"
         case .awaitingResponse(let connection, let r): return "awaitingResponse(\(connection), \(request(r)))"
         case .responding(let connection, let r, _): return "responding(\(connection), \(request(r)))"
+        case .tunnelling(let connection, let sides):
+            switch (sides.clientSends, sides.upstreamSends) {
+            case (true, true): return "tunnelling(\(connection))"
+            case (false, true): return "tunnelling(\(connection), client finished)"
+            case (true, false): return "tunnelling(\(connection), upstream finished)"
+            case (false, false): return "tunnelling(\(connection), both finished)"
+            }
         case .finished: return "finished"
         }
     }

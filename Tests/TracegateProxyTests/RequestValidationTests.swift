@@ -50,10 +50,25 @@ final class RequestValidationTests: XCTestCase {
         XCTAssertNil(validate([("Transfer-Encoding", "Chunked")]))
     }
 
-    func testWebSocketUpgradeIsRefusedWith501() {
-        let error = validate([("Connection", "keep-alive, Upgrade"), ("Upgrade", "websocket")])
-        XCTAssertEqual(error, .upgradeNotSupported)
-        XCTAssertEqual(error?.status.code, 501)
+    func testAWebSocketHandshakeIsAcceptedAsABodilessGET() {
+        let upgrade = [("Connection", "keep-alive, Upgrade"), ("Upgrade", "websocket")]
+        XCTAssertNil(validate(upgrade, method: .GET))
+        XCTAssertNil(validate([("Connection", "upgrade"), ("Upgrade", "WebSocket")], method: .GET), "tokens are case-insensitive")
+        XCTAssertEqual(validate(upgrade, method: .POST), .malformedRequest("a WebSocket handshake is an HTTP/1.1 GET"))
+        XCTAssertEqual(
+            validate(upgrade + [("Content-Length", "5")], method: .GET), .malformedRequest("a WebSocket handshake has no body"))
+        XCTAssertEqual(
+            validate(upgrade + [("Transfer-Encoding", "chunked")], method: .GET), .malformedRequest("a WebSocket handshake has no body"))
+        XCTAssertNil(validate([("Upgrade", "websocket")], method: .GET), "without Connection: upgrade it is no upgrade request")
+    }
+
+    func testOtherUpgradesAreRefusedWith501AndH2CIsIgnored() {
+        for protocols in [["foo/1"], ["websocket, foo"], ["websocket", "websocket"], ["TLS/1.2"]] {
+            let error = validate([("Connection", "Upgrade")] + protocols.map { ("Upgrade", $0) }, method: .GET)
+            XCTAssertEqual(error, .upgradeNotSupported, "\(protocols)")
+            XCTAssertEqual(error?.status.code, 501)
+        }
+        XCTAssertNil(validate([("Connection", "Upgrade, HTTP2-Settings"), ("Upgrade", "h2c")], method: .GET))
     }
 
     func testDeclaredBodyOverTheLimitIsRefusedWith413() {

@@ -362,8 +362,13 @@ class RecordingOrigin:
         for value in request.field_values("Connection"):
             if {item.strip().lower() for item in value.split(",")} & FRAMING_FIELDS:
                 self._note(f"{where}: forwarded Connection: {value}")
-        if request.field_values("Upgrade"):
-            self._note(f"{where}: forwarded Upgrade: {request.field_values('Upgrade')}")
+        # Only a WebSocket handshake (RFC 6455 §4.1) keeps its Upgrade: a GET with Connection: upgrade.
+        upgrades = request.field_values("Upgrade")
+        connection = {item.strip().lower() for value in request.field_values("Connection") for item in value.split(",")}
+        websocket = [value.strip().lower() for value in upgrades] == ["websocket"] and "upgrade" in connection \
+            and request.method == "GET"
+        if upgrades and not websocket:
+            self._note(f"{where}: forwarded Upgrade: {upgrades}")
 
     def _check_trailers(self, request: OriginRequest) -> None:
         for name, value in request.trailers:

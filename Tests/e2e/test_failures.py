@@ -312,13 +312,20 @@ def test_connect_method_gets_a_complete_json_error(backend, proxy):
     assert backend.snapshot()["requests"] == 0
 
 
-def test_websocket_upgrade_gives_501(backend, proxy):
-    r = raw_request(proxy.port, "GET", "/ws", [
+def test_an_upgrade_to_an_unknown_protocol_gives_501(backend, proxy):
+    r = raw_request(proxy.port, "GET", "/ws", [("Connection", "Upgrade"), ("Upgrade", "foo/2")])
+    assert_json_error(r, 501)
+    assert backend.snapshot()["requests"] == 0
+    assert_still_serves(proxy, backend)
+
+
+def test_a_websocket_handshake_a_plain_http_backend_declines_gets_the_backends_answer(backend, proxy):
+    r = raw_request(proxy.port, "GET", "/echo", [
         ("Connection", "Upgrade"), ("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13"),
         ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
     ])
-    assert_json_error(r, 501)
-    assert backend.snapshot()["requests"] == 0
+    assert r.status == 200, r
+    assert backend.snapshot()["requests"] == 1
     assert_still_serves(proxy, backend)
 
 
