@@ -1,8 +1,10 @@
 """Two tracegate builds and nginx, measured alternately in the same minutes (Python 3.11 stdlib only).
 Entry point: benchmarks/compare_builds.
 
-For a change that must not cost anything (a refactor): the builds run side by side, tuned (no access
-log, no capture) in front of one nginx origin, and each round runs `wrk` against nginx, build A and
+For a change that must not cost anything (a refactor): the builds run side by side in front of one
+nginx origin, in one configuration (`--config`: *tuned*, no access log and no capture, the default;
+*traced*, every exchange traced to a trace file, no access log; *defaults*, text access log and
+trace file), and each round runs `wrk` against nginx, build A and
 build B in a rotated order, at c=32 and c=1. Per run it records requests/s, p50/p99 and the proxy's
 CPU per request (utime+stime from /proc, nginx master and workers). It prints medians, each build's
 ratios to nginx in the same round, and B ÷ A per round: on a shared 2-core machine those same-round
@@ -32,6 +34,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=8, help="rounds (default 8)")
     ap.add_argument("--duration", type=float, default=5, help="seconds per wrk run (default 5)")
     ap.add_argument("--concurrency", default="32,1", help="wrk connection counts (default 32,1)")
+    ap.add_argument("--config", choices=["tuned", "traced", "defaults"], default="tuned",
+                    help="what both builds run with (default tuned: no access log, no capture)")
     return ap.parse_args(argv)
 
 
@@ -57,7 +61,13 @@ def main(argv: list[str]) -> int:
         for name, binary, port, admin in (("A", a.build_a, port_a, admin_a), ("B", a.build_b, port_b, admin_b)):
             argv = [os.path.abspath(binary), "run", "--upstream", f"http://127.0.0.1:{origin_port}",
                     "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}",
-                    "--access-log", "off", "--trace-file=", "--spool-dir", os.path.join(tmp, f"spool-{name}")]
+                    "--spool-dir", os.path.join(tmp, f"spool-{name}")]
+            trace_file = os.path.join(tmp, f"traces-{name}.jsonl")
+            argv += {
+                "tuned": ["--access-log", "off", "--trace-file="],
+                "traced": ["--access-log", "off", "--trace-file", trace_file],
+                "defaults": ["--trace-file", trace_file],
+            }[a.config]
             targets[name] = (port, p.spawn(name, argv, os.path.join(tmp, f"{name}.out"), cwd=tmp))
         for port, proc in targets.values():
             procs.wait_port(port, proc, 30)
