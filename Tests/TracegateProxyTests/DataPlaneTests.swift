@@ -723,6 +723,20 @@ final class DataPlaneTests: XCTestCase {
         XCTAssertTrue(upstreams.channels.isEmpty, "nothing went upstream")
     }
 
+    func testATunnelGoesOnThroughShutdownsGraceAndCountsAsClosedAtShutdownWhenCut() throws {
+        try makeClient()
+        _ = try openTunnel()
+        _ = try clientBytes()
+        client.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        XCTAssertTrue(client.isActive, "a tunnel goes on through the grace")
+        try client.writeInbound(ByteBuffer(string: "late"))
+        XCTAssertEqual(try upstreamBytes(), "late")
+        try client.close().wait()  // what the listener does once the grace is over
+        XCTAssertFalse(upstreams.channels[0].isActive)
+        XCTAssertEqual(observer.summaries.first?.tunnel?.closedAtShutdown, true)
+        XCTAssertEqual(observer.summaries.first?.outcome, .completed)
+    }
+
     func testOtherUpgradesGet501() throws {
         try makeClient()
         try clientDecoder.expectResponse(to: .GET)
