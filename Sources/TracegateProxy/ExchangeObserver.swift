@@ -54,6 +54,13 @@ public struct TunnelFigures: Sendable, Equatable {
     public var closedIdle = false
     /// Closed by the proxy's shutdown once `shutdown_grace` was over.
     public var closedAtShutdown = false
+
+    public init(bytesFromClient: Int = 0, bytesFromUpstream: Int = 0, closedIdle: Bool = false, closedAtShutdown: Bool = false) {
+        self.bytesFromClient = bytesFromClient
+        self.bytesFromUpstream = bytesFromUpstream
+        self.closedIdle = closedIdle
+        self.closedAtShutdown = closedAtShutdown
+    }
 }
 
 /// Sees every exchange's body bytes as they pass; created per exchange and used on its event loop only.

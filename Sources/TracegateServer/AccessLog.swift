@@ -62,9 +62,9 @@ public struct AccessLog: ExchangeObserver {
         line.writeStaticString("\" ")
         if let status = s.status { line.writeDecimal(max(0, status)) } else { line.writeStaticString("-") }
         line.writeStaticString(" in=")
-        line.writeDecimal(max(0, s.requestBodyBytes))
+        line.writeDecimal(max(0, s.tunnel?.bytesFromClient ?? s.requestBodyBytes))
         line.writeStaticString(" out=")
-        line.writeDecimal(max(0, s.responseBodyBytes))
+        line.writeDecimal(max(0, s.tunnel?.bytesFromUpstream ?? s.responseBodyBytes))
         line.writeStaticString(" ")
         milliseconds(s.duration, into: &line)
         line.writeStaticString("ms id=")
@@ -88,9 +88,9 @@ public struct AccessLog: ExchangeObserver {
         line.writeStaticString(",\"status\":")
         if let status = s.status { line.writeDecimal(max(0, status)) } else { line.writeStaticString("null") }
         line.writeStaticString(",\"bytes_in\":")
-        line.writeDecimal(max(0, s.requestBodyBytes))
+        line.writeDecimal(max(0, s.tunnel?.bytesFromClient ?? s.requestBodyBytes))
         line.writeStaticString(",\"bytes_out\":")
-        line.writeDecimal(max(0, s.responseBodyBytes))
+        line.writeDecimal(max(0, s.tunnel?.bytesFromUpstream ?? s.responseBodyBytes))
         line.writeStaticString(",\"duration_ms\":")
         milliseconds(s.duration, into: &line)
         line.writeStaticString(",\"request_id\":")

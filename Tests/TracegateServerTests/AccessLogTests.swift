@@ -31,6 +31,16 @@ final class AccessLogTests: XCTestCase {
             "2025-11-25T10:00:00.123Z 127.0.0.1 \"POST /v1/chat/completions?api_key=[REDACTED]&x=1\" - in=1024 out=493 1.234ms id=req-1 outcome=client_aborted\n")
     }
 
+    func testATunnelsLineCountsTheBytesThatPassedEachWay() {
+        var tunnel = summary()
+        tunnel.status = 101
+        tunnel.requestBodyBytes = 0
+        tunnel.responseBodyBytes = 0
+        tunnel.tunnel = TunnelFigures(bytesFromClient: 300, bytesFromUpstream: 4_000)
+        XCTAssertTrue(line(tunnel, .text).contains("\" 101 in=300 out=4000 "), line(tunnel, .text))
+        XCTAssertTrue(line(tunnel, .json).contains(#""bytes_in":300,"bytes_out":4000"#), line(tunnel, .json))
+    }
+
     func testJSONLine() throws {
         let text = line(summary(outcome: .upstreamFailed("connect \"refused\"")), .json)
         XCTAssertEqual(
