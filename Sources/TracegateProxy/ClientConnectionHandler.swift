@@ -300,6 +300,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         }
         let asksWebSocket = head.facts.connectionUpgrade && head.facts.upgradeOnlyWebSocket
         if asksWebSocket && !shared.tunnels.admit() {
+            mustClose()  // as for every refusal: the connection's timers then follow the close, not its past
             respondWithoutExchange(.tooManyTunnels, requestHead: head)
             return
         }
@@ -605,16 +606,17 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             context.flush()
             context.close(promise: nil)
         case .clientGone(let upstream):
-            release(upstream, of: exchange)
             if exchange.tunnel != nil {
+                closeAfterWrites(upstream)
                 // A tunnel ends when either side closes: that is how a WebSocket connection ends.
                 exchange.tunnel!.closedAtShutdown = quiesced
                 finish(exchange, outcome: .completed)
             } else {
+                release(upstream, of: exchange)
                 finish(exchange, outcome: .clientAborted)
             }
         case .tunnelClosed(let upstream, let idle):
-            release(upstream, of: exchange)
+            closeAfterWrites(upstream)
             exchange.tunnel?.closedIdle = idle
             mustClose()
             finish(exchange, outcome: .completed)
@@ -626,6 +628,20 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
 
     // MARK: Tunnel
 
+    /// Closes a tunnel's upstream connection once what was forwarded to it is written (the client's
+    /// last bytes, read at its end-of-file, still reach the upstream), or `send_timeout` later at the
+    /// latest, for an upstream that reads nothing.
+    private func closeAfterWrites(_ release: ExchangeStateMachine<UpstreamConnection>.Release) {
+        guard case .close(let upstream) = release else { return }
+        upstream.handler.owner = nil
+        let channel = upstream.channel
+        let deadline = channel.eventLoop.scheduleTask(in: configuration.sendTimeout) { channel.close(promise: nil) }
+        channel.writeAndFlush(channel.allocator.buffer(capacity: 0)).whenComplete { _ in
+            deadline.cancel()
+            channel.close(promise: nil)
+        }
+    }
+
     /// Writes the upstream's `101` to the client unchanged; from now on bytes pass both ways as they
     /// come, and either side may half-close.
     private func openTunnel(_ exchange: Exchange, to upstream: UpstreamConnection) {
@@ -636,6 +652,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             exchange.switchingProtocolsHead = nil
         }
         context.flush()
+        guard self.exchange === exchange, context.channel.isActive else { return }  // the flush failed and closed it
         _ = context.channel.syncOptions.map { try? $0.setOption(ChannelOptions.allowRemoteHalfClosure, value: true) }
         _ = upstream.channel.syncOptions.map { try? $0.setOption(ChannelOptions.allowRemoteHalfClosure, value: true) }
         requestBody = nil

@@ -721,6 +721,7 @@ final class DataPlaneTests: XCTestCase {
         try client.writeInbound(ByteBuffer(string: Self.handshake))
         XCTAssertEqual(status(of: try clientParts()), 503)
         XCTAssertTrue(upstreams.channels.isEmpty, "nothing went upstream")
+        XCTAssertFalse(client.isActive, "closed after the 503, as after every refusal (no stale timers)")
     }
 
     func testATunnelGoesOnThroughShutdownsGraceAndCountsAsClosedAtShutdownWhenCut() throws {
