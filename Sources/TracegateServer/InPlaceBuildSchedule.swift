@@ -23,6 +23,10 @@ struct InPlaceBuildSchedule<Capture> {
 
     mutating func exchangeStarted() { inFlight += 1 }
 
+    /// An exchange became a WebSocket tunnel: it may stay open for hours with the loop mostly idle,
+    /// so it no longer counts as in flight (its end is then reported with `forwarded` false).
+    mutating func exchangeBecameTunnel() { inFlight = max(0, inFlight - 1) }
+
     /// An exchange ended (`forwarded`: it had started); `capture` is what it left to trace, if anything.
     mutating func exchangeFinished(forwarded: Bool, capture: Capture?, fitsInPlace: Bool) -> Decision? {
         if forwarded { inFlight = max(0, inFlight - 1) }

@@ -19,10 +19,14 @@ final class MetricsObserver: ExchangeObserver {
         if streamed { metrics.streamsOpen.increment() }
     }
 
-    func tunnelOpened() { metrics.tunnelsOpen.increment() }
+    /// A tunnel counts in `tracegate_websocket_tunnels_open` instead of `tracegate_requests_in_flight`.
+    func tunnelOpened() {
+        metrics.inFlight.decrement()
+        metrics.tunnelsOpen.increment()
+    }
 
     func exchangeFinished(_ summary: ExchangeSummary, tap: ExchangeTap?) {
-        if summary.forwarded { metrics.inFlight.decrement() }
+        if summary.forwarded && summary.tunnel == nil { metrics.inFlight.decrement() }
         if let tunnel = summary.tunnel {
             metrics.tunnelsOpen.decrement()
             if tunnel.bytesFromClient > 0 { metrics.tunnelBytes[0].increment(by: Int64(tunnel.bytesFromClient)) }

@@ -55,6 +55,8 @@ final class TraceObserver: ExchangeObserver {
         return TraceTap(head: head, settings: settings, budget: budget, random: &loop.random)
     }
 
+    func tunnelOpened() { loop.schedule.exchangeBecameTunnel() }
+
     func exchangeFinished(_ summary: ExchangeSummary, tap: ExchangeTap?) {
         let loop = self.loop
         let captured = (tap as? TraceTap).map { capture(summary, tap: $0) }
@@ -63,7 +65,8 @@ final class TraceObserver: ExchangeObserver {
         if let captured, let inPlace, inPlace.accepts(captured), let eventLoop = MultiThreadedEventLoopGroup.currentEventLoop {
             builder = (eventLoop, inPlace)
         }
-        switch loop.schedule.exchangeFinished(forwarded: summary.forwarded, capture: captured, fitsInPlace: builder != nil) {
+        let stillCounted = summary.forwarded && summary.tunnel == nil  // a tunnel stopped counting when it opened
+        switch loop.schedule.exchangeFinished(forwarded: stillCounted, capture: captured, fitsInPlace: builder != nil) {
         case nil, .wait?: return
         case .handOff?: queue(captured!)
         case .waitAndScheduleRun?:

@@ -15,6 +15,20 @@ final class InPlaceBuildScheduleTests: XCTestCase {
         XCTAssertEqual(schedule.run().build, [], "built once")
     }
 
+    /// An open WebSocket tunnel leaves the loop idle between its messages: it must not send every
+    /// other exchange's trace of that loop to the builder thread for as long as it stays open.
+    func testAnOpenTunnelDoesNotCountAsAnExchangeInFlight() {
+        var schedule = Schedule()
+        schedule.exchangeStarted()
+        schedule.exchangeBecameTunnel()
+        XCTAssertEqual(schedule.inFlight, 0)
+        schedule.exchangeStarted()
+        XCTAssertEqual(schedule.exchangeFinished(forwarded: true, capture: 1, fitsInPlace: true), .waitAndScheduleRun)
+        XCTAssertEqual(schedule.run().build, [1], "built in place while the tunnel is open")
+        XCTAssertNil(schedule.exchangeFinished(forwarded: false, capture: nil, fitsInPlace: true), "the tunnel's end")
+        XCTAssertEqual(schedule.inFlight, 0)
+    }
+
     func testCapturesEndingWhileOthersAreInFlightGoToTheBuilderThread() {
         var schedule = Schedule()
         schedule.exchangeStarted()

@@ -176,6 +176,7 @@ def test_upgrades_beyond_max_websocket_connections_get_503_until_one_closes(ws_b
     tg = start_tracegate(ws_backend.url, max_websocket_connections="2")
     first, second = ws_open(tg.port, "/echo"), ws_open(tg.port, "/echo")
     assert metric(tg, "tracegate_websocket_tunnels_open") == 2
+    assert metric(tg, "tracegate_requests_in_flight") == 0, "a tunnel counts as a tunnel, not a request in flight"
     with pytest.raises(InvalidStatus) as refused:
         ws_open(tg.port, "/echo")
     assert refused.value.response.status_code == 503
