@@ -334,7 +334,6 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             clientHead: head, upstreamRequest: upstreamRequest, machine: machine, now: now,
             keepClientAlive: head.isKeepAlive && !connection.isClosing, tap: tap, route: route
         )
-        exchange.holdsTunnelSlot = asksWebSocket
         self.exchange = exchange
         connection.requestHeadParsed()
         if hasBody && head.facts.expectsContinue && head.version.minor >= 1 {
@@ -620,9 +619,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             exchange.tunnel?.closedIdle = idle
             mustClose()
             finish(exchange, outcome: .completed)
-            // The empty write completes once everything before it is written; only then close.
-            context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).assumeIsolated()
-                .whenComplete { [context] _ in context!.close(promise: nil) }
+            closeOnceWritten(nil)
         }
     }
 
@@ -700,9 +697,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             // Finished before the close: a write that completes at once closes the channel at once,
             // and an exchange still open then would be reported as a client abort.
             finish(exchange, outcome: .completed)
-            // The empty write completes once everything before it is written; only then close.
-            let written = context.writeAndFlush(wrapOutboundOut(end ?? context.channel.allocator.buffer(capacity: 0)))
-            written.assumeIsolated().whenComplete { [context] _ in context!.close(promise: nil) }
+            closeOnceWritten(end)
             return
         } else if let end {
             context.writeAndFlush(wrapOutboundOut(end), promise: nil)
@@ -710,6 +705,13 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             context.flush()
         }
         finish(exchange, outcome: .completed)
+    }
+
+    /// Writes `last` (or nothing) and closes the client connection once everything before it is
+    /// written: the write completes only then.
+    private func closeOnceWritten(_ last: ByteBuffer?) {
+        let written = context.writeAndFlush(wrapOutboundOut(last ?? context.channel.allocator.buffer(capacity: 0)))
+        written.assumeIsolated().whenComplete { [context] _ in context!.close(promise: nil) }
     }
 
     /// The proxy's own answer to an exchange no response started for; a request not read to its end
@@ -754,9 +756,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             requestID: requestID, requestIDHeader: configuration.requestIDHeader, version: version, closes: connection.isClosing,
             extraHeaders: extraHeaders, allocator: context.channel.allocator)
         if connection.isClosing {
-            context.writeAndFlush(wrapOutboundOut(bytes)).assumeIsolated().whenComplete { [context] _ in
-                context!.close(promise: nil)
-            }
+            closeOnceWritten(bytes)
         } else {
             context.writeAndFlush(wrapOutboundOut(bytes), promise: nil)
         }
@@ -768,7 +768,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     private func finish(_ exchange: Exchange, outcome: ExchangeOutcome) {
         guard self.exchange === exchange else { return }
         self.exchange = nil
-        if exchange.holdsTunnelSlot { shared.tunnels.release() }
+        if exchange.machine.asksWebSocket { shared.tunnels.release() }  // its slot, taken at its head
         shared.observer?.exchangeFinished(exchange.summary(clientAddress: clientIP, outcome: outcome, now: context.eventLoop.now), tap: exchange.tap)
         let now = context.eventLoop.now
         guard connection.exchangeEnded(now: now) else {

@@ -27,8 +27,6 @@ final class Exchange {
     var responseBodyBytes = 0
     /// The response body was streamed (chunked or close-delimited upstream).
     var streamed = false
-    /// The request took one of `max_websocket_connections`, given back when the exchange finishes.
-    var holdsTunnelSlot = false
     /// The upstream's `101` head, kept from its arrival until it is written to the client.
     var switchingProtocolsHead: ByteBuffer?
     /// Set once the upstream switched protocols.

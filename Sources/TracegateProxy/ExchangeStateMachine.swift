@@ -271,26 +271,29 @@ struct ExchangeStateMachine<Upstream: AnyObject> {
     /// The client finished sending (its half of the connection closed). In a tunnel the upstream is
     /// told the same way; once both sides have finished, the tunnel is over.
     mutating func clientFinishedSending() -> Action {
-        guard case .tunnelling(let upstream, var tunnel) = state, tunnel.clientSends else { return .none }
-        tunnel.clientSends = false
-        guard tunnel.upstreamSends else {
-            state = .finished
-            return .end(.tunnelClosed(upstream: .close(upstream), idle: false))
-        }
-        state = .tunnelling(upstream, tunnel)
-        return .closeUpstreamOutput
+        guard case .tunnelling(let upstream, _) = state else { return .none }
+        return finishedSending(\.clientSends, on: upstream, passOn: .closeUpstreamOutput)
     }
 
     /// The upstream finished sending in a tunnel (its half of the connection closed).
     mutating func upstreamFinishedSending(_ upstream: Upstream) -> Action {
-        guard case .tunnelling(let current, var tunnel) = state, current === upstream, tunnel.upstreamSends else { return .none }
-        tunnel.upstreamSends = false
-        guard tunnel.clientSends else {
+        guard case .tunnelling(let current, _) = state, current === upstream else { return .none }
+        return finishedSending(\.upstreamSends, on: upstream, passOn: .closeClientOutput)
+    }
+
+    /// One side of the tunnel on `upstream` finished sending: tell the other side (`passOn`), or end
+    /// the tunnel once both have finished. Told once per side.
+    private mutating func finishedSending(
+        _ side: WritableKeyPath<Tunnel, Bool>, on upstream: Upstream, passOn: Action
+    ) -> Action {
+        guard case .tunnelling(_, var tunnel) = state, tunnel[keyPath: side] else { return .none }
+        tunnel[keyPath: side] = false
+        guard tunnel.clientSends || tunnel.upstreamSends else {
             state = .finished
             return .end(.tunnelClosed(upstream: .close(upstream), idle: false))
         }
         state = .tunnelling(upstream, tunnel)
-        return .closeClientOutput
+        return passOn
     }
 
     /// Closes a tunnel that idled out.

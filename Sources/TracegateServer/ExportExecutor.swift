@@ -1,5 +1,6 @@
 import NIOCore
 import NIOPosix
+import ServiceLifecycle
 
 #if canImport(Glibc)
 import Glibc
@@ -46,6 +47,18 @@ final class ExportExecutor: TaskExecutor, @unchecked Sendable {
         job.runSynchronously(on: asUnownedTaskExecutor())
         lastJobEnded = NIODeadline.now()
         busyNanos += (lastJobEnded - started).nanoseconds
+    }
+
+    /// Runs `work` on this thread as a service's body: `stop` asks it to finish at the service's turn
+    /// to stop (or on cancellation). Work that returns early (an exporter whose experiment was deleted)
+    /// still waits for that turn, since a service that ends on its own stops the whole group.
+    func runAsService(_ work: @escaping @Sendable () async -> Void, stop: @escaping @Sendable () -> Void) async {
+        await withTaskCancellationOrGracefulShutdownHandler {
+            await withTaskExecutorPreference(self) { await work() }
+        } onCancelOrGracefulShutdown: {
+            stop()
+        }
+        try? await gracefulShutdown()
     }
 
     func shutdown() async {

@@ -8,11 +8,6 @@ struct FeedbackDeliveryService: Service {
 
     func run() async {
         let delivery = self.delivery
-        await withTaskCancellationOrGracefulShutdownHandler {
-            await withTaskExecutorPreference(executor) { await delivery.run() }
-        } onCancelOrGracefulShutdown: {
-            delivery.stop()
-        }
-        try? await gracefulShutdown()
+        await executor.runAsService({ await delivery.run() }, stop: { delivery.stop() })
     }
 }

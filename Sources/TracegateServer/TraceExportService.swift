@@ -11,14 +11,7 @@ struct TraceExportService: Service {
 
     func run() async {
         let exporter = export.exporter
-        await withTaskCancellationOrGracefulShutdownHandler {
-            await withTaskExecutorPreference(executor) { await exporter.run() }
-        } onCancelOrGracefulShutdown: {
-            exporter.shutdown()
-        }
-        // An exporter that cannot deliver at all (its experiment was deleted) returns early; it still
-        // waits for its turn, since a service that ends on its own stops the whole group.
-        try? await gracefulShutdown()
+        await executor.runAsService({ await exporter.run() }, stop: { exporter.shutdown() })
         let stats = exporter.stats
         logger.info(
             "trace export finished",
