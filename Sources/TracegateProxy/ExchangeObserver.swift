@@ -73,6 +73,8 @@ public protocol ExchangeTap: AnyObject {
     func requestBody(_ bytes: ByteBuffer)
     func responseHead(_ head: ResponseHead)
     func responseBody(_ bytes: ByteBuffer)
+    /// The upstream switched protocols (`101`, passed on as it is): a tunnel to `route` opens.
+    func tunnelOpened(_ head: ResponseHead, route: UpstreamRoute)
     /// Bytes passing through a tunnel after the upstream switched protocols, as they were sent.
     func tunnelBytes(_ bytes: ByteBuffer, fromClient: Bool)
 }
@@ -109,6 +111,7 @@ public protocol ExchangeObserver: Sendable {
 
 extension ExchangeTap {
     public var upstreamHeaders: [(name: String, value: String)] { [] }
+    public func tunnelOpened(_ head: ResponseHead, route: UpstreamRoute) {}
     public func tunnelBytes(_ bytes: ByteBuffer, fromClient: Bool) {}
 }
 

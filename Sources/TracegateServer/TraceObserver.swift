@@ -18,6 +18,8 @@ final class TraceObserver: ExchangeObserver {
     private let budget: CaptureBudget
     private let inPlace: InPlaceTraceBuilder?
     private let loops = ThreadSpecificVariable<LoopState>()
+    /// Queues a capture for the builder thread; taps queue a WebSocket turn's with it as the turn ends.
+    private let queueCapture: @Sendable (CapturedExchange) -> Void
 
     /// What the observer keeps per event-loop thread (a thread-specific variable), so never shared.
     private final class LoopState: @unchecked Sendable {
@@ -33,6 +35,9 @@ final class TraceObserver: ExchangeObserver {
         self.captures = captures
         self.budget = budget
         self.inPlace = inPlace
+        queueCapture = { captured in
+            if !captures.offer(captured) { budget.release(captured.bodyStorage) }
+        }
     }
 
     private var loop: LoopState {
@@ -52,14 +57,21 @@ final class TraceObserver: ExchangeObserver {
             captures.refuse()
             return nil
         }
-        return TraceTap(head: head, settings: settings, budget: budget, random: &loop.random)
+        return TraceTap(
+            head: head, requestID: requestID, settings: settings, budget: budget, random: &loop.random,
+            deliverTurn: queueCapture)
     }
 
     func tunnelOpened() { loop.schedule.exchangeBecameTunnel() }
 
     func exchangeFinished(_ summary: ExchangeSummary, tap: ExchangeTap?) {
         let loop = self.loop
-        let captured = (tap as? TraceTap).map { capture(summary, tap: $0) }
+        let traceTap = tap as? TraceTap
+        if let tunnel = summary.tunnel {
+            // A WebSocket's turns are its traces; the upgrade itself is none.
+            traceTap?.tunnelClosed(tunnel, outcome: summary.outcome)
+        }
+        let captured = summary.tunnel == nil ? traceTap.map { capture(summary, tap: $0) } : nil
         // Where it could be built in place: this event loop, if the builder takes it.
         var builder: (loop: EventLoop, inPlace: InPlaceTraceBuilder)?
         if let captured, let inPlace, inPlace.accepts(captured), let eventLoop = MultiThreadedEventLoopGroup.currentEventLoop {
@@ -103,7 +115,5 @@ final class TraceObserver: ExchangeObserver {
     }
 
     /// The captured bodies keep their share of the budget until the trace is built (`TracingPipeline`).
-    private func queue(_ captured: CapturedExchange) {
-        if !captures.offer(captured) { budget.release(captured.bodyStorage) }
-    }
+    private func queue(_ captured: CapturedExchange) { queueCapture(captured) }
 }

@@ -31,9 +31,26 @@ final class TraceTap: ExchangeTap {
     private(set) var chunkArrivals: [CapturedExchange.ChunkArrival] = []
     private(set) var lastResponseBytesNanos: Int64?
     let clientRetryCount: Int?
+    /// Once the upstream switched to WebSocket: the turns of the conversation, read as they pass.
+    private var webSocket: WebSocketTurnTracker?
+    private var tunnelOpenedAt = NIODeadline.now()
+    private var tunnelOpenedAtEpochNanos: Int64 = 0
+    /// Where a finished turn's capture goes (the trace builder's queue).
+    private let deliverTurn: (CapturedExchange) -> Void
+    private let head: RequestHead
+    private let requestID: String
+    private let upstreams: [String]
+    private var tunnelRoute = 0
 
-    init(head: RequestHead, settings: TraceCaptureSettings, budget: CaptureBudget, random: inout Xoshiro256StarStar) {
+    init(
+        head: RequestHead, requestID: String = "", settings: TraceCaptureSettings, budget: CaptureBudget, random: inout Xoshiro256StarStar,
+        deliverTurn: @escaping (CapturedExchange) -> Void = { _ in }
+    ) {
         self.budget = budget
+        self.head = head
+        self.requestID = requestID
+        self.deliverTurn = deliverTurn
+        upstreams = settings.upstreams
         let headers = head.headers
         let caller = settings.propagatesTraceContext ? headers.first(name: "traceparent").flatMap(W3CTraceParent.init) : nil
         traceIDHigh = caller?.traceIDHigh ?? random.next()
@@ -97,6 +114,14 @@ final class TraceTap: ExchangeTap {
 
     func requestBody(_ bytes: ByteBuffer) { append(bytes, to: &request) }
 
+    func tunnelOpened(_ head: ResponseHead, route: UpstreamRoute) {
+        let extensions = head.headers.first(name: "sec-websocket-extensions")
+        webSocket = WebSocketTurnTracker(compressed: WebSocketTurnTracker.negotiatesCompression(extensions), keptBytes: limit)
+        tunnelOpenedAt = NIODeadline.now()
+        tunnelOpenedAtEpochNanos = Self.wallClockNanos()
+        tunnelRoute = route.index
+    }
+
     func responseHead(_ head: ResponseHead) {
         response.contentType = head.headers.first(name: "content-type")
         response.contentEncoding = head.headers.first(name: "content-encoding")
@@ -114,6 +139,71 @@ final class TraceTap: ExchangeTap {
                 chunkArrivals.append(.init(byteEnd: response.totalSize, nanos: nanos))
             }
         }
+    }
+
+    func tunnelBytes(_ bytes: ByteBuffer, fromClient: Bool) {
+        guard webSocket != nil else { return }
+        let nanos = (NIODeadline.now() - tunnelOpenedAt).nanoseconds
+        for turn in webSocket!.feed(bytes.readableBytesView, fromClient: fromClient, atNanos: nanos) { deliver(turn) }
+    }
+
+    /// The tunnel closed: its open turn, if any, is traced (an ERROR trace when it was cut mid-answer).
+    func tunnelClosed(_ figures: TunnelFigures, outcome: ExchangeOutcome) {
+        guard webSocket != nil else { return }
+        let nanos = (NIODeadline.now() - tunnelOpenedAt).nanoseconds
+        let why: String
+        if figures.closedIdle {
+            why = "closed by tracegate after websocket_idle_timeout"
+        } else if figures.closedAtShutdown {
+            why = "closed by tracegate at shutdown"
+        } else if case .upstreamFailed(let reason) = outcome {
+            why = "the upstream connection failed: \(reason)"
+        } else {
+            why = "the connection closed without a close handshake"
+        }
+        if let turn = webSocket!.finish(atNanos: nanos, why: why) { deliver(turn) }
+        webSocket = nil
+    }
+
+    /// Frames read so far each way, when the tunnel is a WebSocket being traced.
+    var webSocketFrames: (fromClient: Int, fromUpstream: Int)? { webSocket.map { ($0.clientFrames, $0.serverFrames) } }
+
+    /// A finished turn as its own capture: fresh trace ids, the upgrade's identity, its share of the budget.
+    private func deliver(_ turn: WebSocketTurn) {
+        var turn = turn
+        let storage = turn.storage
+        let granted = budget.reserve(storage)
+        if granted < storage {
+            budget.release(granted)
+            for index in turn.clientMessages.indices { turn.clientMessages[index].data = [] }
+            for index in turn.serverMessages.indices { turn.serverMessages[index].data = [] }
+            turn.truncated = true
+            turn.notes.append("tracegate's capture budget was spent: message texts not kept")
+        }
+        var system = SystemRandomNumberGenerator()
+        deliverTurn(
+            CapturedExchange(
+                traceIDHigh: system.next(), traceIDLow: system.next(), rootSpanID: system.next() | 1, method: head.method.rawValue,
+                target: head.uri, upstream: upstreams[min(tunnelRoute, upstreams.count - 1)], userHeadValues: userHeadValues, sessionHeadValues: sessionHeadValues,
+                requestID: requestID, requestIDWasGenerated: requestIDWasGenerated, headerTags: headerTags, request: .init(),
+                response: .init(), status: 101, startEpochNanos: tunnelOpenedAtEpochNanos + turn.startNanos,
+                durationNanos: max(0, turn.endNanos - turn.startNanos), timeToFirstByteNanos: nil, timeToFirstEventNanos: nil,
+                outcome: turn.failure == nil ? .completed : .clientAborted, sampled: sampled, routeIndex: tunnelRoute,
+                clientRetryCount: clientRetryCount, webSocketTurn: turn, webSocketConnectionID: connectionID))
+    }
+
+    /// The session of the connection's turns when the upgrade named none: stable, unique per connection.
+    private lazy var connectionID: String = {
+        var system = SystemRandomNumberGenerator()
+        let value: UInt64 = system.next()
+        let hex = String(value, radix: 16)
+        return "ws-" + String(repeating: "0", count: 16 - hex.count) + hex
+    }()
+
+    private static func wallClockNanos() -> Int64 {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        return Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec)
     }
 
     /// Keeps what the per-body limit and the shared budget allow; counts every byte. The budget is
@@ -142,5 +232,5 @@ final class TraceTap: ExchangeTap {
 extension CapturedExchange {
     /// What a capture's bodies hold of the `CaptureBudget`: their storage, as `TraceTap` charged it.
     static func bodyStorage(_ request: Body, _ response: Body) -> Int { request.bytes.capacity + response.bytes.capacity }
-    var bodyStorage: Int { Self.bodyStorage(request, response) }
+    var bodyStorage: Int { Self.bodyStorage(request, response) + (webSocketTurn?.storage ?? 0) }
 }

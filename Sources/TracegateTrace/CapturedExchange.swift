@@ -87,6 +87,11 @@ public struct CapturedExchange: Sendable {
     public var outcome: Outcome
     /// Drawn by sampling when the request arrived; an unsampled exchange is traced only if it ends in error.
     public var sampled: Bool
+    /// A turn of a WebSocket conversation: the exchange is then the tunnel's upgrade request, and the
+    /// trace is this turn's (its start and duration are the turn's).
+    public var webSocketTurn: WebSocketTurn?
+    /// Stable per WebSocket connection: the session of its turns when the upgrade named none.
+    public var webSocketConnectionID: String?
 
     public init(
         traceIDHigh: UInt64, traceIDLow: UInt64, rootSpanID: UInt64, method: String, target: String, upstream: String,
@@ -95,8 +100,11 @@ public struct CapturedExchange: Sendable {
         request: Body, response: Body, status: Int?, startEpochNanos: Int64, durationNanos: Int64,
         timeToFirstByteNanos: Int64?, timeToFirstEventNanos: Int64?, outcome: Outcome, sampled: Bool = true,
         parentSpanID: UInt64? = nil, routeIndex: Int = 0, upstreamSentNanos: Int64? = nil, chunkArrivals: [ChunkArrival] = [],
-        lastResponseBytesNanos: Int64? = nil, clientRetryCount: Int? = nil
+        lastResponseBytesNanos: Int64? = nil, clientRetryCount: Int? = nil, webSocketTurn: WebSocketTurn? = nil,
+        webSocketConnectionID: String? = nil
     ) {
+        self.webSocketTurn = webSocketTurn
+        self.webSocketConnectionID = webSocketConnectionID
         self.traceIDHigh = traceIDHigh
         self.traceIDLow = traceIDLow
         self.rootSpanID = rootSpanID

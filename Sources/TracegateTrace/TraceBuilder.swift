@@ -39,6 +39,7 @@ public struct TraceBuilder: Sendable {
 
     /// Whether the exchange ended as an error trace (kept whatever the sampling).
     public func isError(_ exchange: CapturedExchange) -> Bool {
+        if let turn = exchange.webSocketTurn { return turn.failure != nil }
         switch exchange.outcome {
         case .upstreamFailed, .upstreamTimeout, .clientAborted: return true
         case .completed, .rejected:
@@ -58,6 +59,7 @@ public struct TraceBuilder: Sendable {
 
     /// `chain` remembers the session of every Responses API response, for the turns that continue it.
     public func record(for exchange: CapturedExchange, chain: inout ResponseSessionChain) -> TraceRecord {
+        if let turn = exchange.webSocketTurn { return record(for: exchange, turn: turn, chain: &chain) }
         let path = exchange.target.utf8.firstIndex(of: UInt8(ascii: "?")).map { String(exchange.target[..<$0]) } ?? exchange.target
         let start = UInt64(max(0, exchange.startEpochNanos))
         let requestName = redaction.text("\(exchange.method) \(path)")
@@ -105,7 +107,7 @@ public struct TraceBuilder: Sendable {
     /// User, session and client request id: chosen among the sources, pseudonymised if asked,
     /// validated; the sources that gave them are recorded. A Responses API response is remembered
     /// with its session.
-    private func describeIdentity(
+    func describeIdentity(
         _ exchange: CapturedExchange, chat: ChatExchange?, chain: inout ResponseSessionChain, into record: inout TraceRecord
     ) {
         var parsedBody: PayloadJSON??
@@ -138,7 +140,7 @@ public struct TraceBuilder: Sendable {
     }
 
     /// Where the trace came from (MLflow's Source column), the route, and the client's own retry count.
-    private func describeSource(_ exchange: CapturedExchange, into record: inout TraceRecord) {
+    func describeSource(_ exchange: CapturedExchange, into record: inout TraceRecord) {
         if let source = sources.isEmpty ? nil : sources[min(max(0, exchange.routeIndex), sources.count - 1)] {
             record.metadata["mlflow.source.name"] = source.name
             record.metadata["mlflow.source.type"] = source.type

@@ -1,0 +1,115 @@
+/// One conversation turn of a WebSocket connection, as `WebSocketTurnTracker` cut it: the client
+/// messages that opened it and the server messages that answered, with when each arrived.
+public struct WebSocketTurn: Sendable, Equatable {
+    /// How the turn ended.
+    public enum Ending: Sendable, Equatable {
+        /// The client sent its next message (generic protocols).
+        case nextClientMessage
+        /// The protocol's end-of-response event (`response.done`, `response.completed`…).
+        case endOfResponse(String)
+        /// The connection closed after a close frame (RFC 6455 §5.5.1); code and reason of the first one.
+        case closed(code: UInt16?, reason: String)
+        /// The connection ended without a close handshake: why.
+        case cut(String)
+    }
+
+    /// 1 for the connection's first turn.
+    public var number: Int
+    public var protocolKind: WebSocketChatProtocol
+    public var clientMessages: [WebSocketTurnMessage] = []
+    public var serverMessages: [WebSocketTurnMessage] = []
+    /// Every data message of the turn, kept or not.
+    public var clientMessageCount = 0
+    public var serverMessageCount = 0
+    /// Since the tunnel opened: the turn's first message, its end, and the first server message that answered.
+    public var startNanos: Int64
+    public var endNanos: Int64
+    public var firstServerMessageNanos: Int64?
+    /// Recognised protocols: when the response was asked for (`response.create`), and its first text or audio delta.
+    public var responseRequestedNanos: Int64?
+    public var firstDeltaNanos: Int64?
+    public var ending: Ending = .nextClientMessage
+    /// Recognised protocols: a response had started and had not ended when the turn did.
+    public var responsePending = false
+    /// Bytes of messages kept so far, each way (held against the capture cap).
+    public internal(set) var keptClientBytes = 0
+    public internal(set) var keptServerBytes = 0
+    /// Part of a message was not kept: the turn's capture cap was reached.
+    public var truncated = false
+    /// What degraded the turn's record (a malformed frame, a message that could not be inflated).
+    public var notes: [String] = []
+
+    public init(number: Int, protocolKind: WebSocketChatProtocol, startNanos: Int64) {
+        self.number = number
+        self.protocolKind = protocolKind
+        self.startNanos = startNanos
+        self.endNanos = startNanos
+    }
+
+    /// Bytes the kept messages hold (what the capture budget is charged).
+    public var storage: Int {
+        clientMessages.reduce(0) { $0 + $1.data.capacity } + serverMessages.reduce(0) { $0 + $1.data.capacity }
+    }
+
+    /// Whether the turn ends in error: cut off mid-response, closed with an error code, or a failed response.
+    public var failure: (type: String, message: String)? {
+        switch ending {
+        case .endOfResponse(let type) where type == "response.failed":
+            return ("ResponseFailed", "the response failed (\(type))")
+        case .endOfResponse(let type) where type == "error":
+            return ("ResponseFailed", "the server answered with an error event")
+        case .endOfResponse, .nextClientMessage:
+            return nil
+        case .closed(let code, let reason):
+            if responsePending { return ("ConnectionClosed", "the connection closed before the response ended") }
+            guard let code, ![1000, 1001].contains(code) else { return nil }
+            return ("ConnectionClosed", "the connection closed with code \(code)" + (reason.isEmpty ? "" : ": \(reason)"))
+        case .cut(let why):
+            return ("ConnectionClosed", why)
+        }
+    }
+}
+
+/// A data message of a turn.
+public struct WebSocketTurnMessage: Sendable, Equatable {
+    public var fromClient: Bool
+    public var isText: Bool
+    /// What was kept: the message as the application reads it (inflated when it was compressed), at
+    /// most the turn's capture cap; empty when it was left out (audio) or could not be read.
+    public var data: [UInt8]
+    /// The whole message's length: inflated, or as sent when it could not be inflated.
+    public var length: Int
+    /// Compressed (`permessage-deflate`) and not inflated: `data` is empty.
+    public var compressedNotInflated = false
+    /// Left out of the trace on purpose (audio, whose size alone is recorded).
+    public var omitted = false
+    /// Since the tunnel opened.
+    public var atNanos: Int64
+    /// The top-level `"type"` of a JSON message, read from its start.
+    public var eventType: String?
+
+    public var isTruncated: Bool { data.count < length && !compressedNotInflated && !omitted }
+
+    public init(
+        fromClient: Bool, isText: Bool, data: [UInt8], length: Int? = nil, atNanos: Int64 = 0, eventType: String? = nil,
+        compressedNotInflated: Bool = false, omitted: Bool = false
+    ) {
+        self.fromClient = fromClient
+        self.isText = isText
+        self.data = data
+        self.length = length ?? data.count
+        self.atNanos = atNanos
+        self.eventType = eventType
+        self.compressedNotInflated = compressedNotInflated
+        self.omitted = omitted
+    }
+}
+
+/// The chat protocol spoken over a WebSocket, as far as turns and traces are concerned.
+public enum WebSocketChatProtocol: String, Sendable, Equatable {
+    /// Any JSON or text protocol: each client message opens a turn.
+    case generic
+    /// OpenAI's event protocols, Realtime and the Responses API over WebSocket: a turn lasts from the
+    /// client's first event to the end of the response (`response.done`, `response.completed`…).
+    case openAIEvents = "openai-events"
+}

@@ -1,0 +1,359 @@
+/// Cuts a WebSocket connection into conversation turns from its bytes as they pass, both ways.
+/// Reads frames (RFC 6455), joins messages, inflates `permessage-deflate` ones (RFC 7692), and
+/// hands back each turn as it ends. Never changes what it reads; a frame that breaks the protocol
+/// stops the tracing of its direction, not the connection.
+///
+/// Turns: in a generic protocol each client message opens a turn and the server messages until the
+/// next one are its output. Once OpenAI's event protocol is recognised (Realtime, Responses over
+/// WebSocket), a turn runs from the client's first event to the end-of-response event.
+///
+/// Memory per connection is bounded by `keptBytes`: at most that much of a frame being read and of
+/// a message being joined, each way, plus that much of each direction of the open turn, plus a
+/// 32 KiB inflation window each way when compression was negotiated.
+public struct WebSocketTurnTracker: Sendable {
+    /// Bytes of each direction of a turn kept for its trace (the capture cap).
+    public let keptBytes: Int
+    /// A message inflating to more than this stops inflation for its direction (a decompression bomb).
+    public let maxInflatedBytes: Int
+    public private(set) var protocolKind: WebSocketChatProtocol = .generic
+    /// Frames read each way, data and control.
+    public private(set) var clientFrames = 0
+    public private(set) var serverFrames = 0
+
+    private var clientParser: WebSocketFrameParser
+    private var serverParser: WebSocketFrameParser
+    private var clientAssembler: WebSocketMessageAssembler
+    private var serverAssembler: WebSocketMessageAssembler
+    /// Present while compressed messages of that direction can be inflated.
+    private var clientInflater: PermessageDeflateInflater?
+    private var serverInflater: PermessageDeflateInflater?
+    private var turn: WebSocketTurn?
+    private var turnsOpened = 0
+    /// The first close frame, from either side.
+    private var closeFrame: (code: UInt16?, reason: String)?
+    /// Notes for the turn that is open or opens next.
+    private var pendingNotes: [String] = []
+
+    /// `compressed`: the upstream's 101 accepted `permessage-deflate`.
+    public init(compressed: Bool, keptBytes: Int = 64 * 1024, maxInflatedBytes: Int = 16 << 20) {
+        self.keptBytes = keptBytes
+        self.maxInflatedBytes = max(maxInflatedBytes, keptBytes)
+        clientParser = WebSocketFrameParser(fromClient: true, maxKeptPayload: keptBytes)
+        serverParser = WebSocketFrameParser(fromClient: false, maxKeptPayload: keptBytes)
+        clientAssembler = WebSocketMessageAssembler(maxKeptBytes: keptBytes)
+        serverAssembler = WebSocketMessageAssembler(maxKeptBytes: keptBytes)
+        if compressed {
+            clientInflater = PermessageDeflateInflater()
+            serverInflater = PermessageDeflateInflater()
+        }
+    }
+
+    /// Whether a 101's `Sec-WebSocket-Extensions` value accepted `permessage-deflate`.
+    public static func negotiatesCompression(_ extensions: String?) -> Bool {
+        guard let extensions else { return false }
+        return extensions.split(separator: ",").contains { offer in
+            ASCIIText.lowercased(offer.prefix { $0 != ";" }.trimmingSpaces) == "permessage-deflate"
+        }
+    }
+
+    /// Reads `bytes` sent by the client (or the server) `atNanos` after the tunnel opened; returns
+    /// the turns they ended.
+    public mutating func feed(_ bytes: some Collection<UInt8>, fromClient: Bool, atNanos: Int64) -> [WebSocketTurn] {
+        let frames: [WebSocketFrame]
+        if fromClient {
+            let failedBefore = clientParser.failure != nil
+            frames = clientParser.feed(bytes)
+            clientFrames += frames.count
+            if !failedBefore, let failure = clientParser.failure { note("client frames break RFC 6455 (\(failure)); the client's later messages are not traced") }
+        } else {
+            let failedBefore = serverParser.failure != nil
+            frames = serverParser.feed(bytes)
+            serverFrames += frames.count
+            if !failedBefore, let failure = serverParser.failure { note("server frames break RFC 6455 (\(failure)); the server's later messages are not traced") }
+        }
+        var ended: [WebSocketTurn] = []
+        for frame in frames {
+            let event = fromClient ? clientAssembler.take(frame) : serverAssembler.take(frame)
+            switch event {
+            case .message(let message)?:
+                if let turn = take(read(message, fromClient: fromClient, atNanos: atNanos)) { ended.append(turn) }
+            case .close(let code, let reason)?:
+                if closeFrame == nil { closeFrame = (code, reason) }
+            case .ping?, .pong?, nil:
+                break
+            }
+        }
+        return ended
+    }
+
+    /// The connection ended `atNanos` after the tunnel opened: the open turn, if it is one to trace.
+    /// `why`: what cut it, when no close handshake did.
+    public mutating func finish(atNanos: Int64, why: String = "the connection closed without a close handshake") -> WebSocketTurn? {
+        guard var open = turn else { return nil }
+        turn = nil
+        // A recognised protocol's server-only messages between responses (`rate_limits.updated`) are no turn.
+        if open.clientMessageCount == 0 && !open.responsePending { return nil }
+        open.endNanos = max(open.endNanos, atNanos)
+        open.ending = closeFrame.map { .closed(code: $0.code, reason: $0.reason) } ?? .cut(why)
+        return open
+    }
+
+    // MARK: Messages
+
+    /// The message as the trace keeps it: inflated if it can be, at most the room left in the turn.
+    private mutating func read(_ message: WebSocketMessage, fromClient: Bool, atNanos: Int64) -> WebSocketTurnMessage {
+        let kept = fromClient ? turn?.keptClientBytes ?? 0 : turn?.keptServerBytes ?? 0
+        // A client message opens a new turn in a generic protocol: the whole cap is its own.
+        let room = max(0, keptBytes - (fromClient && protocolKind == .generic ? 0 : kept))
+        var data = message.data
+        var length = message.length
+        var notInflated = false
+        if message.isCompressed {
+            if let inflated = inflate(message, fromClient: fromClient, keep: room) {
+                (data, length) = inflated
+            } else {
+                data = []
+                notInflated = true
+            }
+        } else if data.count > room {
+            data = Array(data.prefix(room))
+        }
+        let type = message.isText ? Self.eventType(data) : nil
+        return WebSocketTurnMessage(
+            fromClient: fromClient, isText: message.isText, data: data, length: length, atNanos: atNanos, eventType: type,
+            compressedNotInflated: notInflated)
+    }
+
+    private mutating func inflate(_ message: WebSocketMessage, fromClient: Bool, keep: Int) -> (data: [UInt8], length: Int)? {
+        let side = fromClient ? "client" : "server"
+        guard var inflater = fromClient ? clientInflater : serverInflater else { return nil }
+        defer {
+            if fromClient { clientInflater = inflater } else { serverInflater = inflater }
+        }
+        guard !message.isTruncated else {
+            // The rest of the stream refers back to what was not kept: no later message can be read.
+            note("a compressed \(side) message was longer than the capture cap (\(message.length) bytes); the \(side)'s later compressed messages are recorded by size only")
+            if fromClient { clientInflater = nil } else { serverInflater = nil }
+            return nil
+        }
+        do {
+            let result = try inflater.inflate(message: message.data, keep: keep, maxOutput: maxInflatedBytes)
+            return (result.kept, result.length)
+        } catch {
+            note("a compressed \(side) message could not be inflated (\(error)); the \(side)'s later compressed messages are recorded by size only")
+            if fromClient { clientInflater = nil } else { serverInflater = nil }
+            return nil
+        }
+    }
+
+    // MARK: Turns
+
+    /// Adds a message to the turns; returns the turn it ended.
+    private mutating func take(_ message: WebSocketTurnMessage) -> WebSocketTurn? {
+        if protocolKind == .generic, let type = message.eventType, Self.announcesOpenAIEvents(type, fromClient: message.fromClient) {
+            protocolKind = .openAIEvents
+            turn?.protocolKind = .openAIEvents
+        }
+        var message = message
+        if protocolKind == .openAIEvents, let type = message.eventType, Self.isAudio(type) {
+            message.omitted = true
+            message.data = []
+        }
+        var ended: WebSocketTurn?
+        switch (protocolKind, message.fromClient) {
+        case (.generic, true):
+            if var previous = turn {
+                previous.ending = .nextClientMessage
+                ended = previous
+            }
+            open(at: message.atNanos)
+        case (.generic, false):
+            // Server messages before the client's first one answer nothing: no turn holds them.
+            guard turn != nil else { return nil }
+        case (.openAIEvents, _):
+            if turn == nil { open(at: message.atNanos) }
+        }
+        append(message)
+        if protocolKind == .openAIEvents, let type = message.eventType {
+            ended = respond(to: type, fromClient: message.fromClient, atNanos: message.atNanos) ?? ended
+        }
+        return ended
+    }
+
+    private mutating func open(at nanos: Int64) {
+        turnsOpened += 1
+        turn = WebSocketTurn(number: turnsOpened, protocolKind: protocolKind, startNanos: nanos)
+        turn!.notes = pendingNotes
+        pendingNotes = []
+    }
+
+    private mutating func append(_ message: WebSocketTurnMessage) {
+        guard var open = turn else { return }
+        turn = nil  // appended in place, not copied
+        if message.isTruncated { open.truncated = true }
+        if message.fromClient {
+            // A server-opened turn (Realtime voice) starts when the client first speaks in it.
+            if open.clientMessageCount == 0 && open.serverMessageCount > 0 { open.startNanos = message.atNanos }
+            open.clientMessageCount += 1
+            open.keptClientBytes += message.data.count
+            open.clientMessages.append(message)
+        } else {
+            open.serverMessageCount += 1
+            open.keptServerBytes += message.data.count
+            if open.firstServerMessageNanos == nil && open.clientMessageCount > 0 { open.firstServerMessageNanos = message.atNanos }
+            open.serverMessages.append(message)
+        }
+        open.endNanos = max(open.endNanos, message.atNanos)
+        turn = open
+    }
+
+    /// OpenAI events: a requested or started response, its first delta, and its end, which ends the turn.
+    private mutating func respond(to type: String, fromClient: Bool, atNanos: Int64) -> WebSocketTurn? {
+        guard var open = turn else { return nil }
+        if fromClient {
+            if type == "response.create" {
+                open.responsePending = true
+                if open.responseRequestedNanos == nil { open.responseRequestedNanos = atNanos }
+            }
+            turn = open
+            return nil
+        }
+        if type == "response.created" { open.responsePending = true }
+        if open.firstDeltaNanos == nil, Self.isOutputDelta(type) { open.firstDeltaNanos = atNanos }
+        let ends =
+            Self.endOfResponseEvents.contains(type)
+            // An error answering `response.create` before any response started ends that request.
+            || (type == "error" && open.responsePending && !open.serverMessages.contains { $0.eventType == "response.created" })
+        guard ends else {
+            turn = open
+            return nil
+        }
+        open.ending = .endOfResponse(type)
+        open.responsePending = false
+        turn = nil
+        return open
+    }
+
+    private mutating func note(_ text: String) {
+        if turn != nil { turn!.notes.append(text) } else { pendingNotes.append(text) }
+    }
+
+    // MARK: Event types
+
+    static let endOfResponseEvents: Set<String> = ["response.done", "response.completed", "response.failed", "response.incomplete"]
+
+    /// Events only OpenAI's Realtime and Responses WebSocket protocols send.
+    static func announcesOpenAIEvents(_ type: String, fromClient: Bool) -> Bool {
+        fromClient
+            ? ["response.create", "session.update", "conversation.item.create", "input_audio_buffer.append", "transcription_session.update"]
+                .contains(type)
+            : ["session.created", "response.created", "response.done", "response.completed"].contains(type)
+    }
+
+    /// Audio is recorded by size only: `input_audio_buffer.append`, `response.audio.delta`, `response.output_audio.delta`.
+    static func isAudio(_ type: String) -> Bool {
+        type == "input_audio_buffer.append" || (type.hasSuffix("audio.delta") && !type.hasSuffix("transcript.delta"))
+    }
+
+    /// The events that carry the first piece of an answer (text, transcript, audio, tool-call arguments).
+    static func isOutputDelta(_ type: String) -> Bool {
+        type.hasPrefix("response.") && type.hasSuffix(".delta")
+    }
+
+    /// The top-level `"type"` string of a JSON object, if it is among its first 1 KiB: found without
+    /// parsing the message (which may be megabytes of audio), on the forwarding thread.
+    public static func eventType(_ data: [UInt8]) -> String? {
+        var scanner = TopLevelKeyScanner(bytes: data.prefix(1024))
+        return scanner.stringValue(of: "type")
+    }
+}
+
+/// Finds a top-level member of a JSON object by walking its text: strings and nested values are
+/// skipped, not parsed. Gives up (nil) on anything that is not well-formed up to the member.
+struct TopLevelKeyScanner {
+    let bytes: ArraySlice<UInt8>
+    var index: Int
+
+    init(bytes: ArraySlice<UInt8>) {
+        self.bytes = bytes
+        index = bytes.startIndex
+    }
+
+    mutating func stringValue(of key: String) -> String? {
+        skipSpace()
+        guard next() == UInt8(ascii: "{") else { return nil }
+        let wanted = Array(key.utf8)
+        while true {
+            skipSpace()
+            guard peek() == UInt8(ascii: "\""), let name = string() else { return nil }
+            skipSpace()
+            guard next() == UInt8(ascii: ":") else { return nil }
+            skipSpace()
+            if name.elementsEqual(wanted) {
+                guard peek() == UInt8(ascii: "\""), let value = string(), value.count <= 128 else { return nil }
+                return String(decoding: value, as: UTF8.self)
+            }
+            guard skipValue() else { return nil }
+            skipSpace()
+            guard next() == UInt8(ascii: ",") else { return nil }
+        }
+    }
+
+    private func peek() -> UInt8? { index < bytes.endIndex ? bytes[index] : nil }
+
+    private mutating func next() -> UInt8? {
+        guard index < bytes.endIndex else { return nil }
+        defer { index += 1 }
+        return bytes[index]
+    }
+
+    private mutating func skipSpace() {
+        while let byte = peek(), byte == 0x20 || byte == 0x09 || byte == 0x0A || byte == 0x0D { index += 1 }
+    }
+
+    /// A string's raw bytes (escapes left as they are), the cursor past its closing quote.
+    private mutating func string() -> ArraySlice<UInt8>? {
+        guard next() == UInt8(ascii: "\"") else { return nil }
+        let start = index
+        while let byte = next() {
+            if byte == UInt8(ascii: "\\") {
+                guard next() != nil else { return nil }
+            } else if byte == UInt8(ascii: "\"") {
+                return bytes[start..<(index - 1)]
+            }
+        }
+        return nil
+    }
+
+    /// Skips one value: a string, or anything up to the `,` or `}` that ends it at this depth.
+    private mutating func skipValue() -> Bool {
+        var depth = 0
+        while let byte = peek() {
+            switch byte {
+            case UInt8(ascii: "\""):
+                guard string() != nil else { return false }
+                continue
+            case UInt8(ascii: "{"), UInt8(ascii: "["):
+                depth += 1
+            case UInt8(ascii: "}"), UInt8(ascii: "]"):
+                if depth == 0 { return true }
+                depth -= 1
+            case UInt8(ascii: ","):
+                if depth == 0 { return true }
+            default:
+                break
+            }
+            index += 1
+        }
+        return false
+    }
+}
+
+extension Substring {
+    fileprivate var trimmingSpaces: Substring {
+        var text = self
+        while text.first == " " || text.first == "\t" { text.removeFirst() }
+        while text.last == " " || text.last == "\t" { text.removeLast() }
+        return text
+    }
+}

@@ -1,0 +1,173 @@
+import XCTest
+
+@testable import TracegateTrace
+
+/// Conversations cut into turns: generic text and JSON protocols, OpenAI Realtime and Responses
+/// events, compressed messages, closes, and frames that break the protocol.
+final class WebSocketTurnTrackerTests: XCTestCase {
+    private let key: [UInt8] = [0x11, 0x22, 0x33, 0x44]
+
+    private func client(_ text: String) -> [UInt8] { WebSocketFrameParserTests.frame(0x1, Array(text.utf8), mask: key) }
+    private func server(_ text: String) -> [UInt8] { WebSocketFrameParserTests.frame(0x1, Array(text.utf8)) }
+    private func text(_ message: WebSocketTurnMessage) -> String { String(decoding: message.data, as: UTF8.self) }
+
+    func testEachClientMessageOpensATurnAndTheServerMessagesUntilTheNextAreItsOutput() {
+        var tracker = WebSocketTurnTracker(compressed: false)
+        XCTAssertEqual(tracker.feed(server("welcome"), fromClient: false, atNanos: 1), [], "a greeting answers nothing")
+        XCTAssertEqual(tracker.feed(client("hi"), fromClient: true, atNanos: 10), [])
+        XCTAssertEqual(tracker.feed(server("Hel") + server("lo"), fromClient: false, atNanos: 15), [])
+        let first = tracker.feed(client("bye"), fromClient: true, atNanos: 30)
+        XCTAssertEqual(first.count, 1)
+        XCTAssertEqual(first[0].number, 1)
+        XCTAssertEqual(first[0].clientMessages.map(text), ["hi"])
+        XCTAssertEqual(first[0].serverMessages.map(text), ["Hel", "lo"])
+        XCTAssertEqual(first[0].startNanos, 10)
+        XCTAssertEqual(first[0].firstServerMessageNanos, 15)
+        XCTAssertEqual(first[0].endNanos, 15)
+        XCTAssertEqual(first[0].ending, .nextClientMessage)
+        XCTAssertNil(first[0].failure)
+
+        _ = tracker.feed(server("Goodbye"), fromClient: false, atNanos: 40)
+        _ = tracker.feed(WebSocketFrameParserTests.frame(0x8, [0x03, 0xE8], mask: key), fromClient: true, atNanos: 50)
+        let last = tracker.finish(atNanos: 60)
+        XCTAssertEqual(last?.number, 2)
+        XCTAssertEqual(last?.serverMessages.map(text), ["Goodbye"])
+        XCTAssertEqual(last?.ending, .closed(code: 1000, reason: ""))
+        XCTAssertNil(last?.failure, "a normal close ends the last turn well")
+        XCTAssertEqual(last?.endNanos, 60)
+        XCTAssertEqual(tracker.clientFrames, 3)
+        XCTAssertEqual(tracker.serverFrames, 4)
+    }
+
+    func testAConnectionCutWithoutACloseHandshakeLeavesAFailedTurn() {
+        var tracker = WebSocketTurnTracker(compressed: false)
+        _ = tracker.feed(client("question"), fromClient: true, atNanos: 1)
+        _ = tracker.feed(server("partial ans"), fromClient: false, atNanos: 2)
+        let turn = tracker.finish(atNanos: 3, why: "the upstream connection failed")
+        XCTAssertEqual(turn?.ending, .cut("the upstream connection failed"))
+        XCTAssertEqual(turn?.failure?.message, "the upstream connection failed")
+        XCTAssertEqual(turn?.serverMessages.map(text), ["partial ans"], "the partial output is kept")
+    }
+
+    func testACloseWithAnErrorCodeFailsTheTurn() {
+        var tracker = WebSocketTurnTracker(compressed: false)
+        _ = tracker.feed(client("q"), fromClient: true, atNanos: 1)
+        _ = tracker.feed(WebSocketFrameParserTests.frame(0x8, [0x03, 0xF3] + Array("oops".utf8)), fromClient: false, atNanos: 2)
+        let turn = tracker.finish(atNanos: 3)
+        XCTAssertEqual(turn?.ending, .closed(code: 1011, reason: "oops"))
+        XCTAssertEqual(turn?.failure?.message, "the connection closed with code 1011: oops")
+    }
+
+    func testFragmentedMessagesAndControlFramesBetweenFragmentsJoin() {
+        var tracker = WebSocketTurnTracker(compressed: false)
+        let bytes =
+            WebSocketFrameParserTests.frame(0x1, Array("frag".utf8), fin: false, mask: key)
+            + WebSocketFrameParserTests.frame(0x9, [], mask: key)
+            + WebSocketFrameParserTests.frame(0x0, Array("mented".utf8), mask: key)
+        for byte in bytes { _ = tracker.feed([byte], fromClient: true, atNanos: 1) }
+        XCTAssertEqual(tracker.finish(atNanos: 2)?.clientMessages.map(text), ["fragmented"])
+    }
+
+    func testEachDirectionOfATurnKeepsAtMostTheCap() {
+        var tracker = WebSocketTurnTracker(compressed: false, keptBytes: 8)
+        _ = tracker.feed(client("0123456789"), fromClient: true, atNanos: 1)
+        _ = tracker.feed(server("abcdef") + server("ghijkl"), fromClient: false, atNanos: 2)
+        let turn = tracker.finish(atNanos: 3)!
+        XCTAssertEqual(turn.clientMessages.map(text), ["01234567"])
+        XCTAssertEqual(turn.clientMessages[0].length, 10)
+        XCTAssertEqual(turn.serverMessages.map(text), ["abcdef", "gh"])
+        XCTAssertEqual(turn.serverMessageCount, 2)
+        XCTAssertTrue(turn.truncated)
+    }
+
+    func testABrokenFrameStopsOnlyTheTracingOfItsDirection() {
+        var tracker = WebSocketTurnTracker(compressed: false)
+        _ = tracker.feed(client("hi"), fromClient: true, atNanos: 1)
+        _ = tracker.feed(WebSocketFrameParserTests.frame(0x1, Array("unmasked".utf8)), fromClient: true, atNanos: 2)
+        _ = tracker.feed(client("after"), fromClient: true, atNanos: 3)
+        _ = tracker.feed(server("still read"), fromClient: false, atNanos: 4)
+        let turn = tracker.finish(atNanos: 5)!
+        XCTAssertEqual(turn.clientMessages.map(text), ["hi"])
+        XCTAssertEqual(turn.serverMessages.map(text), ["still read"])
+        XCTAssertEqual(turn.notes.count, 1)
+        XCTAssertTrue(turn.notes[0].contains("wrongMasking"), turn.notes[0])
+    }
+
+    func testARealtimeResponseIsOneTurnFromTheClientsFirstEventToResponseDone() {
+        var tracker = WebSocketTurnTracker(compressed: false)
+        XCTAssertEqual(tracker.feed(server(#"{"type":"session.created","session":{"model":"gpt-realtime"}}"#), fromClient: false, atNanos: 1), [])
+        XCTAssertEqual(tracker.protocolKind, .openAIEvents)
+        for event in [
+            #"{"type":"conversation.item.create","item":{"type":"message","role":"user","content":[{"type":"input_text","text":"Say hi"}]}}"#,
+            #"{"type":"response.create"}"#,
+        ] {
+            XCTAssertEqual(tracker.feed(client(event), fromClient: true, atNanos: 10), [])
+        }
+        XCTAssertEqual(tracker.feed(server(#"{"type":"response.created"}"#), fromClient: false, atNanos: 11), [])
+        XCTAssertEqual(tracker.feed(server(#"{"event_id":"e1","type":"response.audio.delta","delta":"AAAA"}"#), fromClient: false, atNanos: 12), [])
+        XCTAssertEqual(tracker.feed(server(#"{"type":"response.text.delta","delta":"Hi"}"#), fromClient: false, atNanos: 13), [])
+        let turns = tracker.feed(server(#"{"type":"response.done","response":{"status":"completed"}}"#), fromClient: false, atNanos: 20)
+        XCTAssertEqual(turns.count, 1)
+        let turn = turns[0]
+        XCTAssertEqual(turn.ending, .endOfResponse("response.done"))
+        XCTAssertEqual(turn.clientMessageCount, 2)
+        XCTAssertEqual(turn.startNanos, 10, "the turn starts when the client speaks")
+        XCTAssertEqual(turn.responseRequestedNanos, 10)
+        XCTAssertEqual(turn.firstDeltaNanos, 12)
+        XCTAssertFalse(turn.responsePending)
+        let audio = turn.serverMessages.first { $0.eventType == "response.audio.delta" }!
+        XCTAssertTrue(audio.omitted)
+        XCTAssertEqual(audio.data, [], "audio is recorded by size only")
+        XCTAssertNil(tracker.finish(atNanos: 30), "nothing is open after response.done")
+    }
+
+    func testARealtimeConnectionClosedMidResponseLeavesAFailedTurn() {
+        var tracker = WebSocketTurnTracker(compressed: false)
+        _ = tracker.feed(client(#"{"type":"response.create"}"#), fromClient: true, atNanos: 1)
+        _ = tracker.feed(server(#"{"type":"response.text.delta","delta":"Hal"}"#), fromClient: false, atNanos: 2)
+        _ = tracker.feed(WebSocketFrameParserTests.frame(0x8, [0x03, 0xE8], mask: key), fromClient: true, atNanos: 3)
+        let turn = tracker.finish(atNanos: 4)
+        XCTAssertEqual(turn?.responsePending, true)
+        XCTAssertEqual(turn?.failure?.message, "the connection closed before the response ended")
+    }
+
+    func testServerEventsBetweenResponsesAreNoTurnOfTheirOwn() {
+        var tracker = WebSocketTurnTracker(compressed: false)
+        _ = tracker.feed(server(#"{"type":"session.created"}"#), fromClient: false, atNanos: 1)
+        _ = tracker.feed(server(#"{"type":"rate_limits.updated"}"#), fromClient: false, atNanos: 2)
+        XCTAssertNil(tracker.finish(atNanos: 3))
+    }
+
+    func testCompressedMessagesAreInflatedWithTheirContextKept() throws {
+        // "hello hello" compressed twice by one raw-deflate stream with sync flushes, the trailing
+        // 00 00 ff ff removed (Python's zlib, wbits -15): the second message refers back into the first.
+        let first: [UInt8] = [0xca, 0x48, 0xcd, 0xc9, 0xc9, 0x57, 0xc8, 0x00, 0x91, 0x00, 0x00]
+        let second: [UInt8] = [0xca, 0x40, 0x30, 0x01, 0x00]
+        var tracker = WebSocketTurnTracker(compressed: true)
+        _ = tracker.feed(WebSocketFrameParserTests.frame(0x1, first, rsv1: true, mask: key), fromClient: true, atNanos: 1)
+        let turns = tracker.feed(WebSocketFrameParserTests.frame(0x1, second, rsv1: true, mask: key), fromClient: true, atNanos: 2)
+        let last = try XCTUnwrap(tracker.finish(atNanos: 3))
+        XCTAssertEqual(turns.first?.clientMessages.map(text), ["hello hello"])
+        XCTAssertEqual(last.clientMessages.map(text), ["hello hello"])
+
+        var uncompressing = WebSocketTurnTracker(compressed: false)
+        _ = uncompressing.feed(WebSocketFrameParserTests.frame(0x1, first, rsv1: true, mask: key), fromClient: true, atNanos: 1)
+        let unread = try XCTUnwrap(uncompressing.finish(atNanos: 2)).clientMessages[0]
+        XCTAssertTrue(unread.compressedNotInflated, "without the extension negotiated, a compressed message is noted by size")
+        XCTAssertEqual(unread.length, first.count)
+    }
+
+    func testCompressionNegotiationIsReadFromTheExtensionsHeader() {
+        XCTAssertTrue(WebSocketTurnTracker.negotiatesCompression("permessage-deflate; client_max_window_bits=15"))
+        XCTAssertTrue(WebSocketTurnTracker.negotiatesCompression("x-other, Permessage-Deflate"))
+        XCTAssertFalse(WebSocketTurnTracker.negotiatesCompression("x-webkit-deflate-frame"))
+        XCTAssertFalse(WebSocketTurnTracker.negotiatesCompression(nil))
+    }
+
+    func testTheEventTypeIsFoundWithoutParsingTheMessage() {
+        XCTAssertEqual(WebSocketTurnTracker.eventType(Array(#" {"event_id":"e\"1","nested":{"type":"no"},"list":[1,{"a":"]"}],"type":"response.done"}"#.utf8)), "response.done")
+        XCTAssertNil(WebSocketTurnTracker.eventType(Array(#"{"kind":"x"}"#.utf8)))
+        XCTAssertNil(WebSocketTurnTracker.eventType(Array("plain text".utf8)))
+        XCTAssertNil(WebSocketTurnTracker.eventType(Array(#"["type","x"]"#.utf8)))
+    }
+}
