@@ -18,7 +18,7 @@ enum OpenAIRealtime {
         var response: PayloadJSON?
         var endEvent: PayloadJSON?
 
-        for message in turn.clientMessages {
+        for message in turn.context + turn.clientMessages where message.fromClient {
             guard let event = json(message) else { continue }
             switch message.eventType {
             case "session.update":
@@ -37,7 +37,7 @@ enum OpenAIRealtime {
                 break
             }
         }
-        for message in turn.serverMessages {
+        for message in turn.context.filter({ !$0.fromClient }) + turn.serverMessages {
             guard let type = message.eventType else { continue }
             if type.hasSuffix("text.delta") || type.hasSuffix("transcript.delta") {
                 if let delta = json(message)?["delta"]?.string { deltas += delta }

@@ -12,8 +12,8 @@ public struct PermessageDeflateInflater: Sendable {
         case outputLimit
     }
 
-    static let windowSize = 1 << 15
-    static let windowMask = windowSize - 1
+    fileprivate static let windowSize = 1 << 15
+    fileprivate static let windowMask = windowSize - 1
 
     /// The last 32 KiB of all messages' output, as a ring: output byte `n` sits at `n & windowMask`.
     /// Empty until the first message.
@@ -26,7 +26,7 @@ public struct PermessageDeflateInflater: Sendable {
     /// Inflates one compressed message: its first `keep` bytes and its whole length.
     ///
     /// The sender stripped the `00 00 ff ff` that ends its sync flush (RFC 7692 §7.2.1); this puts it
-    /// back. Decoding stops where the input ends on a block boundary, or after a block with BFINAL set.
+    /// back (§7.2.2). Decoding stops where the input ends on a block boundary, or after a block with BFINAL set.
     /// An empty payload is an empty message. After a throw the window is no longer the sender's:
     /// the inflater must not be used again.
     public mutating func inflate(
@@ -54,7 +54,7 @@ public struct PermessageDeflateInflater: Sendable {
 }
 
 /// A canonical Huffman code (RFC 1951 §3.2.2), ready to decode.
-struct HuffmanCode: Sendable {
+private struct HuffmanCode: Sendable {
     static let fastBits = 10
     static let fastMask = (1 << fastBits) - 1
 
@@ -141,7 +141,9 @@ private struct MessageInflation {
     let maxOutput: Int
     var kept: [UInt8] = []
 
-    init(input: UnsafeBufferPointer<UInt8>, window: UnsafeMutablePointer<UInt8>, totalOutput: Int, keep: Int, maxOutput: Int) {
+    init(
+        input: UnsafeBufferPointer<UInt8>, window: UnsafeMutablePointer<UInt8>, totalOutput: Int, keep: Int, maxOutput: Int
+    ) {
         self.input = input
         self.window = window
         self.totalOutput = totalOutput
@@ -173,7 +175,8 @@ private struct MessageInflation {
     /// Fills `bitBuffer` with at least 56 bits, or with all the input has left.
     mutating func refill() {
         if position + 8 <= input.count {
-            let word = UInt64(littleEndian: UnsafeRawPointer(input.baseAddress! + position).loadUnaligned(as: UInt64.self))
+            let word = UInt64(
+                littleEndian: UnsafeRawPointer(input.baseAddress! + position).loadUnaligned(as: UInt64.self))
             let bytes = (63 - bitCount) >> 3
             bitBuffer |= (word & ((1 << UInt64(bytes << 3)) - 1)) << UInt64(bitCount)
             position += bytes

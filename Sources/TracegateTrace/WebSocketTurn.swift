@@ -18,6 +18,9 @@ public struct WebSocketTurn: Sendable, Equatable {
     public var protocolKind: WebSocketChatProtocol
     public var clientMessages: [WebSocketTurnMessage] = []
     public var serverMessages: [WebSocketTurnMessage] = []
+    /// Recognised protocols: the session's settings as they stood when the turn opened (the last
+    /// `session.update` and `session.created`/`updated` of earlier turns), which still apply to it.
+    public var context: [WebSocketTurnMessage] = []
     /// Every data message of the turn, kept or not.
     public var clientMessageCount = 0
     public var serverMessageCount = 0
@@ -48,7 +51,7 @@ public struct WebSocketTurn: Sendable, Equatable {
 
     /// Bytes the kept messages hold (what the capture budget is charged).
     public var storage: Int {
-        clientMessages.reduce(0) { $0 + $1.data.capacity } + serverMessages.reduce(0) { $0 + $1.data.capacity }
+        (clientMessages + serverMessages + context).reduce(0) { $0 + $1.data.capacity }
     }
 
     /// Whether the turn ends in error: cut off mid-response, closed with an error code, or a failed response.

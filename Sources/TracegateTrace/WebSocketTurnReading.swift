@@ -58,20 +58,14 @@ public struct WebSocketTurnReading: Sendable, Equatable {
 
     // MARK: Generic
 
-    /// One message as itself (JSON or text); several as a JSON array, unless they are all plain text
-    /// (a reply streamed piece by piece), which reads as the text they make together.
+    /// One message as itself (JSON or text); several as a JSON array of them, in order (JSON messages
+    /// as JSON, text as strings, binary ones as a note of their size).
     static func describe(_ messages: [WebSocketTurnMessage]) -> String? {
         guard let first = messages.first else { return nil }
         if messages.count == 1 { return text(of: first) }
-        let parsed = messages.map { message in message.isText && !message.isTruncated ? PayloadJSON.parse(message.data) : nil }
-        if parsed.allSatisfy({ $0 == nil }) && messages.allSatisfy({ $0.isText && !$0.compressedNotInflated && !$0.omitted }) {
-            var joined: [UInt8] = []
-            for message in messages { joined.append(contentsOf: message.data) }
-            let total = messages.reduce(0) { $0 + $1.length }
-            return String(decoding: joined, as: UTF8.self) + (joined.count < total ? "… [truncated: \(total) bytes in all]" : "")
-        }
-        let items: [PayloadJSON] = zip(messages, parsed).map { message, json in
-            json ?? note(message) ?? .string(text(of: message) ?? "")
+        let items: [PayloadJSON] = messages.map { message in
+            if message.isText && !message.isTruncated, let json = PayloadJSON.parse(message.data) { return json }
+            return note(message) ?? .string(text(of: message) ?? "")
         }
         return PayloadJSON.array(items).serialized
     }

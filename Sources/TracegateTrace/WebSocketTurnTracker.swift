@@ -31,6 +31,9 @@ public struct WebSocketTurnTracker: Sendable {
     private var turnsOpened = 0
     /// The first close frame, from either side.
     private var closeFrame: (code: UInt16?, reason: String)?
+    /// The session's settings so far (recognised protocols): the last client `session.update` and
+    /// the last server `session.created`/`session.updated`, each at most `keptBytes`.
+    private var sessionSettings: [WebSocketTurnMessage] = []
     /// Notes for the turn that is open or opens next.
     private var pendingNotes: [String] = []
 
@@ -174,6 +177,10 @@ public struct WebSocketTurnTracker: Sendable {
             if turn == nil { open(at: message.atNanos) }
         }
         append(message)
+        if protocolKind == .openAIEvents, let type = message.eventType, Self.isSessionSettings(type) {
+            sessionSettings.removeAll { $0.fromClient == message.fromClient }
+            sessionSettings.append(message)
+        }
         if protocolKind == .openAIEvents, let type = message.eventType {
             ended = respond(to: type, fromClient: message.fromClient, atNanos: message.atNanos) ?? ended
         }
@@ -184,6 +191,7 @@ public struct WebSocketTurnTracker: Sendable {
         turnsOpened += 1
         turn = WebSocketTurn(number: turnsOpened, protocolKind: protocolKind, startNanos: nanos)
         turn!.notes = pendingNotes
+        turn!.context = sessionSettings
         pendingNotes = []
     }
 
@@ -248,6 +256,10 @@ public struct WebSocketTurnTracker: Sendable {
             ? ["response.create", "session.update", "conversation.item.create", "input_audio_buffer.append", "transcription_session.update"]
                 .contains(type)
             : ["session.created", "response.created", "response.done", "response.completed"].contains(type)
+    }
+
+    static func isSessionSettings(_ type: String) -> Bool {
+        type == "session.update" || type == "session.created" || type == "session.updated"
     }
 
     /// Audio is recorded by size only: `input_audio_buffer.append`, `response.audio.delta`, `response.output_audio.delta`.

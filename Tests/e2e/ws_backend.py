@@ -7,11 +7,18 @@ Paths:
   /close?code=      after the first message, closes with that code and reason "bye"
   /flood?bytes=     sends that many bytes in 64 KiB binary messages without reading, then echoes
   /drop             after the first message, drops the TCP connection without a close frame
+  /v1/realtime      a fake OpenAI Realtime API: session.created, then session.update,
+                    conversation.item.create and response.create answered as the API does (text
+                    deltas, response.done with usage); "cut" in the user's text drops the connection
+                    after the first delta
+  /v1/responses     a fake OpenAI Responses API over WebSocket: each response.create streams
+                    response.created, output_text deltas and response.completed with usage
 Every handshake's request headers and every close code a client sent are recorded.
 """
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -60,6 +67,10 @@ class WebSocketBackend:
                     time.sleep(int(query.get("ms", "50")) / 1000)
                 for message in ws:
                     ws.send(message)
+            elif target.path == "/v1/realtime":
+                self._realtime(ws, query.get("model", "gpt-realtime"))
+            elif target.path == "/v1/responses":
+                self._responses(ws)
             elif target.path == "/close":
                 ws.recv()
                 ws.close(int(query.get("code", "4001")), "bye")
@@ -77,9 +88,87 @@ class WebSocketBackend:
             else:
                 for message in ws:
                     ws.send(message)
-        except ConnectionClosed:
+        except (ConnectionClosed, OSError):
             pass
         finally:
             with self.lock:
                 close = ws.protocol.close_rcvd
                 self.client_close_codes.append(close.code if close else None)
+
+    # ---- fake OpenAI protocols ------------------------------------------------------------------
+
+    @staticmethod
+    def reply_to(text: str) -> list[str]:
+        """The answer's deltas: what the fake model says to `text`."""
+        return ["You said: ", text, "."]
+
+    def _realtime(self, ws: ServerConnection, model: str) -> None:
+        events = iter(range(1, 1 << 30))
+
+        def send(event: dict) -> None:
+            ws.send(json.dumps({"event_id": f"event_{next(events)}", **event}))
+
+        session = {"id": "sess_1", "object": "realtime.session", "type": "realtime", "model": model, "instructions": ""}
+        send({"type": "session.created", "session": session})
+        user_text = ""
+        responses = 0
+        for message in ws:
+            event = json.loads(message)
+            kind = event.get("type")
+            if kind == "session.update":
+                session.update(event.get("session", {}))
+                send({"type": "session.updated", "session": session})
+            elif kind == "conversation.item.create":
+                item = {"id": f"item_{next(events)}", "status": "completed", **event["item"]}
+                user_text = "".join(part.get("text", "") for part in item.get("content", []))
+                send({"type": "conversation.item.created", "item": item})
+            elif kind == "response.create":
+                responses += 1
+                rid, item_id = f"resp_{responses}", f"item_out_{responses}"
+                send({"type": "response.created", "response": {"id": rid, "object": "realtime.response", "status": "in_progress",
+                                                               "output": []}})
+                deltas = self.reply_to(user_text)
+                for delta in deltas:
+                    send({"type": "response.output_text.delta", "response_id": rid, "item_id": item_id, "output_index": 0,
+                          "content_index": 0, "delta": delta})
+                    if "cut" in user_text:
+                        ws.socket.shutdown(socket.SHUT_RDWR)
+                        ws.socket.close()
+                        return
+                text = "".join(deltas)
+                send({"type": "response.output_text.done", "response_id": rid, "item_id": item_id, "output_index": 0,
+                      "content_index": 0, "text": text})
+                send({"type": "response.done", "response": {
+                    "id": rid, "object": "realtime.response", "status": "completed",
+                    "output": [{"id": item_id, "type": "message", "role": "assistant", "status": "completed",
+                                "content": [{"type": "output_text", "text": text}]}],
+                    "usage": {"total_tokens": 17, "input_tokens": 12, "output_tokens": 5,
+                              "input_token_details": {"cached_tokens": 0, "text_tokens": 12, "audio_tokens": 0},
+                              "output_token_details": {"text_tokens": 5, "audio_tokens": 0}}}})
+
+    def _responses(self, ws: ServerConnection) -> None:
+        count = 0
+        for message in ws:
+            event = json.loads(message)
+            if event.get("type") != "response.create":
+                continue
+            count += 1
+            user_input = event.get("input")
+            text_in = user_input if isinstance(user_input, str) else "".join(
+                part.get("text", "") if isinstance(part, dict) else "" for item in user_input or []
+                for part in (item.get("content") if isinstance(item.get("content"), list) else [{"text": item.get("content", "")}]))
+            rid = f"resp_ws_{count}"
+            base = {"id": rid, "object": "response", "created_at": 1700000000, "model": event.get("model", "gpt-test"),
+                    "status": "in_progress", "output": []}
+            sequence = iter(range(1 << 30))
+            ws.send(json.dumps({"type": "response.created", "sequence_number": next(sequence), "response": base}))
+            deltas = self.reply_to(text_in)
+            for delta in deltas:
+                ws.send(json.dumps({"type": "response.output_text.delta", "sequence_number": next(sequence), "item_id": "msg_1",
+                                    "output_index": 0, "content_index": 0, "delta": delta}))
+            text = "".join(deltas)
+            done = {**base, "status": "completed",
+                    "output": [{"id": "msg_1", "type": "message", "role": "assistant", "status": "completed",
+                                "content": [{"type": "output_text", "text": text, "annotations": []}]}],
+                    "usage": {"input_tokens": 9, "output_tokens": 4, "total_tokens": 13}}
+            ws.send(json.dumps({"type": "response.completed", "sequence_number": next(sequence), "response": done}))
