@@ -522,6 +522,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     func upstreamTunnelBytes(_ bytes: ByteBuffer) {
         guard let exchange, exchange.tunnel != nil else { return }
         exchange.tunnel!.bytesFromUpstream += bytes.readableBytes
+        exchange.upstreamFrames.count(bytes)
         exchange.tap?.tunnelBytes(bytes, fromClient: false)
         context.write(wrapOutboundOut(bytes), promise: nil)
         clientNeedsFlush = true
@@ -666,6 +667,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     private func tunnelFromClient(_ bytes: ByteBuffer, of exchange: Exchange) {
         guard let upstream = exchange.machine.upstream else { return }
         exchange.tunnel?.bytesFromClient += bytes.readableBytes
+        exchange.clientFrames.count(bytes)
         exchange.machine.noteActivity(now: context.eventLoop.now)
         exchange.tap?.tunnelBytes(bytes, fromClient: true)
         upstream.write(bytes)

@@ -31,6 +31,9 @@ final class Exchange {
     var switchingProtocolsHead: ByteBuffer?
     /// Set once the upstream switched protocols.
     var tunnel: TunnelFigures?
+    /// The frames of an open tunnel, each way (reported in `tunnel` when it closes).
+    var clientFrames = WebSocketFrameCounter()
+    var upstreamFrames = WebSocketFrameCounter()
 
     init(
         clientHead: RequestHead, upstreamRequest: UpstreamRequest, machine: ExchangeStateMachine<UpstreamConnection>,
@@ -80,7 +83,12 @@ final class Exchange {
             outcome: outcome,
             streamed: streamed,
             route: route,
-            tunnel: tunnel
+            tunnel: tunnel.map { figures in
+                var figures = figures
+                figures.framesFromClient = clientFrames.frames
+                figures.framesFromUpstream = upstreamFrames.frames
+                return figures
+            }
         )
     }
 

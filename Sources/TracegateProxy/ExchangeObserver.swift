@@ -50,6 +50,9 @@ public struct ExchangeSummary: Sendable {
 public struct TunnelFigures: Sendable, Equatable {
     public var bytesFromClient = 0
     public var bytesFromUpstream = 0
+    /// WebSocket frames each way, data and control.
+    public var framesFromClient = 0
+    public var framesFromUpstream = 0
     /// Closed by `websocket_idle_timeout`.
     public var closedIdle = false
     /// Closed by the proxy's shutdown once `shutdown_grace` was over.

@@ -31,6 +31,8 @@ final class MetricsObserver: ExchangeObserver {
             metrics.tunnelsOpen.decrement()
             if tunnel.bytesFromClient > 0 { metrics.tunnelBytes[0].increment(by: Int64(tunnel.bytesFromClient)) }
             if tunnel.bytesFromUpstream > 0 { metrics.tunnelBytes[1].increment(by: Int64(tunnel.bytesFromUpstream)) }
+            if tunnel.framesFromClient > 0 { metrics.tunnelFrames[0].increment(by: Int64(tunnel.framesFromClient)) }
+            if tunnel.framesFromUpstream > 0 { metrics.tunnelFrames[1].increment(by: Int64(tunnel.framesFromUpstream)) }
             metrics.tunnelsClosed[tunnel.closedAtShutdown ? 2 : tunnel.closedIdle ? 1 : 0].increment()
         }
         if summary.streamed { metrics.streamsOpen.decrement() }

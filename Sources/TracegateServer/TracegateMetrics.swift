@@ -37,6 +37,8 @@ public final class TracegateMetrics: Sendable {
     /// Indexed by `tunnelDirections`.
     let tunnelBytes: [Counter]
     static let tunnelDirections = ["client_to_upstream", "upstream_to_client"]
+    /// Indexed by `tunnelDirections`.
+    let tunnelFrames: [Counter]
     /// Indexed by `tunnelEnds`.
     let tunnelsClosed: [Counter]
     static let tunnelEnds = ["closed", "idle", "shutdown"]
@@ -82,6 +84,11 @@ public final class TracegateMetrics: Sendable {
             registry.makeCounter(
                 name: "tracegate_websocket_bytes_total", labels: [("direction", direction)],
                 help: "Bytes passed through WebSocket tunnels, counted when each tunnel closes.")
+        }
+        tunnelFrames = Self.tunnelDirections.map { direction in
+            registry.makeCounter(
+                name: "tracegate_websocket_frames_total", labels: [("direction", direction)],
+                help: "WebSocket frames (data and control) passed through tunnels, counted when each tunnel closes.")
         }
         tunnelsClosed = Self.tunnelEnds.map { end in
             registry.makeCounter(

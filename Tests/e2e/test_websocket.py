@@ -222,3 +222,21 @@ def test_a_client_that_never_reads_holds_bounded_memory(ws_backend, start_traceg
     grown = tg.rss_kib() - before
     assert grown < 16 << 10, f"RSS grew {grown} KiB while the client read nothing"
     sock.close()
+
+
+def test_frames_and_bytes_each_way_are_counted_when_a_tunnel_closes(ws_backend, start_tracegate):
+    tg = start_tracegate(ws_backend.url)
+    with ws_connect(tg.port, "/stream", compression=None) as ws:
+        ws.send("one")  # 1 frame up; 4 down
+        for _ in range(4):
+            ws.recv(timeout=5)
+        ws.send(["frag", "ments"])  # 3 frames up (websockets ends an iterable with an empty final frame); 4 down
+        for _ in range(4):
+            ws.recv(timeout=5)
+        ws.ping(b"p")  # 1 up; its pong 1 down
+        time.sleep(0.2)
+    # The close handshake adds one close frame each way.
+    wait_until(lambda: metric(tg, "tracegate_websocket_tunnels_open") == 0, 5, message="the tunnel to close")
+    assert metric(tg, "tracegate_websocket_frames_total", direction="client_to_upstream") == 1 + 3 + 1 + 1
+    assert metric(tg, "tracegate_websocket_frames_total", direction="upstream_to_client") == 4 + 4 + 1 + 1
+    assert metric(tg, "tracegate_websocket_bytes_total", direction="client_to_upstream") > 0
