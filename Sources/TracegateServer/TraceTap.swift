@@ -116,7 +116,8 @@ final class TraceTap: ExchangeTap {
 
     func tunnelOpened(_ head: ResponseHead, route: UpstreamRoute) {
         let extensions = head.headers.first(name: "sec-websocket-extensions")
-        webSocket = WebSocketTurnTracker(compressed: WebSocketTurnTracker.negotiatesCompression(extensions), keptBytes: limit)
+        webSocket = WebSocketTurnTracker(
+            compressed: WebSocketTurnTracker.negotiatesCompression(extensions), target: self.head.uri, keptBytes: limit)
         tunnelOpenedAt = NIODeadline.now()
         tunnelOpenedAtEpochNanos = Self.wallClockNanos()
         tunnelRoute = route.index

@@ -37,8 +37,14 @@ public struct WebSocketTurnTracker: Sendable {
     /// Notes for the turn that is open or opens next.
     private var pendingNotes: [String] = []
 
-    /// `compressed`: the upstream's 101 accepted `permessage-deflate`.
-    public init(compressed: Bool, keptBytes: Int = 64 * 1024, maxInflatedBytes: Int = 16 << 20) {
+    /// Socket.IO over Engine.IO: control packets (pings, pongs, connects) are no messages, and an
+    /// event's packet prefix (`42`, a namespace, an ack id) is left out of what is kept.
+    public let speaksSocketIO: Bool
+
+    /// `compressed`: the upstream's 101 accepted `permessage-deflate`. `target`: the upgrade
+    /// request's target (`/socket.io/?EIO=4&transport=websocket` speaks Socket.IO).
+    public init(compressed: Bool, target: String = "", keptBytes: Int = 64 * 1024, maxInflatedBytes: Int = 16 << 20) {
+        speaksSocketIO = Self.speaksSocketIO(target: target)
         self.keptBytes = keptBytes
         self.maxInflatedBytes = max(maxInflatedBytes, keptBytes)
         clientParser = WebSocketFrameParser(fromClient: true, maxKeptPayload: keptBytes)
@@ -79,7 +85,8 @@ public struct WebSocketTurnTracker: Sendable {
             let event = fromClient ? clientAssembler.take(frame) : serverAssembler.take(frame)
             switch event {
             case .message(let message)?:
-                if let turn = take(read(message, fromClient: fromClient, atNanos: atNanos)) { ended.append(turn) }
+                guard let read = read(message, fromClient: fromClient, atNanos: atNanos) else { continue }
+                if let turn = take(read) { ended.append(turn) }
             case .close(let code, let reason)?:
                 if closeFrame == nil { closeFrame = (code, reason) }
             case .ping?, .pong?, nil:
@@ -103,8 +110,9 @@ public struct WebSocketTurnTracker: Sendable {
 
     // MARK: Messages
 
-    /// The message as the trace keeps it: inflated if it can be, at most the room left in the turn.
-    private mutating func read(_ message: WebSocketMessage, fromClient: Bool, atNanos: Int64) -> WebSocketTurnMessage {
+    /// The message as the trace keeps it: inflated if it can be, at most the room left in the turn;
+    /// nil for a Socket.IO control packet.
+    private mutating func read(_ message: WebSocketMessage, fromClient: Bool, atNanos: Int64) -> WebSocketTurnMessage? {
         let kept = fromClient ? turn?.keptClientBytes ?? 0 : turn?.keptServerBytes ?? 0
         // A client message opens a new turn in a generic protocol: the whole cap is its own.
         let room = max(0, keptBytes - (fromClient && protocolKind == .generic ? 0 : kept))
@@ -121,7 +129,12 @@ public struct WebSocketTurnTracker: Sendable {
         } else if data.count > room {
             data = Array(data.prefix(room))
         }
-        let type = message.isText ? Self.eventType(data) : nil
+        if speaksSocketIO && message.isText && !notInflated {
+            guard let payload = Self.socketIOPayload(data) else { return nil }
+            length -= data.count - payload.count
+            data = Array(payload)
+        }
+        let type = message.isText && !speaksSocketIO ? Self.eventType(data) : nil
         return WebSocketTurnMessage(
             fromClient: fromClient, isText: message.isText, data: data, length: length, atNanos: atNanos, eventType: type,
             compressedNotInflated: notInflated)
@@ -244,6 +257,31 @@ public struct WebSocketTurnTracker: Sendable {
 
     private mutating func note(_ text: String) {
         if turn != nil { turn!.notes.append(text) } else { pendingNotes.append(text) }
+    }
+
+    // MARK: Socket.IO
+
+    static func speaksSocketIO(target: String) -> Bool {
+        guard let query = target.split(separator: "?", maxSplits: 1).dropFirst().first else { return false }
+        return query.split(separator: "&").contains { $0.hasPrefix("EIO=") }
+    }
+
+    /// What an Engine.IO text packet carries for the conversation: a Socket.IO event's or ack's
+    /// JSON (`42["chat",{…}]` → `["chat",{…}]`, namespace and ack id dropped), or a plain Engine.IO
+    /// message's text; nil for everything else (open, ping, pong, connect, disconnect…).
+    static func socketIOPayload(_ data: [UInt8]) -> ArraySlice<UInt8>? {
+        guard data.first == UInt8(ascii: "4") else { return nil }
+        var rest = data[1...]
+        guard let kind = rest.first, kind >= UInt8(ascii: "0") && kind <= UInt8(ascii: "9") else { return rest }
+        // 2 event, 3 ack, 5 binary event, 6 binary ack; 0 connect, 1 disconnect, 4 connect error are control.
+        guard [UInt8(ascii: "2"), UInt8(ascii: "3"), UInt8(ascii: "5"), UInt8(ascii: "6")].contains(kind) else { return nil }
+        rest = rest.dropFirst()
+        if kind == UInt8(ascii: "5") || kind == UInt8(ascii: "6"), let dash = rest.firstIndex(of: UInt8(ascii: "-")) {
+            rest = rest[(dash + 1)...]
+        }
+        if rest.first == UInt8(ascii: "/"), let comma = rest.firstIndex(of: UInt8(ascii: ",")) { rest = rest[(comma + 1)...] }
+        while let digit = rest.first, digit >= UInt8(ascii: "0") && digit <= UInt8(ascii: "9") { rest = rest.dropFirst() }
+        return rest
     }
 
     // MARK: Event types

@@ -171,3 +171,39 @@ final class WebSocketTurnTrackerTests: XCTestCase {
         XCTAssertNil(WebSocketTurnTracker.eventType(Array(#"["type","x"]"#.utf8)))
     }
 }
+
+/// Socket.IO (Chainlit, Rasa and Botpress web chats): only events are messages.
+final class WebSocketSocketIOTests: XCTestCase {
+    private let key: [UInt8] = [0x11, 0x22, 0x33, 0x44]
+    private func client(_ text: String) -> [UInt8] { WebSocketFrameParserTests.frame(0x1, Array(text.utf8), mask: key) }
+    private func server(_ text: String) -> [UInt8] { WebSocketFrameParserTests.frame(0x1, Array(text.utf8)) }
+    private func text(_ message: WebSocketTurnMessage) -> String { String(decoding: message.data, as: UTF8.self) }
+
+    func testPingsPongsAndConnectsAreNoTurnsAndEventPrefixesAreDropped() throws {
+        var tracker = WebSocketTurnTracker(compressed: false, target: "/socket.io/?EIO=4&transport=websocket")
+        XCTAssertTrue(tracker.speaksSocketIO)
+        _ = tracker.feed(server(#"0{"sid":"abc","pingInterval":25000}"#), fromClient: false, atNanos: 1)
+        _ = tracker.feed(client("40"), fromClient: true, atNanos: 2)
+        _ = tracker.feed(server(#"40{"sid":"def"}"#), fromClient: false, atNanos: 3)
+        _ = tracker.feed(client(#"42["client_message",{"content":"hi"}]"#), fromClient: true, atNanos: 4)
+        _ = tracker.feed(server(#"42["stream_token",{"token":"He"}]"#), fromClient: false, atNanos: 5)
+        _ = tracker.feed(server("2"), fromClient: false, atNanos: 6)
+        XCTAssertEqual(tracker.feed(client("3"), fromClient: true, atNanos: 7), [], "a pong opens no turn")
+        _ = tracker.feed(server(#"42/chat,7["stream_token",{"token":"llo"}]"#), fromClient: false, atNanos: 8)
+        let turn = try XCTUnwrap(tracker.finish(atNanos: 9))
+        XCTAssertEqual(turn.number, 1)
+        XCTAssertEqual(turn.clientMessages.map(text), [#"["client_message",{"content":"hi"}]"#])
+        XCTAssertEqual(turn.serverMessages.map(text), [#"["stream_token",{"token":"He"}]"#, #"["stream_token",{"token":"llo"}]"#])
+    }
+
+    func testOnlyAnEngineIOQueryMakesItSocketIO() {
+        XCTAssertFalse(WebSocketTurnTracker(compressed: false, target: "/ws?x=EIO").speaksSocketIO)
+        XCTAssertFalse(WebSocketTurnTracker(compressed: false, target: "/socket.io/").speaksSocketIO)
+        XCTAssertTrue(WebSocketTurnTracker(compressed: false, target: "/ws/socket.io/?transport=websocket&EIO=3").speaksSocketIO)
+        XCTAssertEqual(WebSocketTurnTracker.socketIOPayload(Array("4hello".utf8)).map { Array($0) }, Array("hello".utf8))
+        XCTAssertEqual(WebSocketTurnTracker.socketIOPayload(Array(#"451-["upload",{"_placeholder":true}]"#.utf8)).map { Array($0) },
+                       Array(#"["upload",{"_placeholder":true}]"#.utf8))
+        XCTAssertNil(WebSocketTurnTracker.socketIOPayload(Array("41".utf8)))
+        XCTAssertNil(WebSocketTurnTracker.socketIOPayload(Array("2probe".utf8)))
+    }
+}
