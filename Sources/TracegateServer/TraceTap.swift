@@ -33,6 +33,8 @@ final class TraceTap: ExchangeTap {
     let clientRetryCount: Int?
     /// Once the upstream switched to WebSocket: the turns of the conversation, read as they pass.
     private var webSocket: WebSocketTurnTracker?
+    /// Bytes of the capture budget the tracker's held data is charged.
+    private var webSocketCharged = 0
     private var tunnelOpenedAt = NIODeadline.now()
     private var tunnelOpenedAtEpochNanos: Int64 = 0
     /// Where a finished turn's capture goes (the trace builder's queue).
@@ -145,7 +147,28 @@ final class TraceTap: ExchangeTap {
     func tunnelBytes(_ bytes: ByteBuffer, fromClient: Bool) {
         guard webSocket != nil else { return }
         let nanos = (NIODeadline.now() - tunnelOpenedAt).nanoseconds
-        for turn in webSocket!.feed(bytes.readableBytesView, fromClient: fromClient, atNanos: nanos) { deliver(turn) }
+        let turns = webSocket!.feed(bytes.readableBytesView, fromClient: fromClient, atNanos: nanos)
+        chargeHeldBytes()
+        for turn in turns { deliver(turn) }
+    }
+
+    /// What the tracker holds is charged to the capture budget as it grows, and given back as it
+    /// shrinks; when the budget is spent, the tracker sheds what it holds.
+    private func chargeHeldBytes() {
+        var held = webSocket!.heldBytes
+        if held > webSocketCharged {
+            let wanted = held - webSocketCharged
+            let granted = budget.reserve(wanted)
+            webSocketCharged += granted
+            if granted < wanted {
+                webSocket!.shed()
+                held = webSocket!.heldBytes
+            }
+        }
+        if held < webSocketCharged {
+            budget.release(webSocketCharged - held)
+            webSocketCharged = held
+        }
     }
 
     /// The tunnel closed: its open turn, if any, is traced (an ERROR trace when it was cut mid-answer).
@@ -162,8 +185,11 @@ final class TraceTap: ExchangeTap {
         } else {
             why = "the connection closed without a close handshake"
         }
-        if let turn = webSocket!.finish(atNanos: nanos, why: why) { deliver(turn) }
+        let turn = webSocket!.finish(atNanos: nanos, why: why)
         webSocket = nil
+        budget.release(webSocketCharged)
+        webSocketCharged = 0
+        if let turn { deliver(turn) }
     }
 
     /// Frames read so far each way, when the tunnel is a WebSocket being traced.

@@ -53,13 +53,27 @@ public struct WebSocketFrameParser: Sendable {
 
     /// Client frames are masked and server frames are not (§5.1).
     public let fromClient: Bool
-    public let maxKeptPayload: Int
+    /// Lowered to 0 when memory is short: frames are still read, their payloads not kept.
+    public var maxKeptPayload: Int
     private var state: State = .header
     private var header: [UInt8] = []
 
     public init(fromClient: Bool, maxKeptPayload: Int = 1 << 20) {
         self.fromClient = fromClient
         self.maxKeptPayload = maxKeptPayload
+    }
+
+    /// Bytes of payload kept for the frame being read.
+    public var heldBytes: Int {
+        if case .payload(let frame, _, _, _) = state { return frame.payload.capacity }
+        return 0
+    }
+
+    /// Lets go of what was kept of the frame being read; none of the rest of it is kept.
+    public mutating func dropKept() {
+        guard case .payload(var frame, let remaining, let mask, let offset) = state, offset > 0 else { return }
+        frame.payload = []
+        state = .payload(frame, remaining: remaining, mask: mask, offset: offset)
     }
 
     /// Why the parser stopped, if it did.
@@ -98,7 +112,8 @@ public struct WebSocketFrameParser: Sendable {
                 let available = bytes.distance(from: index, to: bytes.endIndex)
                 let count = min(remaining, available)
                 let end = bytes.index(index, offsetBy: count)
-                let room = max(0, maxKeptPayload - frame.payload.count)
+                // Only a prefix is kept: once a byte was not kept (`maxKeptPayload` lowered), none after it is.
+                let room = frame.payload.count == offset ? max(0, maxKeptPayload - frame.payload.count) : 0
                 if room > 0 {
                     var position = offset
                     for byte in bytes[index..<end].prefix(room) {

@@ -35,8 +35,18 @@ public struct WebSocketMessage: Sendable, Equatable {
 /// message before the last one ended) is a protocol error the peer will act on: the assembler drops
 /// what it was building and starts over, so the trace loses one message, not the connection.
 public struct WebSocketMessageAssembler: Sendable {
-    public let maxKeptBytes: Int
+    /// Lowered to 0 when memory is short: messages are still joined, their data not kept.
+    public var maxKeptBytes: Int
     private var building: WebSocketMessage?
+
+    /// Lets go of what was kept of the message being joined; none of the rest of it is kept.
+    public mutating func dropKept() {
+        guard building != nil, building!.length > 0 else { return }
+        building!.data = []
+    }
+
+    /// Bytes kept of the message being joined.
+    public var heldBytes: Int { building?.data.capacity ?? 0 }
     /// Frames that did not fit the message sequence (counted, dropped).
     public private(set) var outOfOrderFrames = 0
 

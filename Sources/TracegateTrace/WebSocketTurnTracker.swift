@@ -8,8 +8,9 @@
 /// WebSocket), a turn runs from the client's first event to the end-of-response event.
 ///
 /// Memory per connection is bounded by `keptBytes`: at most that much of a frame being read and of
-/// a message being joined, each way, plus that much of each direction of the open turn, plus a
-/// 32 KiB inflation window each way when compression was negotiated.
+/// a message being joined, each way, plus that much of each direction of the open turn (all of it
+/// `heldBytes`, which the caller can charge to a budget and `shed` when it is spent), plus a 32 KiB
+/// inflation window each way once a compressed message was read.
 public struct WebSocketTurnTracker: Sendable {
     /// Bytes of each direction of a turn kept for its trace (the capture cap).
     public let keptBytes: Int
@@ -65,9 +66,51 @@ public struct WebSocketTurnTracker: Sendable {
         }
     }
 
+    /// Bytes of message data held: frames being read, messages being joined, the open turn and the
+    /// session settings (not the inflation windows).
+    public var heldBytes: Int {
+        clientParser.heldBytes + serverParser.heldBytes + clientAssembler.heldBytes + serverAssembler.heldBytes + (turn?.storage ?? 0)
+            + sessionSettings.reduce(0) { $0 + $1.data.capacity }
+    }
+
+    /// Memory is short: drops every message text held, including what was kept of the frames and
+    /// messages being read, and none of their rest is kept (they are still read, counted and timed). What comes next is kept again, to be
+    /// charged and shed again if memory is still short.
+    public mutating func shed() {
+        clientParser.maxKeptPayload = 0
+        serverParser.maxKeptPayload = 0
+        clientAssembler.maxKeptBytes = 0
+        serverAssembler.maxKeptBytes = 0
+        clientParser.dropKept()
+        serverParser.dropKept()
+        clientAssembler.dropKept()
+        serverAssembler.dropKept()
+        sessionSettings = []
+        shedding = true
+        guard var open = turn else { return }
+        turn = nil
+        for index in open.clientMessages.indices { open.clientMessages[index].data = [] }
+        for index in open.serverMessages.indices { open.serverMessages[index].data = [] }
+        open.context = []
+        if !open.notes.contains(Self.shedNote) { open.notes.append(Self.shedNote) }
+        open.truncated = true
+        turn = open
+    }
+
+    static let shedNote = "capture_memory_limit was reached: message texts of this turn were not kept"
+    /// `shed` lowered what the parsers and assemblers keep: raised again before the next bytes.
+    private var shedding = false
+
     /// Reads `bytes` sent by the client (or the server) `atNanos` after the tunnel opened; returns
     /// the turns they ended.
     public mutating func feed(_ bytes: some Collection<UInt8>, fromClient: Bool, atNanos: Int64) -> [WebSocketTurn] {
+        if shedding {
+            shedding = false
+            clientParser.maxKeptPayload = keptBytes
+            serverParser.maxKeptPayload = keptBytes
+            clientAssembler.maxKeptBytes = keptBytes
+            serverAssembler.maxKeptBytes = keptBytes
+        }
         let frames: [WebSocketFrame]
         if fromClient {
             let failedBefore = clientParser.failure != nil
@@ -148,7 +191,7 @@ public struct WebSocketTurnTracker: Sendable {
         }
         guard !message.isTruncated else {
             // The rest of the stream refers back to what was not kept: no later message can be read.
-            note("a compressed \(side) message was longer than the capture cap (\(message.length) bytes); the \(side)'s later compressed messages are recorded by size only")
+            note("a compressed \(side) message of \(message.length) bytes was not kept whole (capture_max_body_bytes or capture_memory_limit); the \(side)'s later compressed messages are recorded by size only")
             if fromClient { clientInflater = nil } else { serverInflater = nil }
             return nil
         }

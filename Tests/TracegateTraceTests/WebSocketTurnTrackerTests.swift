@@ -80,6 +80,27 @@ final class WebSocketTurnTrackerTests: XCTestCase {
         XCTAssertTrue(turn.truncated)
     }
 
+    func testWhatIsHeldIsCountedAndShedWhenMemoryIsShortUntilTheNextTurn() {
+        var tracker = WebSocketTurnTracker(compressed: false, keptBytes: 1024)
+        XCTAssertEqual(tracker.heldBytes, 0)
+        _ = tracker.feed(client(String(repeating: "q", count: 300)), fromClient: true, atNanos: 1)
+        let partial = WebSocketFrameParserTests.frame(0x1, Array(repeating: 0x61, count: 500))
+        _ = tracker.feed(partial.prefix(204), fromClient: false, atNanos: 2)  // header and 200 bytes of payload
+        XCTAssertGreaterThanOrEqual(tracker.heldBytes, 500, "the turn's message and the frame being read")
+        tracker.shed()
+        XCTAssertEqual(tracker.heldBytes, 0)
+        _ = tracker.feed(partial.dropFirst(204), fromClient: false, atNanos: 3)
+        XCTAssertEqual(tracker.heldBytes, 0, "the rest of a frame cut short is not kept")
+        _ = tracker.feed(server("later"), fromClient: false, atNanos: 3)
+        let shed = tracker.feed(client("next"), fromClient: true, atNanos: 4)[0]
+        XCTAssertEqual(shed.clientMessages.map(\.data), [[]])
+        XCTAssertEqual(shed.serverMessages.map(\.length), [500, 5], "sizes and counts stay")
+        XCTAssertEqual(shed.serverMessages.map(text), ["", "later"], "what comes after is kept again")
+        XCTAssertTrue(shed.truncated)
+        XCTAssertEqual(shed.notes, [WebSocketTurnTracker.shedNote])
+        XCTAssertEqual(tracker.finish(atNanos: 6)?.clientMessages.map(text), ["next"], "the next turn keeps its texts")
+    }
+
     func testABrokenFrameStopsOnlyTheTracingOfItsDirection() {
         var tracker = WebSocketTurnTracker(compressed: false)
         _ = tracker.feed(client("hi"), fromClient: true, atNanos: 1)

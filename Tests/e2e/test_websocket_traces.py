@@ -223,3 +223,23 @@ def test_broken_frames_degrade_only_their_connections_trace(ws_backend, exportin
             assert state(trace) == "ERROR", "cut off without a close handshake"
         else:
             assert "RFC 6455" in root.attributes.get("tracegate.websocket.notes", ""), root.attributes
+
+
+def test_tunnels_hold_message_texts_within_capture_memory_limit_and_give_it_back(ws_backend, exporting_tracegate,
+                                                                                mlflow_client, mlflow_experiment):
+    """Messages larger than the shared capture budget: the turn is traced with sizes and a note, not
+    its texts, and once it is traced the budget is whole again for the next turn."""
+    tg = exporting_tracegate(upstream=ws_backend.url, capture_memory_limit="100KiB", capture_max_body_bytes="1MiB")
+    session = unique("ws-budget")
+    with ws_connect(tg.port, "/echo", additional_headers={"X-Session-ID": session}, compression=None, max_size=None) as ws:
+        big = "x" * (400 << 10)
+        ws.send(big)
+        assert ws.recv(timeout=10) == big
+        ws.send("small one")
+        assert ws.recv(timeout=5) == "small one"
+    traces = by_turn(wait_for_traces(mlflow_client, mlflow_experiment, session_is(session), 2))
+    first, second = (root_span(t) for t in traces)
+    assert "capture_memory_limit" in first.attributes.get("tracegate.websocket.notes", ""), first.attributes
+    assert first.attributes["tracegate.response.truncated"] is True
+    assert len(json.dumps(first.inputs or "")) < 100 << 10, "the big message's text was not kept"
+    assert second.inputs == "small one" and second.outputs == "small one"
