@@ -50,6 +50,8 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     private var connection = ClientConnectionStateMachine(acceptedAt: .uptimeNanoseconds(0))
     /// The listener is shutting down (`ChannelShouldQuiesceEvent`).
     private var quiesced = false
+    /// The shutdown's grace is over and the listener is closing this connection.
+    private var closedByShutdown = false
     private var timer: Scheduled<Void>?
     private var timerDeadline = NIODeadline.distantFuture
 
@@ -147,7 +149,9 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is ChannelShouldQuiesceEvent {  // graceful shutdown: finish the current exchange, then close
+        if event is ShutdownGraceOver {
+            closedByShutdown = true
+        } else if event is ChannelShouldQuiesceEvent {  // graceful shutdown: finish the current exchange, then close
             quiesced = true
             if connection.stopTakingRequests(now: context.eventLoop.now) { context.close(promise: nil) }
         } else if let event = event as? ChannelEvent, event == .inputClosed {
@@ -609,7 +613,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             if exchange.tunnel != nil {
                 closeAfterWrites(upstream)
                 // A tunnel ends when either side closes: that is how a WebSocket connection ends.
-                exchange.tunnel!.closedAtShutdown = quiesced
+                exchange.tunnel!.closedAtShutdown = closedByShutdown
                 finish(exchange, outcome: .completed)
             } else {
                 release(upstream, of: exchange)

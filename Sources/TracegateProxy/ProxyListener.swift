@@ -135,11 +135,20 @@ public final class ProxyListener: Sendable {
         timeout.cancel()
         if !clean {
             let leftover = state.withLockedValue { Array($0.connections.values) }
-            for channel in leftover { try? await channel.close() }
+            for channel in leftover {
+                channel.pipeline.fireUserInboundEventTriggered(ShutdownGraceOver())
+                try? await channel.close()
+            }
         }
         for pool in loops.values.flatMap(\.pools) {
             try? await pool.eventLoop.submit { pool.closeAll() }.get()
         }
         return clean
     }
+}
+
+/// Told to each connection still open when `shutdown_grace` is over, just before it is closed: what
+/// closes it then is the shutdown, not its peer.
+public struct ShutdownGraceOver: Sendable {
+    public init() {}
 }

@@ -32,17 +32,12 @@ final class TraceTap: ExchangeTap {
     private(set) var lastResponseBytesNanos: Int64?
     let clientRetryCount: Int?
     /// Once the upstream switched to WebSocket: the turns of the conversation, read as they pass.
-    private var webSocket: WebSocketTurnTracker?
-    /// Bytes of the capture budget the tracker's held data is charged.
-    private var webSocketCharged = 0
-    private var tunnelOpenedAt = NIODeadline.now()
-    private var tunnelOpenedAtEpochNanos: Int64 = 0
+    private var webSocket: WebSocketTurnTap?
     /// Where a finished turn's capture goes (the trace builder's queue).
     private let deliverTurn: (CapturedExchange) -> Void
     private let head: RequestHead
     private let requestID: String
     private let upstreams: [String]
-    private var tunnelRoute = 0
 
     init(
         head: RequestHead, requestID: String = "", settings: TraceCaptureSettings, budget: CaptureBudget, random: inout Xoshiro256StarStar,
@@ -118,11 +113,10 @@ final class TraceTap: ExchangeTap {
 
     func tunnelOpened(_ head: ResponseHead, route: UpstreamRoute) {
         let extensions = head.headers.first(name: "sec-websocket-extensions")
-        webSocket = WebSocketTurnTracker(
-            compressed: WebSocketTurnTracker.negotiatesCompression(extensions), target: self.head.uri, keptBytes: limit)
-        tunnelOpenedAt = NIODeadline.now()
-        tunnelOpenedAtEpochNanos = Self.wallClockNanos()
-        tunnelRoute = route.index
+        webSocket = WebSocketTurnTap(
+            tracker: WebSocketTurnTracker(
+                compressed: WebSocketTurnTracker.negotiatesCompression(extensions), target: self.head.uri, keptBytes: limit),
+            route: route.index, budget: budget)
     }
 
     func responseHead(_ head: ResponseHead) {
@@ -145,36 +139,14 @@ final class TraceTap: ExchangeTap {
     }
 
     func tunnelBytes(_ bytes: ByteBuffer, fromClient: Bool) {
-        guard webSocket != nil else { return }
-        let nanos = (NIODeadline.now() - tunnelOpenedAt).nanoseconds
-        let turns = webSocket!.feed(bytes.readableBytesView, fromClient: fromClient, atNanos: nanos)
-        chargeHeldBytes()
-        for turn in turns { deliver(turn) }
-    }
-
-    /// What the tracker holds is charged to the capture budget as it grows, and given back as it
-    /// shrinks; when the budget is spent, the tracker sheds what it holds.
-    private func chargeHeldBytes() {
-        var held = webSocket!.heldBytes
-        if held > webSocketCharged {
-            let wanted = held - webSocketCharged
-            let granted = budget.reserve(wanted)
-            webSocketCharged += granted
-            if granted < wanted {
-                webSocket!.shed()
-                held = webSocket!.heldBytes
-            }
-        }
-        if held < webSocketCharged {
-            budget.release(webSocketCharged - held)
-            webSocketCharged = held
-        }
+        guard let webSocket else { return }
+        for turn in webSocket.read(bytes, fromClient: fromClient) { deliver(turn, of: webSocket) }
     }
 
     /// The tunnel closed: its open turn, if any, is traced (an ERROR trace when it was cut mid-answer).
     func tunnelClosed(_ figures: TunnelFigures, outcome: ExchangeOutcome) {
-        guard webSocket != nil else { return }
-        let nanos = (NIODeadline.now() - tunnelOpenedAt).nanoseconds
+        guard let webSocket else { return }
+        self.webSocket = nil
         let why: String
         if figures.closedIdle {
             why = "closed by tracegate after websocket_idle_timeout"
@@ -185,18 +157,11 @@ final class TraceTap: ExchangeTap {
         } else {
             why = "the connection closed without a close handshake"
         }
-        let turn = webSocket!.finish(atNanos: nanos, why: why)
-        webSocket = nil
-        budget.release(webSocketCharged)
-        webSocketCharged = 0
-        if let turn { deliver(turn) }
+        if let turn = webSocket.finish(why: why) { deliver(turn, of: webSocket) }
     }
 
-    /// Frames read so far each way, when the tunnel is a WebSocket being traced.
-    var webSocketFrames: (fromClient: Int, fromUpstream: Int)? { webSocket.map { ($0.clientFrames, $0.serverFrames) } }
-
     /// A finished turn as its own capture: fresh trace ids, the upgrade's identity, its share of the budget.
-    private func deliver(_ turn: WebSocketTurn) {
+    private func deliver(_ turn: WebSocketTurn, of webSocket: WebSocketTurnTap) {
         var turn = turn
         let storage = turn.storage
         let granted = budget.reserve(storage)
@@ -204,33 +169,20 @@ final class TraceTap: ExchangeTap {
             budget.release(granted)
             for index in turn.clientMessages.indices { turn.clientMessages[index].data = [] }
             for index in turn.serverMessages.indices { turn.serverMessages[index].data = [] }
+            turn.context = []
+            turn.storage = 0
             turn.truncated = true
             turn.notes.append("tracegate's capture budget was spent: message texts not kept")
         }
-        var system = SystemRandomNumberGenerator()
         deliverTurn(
             CapturedExchange(
-                traceIDHigh: system.next(), traceIDLow: system.next(), rootSpanID: system.next() | 1, method: head.method.rawValue,
-                target: head.uri, upstream: upstreams[min(tunnelRoute, upstreams.count - 1)], userHeadValues: userHeadValues, sessionHeadValues: sessionHeadValues,
+                traceIDHigh: webSocket.random.next(), traceIDLow: webSocket.random.next(), rootSpanID: webSocket.random.next() | 1, method: head.method.rawValue,
+                target: head.uri, upstream: upstreams[min(webSocket.route, upstreams.count - 1)], userHeadValues: userHeadValues, sessionHeadValues: sessionHeadValues,
                 requestID: requestID, requestIDWasGenerated: requestIDWasGenerated, headerTags: headerTags, request: .init(),
-                response: .init(), status: 101, startEpochNanos: tunnelOpenedAtEpochNanos + turn.startNanos,
+                response: .init(), status: 101, startEpochNanos: webSocket.openedAtEpochNanos + turn.startNanos,
                 durationNanos: max(0, turn.endNanos - turn.startNanos), timeToFirstByteNanos: nil, timeToFirstEventNanos: nil,
-                outcome: turn.failure == nil ? .completed : .clientAborted, sampled: sampled, routeIndex: tunnelRoute,
-                clientRetryCount: clientRetryCount, webSocketTurn: turn, webSocketConnectionID: connectionID))
-    }
-
-    /// The session of the connection's turns when the upgrade named none: stable, unique per connection.
-    private lazy var connectionID: String = {
-        var system = SystemRandomNumberGenerator()
-        let value: UInt64 = system.next()
-        let hex = String(value, radix: 16)
-        return "ws-" + String(repeating: "0", count: 16 - hex.count) + hex
-    }()
-
-    private static func wallClockNanos() -> Int64 {
-        var now = timespec()
-        clock_gettime(CLOCK_REALTIME, &now)
-        return Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec)
+                outcome: turn.failure == nil ? .completed : .clientAborted, sampled: sampled, routeIndex: webSocket.route,
+                clientRetryCount: clientRetryCount, webSocketTurn: turn, webSocketConnectionID: webSocket.connectionID))
     }
 
     /// Keeps what the per-body limit and the shared budget allow; counts every byte. The budget is

@@ -84,15 +84,21 @@ public struct WebSocketFrameParser: Sendable {
 
     /// The frames completed by `bytes`.
     public mutating func feed(_ bytes: some Collection<UInt8>) -> [WebSocketFrame] {
+        Array(bytes).withUnsafeBytes { feed($0) }
+    }
+
+    /// The frames completed by `bytes`: the forwarding path's form (no generic iteration per byte).
+    public mutating func feed(_ bytes: UnsafeRawBufferPointer) -> [WebSocketFrame] {
         var frames: [WebSocketFrame] = []
-        var index = bytes.startIndex
-        while index != bytes.endIndex {
+        var index = 0
+        let end = bytes.count
+        while index < end {
             switch state {
             case .failed:
                 return frames
             case .header:
                 header.append(bytes[index])
-                index = bytes.index(after: index)
+                index += 1
                 switch readHeader() {
                 case .needMore:
                     continue
@@ -101,7 +107,7 @@ public struct WebSocketFrameParser: Sendable {
                     header = []
                     return frames
                 case .frame(let frame, let remaining, let mask):
-                    header = []
+                    header.removeAll(keepingCapacity: true)
                     if remaining == 0 {
                         frames.append(frame)
                     } else {
@@ -109,21 +115,25 @@ public struct WebSocketFrameParser: Sendable {
                     }
                 }
             case .payload(var frame, let remaining, let mask, let offset):
-                let available = bytes.distance(from: index, to: bytes.endIndex)
-                let count = min(remaining, available)
-                let end = bytes.index(index, offsetBy: count)
+                state = .header  // `frame` is changed in place, not copied
+                let count = min(remaining, end - index)
                 // Only a prefix is kept: once a byte was not kept (`maxKeptPayload` lowered), none after it is.
-                let room = frame.payload.count == offset ? max(0, maxKeptPayload - frame.payload.count) : 0
+                let room = frame.payload.count == offset ? min(count, max(0, maxKeptPayload - frame.payload.count)) : 0
                 if room > 0 {
-                    var position = offset
-                    for byte in bytes[index..<end].prefix(room) {
-                        frame.payload.append(mask.map { byte ^ $0[position & 3] } ?? byte)
-                        position += 1
+                    let chunk = UnsafeRawBufferPointer(rebasing: bytes[index..<(index + room)])
+                    if let mask {
+                        frame.payload.reserveCapacity(frame.payload.count + room)
+                        var position = offset
+                        for byte in chunk {
+                            frame.payload.append(byte ^ mask[position & 3])
+                            position += 1
+                        }
+                    } else {
+                        frame.payload.append(contentsOf: chunk)
                     }
                 }
-                index = end
+                index += count
                 if remaining == count {
-                    state = .header
                     frames.append(frame)
                 } else {
                     state = .payload(frame, remaining: remaining - count, mask: mask, offset: offset + count)

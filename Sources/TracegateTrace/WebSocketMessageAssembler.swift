@@ -77,6 +77,7 @@ public struct WebSocketMessageAssembler: Sendable {
 
     private mutating func append(_ frame: WebSocketFrame) -> WebSocketEvent? {
         guard var message = building else { return nil }
+        building = nil  // `message` is changed in place, not copied
         // Once part of the message is missing, nothing after it is kept: the data stays one prefix.
         let room = message.isTruncated ? 0 : max(0, maxKeptBytes - message.data.count)
         message.data += frame.payload.prefix(room)
@@ -86,7 +87,6 @@ public struct WebSocketMessageAssembler: Sendable {
             building = message
             return nil
         }
-        building = nil
         return .message(message)
     }
 }

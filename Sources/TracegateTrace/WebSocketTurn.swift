@@ -49,10 +49,9 @@ public struct WebSocketTurn: Sendable, Equatable {
         self.endNanos = startNanos
     }
 
-    /// Bytes the kept messages hold (what the capture budget is charged).
-    public var storage: Int {
-        (clientMessages + serverMessages + context).reduce(0) { $0 + $1.data.capacity }
-    }
+    /// Bytes the kept messages and context hold (what the capture budget is charged), kept up to
+    /// date as messages are added: a turn may have thousands of them.
+    public var storage = 0
 
     /// Whether the turn ends in error: cut off mid-response, closed with an error code, or a failed response.
     public var failure: (type: String, message: String)? {

@@ -92,6 +92,7 @@ public struct WebSocketTurnTracker: Sendable {
         for index in open.clientMessages.indices { open.clientMessages[index].data = [] }
         for index in open.serverMessages.indices { open.serverMessages[index].data = [] }
         open.context = []
+        open.storage = 0
         if !open.notes.contains(Self.shedNote) { open.notes.append(Self.shedNote) }
         open.truncated = true
         turn = open
@@ -104,6 +105,11 @@ public struct WebSocketTurnTracker: Sendable {
     /// Reads `bytes` sent by the client (or the server) `atNanos` after the tunnel opened; returns
     /// the turns they ended.
     public mutating func feed(_ bytes: some Collection<UInt8>, fromClient: Bool, atNanos: Int64) -> [WebSocketTurn] {
+        Array(bytes).withUnsafeBytes { feed($0, fromClient: fromClient, atNanos: atNanos) }
+    }
+
+    /// `feed` as the forwarding path calls it, on the bytes where they are.
+    public mutating func feed(_ bytes: UnsafeRawBufferPointer, fromClient: Bool, atNanos: Int64) -> [WebSocketTurn] {
         if shedding {
             shedding = false
             clientParser.maxKeptPayload = keptBytes
@@ -248,6 +254,7 @@ public struct WebSocketTurnTracker: Sendable {
         turn = WebSocketTurn(number: turnsOpened, protocolKind: protocolKind, startNanos: nanos)
         turn!.notes = pendingNotes
         turn!.context = sessionSettings
+        turn!.storage = sessionSettings.reduce(0) { $0 + $1.data.capacity }
         pendingNotes = []
     }
 
@@ -255,6 +262,7 @@ public struct WebSocketTurnTracker: Sendable {
         guard var open = turn else { return }
         turn = nil  // appended in place, not copied
         if message.isTruncated { open.truncated = true }
+        open.storage += message.data.capacity
         if message.fromClient {
             // A server-opened turn (Realtime voice) starts when the client first speaks in it.
             if open.clientMessageCount == 0 && open.serverMessageCount > 0 { open.startNanos = message.atNanos }

@@ -732,10 +732,20 @@ final class DataPlaneTests: XCTestCase {
         XCTAssertTrue(client.isActive, "a tunnel goes on through the grace")
         try client.writeInbound(ByteBuffer(string: "late"))
         XCTAssertEqual(try upstreamBytes(), "late")
-        try client.close().wait()  // what the listener does once the grace is over
+        client.pipeline.fireUserInboundEventTriggered(ShutdownGraceOver())  // what the listener does once the grace is over
+        try client.close().wait()
         XCTAssertFalse(upstreams.channels[0].isActive)
         XCTAssertEqual(observer.summaries.first?.tunnel?.closedAtShutdown, true)
         XCTAssertEqual(observer.summaries.first?.outcome, .completed)
+    }
+
+    func testATunnelItsClientClosesDuringTheGraceCountsAsClosedNotCutAtShutdown() throws {
+        try makeClient()
+        _ = try openTunnel()
+        _ = try clientBytes()
+        client.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        try client.close().wait()  // the client leaves on its own before the grace is over
+        XCTAssertEqual(observer.summaries.first?.tunnel?.closedAtShutdown, false)
     }
 
     func testOtherUpgradesGet501() throws {

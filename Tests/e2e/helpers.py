@@ -6,13 +6,16 @@ header case and order, duplicate headers, framing, exact bytes on the wire, arri
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import random
 import re
 import signal
 import socket
+import shutil
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -369,3 +372,65 @@ def process_rss_kib(pid: int) -> int:
 def process_fd_count(pid: int) -> int:
     """Open file descriptors of process `pid`, from /proc."""
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def browser_result(url: str) -> str:
+    """What a page shows in `<pre id="result">` once headless chromium has run it (10 s of virtual time)."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "chromium is needed for this test (apt-get install chromium; .ci/run installs it)"
+    with tempfile.TemporaryDirectory() as profile:
+        result = subprocess.run(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}",
+             "--virtual-time-budget=10000", "--dump-dom", url],
+            capture_output=True, text=True, timeout=60)
+    match = re.search(r'<pre id="result">(.*?)</pre>', result.stdout, re.S)
+    assert match, (result.returncode, result.stdout[-2000:], result.stderr[-2000:])
+    return html.unescape(match.group(1))
+
+
+class StaticPage(LoopbackHTTPServer):
+    """One HTML page, served at every path from a loopback origin (a browser lets such a page reach
+    other loopback ports; a `data:` page it does not). What the page POSTs is kept in `posted`."""
+
+    def __init__(self, html_text: str):
+        self.body = html_text.encode()
+        self.posted: list[bytes] = []
+        super().__init__()
+
+    def handler(self):
+        from http.server import BaseHTTPRequestHandler
+
+        body, posted = self.body, self.posted
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                posted.append(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+                self.send_response(204)
+                self.end_headers()
+
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format, *args):  # noqa: A002 - stdlib signature
+                pass
+
+        return Handler
+
+
+def browser_posts(page: StaticPage, timeout: float = 30) -> bytes:
+    """Opens `page` in headless chromium (real time, so WebSockets run as they would) until the page
+    POSTs its result back; returns that result."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "chromium is needed for this test (apt-get install chromium; .ci/run installs it)"
+    with tempfile.TemporaryDirectory() as profile:
+        proc = subprocess.Popen([chromium, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}",
+                                 page.url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            wait_until(lambda: page.posted, timeout, interval=0.1, message="the page to post its result")
+        finally:
+            stop_process_group(proc, signal.SIGTERM, 5, "chromium", then=signal.SIGKILL)
+    return page.posted[0]

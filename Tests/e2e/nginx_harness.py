@@ -23,9 +23,13 @@ NGINX_BIN = os.environ.get("E2E_NGINX_BIN") or shutil.which("nginx") or "/usr/sb
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def nginx_conf(prefix: Path, port: int, origin_port: int, server: dict[str, str] | None = None) -> str:
-    """A minimal proxy configuration; `server` adds directives (name -> value) to the server block."""
+def nginx_conf(prefix: Path, port: int, origin_port: int, server: dict[str, str] | None = None,
+               websocket: bool = False) -> str:
+    """A minimal proxy configuration; `server` adds directives (name -> value) to the server block.
+    `websocket`: the upgrade passed on as nginx's WebSocket guide configures it."""
     extra = "".join(f"        {name} {value};\n" for name, value in (server or {}).items())
+    connection = ('proxy_set_header Upgrade $http_upgrade;\n            proxy_set_header Connection "upgrade";'
+                  if websocket else 'proxy_set_header Connection "";')
     return f"""daemon off;
 master_process off;
 worker_processes 1;
@@ -48,7 +52,7 @@ http {{
 {extra}        location / {{
             proxy_pass http://origin;
             proxy_http_version 1.1;
-            proxy_set_header Connection "";
+            {connection}
         }}
     }}
 }}
@@ -59,13 +63,13 @@ class Nginx:
     """A running nginx proxying 127.0.0.1:`port` to the origin."""
 
     def __init__(self, workdir: Path, origin_port: int, server: dict[str, str] | None = None,
-                 preexec_fn: Callable[[], None] | None = None):
+                 preexec_fn: Callable[[], None] | None = None, websocket: bool = False):
         self.prefix = workdir / f"nginx-{free_port()}"
         self.port = free_port()
         for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
             (self.prefix / sub).mkdir(parents=True, exist_ok=True)
         self.conf_path = self.prefix / "nginx.conf"
-        self.conf_path.write_text(nginx_conf(self.prefix, self.port, origin_port, server))
+        self.conf_path.write_text(nginx_conf(self.prefix, self.port, origin_port, server, websocket))
         self.stderr_path = self.prefix / "stderr"
         with open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
@@ -121,10 +125,10 @@ class NginxFactory:
         self.started: list[Nginx] = []
 
     def __call__(self, origin_port: int, server: dict[str, str] | None = None,
-                 preexec_fn: Callable[[], None] | None = None) -> Nginx:
+                 preexec_fn: Callable[[], None] | None = None, websocket: bool = False) -> Nginx:
         if not Path(NGINX_BIN).exists():
             raise AssertionError(f"nginx not found at {NGINX_BIN}: apt-get install nginx (or set E2E_NGINX_BIN)")
-        ng = Nginx(self.workdir, origin_port, server, preexec_fn)
+        ng = Nginx(self.workdir, origin_port, server, preexec_fn, websocket)
         self.started.append(ng)
         return ng.wait_ready()
 

@@ -4,12 +4,7 @@ exported or while the tracking server is down. Read back with MlflowClient.get_t
 
 from __future__ import annotations
 
-import html
 import json
-import re
-import shutil
-import subprocess
-import tempfile
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler
@@ -19,7 +14,7 @@ import requests
 from openai import OpenAI
 
 from fault_proxy import FaultProxy
-from helpers import LoopbackHTTPServer, wait_until
+from helpers import LoopbackHTTPServer, browser_result, wait_until
 from mlflow_harness import get_trace_when, request_id, unique, wait_for_trace
 
 FEEDBACK = "/_tracegate/feedback"
@@ -195,19 +190,6 @@ fetch({json.dumps(page.feedback_url)}, {{method: "POST", credentials: "include",
                 pass
 
         return Handler
-
-
-def browser_result(url: str) -> str:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "chromium is needed for this test (apt-get install chromium; .ci/run installs it)"
-    with tempfile.TemporaryDirectory() as profile:
-        result = subprocess.run(
-            [chromium, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}",
-             "--virtual-time-budget=10000", "--dump-dom", url],
-            capture_output=True, text=True, timeout=60)
-    match = re.search(r'<pre id="result">(.*?)</pre>', result.stdout, re.S)
-    assert match, (result.returncode, result.stdout[-2000:], result.stderr[-2000:])
-    return html.unescape(match.group(1))
 
 
 def test_a_chat_page_in_a_real_browser_posts_feedback_with_its_cookie_and_a_foreign_page_cannot(

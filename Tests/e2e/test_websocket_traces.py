@@ -243,3 +243,39 @@ def test_tunnels_hold_message_texts_within_capture_memory_limit_and_give_it_back
     assert first.attributes["tracegate.response.truncated"] is True
     assert len(json.dumps(first.inputs or "")) < 100 << 10, "the big message's text was not kept"
     assert second.inputs == "small one" and second.outputs == "small one"
+
+
+def test_a_chat_page_in_a_real_browser_is_traced_turn_by_turn(ws_backend, exporting_tracegate, mlflow_client,
+                                                              mlflow_experiment):
+    """Chromium's own WebSocket (permessage-deflate offered, as browsers do): a page cannot set
+    headers on a WebSocket, so the user comes from the URL (`user_from = query:user`) and the
+    connection is the session."""
+    from helpers import StaticPage, browser_posts
+
+    tg = exporting_tracegate(upstream=ws_backend.url, user_from="query:user")
+    user = unique("browser-user")
+    script = f"""
+      const ws = new WebSocket("ws://127.0.0.1:{tg.port}/stream?user={user}");
+      const got = [];
+      ws.onopen = () => ws.send("hello from the browser");
+      ws.onmessage = (event) => {{
+        got.push(event.data);
+        if (got.length === 4) ws.send("and a second question");
+        if (got.length === 8) ws.close(1000);
+      }};
+      ws.onclose = (event) => {{
+        fetch("/result", {{method: "POST", body: JSON.stringify({{code: event.code, got: got, ext: ws.extensions}})}});
+      }};
+    """
+    page = StaticPage(f"<!doctype html><script>{script}</script>").start()
+    try:
+        shown = json.loads(browser_posts(page))
+    finally:
+        page.stop()
+    assert shown["code"] == 1000 and len(shown["got"]) == 8, shown
+    assert "permessage-deflate" in shown["ext"], shown
+    traces = by_turn(wait_for_traces(mlflow_client, mlflow_experiment, user_is(user), 2))
+    assert [root_span(t).inputs for t in traces] == ["hello from the browser", "and a second question"]
+    assert [root_span(t).outputs for t in traces] == [shown["got"][:4], shown["got"][4:]]
+    sessions = {t.info.trace_metadata.get("mlflow.trace.session") for t in traces}
+    assert len(sessions) == 1 and next(iter(sessions)).startswith("ws-"), sessions
