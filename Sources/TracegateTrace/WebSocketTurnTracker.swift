@@ -219,6 +219,8 @@ public struct WebSocketTurnTracker: Sendable {
             protocolKind = .openAIEvents
             turn?.protocolKind = .openAIEvents
         }
+        // An application-level heartbeat is no turn and no answer (it would split one otherwise).
+        if protocolKind == .generic && Self.isHeartbeat(message) { return nil }
         var message = message
         if protocolKind == .openAIEvents, let type = message.eventType, Self.isAudio(type) {
             message.omitted = true
@@ -345,6 +347,18 @@ public struct WebSocketTurnTracker: Sendable {
             ? ["response.create", "session.update", "conversation.item.create", "input_audio_buffer.append", "transcription_session.update"]
                 .contains(type)
             : ["session.created", "response.created", "response.done", "response.completed"].contains(type)
+    }
+
+    static let heartbeats: Set<String> = ["ping", "pong", "heartbeat", "keepalive", "keep_alive", "keep-alive", "ka"]
+
+    /// `ping`, `pong`, `heartbeat`, `keepalive` as a whole text message or as a JSON message's `type`
+    /// (any case): what chat front ends send to keep a connection alive.
+    static func isHeartbeat(_ message: WebSocketTurnMessage) -> Bool {
+        guard message.isText, message.length <= 64 else { return false }
+        if let type = message.eventType { return heartbeats.contains(ASCIIText.lowercased(type)) }
+        let isSpace = { (byte: UInt8) in byte == 0x20 || byte == 0x09 || byte == 0x0A || byte == 0x0D }
+        let trimmed = message.data.drop(while: isSpace).reversed().drop(while: isSpace).reversed()
+        return heartbeats.contains(ASCIIText.lowercased(String(decoding: Array(trimmed), as: UTF8.self)))
     }
 
     static func isSessionSettings(_ type: String) -> Bool {

@@ -39,6 +39,23 @@ final class WebSocketTurnTrackerTests: XCTestCase {
         XCTAssertEqual(tracker.serverFrames, 4)
     }
 
+    func testApplicationHeartbeatsNeitherOpenTurnsNorSplitAnswers() {
+        var tracker = WebSocketTurnTracker(compressed: false)
+        _ = tracker.feed(client("question"), fromClient: true, atNanos: 1)
+        _ = tracker.feed(server("first half"), fromClient: false, atNanos: 2)
+        for beat in [#"{"type":"ping"}"#, "PING", #"{"type": "heartbeat", "t": 5}"#] {
+            XCTAssertEqual(tracker.feed(client(beat), fromClient: true, atNanos: 3), [], beat)
+        }
+        _ = tracker.feed(server(#"{"type":"pong"}"#) + server("second half"), fromClient: false, atNanos: 4)
+        let turn = tracker.finish(atNanos: 5)
+        XCTAssertEqual(turn?.number, 1)
+        XCTAssertEqual(turn?.clientMessages.map(text), ["question"])
+        XCTAssertEqual(turn?.serverMessages.map(text), ["first half", "second half"])
+        var plain = WebSocketTurnTracker(compressed: false)
+        _ = plain.feed(client("ping me when it is done"), fromClient: true, atNanos: 1)
+        XCTAssertEqual(plain.finish(atNanos: 2)?.clientMessages.map(text), ["ping me when it is done"], "only a whole heartbeat is one")
+    }
+
     func testAConnectionCutWithoutACloseHandshakeLeavesAFailedTurn() {
         var tracker = WebSocketTurnTracker(compressed: false)
         _ = tracker.feed(client("question"), fromClient: true, atNanos: 1)
