@@ -20,6 +20,8 @@ final class TraceObserver: ExchangeObserver {
     private let loops = ThreadSpecificVariable<LoopState>()
     /// Queues a capture for the builder thread; taps queue a WebSocket turn's with it as the turn ends.
     private let queueCapture: @Sendable (CapturedExchange) -> Void
+    /// Queues a WebSocket turn's capture, unless captures are paused (then it goes untraced and is counted).
+    private let queueTurn: @Sendable (CapturedExchange) -> Void
 
     /// What the observer keeps per event-loop thread (a thread-specific variable), so never shared.
     private final class LoopState: @unchecked Sendable {
@@ -36,6 +38,14 @@ final class TraceObserver: ExchangeObserver {
         self.budget = budget
         self.inPlace = inPlace
         queueCapture = { captured in
+            if !captures.offer(captured) { budget.release(captured.bodyStorage) }
+        }
+        queueTurn = { captured in
+            guard captures.isAccepting else {
+                captures.refuse()
+                budget.release(captured.bodyStorage)
+                return
+            }
             if !captures.offer(captured) { budget.release(captured.bodyStorage) }
         }
     }
@@ -59,7 +69,7 @@ final class TraceObserver: ExchangeObserver {
         }
         return TraceTap(
             head: head, requestID: requestID, settings: settings, budget: budget, random: &loop.random,
-            deliverTurn: queueCapture)
+            deliverTurn: queueTurn)
     }
 
     func tunnelOpened() { loop.schedule.exchangeBecameTunnel() }

@@ -40,11 +40,15 @@ extension TraceBuilder {
         }
         if let chat = reading.chat { describe(chat, into: &record) }
 
-        // The upgrade's request id, with the turn number, within MLflow's 50 characters.
+        // The upgrade's request id, with the turn number, within MLflow's 50 characters (a long id
+        // keeps a hash of itself, so two ids alike at the start stay apart; the whole id is a tag).
         let suffix = ":\(turn.number)"
         var identified = exchange
-        identified.requestID = String(exchange.requestID.prefix(MLflowLimits.clientRequestID - suffix.utf8.count)) + suffix
+        identified.requestID = MLflowLimits.shortened(exchange.requestID, to: MLflowLimits.clientRequestID - suffix.unicodeScalars.count) + suffix
         describeIdentity(identified, chat: reading.chat, chain: &chain, into: &record)
+        if identified.requestID.unicodeScalars.count - suffix.unicodeScalars.count < exchange.requestID.unicodeScalars.count {
+            record.tags[IdentityValues.requestIDFullTag] = String(exchange.requestID.prefix(MLflowLimits.tagValue))
+        }
         if record.session == nil, let connection = exchange.webSocketConnectionID {
             record.session = connection
             record.attributes["tracegate.session.source"] = .string("websocket connection")

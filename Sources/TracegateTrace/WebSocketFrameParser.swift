@@ -122,7 +122,6 @@ public struct WebSocketFrameParser: Sendable {
                 if room > 0 {
                     let chunk = UnsafeRawBufferPointer(rebasing: bytes[index..<(index + room)])
                     if let mask {
-                        frame.payload.reserveCapacity(frame.payload.count + room)
                         var position = offset
                         for byte in chunk {
                             frame.payload.append(byte ^ mask[position & 3])

@@ -160,7 +160,8 @@ public struct WebSocketTurnTracker: Sendable {
     // MARK: Messages
 
     /// The message as the trace keeps it: inflated if it can be, at most the room left in the turn;
-    /// nil for a Socket.IO control packet.
+    /// nil for a Socket.IO control packet. What kind of message it is (its event type, a Socket.IO
+    /// packet) is read from its start before it is cut to the room left.
     private mutating func read(_ message: WebSocketMessage, fromClient: Bool, atNanos: Int64) -> WebSocketTurnMessage? {
         let kept = fromClient ? turn?.keptClientBytes ?? 0 : turn?.keptServerBytes ?? 0
         // A client message opens a new turn in a generic protocol: the whole cap is its own.
@@ -169,46 +170,54 @@ public struct WebSocketTurnTracker: Sendable {
         var length = message.length
         var notInflated = false
         if message.isCompressed {
-            if let inflated = inflate(message, fromClient: fromClient, keep: room) {
+            if let inflated = inflate(message, fromClient: fromClient, keep: max(room, Self.classifiedBytes)) {
                 (data, length) = inflated
             } else {
                 data = []
                 notInflated = true
             }
-        } else if data.count > room {
-            data = Array(data.prefix(room))
         }
+        var type: String?
         if speaksSocketIO && message.isText && !notInflated {
             guard let payload = Self.socketIOPayload(data) else { return nil }
             length -= data.count - payload.count
             data = Array(payload)
+        } else if message.isText {
+            type = Self.eventType(data)
         }
-        let type = message.isText && !speaksSocketIO ? Self.eventType(data) : nil
+        if data.count > room { data = Array(data.prefix(room)) }
         return WebSocketTurnMessage(
             fromClient: fromClient, isText: message.isText, data: data, length: length, atNanos: atNanos, eventType: type,
             compressedNotInflated: notInflated)
     }
 
+    /// Bytes of a message's start kept long enough to tell what it is, whatever room the turn has left.
+    static let classifiedBytes = 1024
+
     private mutating func inflate(_ message: WebSocketMessage, fromClient: Bool, keep: Int) -> (data: [UInt8], length: Int)? {
         let side = fromClient ? "client" : "server"
         guard var inflater = fromClient ? clientInflater : serverInflater else { return nil }
-        defer {
-            if fromClient { clientInflater = inflater } else { serverInflater = inflater }
-        }
-        guard !message.isTruncated else {
+        let failure: String
+        if message.isTruncated {
             // The rest of the stream refers back to what was not kept: no later message can be read.
-            note("a compressed \(side) message of \(message.length) bytes was not kept whole (capture_max_body_bytes or capture_memory_limit); the \(side)'s later compressed messages are recorded by size only")
-            if fromClient { clientInflater = nil } else { serverInflater = nil }
-            return nil
+            failure = "a compressed \(side) message of \(message.length) bytes was not kept whole (capture_max_body_bytes or capture_memory_limit)"
+        } else {
+            // At most 64 bytes out per compressed byte (text compresses 3 to 10 times): a bomb costs
+            // the forwarding thread no more than a plain message of that ratio would.
+            let maxOutput = min(maxInflatedBytes, message.data.count * 64 + 65536)
+            do {
+                let result = try inflater.inflate(message: message.data, keep: keep, maxOutput: maxOutput)
+                if fromClient { clientInflater = inflater } else { serverInflater = inflater }
+                return (result.kept, result.length)
+            } catch .outputLimit {
+                failure = "a compressed \(side) message inflated to more than \(maxOutput) bytes"
+            } catch {
+                failure = "a compressed \(side) message could not be inflated (\(error))"
+            }
         }
-        do {
-            let result = try inflater.inflate(message: message.data, keep: keep, maxOutput: maxInflatedBytes)
-            return (result.kept, result.length)
-        } catch {
-            note("a compressed \(side) message could not be inflated (\(error)); the \(side)'s later compressed messages are recorded by size only")
-            if fromClient { clientInflater = nil } else { serverInflater = nil }
-            return nil
-        }
+        note(failure + "; the \(side)'s later compressed messages are recorded by size only")
+        if fromClient { clientInflater = nil } else { serverInflater = nil }
+        return nil
     }
 
     // MARK: Turns
@@ -269,16 +278,38 @@ public struct WebSocketTurnTracker: Sendable {
             // A server-opened turn (Realtime voice) starts when the client first speaks in it.
             if open.clientMessageCount == 0 && open.serverMessageCount > 0 { open.startNanos = message.atNanos }
             open.clientMessageCount += 1
-            open.keptClientBytes += message.data.count
-            open.clientMessages.append(message)
+            if open.clientMessages.count < Self.maxMessagesKept {
+                open.keptClientBytes += message.data.count
+                open.clientMessages.append(message)
+            } else {
+                open.storage -= message.data.capacity
+                if open.clientMessages.count == Self.maxMessagesKept { noteMessagesNotKept(&open, side: "client") }
+            }
         } else {
             open.serverMessageCount += 1
-            open.keptServerBytes += message.data.count
             if open.firstServerMessageNanos == nil && open.clientMessageCount > 0 { open.firstServerMessageNanos = message.atNanos }
-            open.serverMessages.append(message)
+            if open.serverMessages.count < Self.maxMessagesKept || Self.endOfResponseEvents.contains(message.eventType ?? "") {
+                open.keptServerBytes += message.data.count
+                open.serverMessages.append(message)
+            } else {
+                open.storage -= message.data.capacity
+                if open.serverMessages.count == Self.maxMessagesKept { noteMessagesNotKept(&open, side: "server") }
+            }
         }
         open.endNanos = max(open.endNanos, message.atNanos)
         turn = open
+    }
+
+    /// Messages of each direction a turn keeps (the rest are counted and timed): a server that
+    /// pushes forever, or a client streaming audio, holds no more than this until the turn ends.
+    static let maxMessagesKept = 1000
+
+    private func noteMessagesNotKept(_ turn: inout WebSocketTurn, side: String) {
+        let text = "more than \(Self.maxMessagesKept) \(side) messages: the later ones are counted, not kept"
+        if !turn.notes.contains(text) {
+            turn.notes.append(text)
+            turn.truncated = true
+        }
     }
 
     /// OpenAI events: a requested or started response, its first delta, and its end, which ends the turn.

@@ -195,6 +195,41 @@ final class WebSocketTurnTrackerTests: XCTestCase {
         XCTAssertEqual(unread.length, first.count)
     }
 
+    func testACompressionBombStopsInflationForItsDirectionOnly() throws {
+        // 200 KiB of zeros in 215 bytes (Python's zlib, level 9, wbits -15, sync flush without its
+        // 00 00 ff ff): far beyond 64 bytes out per byte in, so it is not inflated on the forwarding thread.
+        let zeros = [UInt8](repeating: 0, count: 210)
+        let bomb: [UInt8] = [0xec, 0xc1, 0x01, 0x0d, 0x00, 0x00, 0x00, 0xc2, 0xa0, 0xf7, 0x4f, 0x6d, 0x0f, 0x07, 0x14] + zeros.prefix(198) + [0x4f, 0x06]
+        XCTAssertEqual(bomb.count, 215)
+        let hello: [UInt8] = [0xca, 0x48, 0xcd, 0xc9, 0xc9, 0x57, 0xc8, 0x00, 0x91, 0x00, 0x00]  // "hello hello", as above
+        var tracker = WebSocketTurnTracker(compressed: true)
+        _ = tracker.feed(WebSocketFrameParserTests.frame(0x1, bomb, rsv1: true, mask: key), fromClient: true, atNanos: 1)
+        _ = tracker.feed(WebSocketFrameParserTests.frame(0x1, hello, rsv1: true), fromClient: false, atNanos: 2)
+        let next = tracker.feed(WebSocketFrameParserTests.frame(0x1, hello, rsv1: true, mask: key), fromClient: true, atNanos: 3)
+        let turn = try XCTUnwrap(next.first)
+        XCTAssertTrue(turn.clientMessages[0].compressedNotInflated)
+        XCTAssertTrue(turn.notes.contains { $0.contains("inflated to more than") }, "\(turn.notes)")
+        XCTAssertEqual(turn.serverMessages.map(text), ["hello hello"], "the other direction still inflates")
+        let after = try XCTUnwrap(tracker.finish(atNanos: 4))
+        XCTAssertTrue(after.clientMessages[0].compressedNotInflated, "a failed inflater is not used again")
+    }
+
+    func testATurnKeepsAThousandMessagesEachWayAndStillSeesTheEndOfTheResponse() throws {
+        var tracker = WebSocketTurnTracker(compressed: false, keptBytes: 64)
+        _ = tracker.feed(client(#"{"type":"response.create"}"#), fromClient: true, atNanos: 1)
+        var deltas: [UInt8] = []
+        for _ in 0..<1500 { deltas += server(#"{"type":"response.output_text.delta","delta":"word "}"#) }
+        XCTAssertEqual(tracker.feed(deltas, fromClient: false, atNanos: 2), [])
+        let ended = tracker.feed(server(#"{"type":"response.completed","response":{"status":"completed"}}"#), fromClient: false, atNanos: 3)
+        let turn = try XCTUnwrap(ended.first, "the end of the response is recognised past the capture cap")
+        XCTAssertEqual(turn.ending, .endOfResponse("response.completed"))
+        XCTAssertEqual(turn.serverMessageCount, 1501)
+        XCTAssertEqual(turn.serverMessages.count, WebSocketTurnTracker.maxMessagesKept + 1, "the kept ones and the end of the response")
+        XCTAssertTrue(turn.truncated)
+        XCTAssertTrue(turn.notes.contains { $0.contains("counted, not kept") })
+        XCTAssertLessThanOrEqual(turn.keptServerBytes, 64)
+    }
+
     func testCompressionNegotiationIsReadFromTheExtensionsHeader() {
         XCTAssertTrue(WebSocketTurnTracker.negotiatesCompression("permessage-deflate; client_max_window_bits=15"))
         XCTAssertTrue(WebSocketTurnTracker.negotiatesCompression("x-other, Permessage-Deflate"))
