@@ -8,9 +8,9 @@
 /// WebSocket), a turn runs from the client's first event to the end-of-response event.
 ///
 /// Memory per connection is bounded by `keptBytes`: at most that much of a frame being read and of
-/// a message being joined, each way, plus that much of each direction of the open turn (all of it
-/// `heldBytes`, which the caller can charge to a budget and `shed` when it is spent), plus a 32 KiB
-/// inflation window each way once a compressed message was read.
+/// a message being joined, each way, plus that much of each direction of the open turn in at most
+/// `maxMessagesKept` messages (all of it `heldBytes`, which the caller can charge to a budget and
+/// `shed` when it is spent), plus a 32 KiB inflation window each way once a compressed message was read.
 public struct WebSocketTurnTracker: Sendable {
     /// Bytes of each direction of a turn kept for its trace (the capture cap).
     public let keptBytes: Int
@@ -37,6 +37,8 @@ public struct WebSocketTurnTracker: Sendable {
     private var sessionSettings: [WebSocketTurnMessage] = []
     /// Notes for the turn that is open or opens next.
     private var pendingNotes: [String] = []
+    /// `shed` lowered what the parsers and assemblers keep: raised again before the next bytes.
+    private var shedding = false
 
     /// Socket.IO over Engine.IO: control packets (pings, pongs, connects) are no messages, and an
     /// event's packet prefix (`42`, a namespace, an ack id) is left out of what is kept.
@@ -74,8 +76,8 @@ public struct WebSocketTurnTracker: Sendable {
     }
 
     /// Memory is short: drops every message text held, including what was kept of the frames and
-    /// messages being read, and none of their rest is kept (they are still read, counted and timed). What comes next is kept again, to be
-    /// charged and shed again if memory is still short.
+    /// messages being read, none of whose rest is kept (they are still read, counted and timed).
+    /// What comes next is kept again, to be charged, and shed again if memory is still short.
     public mutating func shed() {
         clientParser.maxKeptPayload = 0
         serverParser.maxKeptPayload = 0
@@ -99,8 +101,6 @@ public struct WebSocketTurnTracker: Sendable {
     }
 
     static let shedNote = "capture_memory_limit was reached: message texts of this turn were not kept"
-    /// `shed` lowered what the parsers and assemblers keep: raised again before the next bytes.
-    private var shedding = false
 
     /// Reads `bytes` sent by the client (or the server) `atNanos` after the tunnel opened; returns
     /// the turns they ended.
@@ -196,7 +196,11 @@ public struct WebSocketTurnTracker: Sendable {
 
     private mutating func inflate(_ message: WebSocketMessage, fromClient: Bool, keep: Int) -> (data: [UInt8], length: Int)? {
         let side = fromClient ? "client" : "server"
-        guard var inflater = fromClient ? clientInflater : serverInflater else { return nil }
+        // Taken out while it works, so that its window is changed in place rather than copied.
+        var taken: PermessageDeflateInflater?
+        if fromClient { swap(&taken, &clientInflater) } else { swap(&taken, &serverInflater) }
+        guard var inflater = taken else { return nil }
+        taken = nil
         let failure: String
         if message.isTruncated {
             // The rest of the stream refers back to what was not kept: no later message can be read.
@@ -216,7 +220,6 @@ public struct WebSocketTurnTracker: Sendable {
             }
         }
         note(failure + "; the \(side)'s later compressed messages are recorded by size only")
-        if fromClient { clientInflater = nil } else { serverInflater = nil }
         return nil
     }
 
