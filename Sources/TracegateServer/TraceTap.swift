@@ -113,10 +113,11 @@ final class TraceTap: ExchangeTap {
 
     func tunnelOpened(_ head: ResponseHead, route: UpstreamRoute) {
         let extensions = head.headers.first(name: "sec-websocket-extensions")
+        let target = self.head.uri
         webSocket = WebSocketTurnTap(
             tracker: WebSocketTurnTracker(
-                compressed: WebSocketTurnTracker.negotiatesCompression(extensions), target: self.head.uri, keptBytes: limit),
-            route: route.index, budget: budget)
+                compressed: WebSocketTurnTracker.negotiatesCompression(extensions), target: target, keptBytes: limit),
+            route: route.index, method: self.head.method.rawValue, target: target, budget: budget)
     }
 
     func responseHead(_ head: ResponseHead) {
@@ -178,8 +179,8 @@ final class TraceTap: ExchangeTap {
         }
         deliverTurn(
             CapturedExchange(
-                traceIDHigh: webSocket.random.next(), traceIDLow: webSocket.random.next(), rootSpanID: webSocket.random.next() | 1, method: head.method.rawValue,
-                target: head.uri, upstream: upstreams[min(webSocket.route, upstreams.count - 1)], userHeadValues: userHeadValues, sessionHeadValues: sessionHeadValues,
+                traceIDHigh: webSocket.random.next(), traceIDLow: webSocket.random.next(), rootSpanID: webSocket.random.next() | 1, method: webSocket.method,
+                target: webSocket.target, upstream: upstreams[min(webSocket.route, upstreams.count - 1)], userHeadValues: userHeadValues, sessionHeadValues: sessionHeadValues,
                 requestID: requestID, requestIDWasGenerated: requestIDWasGenerated, headerTags: headerTags, request: .init(),
                 response: .init(), status: 101, startEpochNanos: webSocket.openedAtEpochNanos + turn.startNanos,
                 durationNanos: max(0, turn.endNanos - turn.startNanos), timeToFirstByteNanos: nil, timeToFirstEventNanos: nil,

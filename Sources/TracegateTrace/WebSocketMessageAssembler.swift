@@ -80,7 +80,11 @@ public struct WebSocketMessageAssembler: Sendable {
         building = nil  // `message` is changed in place, not copied
         // Once part of the message is missing, nothing after it is kept: the data stays one prefix.
         let room = message.isTruncated ? 0 : max(0, maxKeptBytes - message.data.count)
-        message.data += frame.payload.prefix(room)
+        if message.data.isEmpty && frame.payload.count <= room {
+            message.data = frame.payload  // a message's first frame: its payload is the data, not copied
+        } else {
+            message.data += frame.payload.prefix(room)
+        }
         message.length += frame.length
         message.frames += 1
         guard frame.fin else {
