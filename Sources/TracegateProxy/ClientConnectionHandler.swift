@@ -100,6 +100,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             upstreamNeedsFlush = false
             upstream.flush()
         }
+        exchange?.tapTunnelBytes()
         context.fireChannelReadComplete()
     }
 
@@ -527,7 +528,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         guard let exchange, exchange.tunnel != nil else { return }
         exchange.tunnel!.bytesFromUpstream += bytes.readableBytes
         exchange.upstreamFrames.count(bytes)
-        exchange.tap?.tunnelBytes(bytes, fromClient: false)
+        exchange.tapLater(bytes, fromClient: false)
         context.write(wrapOutboundOut(bytes), promise: nil)
         clientNeedsFlush = true
     }
@@ -543,10 +544,12 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     }
 
     func upstreamReadComplete() {
-        guard clientNeedsFlush else { return }
-        clientNeedsFlush = false
-        exchange?.machine.noteActivity(now: context.eventLoop.now)
-        context.flush()
+        if clientNeedsFlush {
+            clientNeedsFlush = false
+            exchange?.machine.noteActivity(now: context.eventLoop.now)
+            context.flush()
+        }
+        exchange?.tapTunnelBytes()
     }
 
     func upstreamWritabilityChanged() {
@@ -673,7 +676,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         exchange.tunnel?.bytesFromClient += bytes.readableBytes
         exchange.clientFrames.count(bytes)
         exchange.machine.noteActivity(now: context.eventLoop.now)
-        exchange.tap?.tunnelBytes(bytes, fromClient: true)
+        exchange.tapLater(bytes, fromClient: true)
         upstream.write(bytes)
         upstreamNeedsFlush = true
     }
@@ -774,6 +777,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     private func finish(_ exchange: Exchange, outcome: ExchangeOutcome) {
         guard self.exchange === exchange else { return }
         self.exchange = nil
+        exchange.tapTunnelBytes()  // the tap sees every byte before the exchange ends
         if exchange.machine.asksWebSocket { shared.tunnels.release() }  // its slot, taken at its head
         shared.observer?.exchangeFinished(exchange.summary(clientAddress: clientIP, outcome: outcome, now: context.eventLoop.now), tap: exchange.tap)
         let now = context.eventLoop.now

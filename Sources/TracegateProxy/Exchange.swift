@@ -31,6 +31,21 @@ final class Exchange {
     var switchingProtocolsHead: ByteBuffer?
     /// Set once the upstream switched protocols.
     var tunnel: TunnelFigures?
+    /// Tunnel bytes the tap has yet to see: it reads them once what was read has been flushed on,
+    /// so tracing is never between a message and its forwarding.
+    private var untapped: [(bytes: ByteBuffer, fromClient: Bool)] = []
+
+    func tapLater(_ bytes: ByteBuffer, fromClient: Bool) {
+        if tap != nil { untapped.append((bytes, fromClient)) }
+    }
+
+    /// Hands the tap the tunnel bytes forwarded since it last looked, in the order they came.
+    func tapTunnelBytes() {
+        guard let tap, !untapped.isEmpty else { return }
+        for (bytes, fromClient) in untapped { tap.tunnelBytes(bytes, fromClient: fromClient) }
+        untapped.removeAll(keepingCapacity: true)
+    }
+
     /// The frames of an open tunnel, each way (reported in `tunnel` when it closes).
     var clientFrames = WebSocketFrameCounter()
     var upstreamFrames = WebSocketFrameCounter()

@@ -42,10 +42,22 @@ final class ReadCounter: ChannelOutboundHandler, @unchecked Sendable {
     }
 }
 
-/// Records finished exchanges.
+/// Records finished exchanges; hands `tap` to the exchanges that start.
 final class RecordingObserver: ExchangeObserver, @unchecked Sendable {
     var summaries: [ExchangeSummary] = []
+    var tap: ExchangeTap?
+    func exchangeStarted(_ head: RequestHead, requestID: String) -> ExchangeTap? { tap }
     func exchangeFinished(_ summary: ExchangeSummary, tap: ExchangeTap?) { summaries.append(summary) }
+}
+
+/// Calls `sawTunnelBytes` for every tunnel chunk the tap is given.
+final class TunnelTap: ExchangeTap {
+    var responseHeaders: [(name: String, value: String)] { [] }
+    var sawTunnelBytes: (ByteBuffer, Bool) -> Void = { _, _ in }
+    func requestBody(_ bytes: ByteBuffer) {}
+    func responseHead(_ head: ResponseHead) {}
+    func responseBody(_ bytes: ByteBuffer) {}
+    func tunnelBytes(_ bytes: ByteBuffer, fromClient: Bool) { sawTunnelBytes(bytes, fromClient) }
 }
 
 /// Drives `ClientConnectionHandler` on in-memory channels: no sockets, no sleeps. Requests and responses
@@ -746,6 +758,22 @@ final class DataPlaneTests: XCTestCase {
         client.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
         try client.close().wait()  // the client leaves on its own before the grace is over
         XCTAssertEqual(observer.summaries.first?.tunnel?.closedAtShutdown, false)
+    }
+
+    func testTheTapSeesTunnelBytesOnlyOnceTheyHaveBeenSentOn() throws {
+        try makeClient()
+        let tap = TunnelTap()
+        observer.tap = tap
+        _ = try openTunnel()
+        _ = try clientBytes()  // the 101
+        var seen: [String] = []
+        tap.sawTunnelBytes = { [unowned self] bytes, fromClient in
+            let sentOn = fromClient ? try! self.upstreamBytes() : try! self.clientBytes()
+            seen.append("\(fromClient ? "up" : "down") \(String(buffer: bytes)), already sent on: \(sentOn == String(buffer: bytes))")
+        }
+        try client.writeInbound(ByteBuffer(string: "hello"))
+        try upstreams.channels[0].writeInbound(ByteBuffer(string: "world"))
+        XCTAssertEqual(seen, ["up hello, already sent on: true", "down world, already sent on: true"], "tracing is never between a message and its forwarding")
     }
 
     func testOtherUpgradesGet501() throws {
