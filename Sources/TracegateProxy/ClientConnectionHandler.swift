@@ -519,7 +519,8 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         guard let exchange else { return }
         exchange.firstByteAt = context.eventLoop.now
         exchange.status = Int(head.status.code)
-        exchange.tap?.tunnelOpened(head, route: exchange.route)
+        exchange.tap?.tunnelOpened(
+            head, request: exchange.clientHead, requestID: exchange.upstreamRequest.requestID, route: exchange.route)
         exchange.switchingProtocolsHead = head.bytes
         carryOut(exchange.machine.switchedProtocols(now: context.eventLoop.now), for: exchange)
     }

@@ -76,8 +76,9 @@ public protocol ExchangeTap: AnyObject {
     func requestBody(_ bytes: ByteBuffer)
     func responseHead(_ head: ResponseHead)
     func responseBody(_ bytes: ByteBuffer)
-    /// The upstream switched protocols (`101`, passed on as it is): a tunnel to `route` opens.
-    func tunnelOpened(_ head: ResponseHead, route: UpstreamRoute)
+    /// The upstream switched protocols (`101`, passed on as it is) in answer to `request` (its
+    /// request id `requestID`): a tunnel to `route` opens.
+    func tunnelOpened(_ head: ResponseHead, request: RequestHead, requestID: String, route: UpstreamRoute)
     /// Bytes passing through a tunnel after the upstream switched protocols, as they were sent.
     func tunnelBytes(_ bytes: ByteBuffer, fromClient: Bool)
 }
@@ -114,7 +115,7 @@ public protocol ExchangeObserver: Sendable {
 
 extension ExchangeTap {
     public var upstreamHeaders: [(name: String, value: String)] { [] }
-    public func tunnelOpened(_ head: ResponseHead, route: UpstreamRoute) {}
+    public func tunnelOpened(_ head: ResponseHead, request: RequestHead, requestID: String, route: UpstreamRoute) {}
     public func tunnelBytes(_ bytes: ByteBuffer, fromClient: Bool) {}
 }
 

@@ -40,7 +40,10 @@ final class TraceObserver: ExchangeObserver {
         queueCapture = { captured in
             if !captures.offer(captured) { budget.release(captured.bodyStorage) }
         }
+        let upstreams = settings.upstreams
         queueTurn = { captured in
+            var captured = captured
+            captured.upstream = upstreams[min(captured.routeIndex, upstreams.count - 1)]  // the tap does not keep the table
             guard captures.isAccepting else {
                 captures.refuse()
                 budget.release(captured.bodyStorage)
@@ -67,9 +70,7 @@ final class TraceObserver: ExchangeObserver {
             captures.refuse()
             return nil
         }
-        return TraceTap(
-            head: head, requestID: requestID, settings: settings, budget: budget, random: &loop.random,
-            deliverTurn: queueTurn)
+        return TraceTap(head: head, settings: settings, budget: budget, random: &loop.random, deliverTurn: queueTurn)
     }
 
     func tunnelOpened() { loop.schedule.exchangeBecameTunnel() }

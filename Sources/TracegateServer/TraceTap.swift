@@ -35,19 +35,13 @@ final class TraceTap: ExchangeTap {
     private var webSocket: WebSocketTurnTap?
     /// Where a finished turn's capture goes (the trace builder's queue).
     private let deliverTurn: (CapturedExchange) -> Void
-    private let head: RequestHead
-    private let requestID: String
-    private let upstreams: [String]
 
     init(
-        head: RequestHead, requestID: String = "", settings: TraceCaptureSettings, budget: CaptureBudget, random: inout Xoshiro256StarStar,
+        head: RequestHead, settings: TraceCaptureSettings, budget: CaptureBudget, random: inout Xoshiro256StarStar,
         deliverTurn: @escaping (CapturedExchange) -> Void = { _ in }
     ) {
         self.budget = budget
-        self.head = head
-        self.requestID = requestID
         self.deliverTurn = deliverTurn
-        upstreams = settings.upstreams
         let headers = head.headers
         let caller = settings.propagatesTraceContext ? headers.first(name: "traceparent").flatMap(W3CTraceParent.init) : nil
         traceIDHigh = caller?.traceIDHigh ?? random.next()
@@ -111,13 +105,13 @@ final class TraceTap: ExchangeTap {
 
     func requestBody(_ bytes: ByteBuffer) { append(bytes, to: &request) }
 
-    func tunnelOpened(_ head: ResponseHead, route: UpstreamRoute) {
+    func tunnelOpened(_ head: ResponseHead, request: RequestHead, requestID: String, route: UpstreamRoute) {
         let extensions = head.headers.first(name: "sec-websocket-extensions")
-        let target = self.head.uri
+        let target = request.uri
         webSocket = WebSocketTurnTap(
             tracker: WebSocketTurnTracker(
                 compressed: WebSocketTurnTracker.negotiatesCompression(extensions), target: target, keptBytes: limit),
-            route: route.index, method: self.head.method.rawValue, target: target, budget: budget)
+            route: route.index, method: request.method.rawValue, target: target, requestID: requestID, budget: budget)
     }
 
     func responseHead(_ head: ResponseHead) {
@@ -180,8 +174,8 @@ final class TraceTap: ExchangeTap {
         deliverTurn(
             CapturedExchange(
                 traceIDHigh: webSocket.random.next(), traceIDLow: webSocket.random.next(), rootSpanID: webSocket.random.next() | 1, method: webSocket.method,
-                target: webSocket.target, upstream: upstreams[min(webSocket.route, upstreams.count - 1)], userHeadValues: userHeadValues, sessionHeadValues: sessionHeadValues,
-                requestID: requestID, requestIDWasGenerated: requestIDWasGenerated, headerTags: headerTags, request: .init(),
+                target: webSocket.target, upstream: "" /* named by the observer, which has the route table */, userHeadValues: userHeadValues, sessionHeadValues: sessionHeadValues,
+                requestID: webSocket.requestID, requestIDWasGenerated: requestIDWasGenerated, headerTags: headerTags, request: .init(),
                 response: .init(), status: 101, startEpochNanos: webSocket.openedAtEpochNanos + turn.startNanos,
                 durationNanos: max(0, turn.endNanos - turn.startNanos), timeToFirstByteNanos: nil, timeToFirstEventNanos: nil,
                 outcome: turn.failure == nil ? .completed : .clientAborted, sampled: sampled, routeIndex: webSocket.route,

@@ -20,6 +20,7 @@ final class WebSocketTurnTap {
     /// The upgrade request's method and target, as every turn's capture names them.
     let method: String
     let target: String
+    let requestID: String
     /// Draws the turns' trace ids and the connection's id.
     var random = Xoshiro256StarStar()
     /// The session of the connection's turns when the upgrade named none: stable, unique per connection.
@@ -28,11 +29,12 @@ final class WebSocketTurnTap {
         return "ws-" + String(repeating: "0", count: 16 - hex.count) + hex
     }()
 
-    init(tracker: WebSocketTurnTracker, route: Int, method: String, target: String, budget: CaptureBudget) {
+    init(tracker: WebSocketTurnTracker, route: Int, method: String, target: String, requestID: String, budget: CaptureBudget) {
         self.tracker = tracker
         self.route = route
         self.method = method
         self.target = target
+        self.requestID = requestID
         self.budget = budget
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)

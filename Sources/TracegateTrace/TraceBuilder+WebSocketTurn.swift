@@ -38,7 +38,14 @@ extension TraceBuilder {
             record.inputs = reading.inputs.map(redaction.body)
             record.outputs = reading.outputs.map(redaction.body)
         }
-        if let chat = reading.chat { describe(chat, into: &record) }
+        if let chat = reading.chat {
+            describe(chat, into: &record)
+            // MLflow previews neither protocol's shapes itself: give it the texts.
+            if capturesBodies {
+                record.requestPreview = chat.lastUserText.map { String(redaction.text($0).prefix(MLflowLimits.preview)) }
+                record.responsePreview = chat.assistantText.map { String(redaction.text($0).prefix(MLflowLimits.preview)) }
+            }
+        }
 
         // The upgrade's request id, with the turn number, within MLflow's 50 characters (a long id
         // keeps a hash of itself, so two ids alike at the start stay apart; the whole id is a tag).
@@ -78,26 +85,6 @@ extension TraceBuilder {
             for (key, value) in routeTags[exchange.routeIndex] { record.tags[key] = value }
         }
         return record
-    }
-
-    /// What a recognised chat tells, where MLflow's autologging puts it; the previews are the texts.
-    private func describe(_ chat: ChatExchange, into record: inout TraceRecord) {
-        record.spanType = .chatModel
-        record.attributes[TraceAttributeKey.messageFormat] = .string(chat.messageFormat)
-        if let model = chat.model { record.attributes[TraceAttributeKey.model] = .string(model) }
-        if let usage = chat.usage {
-            record.attributes[TraceAttributeKey.tokenUsage] = .string(usage.mlflowJSON)
-            record.attributes["gen_ai.usage.input_tokens"] = .int(Int64(usage.inputTokens))
-            record.attributes["gen_ai.usage.output_tokens"] = .int(Int64(usage.outputTokens))
-        }
-        record.attributes["gen_ai.operation.name"] = .string("chat")
-        record.attributes["gen_ai.provider.name"] = .string(chat.messageFormat)
-        if let model = chat.model { record.attributes["gen_ai.request.model"] = .string(model) }
-        record.attributes["tracegate.stream.events"] = .int(Int64(chat.eventCount))
-        if !chat.warnings.isEmpty { record.attributes["tracegate.chat.warnings"] = .string(chat.warnings.joined(separator: "; ")) }
-        guard capturesBodies else { return }
-        record.requestPreview = chat.lastUserText.map { String(redaction.text($0).prefix(MLflowLimits.preview)) }
-        record.responsePreview = chat.assistantText.map { String(redaction.text($0).prefix(MLflowLimits.preview)) }
     }
 
     static func describe(_ ending: WebSocketTurn.Ending) -> String {

@@ -228,6 +228,20 @@ public struct TraceBuilder: Sendable {
             if capturesBodies { record.outputs = BodyText.describe(exchange.response).map(redaction.body) }
             return nil
         }
+        describe(chat, into: &record)
+        guard capturesBodies else { return chat }
+        record.outputs = (chat.outputJSON ?? BodyText.describe(exchange.response)).map(redaction.body)
+        if chat.format == .anthropic {
+            // MLflow previews only OpenAI shapes itself; give it the texts.
+            record.requestPreview = chat.lastUserText.map { String(redaction.text($0).prefix(MLflowLimits.preview)) }
+            record.responsePreview = chat.assistantText.map { String(redaction.text($0).prefix(MLflowLimits.preview)) }
+        }
+        return chat
+    }
+
+    /// What a recognised chat tells, on the root span (the upstream span takes the model's part):
+    /// span type, message format, model, token usage, and the same as OpenTelemetry GenAI attributes.
+    func describe(_ chat: ChatExchange, into record: inout TraceRecord) {
         record.spanType = .chatModel
         record.attributes[TraceAttributeKey.messageFormat] = .string(chat.messageFormat)
         if let model = chat.model { record.attributes[TraceAttributeKey.model] = .string(model) }
@@ -242,14 +256,6 @@ public struct TraceBuilder: Sendable {
         }
         if chat.streamed { record.attributes["tracegate.stream.events"] = .int(Int64(chat.eventCount)) }
         if !chat.warnings.isEmpty { record.attributes["tracegate.chat.warnings"] = .string(chat.warnings.joined(separator: "; ")) }
-        guard capturesBodies else { return chat }
-        record.outputs = (chat.outputJSON ?? BodyText.describe(exchange.response)).map(redaction.body)
-        if chat.format == .anthropic {
-            // MLflow previews only OpenAI shapes itself; give it the texts.
-            record.requestPreview = chat.lastUserText.map { String(redaction.text($0).prefix(MLflowLimits.preview)) }
-            record.responsePreview = chat.assistantText.map { String(redaction.text($0).prefix(MLflowLimits.preview)) }
-        }
-        return chat
     }
 
     /// A client that closes right after a stream's own end marker (`[DONE]`, `message_stop`,

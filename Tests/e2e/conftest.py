@@ -85,6 +85,16 @@ def mlflow_client(mlflow_server):
     return MlflowClient(tracking_uri=mlflow_server.url)
 
 
+@pytest.fixture
+def ws_backend():
+    """Our WebSocket chat backend (`ws_backend.py`), for one test."""
+    from ws_backend import WebSocketBackend
+
+    backend = WebSocketBackend().start()
+    yield backend
+    backend.stop()
+
+
 @pytest.fixture(scope="module")
 def mlflow_experiment(request, mlflow_client) -> str:
     """A fresh experiment (unique name) for the test module; its id."""

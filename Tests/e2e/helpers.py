@@ -390,17 +390,21 @@ def browser_result(url: str) -> str:
 
 class StaticPage(LoopbackHTTPServer):
     """One HTML page, served at every path from a loopback origin (a browser lets such a page reach
-    other loopback ports; a `data:` page it does not). What the page POSTs is kept in `posted`."""
+    other loopback ports; a `data:` page it does not). What the page POSTs is kept in `posted`.
+    Subclasses may write the page when it is asked for (`html`)."""
 
-    def __init__(self, html_text: str):
-        self.body = html_text.encode()
+    def __init__(self, html_text: str = ""):
+        self.html_text = html_text
         self.posted: list[bytes] = []
         super().__init__()
+
+    def html(self) -> str:
+        return self.html_text
 
     def handler(self):
         from http.server import BaseHTTPRequestHandler
 
-        body, posted = self.body, self.posted
+        page, posted = self, self.posted
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
@@ -409,6 +413,7 @@ class StaticPage(LoopbackHTTPServer):
                 self.end_headers()
 
             def do_GET(self):
+                body = page.html().encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "text/html; charset=utf-8")
                 self.send_header("Content-Length", str(len(body)))

@@ -7,14 +7,13 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler
 
 import pytest
 import requests
 from openai import OpenAI
 
 from fault_proxy import FaultProxy
-from helpers import LoopbackHTTPServer, browser_result, wait_until
+from helpers import StaticPage, browser_result, wait_until
 from mlflow_harness import get_trace_when, request_id, unique, wait_for_trace
 
 FEEDBACK = "/_tracegate/feedback"
@@ -158,7 +157,7 @@ def test_feedback_needs_an_mlflow_tracking_server(backend, tmp_path):
     assert result.returncode == 2 and "feedback_path" in result.stderr and "MLFLOW_TRACKING_URI" in result.stderr, result
 
 
-class ChatPage(LoopbackHTTPServer):
+class ChatPage(StaticPage):
     """A chat page on its own origin: it sets a cookie for the host, then posts feedback to tracegate
     with fetch (JSON, so the browser sends a CORS preflight first) and shows what came back."""
 
@@ -167,29 +166,15 @@ class ChatPage(LoopbackHTTPServer):
         self.request_id = ""
         super().__init__()
 
-    def handler(self):
-        page = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                body = f"""<!doctype html><html><body><pre id="result">pending</pre><script>
+    def html(self) -> str:
+        return f"""<!doctype html><html><body><pre id="result">pending</pre><script>
 document.cookie = "uid=browser-user; path=/";
-fetch({json.dumps(page.feedback_url)}, {{method: "POST", credentials: "include",
+fetch({json.dumps(self.feedback_url)}, {{method: "POST", credentials: "include",
   headers: {{"Content-Type": "application/json"}},
-  body: JSON.stringify({{request_id: {json.dumps(page.request_id)}, name: "thumbs_up", value: true}})}})
+  body: JSON.stringify({{request_id: {json.dumps(self.request_id)}, name: "thumbs_up", value: true}})}})
   .then(r => r.text().then(t => document.getElementById("result").textContent = r.status + " " + t))
   .catch(e => document.getElementById("result").textContent = "blocked " + e);
-</script></body></html>""".encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format, *args):  # noqa: A002 - stdlib signature
-                pass
-
-        return Handler
+</script></body></html>"""
 
 
 def test_a_chat_page_in_a_real_browser_posts_feedback_with_its_cookie_and_a_foreign_page_cannot(

@@ -17,23 +17,9 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.sync.client import connect
 
 from helpers import wait_until
-from ws_backend import WebSocketBackend
-
-
-@pytest.fixture
-def ws_backend():
-    backend = WebSocketBackend().start()
-    yield backend
-    backend.stop()
-
-
-def ws_connect(port: int, path: str, **options):
-    """A connection for a `with` block."""
-    options = {"proxy": None, "open_timeout": 5, "close_timeout": 2, "max_size": None, "ping_interval": None, **options}
-    return connect(f"ws://127.0.0.1:{port}{path}", **options)
+from ws_backend import ws_connect
 
 
 def ws_open(port: int, path: str):

@@ -12,23 +12,8 @@ import json
 import socket
 import time
 
-import pytest
-from websockets.sync.client import connect
-
-from mlflow_harness import request_id, root_span, session_is, state, unique, upstream_span, user_is, wait_for_trace, wait_for_traces
-from ws_backend import WebSocketBackend
-
-
-@pytest.fixture
-def ws_backend():
-    backend = WebSocketBackend().start()
-    yield backend
-    backend.stop()
-
-
-def ws_connect(port: int, path: str, **options):
-    options = {"proxy": None, "open_timeout": 5, "close_timeout": 2, "ping_interval": None, **options}
-    return connect(f"ws://127.0.0.1:{port}{path}", **options)
+from mlflow_harness import request_id, root_span, session_is, state, unique, upstream_span, user_is, wait_for_traces
+from ws_backend import ws_connect
 
 
 def by_turn(traces) -> list:

@@ -25,7 +25,14 @@ import time
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
 from websockets.sync.server import ServerConnection, serve
+
+
+def ws_connect(port: int, path: str, **options) -> ClientConnection:
+    """A `websockets` client connection to 127.0.0.1:`port`, for a `with` block."""
+    options = {"proxy": None, "open_timeout": 5, "close_timeout": 2, "max_size": None, "ping_interval": None, **options}
+    return connect(f"ws://127.0.0.1:{port}{path}", **options)
 
 
 class WebSocketBackend:
