@@ -33,15 +33,15 @@ final class TraceTap: ExchangeTap {
     let clientRetryCount: Int?
     /// Once the upstream switched to WebSocket: the turns of the conversation, read as they pass.
     private var webSocket: WebSocketTurnTap?
-    /// Where a finished turn's capture goes (the trace builder's queue).
-    private let deliverTurn: (CapturedExchange) -> Void
+    /// Told of each tunnel read and given each finished turn's capture.
+    private let turns: WebSocketTurnSink?
 
     init(
         head: RequestHead, settings: TraceCaptureSettings, budget: CaptureBudget, random: inout Xoshiro256StarStar,
-        deliverTurn: @escaping (CapturedExchange) -> Void = { _ in }
+        turns: WebSocketTurnSink? = nil
     ) {
         self.budget = budget
-        self.deliverTurn = deliverTurn
+        self.turns = turns
         let headers = head.headers
         let caller = settings.propagatesTraceContext ? headers.first(name: "traceparent").flatMap(W3CTraceParent.init) : nil
         traceIDHigh = caller?.traceIDHigh ?? random.next()
@@ -135,6 +135,7 @@ final class TraceTap: ExchangeTap {
 
     func tunnelBytes(_ bytes: ByteBuffer, fromClient: Bool) {
         guard let webSocket else { return }
+        turns?.tunnelRead()
         for turn in webSocket.read(bytes, fromClient: fromClient) { deliver(turn, of: webSocket) }
     }
 
@@ -171,7 +172,7 @@ final class TraceTap: ExchangeTap {
             turn.truncated = true
             turn.notes.append("tracegate's capture budget was spent: message texts not kept")
         }
-        deliverTurn(
+        turns?.turnEnded(
             CapturedExchange(
                 traceIDHigh: webSocket.random.next(), traceIDLow: webSocket.random.next(), rootSpanID: webSocket.random.next() | 1, method: webSocket.method,
                 target: webSocket.target, upstream: "" /* named by the observer, which has the route table */, userHeadValues: userHeadValues, sessionHeadValues: sessionHeadValues,

@@ -47,7 +47,8 @@ public struct WebSocketFrameParser: Sendable {
     private enum State: Sendable {
         case header
         /// Reading a payload: `remaining` bytes of it still to come.
-        case payload(WebSocketFrame, remaining: Int, mask: [UInt8]?, offset: Int)
+        /// `mask`: the masking key (a client frame), its first byte lowest, else nil.
+        case payload(WebSocketFrame, remaining: Int, mask: UInt32?, offset: Int)
         case failed(Failure)
     }
 
@@ -121,15 +122,9 @@ public struct WebSocketFrameParser: Sendable {
                 let room = frame.payload.count == offset ? min(count, max(0, maxKeptPayload - frame.payload.count)) : 0
                 if room > 0 {
                     let chunk = UnsafeRawBufferPointer(rebasing: bytes[index..<(index + room)])
-                    if let mask {
-                        var position = offset
-                        for byte in chunk {
-                            frame.payload.append(byte ^ mask[position & 3])
-                            position += 1
-                        }
-                    } else {
-                        frame.payload.append(contentsOf: chunk)
-                    }
+                    if frame.payload.isEmpty { frame.payload.reserveCapacity(min(frame.length, maxKeptPayload)) }
+                    frame.payload.append(contentsOf: chunk)
+                    if let mask { Self.unmask(&frame.payload, from: frame.payload.count - room, key: mask, keyOffset: offset) }
                 }
                 index += count
                 if remaining == count {
@@ -142,10 +137,33 @@ public struct WebSocketFrameParser: Sendable {
         return frames
     }
 
+    /// XORs `payload[from...]` with the masking key (§5.3), whose byte `keyOffset % 4` comes first:
+    /// eight bytes at a time.
+    static func unmask(_ payload: inout [UInt8], from start: Int, key: UInt32, keyOffset: Int) {
+        // The key as it lines up with `payload[start]`, repeated to eight bytes, first byte lowest.
+        let shift = UInt32((keyOffset & 3) * 8)
+        let rotated = shift == 0 ? key : (key >> shift) | (key << (32 - shift))
+        let word = UInt64(rotated) | UInt64(rotated) << 32
+        payload.withUnsafeMutableBytes { bytes in
+            var index = start
+            while bytes.count - index >= 8 {
+                let value = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: index, as: UInt64.self))
+                bytes.storeBytes(of: (value ^ word).littleEndian, toByteOffset: index, as: UInt64.self)
+                index += 8
+            }
+            var keyByte = 0
+            while index < bytes.count {
+                bytes[index] ^= UInt8(truncatingIfNeeded: word >> UInt64(keyByte * 8))
+                index += 1
+                keyByte += 1
+            }
+        }
+    }
+
     private enum HeaderRead {
         case needMore
         case failed(Failure)
-        case frame(WebSocketFrame, remaining: Int, mask: [UInt8]?)
+        case frame(WebSocketFrame, remaining: Int, mask: UInt32?)
     }
 
     /// The frame `header` starts, once all of its header is there.
@@ -167,7 +185,7 @@ public struct WebSocketFrameParser: Sendable {
             length = header[2..<(2 + lengthBytes)].reduce(0) { $0 << 8 | Int($1) }
         }
         if opcode.isControl && (length > 125 || !fin) { return .failed(.invalidControlFrame) }
-        let mask = masked ? Array(header[(2 + lengthBytes)..<headerLength]) : nil
+        let mask = masked ? header[(2 + lengthBytes)..<headerLength].reversed().reduce(UInt32(0)) { $0 << 8 | UInt32($1) } : nil
         let frame = WebSocketFrame(fin: fin, rsv1: first & 0x40 != 0, opcode: opcode, payload: [], length: length)
         return .frame(frame, remaining: length, mask: mask)
     }

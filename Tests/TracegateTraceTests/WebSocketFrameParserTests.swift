@@ -53,6 +53,22 @@ final class WebSocketFrameParserTests: XCTestCase {
         }
     }
 
+    /// Payloads are unmasked eight bytes at a time: every length around a word, split at every
+    /// offset (so chunks start at each of the key's four bytes), against the byte-wise XOR of §5.3.
+    func testMaskedPayloadsSplitAnywhereUnmaskLikeTheByteWiseXOR() {
+        for size in 0...40 {
+            let payload = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 37 &+ 11) }
+            let bytes = Self.frame(0x2, payload, mask: key)
+            for first in 0...bytes.count {
+                for second in first...min(bytes.count, first + 9) {
+                    var parser = WebSocketFrameParser(fromClient: true)
+                    let frames = parser.feed(bytes[..<first]) + parser.feed(bytes[first..<second]) + parser.feed(bytes[second...])
+                    XCTAssertEqual(frames, [WebSocketFrame(fin: true, opcode: .binary, payload: payload)], "\(size) bytes split at \(first), \(second)")
+                }
+            }
+        }
+    }
+
     func testControlFramesBetweenFragmentsAndSeveralFramesInOneChunk() {
         let bytes =
             Self.frame(0x1, Array("Hel".utf8), fin: false) + Self.frame(0x9, Array("ping".utf8))

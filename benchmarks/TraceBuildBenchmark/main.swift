@@ -95,6 +95,24 @@ enum Workload {
             lastResponseBytesNanos: chunks > 0 ? 5_000_000_000 : nil)
     }
 
+    /// A generic WebSocket turn as `benchmarks/ws_tunnels` makes them: 256 bytes of text each way.
+    static let webSocketEchoTurn: CapturedExchange = {
+        let text = [UInt8](repeating: UInt8(ascii: "x"), count: 256)
+        var turn = WebSocketTurn(number: 7, protocolKind: .generic, startNanos: 1_000_000)
+        turn.clientMessages = [WebSocketTurnMessage(fromClient: true, isText: true, data: text, atNanos: 1_000_000)]
+        turn.serverMessages = [WebSocketTurnMessage(fromClient: false, isText: true, data: text, atNanos: 1_300_000)]
+        turn.clientMessageCount = 1
+        turn.serverMessageCount = 1
+        turn.firstServerMessageNanos = 1_300_000
+        turn.endNanos = 1_300_000
+        turn.storage = 2 * text.count
+        var captured = exchange(method: "GET", target: "/", request: [], requestType: nil, response: [], responseType: "text/plain")
+        captured.status = 101
+        captured.webSocketTurn = turn
+        captured.webSocketConnectionID = "ws-1bf7c2af5b788f60"
+        return captured
+    }()
+
     static let all: [(String, CapturedExchange)] = [
         ("get-chat-json", exchange(method: "GET", target: "/", request: [], requestType: nil, response: chatCompletion, responseType: "application/json")),
         (
@@ -110,5 +128,6 @@ enum Workload {
                 response: chatStream, responseType: "text/event-stream", chunks: 21)
         ),
         ("get-plain-text", exchange(method: "GET", target: "/healthz?probe=1", request: [], requestType: nil, response: Array("ok\n".utf8), responseType: "text/plain")),
+        ("ws-echo-turn", webSocketEchoTurn),
     ]
 }
