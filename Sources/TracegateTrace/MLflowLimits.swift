@@ -25,7 +25,11 @@ public enum MLflowLimits {
 
     /// Length as MLflow counts it (Unicode scalars).
     public static func length(_ text: String) -> Int {
-        text.unicodeScalars.count
+        // In valid UTF-8 (every Swift string) each scalar has exactly one byte that is not a continuation byte.
+        let counted = text.utf8.withContiguousStorageIfAvailable { bytes in
+            bytes.reduce(0) { $0 &+ ($1 & 0xC0 != 0x80 ? 1 : 0) }
+        }
+        return counted ?? text.unicodeScalars.count
     }
 
     /// The longest prefix of whole characters that is at most `limit` scalars long.
@@ -46,7 +50,7 @@ public enum MLflowLimits {
     /// a prefix, `~` and 16 hex digits of a 64-bit FNV-1a hash of the whole value, so distinct
     /// long values stay distinct and equal ones stay equal.
     public static func shortened(_ text: String, to limit: Int) -> String {
-        guard length(text) > limit else { return text }
+        guard text.utf8.count > limit, length(text) > limit else { return text }  // a scalar is at least one UTF-8 byte
         let suffix = "~" + TraceHex.format(fnv1a64(text))
         return truncated(text, to: max(0, limit - suffix.unicodeScalars.count)) + suffix
     }
@@ -111,7 +115,16 @@ public enum MLflowLimits {
 
     /// Whether any scalar of `text` is a control character (C0, DEL, C1).
     public static func containsControlCharacter(_ text: String) -> Bool {
-        text.unicodeScalars.contains(where: isControlCharacter)
+        // On the bytes: C0 and DEL are single bytes, C1 is 0xC2 followed by 0x80–0x9F.
+        let found = text.utf8.withContiguousStorageIfAvailable { bytes -> Bool in
+            var previous: UInt8 = 0
+            for byte in bytes {
+                if byte < 0x20 || byte == 0x7F || (previous == 0xC2 && byte <= 0x9F) { return true }
+                previous = byte
+            }
+            return false
+        }
+        return found ?? text.unicodeScalars.contains(where: isControlCharacter)
     }
 
     /// Python's `\w` (letters, digits, `_`) plus `/ . - : ` and space.

@@ -11,6 +11,8 @@ extension TraceBuilder {
         var record = TraceRecord(
             traceID: TraceID(high: exchange.traceIDHigh, low: exchange.traceIDLow), rootSpanID: SpanID(value: exchange.rootSpanID),
             parentSpanID: nil, name: name, startTimeUnixNano: start, endTimeUnixNano: start + UInt64(max(0, exchange.durationNanos)))
+        record.attributes.reserveCapacity(24)  // a turn's root holds about 15, a recognised chat's more
+        record.tags.reserveCapacity(staticTags.count + exchange.headerTags.count + 4)
         for (key, value) in staticTags { record.tags[key] = value }
         for (key, value) in exchange.headerTags { record.tags[key] = String(redaction.text(value).prefix(MLflowLimits.tagValue)) }
         describeSource(exchange, into: &record)
