@@ -2,21 +2,15 @@
 /// the builder thread. One per event loop; pure, so its rules are tested without one.
 ///
 /// - A capture that ends while no other exchange is in flight on the loop waits for the loop to have
-///   handled the I/O it was woken for (`run()` is then due: the caller schedules it once). So does a
-///   WebSocket turn's, which ends while its tunnel reads (`exchangeFinished` with `forwarded` false).
-/// - `run()` builds what waits if the loop is still idle; if an exchange has started meanwhile, or a
-///   WebSocket tunnel has read more bytes (the loop is busy with tunnels, which do not count as in
-///   flight), what waits goes to the builder thread instead, so building never delays forwarding
-///   that is ready.
+///   handled the I/O it was woken for (`run()` is then due: the caller schedules it once).
+/// - `run()` builds what waits if the loop is still idle; if an exchange has started meanwhile, what
+///   waits goes to the builder thread instead, so building never delays forwarding that is ready.
 /// - A capture that ends while exchanges are in flight, or that is too large to build in place, goes
 ///   to the builder thread at once.
 struct InPlaceBuildSchedule<Capture> {
     /// Exchanges started on the loop and not yet finished.
     private(set) var inFlight = 0
     private var waiting: [Capture] = []
-    /// Reads of traced WebSocket tunnels on the loop, and their count when the waiting run was scheduled.
-    private var tunnelReads = 0
-    private var tunnelReadsWhenScheduled = 0
 
     enum Decision: Equatable {
         /// Queue the capture for the builder thread.
@@ -33,23 +27,18 @@ struct InPlaceBuildSchedule<Capture> {
     /// so it no longer counts as in flight (its end is then reported with `forwarded` false).
     mutating func exchangeBecameTunnel() { inFlight = max(0, inFlight - 1) }
 
-    /// A tunnel read bytes: the loop has I/O to handle, even with no exchange in flight.
-    mutating func tunnelRead() { tunnelReads &+= 1 }
-
     /// An exchange ended (`forwarded`: it had started); `capture` is what it left to trace, if anything.
     mutating func exchangeFinished(forwarded: Bool, capture: Capture?, fitsInPlace: Bool) -> Decision? {
         if forwarded { inFlight = max(0, inFlight - 1) }
         guard let capture else { return nil }
         guard inFlight == 0, fitsInPlace else { return .handOff }
         waiting.append(capture)
-        guard waiting.count == 1 else { return .wait }
-        tunnelReadsWhenScheduled = tunnelReads
-        return .waitAndScheduleRun
+        return waiting.count == 1 ? .waitAndScheduleRun : .wait
     }
 
     /// What waits: built here while the loop is still idle, else handed off.
     mutating func run() -> (build: [Capture], handOff: [Capture]) {
         defer { waiting.removeAll(keepingCapacity: true) }
-        return inFlight == 0 && tunnelReads == tunnelReadsWhenScheduled ? (waiting, []) : ([], waiting)
+        return inFlight == 0 ? (waiting, []) : ([], waiting)
     }
 }

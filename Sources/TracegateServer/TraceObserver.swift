@@ -18,8 +18,10 @@ final class TraceObserver: ExchangeObserver {
     private let budget: CaptureBudget
     private let inPlace: InPlaceTraceBuilder?
     private let loops = ThreadSpecificVariable<LoopState>()
-    /// Queues a capture for the builder thread.
+    /// Queues a capture for the builder thread; taps queue a WebSocket turn's with it as the turn ends.
     private let queueCapture: @Sendable (CapturedExchange) -> Void
+    /// Queues a WebSocket turn's capture, unless captures are paused (then it goes untraced and is counted).
+    private let queueTurn: @Sendable (CapturedExchange) -> Void
 
     /// What the observer keeps per event-loop thread (a thread-specific variable), so never shared.
     private final class LoopState: @unchecked Sendable {
@@ -36,6 +38,17 @@ final class TraceObserver: ExchangeObserver {
         self.budget = budget
         self.inPlace = inPlace
         queueCapture = { captured in
+            if !captures.offer(captured) { budget.release(captured.bodyStorage) }
+        }
+        let upstreams = settings.upstreams
+        queueTurn = { captured in
+            var captured = captured
+            captured.upstream = upstreams[min(captured.routeIndex, upstreams.count - 1)]  // the tap does not keep the table
+            guard captures.isAccepting else {
+                captures.refuse()
+                budget.release(captured.bodyStorage)
+                return
+            }
             if !captures.offer(captured) { budget.release(captured.bodyStorage) }
         }
     }
@@ -57,7 +70,7 @@ final class TraceObserver: ExchangeObserver {
             captures.refuse()
             return nil
         }
-        return TraceTap(head: head, settings: settings, budget: budget, random: &loop.random, turns: self)
+        return TraceTap(head: head, settings: settings, budget: budget, random: &loop.random, deliverTurn: queueTurn)
     }
 
     func tunnelOpened() { loop.schedule.exchangeBecameTunnel() }
@@ -70,18 +83,13 @@ final class TraceObserver: ExchangeObserver {
             traceTap?.tunnelClosed(tunnel, outcome: summary.outcome)
         }
         let captured = summary.tunnel == nil ? traceTap.map { capture(summary, tap: $0) } : nil
-        let stillCounted = summary.forwarded && summary.tunnel == nil  // a tunnel stopped counting when it opened
-        schedule(captured, forwarded: stillCounted, on: loop)
-    }
-
-    /// Builds `captured` in place or queues it for the builder thread, as the loop's schedule decides.
-    private func schedule(_ captured: CapturedExchange?, forwarded: Bool, on loop: LoopState) {
         // Where it could be built in place: this event loop, if the builder takes it.
         var builder: (loop: EventLoop, inPlace: InPlaceTraceBuilder)?
         if let captured, let inPlace, inPlace.accepts(captured), let eventLoop = MultiThreadedEventLoopGroup.currentEventLoop {
             builder = (eventLoop, inPlace)
         }
-        switch loop.schedule.exchangeFinished(forwarded: forwarded, capture: captured, fitsInPlace: builder != nil) {
+        let stillCounted = summary.forwarded && summary.tunnel == nil  // a tunnel stopped counting when it opened
+        switch loop.schedule.exchangeFinished(forwarded: stillCounted, capture: captured, fitsInPlace: builder != nil) {
         case nil, .wait?: return
         case .handOff?: queue(captured!)
         case .waitAndScheduleRun?:
@@ -119,20 +127,4 @@ final class TraceObserver: ExchangeObserver {
 
     /// The captured bodies keep their share of the budget until the trace is built (`TracingPipeline`).
     private func queue(_ captured: CapturedExchange) { queueCapture(captured) }
-}
-
-extension TraceObserver: WebSocketTurnSink {
-    func tunnelRead() { loop.schedule.tunnelRead() }
-
-    /// Scheduled like an exchange's capture: built in place while the loop has nothing else to do.
-    func turnEnded(_ captured: CapturedExchange) {
-        var captured = captured
-        captured.upstream = settings.upstreams[min(captured.routeIndex, settings.upstreams.count - 1)]  // the tap does not keep the table
-        guard captures.isAccepting else {
-            captures.refuse()
-            budget.release(captured.bodyStorage)
-            return
-        }
-        schedule(captured, forwarded: false, on: loop)
-    }
 }

@@ -33,18 +33,15 @@ final class TraceTap: ExchangeTap {
     let clientRetryCount: Int?
     /// Once the upstream switched to WebSocket: the turns of the conversation, read as they pass.
     private var webSocket: WebSocketTurnTap?
-    /// Told of each tunnel read and given each finished turn's capture.
-    private let turns: WebSocketTurnSink?
-    /// A turn ended by a client message, held until the server's next bytes have been forwarded: its
-    /// trace is then built while the client reads the answer, not while the server is writing it.
-    private var heldTurn: CapturedExchange?
+    /// Where a finished turn's capture goes (the trace builder's queue).
+    private let deliverTurn: (CapturedExchange) -> Void
 
     init(
         head: RequestHead, settings: TraceCaptureSettings, budget: CaptureBudget, random: inout Xoshiro256StarStar,
-        turns: WebSocketTurnSink? = nil
+        deliverTurn: @escaping (CapturedExchange) -> Void = { _ in }
     ) {
         self.budget = budget
-        self.turns = turns
+        self.deliverTurn = deliverTurn
         let headers = head.headers
         let caller = settings.propagatesTraceContext ? headers.first(name: "traceparent").flatMap(W3CTraceParent.init) : nil
         traceIDHigh = caller?.traceIDHigh ?? random.next()
@@ -138,12 +135,7 @@ final class TraceTap: ExchangeTap {
 
     func tunnelBytes(_ bytes: ByteBuffer, fromClient: Bool) {
         guard let webSocket else { return }
-        turns?.tunnelRead()
-        for turn in webSocket.read(bytes, fromClient: fromClient) {
-            if let held = heldTurn.take() { turns?.turnEnded(held) }
-            heldTurn = capture(turn, of: webSocket)
-        }
-        if !fromClient, let held = heldTurn.take() { turns?.turnEnded(held) }
+        for turn in webSocket.read(bytes, fromClient: fromClient) { deliver(turn, of: webSocket) }
     }
 
     /// The tunnel closed: its open turn, if any, is traced (an ERROR trace when it was cut mid-answer).
@@ -160,15 +152,13 @@ final class TraceTap: ExchangeTap {
         } else {
             why = "the connection closed without a close handshake"
         }
-        if let held = heldTurn.take() { turns?.turnEnded(held) }
-        if let turn = webSocket.finish(why: why), let captured = capture(turn, of: webSocket) { turns?.turnEnded(captured) }
+        if let turn = webSocket.finish(why: why) { deliver(turn, of: webSocket) }
     }
 
-    /// A finished turn as its own capture: fresh trace ids, the upgrade's identity, its share of the
-    /// budget; nil when it is not traced.
-    private func capture(_ turn: WebSocketTurn, of webSocket: WebSocketTurnTap) -> CapturedExchange? {
+    /// A finished turn as its own capture: fresh trace ids, the upgrade's identity, its share of the budget.
+    private func deliver(_ turn: WebSocketTurn, of webSocket: WebSocketTurnTap) {
         // Sampling is drawn once per connection; a turn that failed is traced whatever the draw.
-        guard sampled || turn.failure != nil else { return nil }
+        guard sampled || turn.failure != nil else { return }
         var turn = turn
         let storage = turn.storage
         let granted = budget.reserve(storage)
@@ -181,14 +171,15 @@ final class TraceTap: ExchangeTap {
             turn.truncated = true
             turn.notes.append("tracegate's capture budget was spent: message texts not kept")
         }
-        return CapturedExchange(
-            traceIDHigh: webSocket.random.next(), traceIDLow: webSocket.random.next(), rootSpanID: webSocket.random.next() | 1, method: webSocket.method,
-            target: webSocket.target, upstream: "" /* named by the observer, which has the route table */, userHeadValues: userHeadValues, sessionHeadValues: sessionHeadValues,
-            requestID: webSocket.requestID, requestIDWasGenerated: requestIDWasGenerated, headerTags: headerTags, request: .init(),
-            response: .init(), status: 101, startEpochNanos: webSocket.openedAtEpochNanos + turn.startNanos,
-            durationNanos: max(0, turn.endNanos - turn.startNanos), timeToFirstByteNanos: nil, timeToFirstEventNanos: nil,
-            outcome: turn.failure == nil ? .completed : .clientAborted, sampled: sampled, routeIndex: webSocket.route,
-            clientRetryCount: clientRetryCount, webSocketTurn: turn, webSocketConnectionID: webSocket.connectionID)
+        deliverTurn(
+            CapturedExchange(
+                traceIDHigh: webSocket.random.next(), traceIDLow: webSocket.random.next(), rootSpanID: webSocket.random.next() | 1, method: webSocket.method,
+                target: webSocket.target, upstream: "" /* named by the observer, which has the route table */, userHeadValues: userHeadValues, sessionHeadValues: sessionHeadValues,
+                requestID: webSocket.requestID, requestIDWasGenerated: requestIDWasGenerated, headerTags: headerTags, request: .init(),
+                response: .init(), status: 101, startEpochNanos: webSocket.openedAtEpochNanos + turn.startNanos,
+                durationNanos: max(0, turn.endNanos - turn.startNanos), timeToFirstByteNanos: nil, timeToFirstEventNanos: nil,
+                outcome: turn.failure == nil ? .completed : .clientAborted, sampled: sampled, routeIndex: webSocket.route,
+                clientRetryCount: clientRetryCount, webSocketTurn: turn, webSocketConnectionID: webSocket.connectionID))
     }
 
     /// Keeps what the per-body limit and the shared budget allow; counts every byte. The budget is

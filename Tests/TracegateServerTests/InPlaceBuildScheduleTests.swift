@@ -29,34 +29,6 @@ final class InPlaceBuildScheduleTests: XCTestCase {
         XCTAssertEqual(schedule.inFlight, 0)
     }
 
-    /// A WebSocket turn ends as its tunnel reads the next client message: on a loop with nothing else
-    /// to do it is built there, after that read was forwarded.
-    func testATurnEndingOnAQuietLoopIsBuiltInPlace() {
-        var schedule = Schedule()
-        schedule.exchangeStarted()
-        schedule.exchangeBecameTunnel()
-        schedule.tunnelRead()
-        XCTAssertEqual(schedule.exchangeFinished(forwarded: false, capture: 1, fitsInPlace: true), .waitAndScheduleRun)
-        XCTAssertEqual(schedule.run().build, [1])
-        XCTAssertEqual(schedule.inFlight, 0)
-    }
-
-    /// Tunnels keep no exchange in flight, so their reads are what tells a busy loop (a hundred
-    /// tunnels echoing) from an idle one: a read after the capture waited sends it to the builder thread.
-    func testTunnelReadsInTheSameWakeUpSendWhatWaitsToTheBuilderThread() {
-        var schedule = Schedule()
-        schedule.tunnelRead()
-        XCTAssertEqual(schedule.exchangeFinished(forwarded: false, capture: 1, fitsInPlace: true), .waitAndScheduleRun)
-        schedule.tunnelRead()  // another tunnel, read in the same wake-up
-        XCTAssertEqual(schedule.exchangeFinished(forwarded: false, capture: 2, fitsInPlace: true), .wait)
-        let run = schedule.run()
-        XCTAssertEqual(run.build, [])
-        XCTAssertEqual(run.handOff, [1, 2])
-        schedule.tunnelRead()
-        XCTAssertEqual(schedule.exchangeFinished(forwarded: false, capture: 3, fitsInPlace: true), .waitAndScheduleRun)
-        XCTAssertEqual(schedule.run().build, [3], "the next quiet wake-up builds in place again")
-    }
-
     func testCapturesEndingWhileOthersAreInFlightGoToTheBuilderThread() {
         var schedule = Schedule()
         schedule.exchangeStarted()

@@ -45,38 +45,6 @@ final class TraceObserverTests: XCTestCase {
         XCTAssertEqual(queued.first?.sampled, true)
     }
 
-    /// A WebSocket turn ended by the client's next message is handed over only once the server's next
-    /// bytes were forwarded: its trace is built while the client reads the answer, not while the
-    /// server writes it. A turn ended by the server, and the last one at the close, go at once.
-    func testATurnEndedByTheClientWaitsForTheServersNextBytes() throws {
-        let (observer, captures) = observer()
-        let upgrade = try head("/chat", headers: [("Upgrade", "websocket"), ("Connection", "Upgrade")])
-        let tap = try XCTUnwrap(observer.exchangeStarted(upgrade, requestID: "req-1"))
-        var response = ByteBuffer(string: "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-        var parser = HeadParser(requestIDHeader: "X-Request-ID", maxHeadBytes: 32 * 1024)
-        let length = try XCTUnwrap(try parser.headLength(in: &response))
-        tap.tunnelOpened(try parser.parseResponse(response.readSlice(length: length)!), request: upgrade, requestID: "req-1", route: .defaultUpstream)
-        func frame(_ text: String, masked: Bool) -> ByteBuffer {
-            let payload = Array(text.utf8)
-            let key: [UInt8] = [1, 2, 3, 4]
-            var bytes: [UInt8] = [0x81, (masked ? 0x80 : 0) | UInt8(payload.count)]
-            if masked { bytes += key + payload.enumerated().map { $0.element ^ key[$0.offset & 3] } } else { bytes += payload }
-            return ByteBuffer(bytes: bytes)
-        }
-        tap.tunnelBytes(frame("hello", masked: true), fromClient: true)
-        tap.tunnelBytes(frame("hi!", masked: false), fromClient: false)
-        tap.tunnelBytes(frame("how are you?", masked: true), fromClient: true)
-        XCTAssertEqual(captures.count, 0, "turn 1 ended, but the server has not answered the message that ended it")
-        tap.tunnelBytes(frame("fine", masked: false), fromClient: false)
-        XCTAssertEqual(captures.takeAll().map { $0.webSocketTurn?.number }, [1])
-        var summary = summary(of: upgrade)
-        summary.tunnel = TunnelFigures()
-        observer.exchangeFinished(summary, tap: tap)
-        let last = captures.takeAll()
-        XCTAssertEqual(last.map { $0.webSocketTurn?.number }, [2], "the open turn, at the close")
-        XCTAssertEqual(last.first?.webSocketTurn?.serverMessages.map { String(decoding: $0.data, as: UTF8.self) }, ["fine"])
-    }
-
     func testTracegatesOwnPathIsNeverCaptured() throws {
         let (observer, captures) = observer { $0.untracedPath = "/tracegate/feedback" }
         let request = try head("/tracegate/feedback?x=1")
