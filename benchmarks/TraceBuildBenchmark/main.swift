@@ -2,8 +2,8 @@ import Foundation
 import TracegateTrace
 
 /// CPU per trace of the builder thread's work: `TraceBuilder.record` and the trace-file line, for
-/// the exchanges `benchmarks/run` and `benchmarks/chat_streams` send. A program, not a test: run it
-/// from a release build (`benchmarks/trace_build`).
+/// the exchanges `benchmarks/run` and `benchmarks/chat_streams` send and a `benchmarks/ws_tunnels`
+/// turn. A program, not a test: run it from a release build (`benchmarks/trace_build`).
 ///
 ///     trace-build-benchmark [--traces N] [--runs R] [--only NAME]
 @main
