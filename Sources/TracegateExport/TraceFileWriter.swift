@@ -9,9 +9,10 @@ import Glibc
 ///
 /// Bounded on disk: once the file would pass `maxBytes`, it is renamed `PATH.1` (an older `PATH.1`
 /// becomes `PATH.2`, and so on up to `PATH.KEEP`; the oldest is deleted) and a new file is started,
-/// so the files take at most `maxBytes × (keep + 1)`. Rotation happens between writes, and every
-/// write holds whole lines, so no line is ever split between files or lost by rotating; a crash can
-/// lose at most the lines of the write under way. `tracegate push` takes the rotated files too.
+/// so the files take at most `maxBytes × (keep + 1)` (a line longer than `maxBytes` takes a file of
+/// its own). A group of lines that does not fit is cut at a line: what fits fills the file, the rest
+/// starts the next. Every write holds whole lines, so no line is ever split between files or lost by
+/// rotating; a crash can lose at most the lines of the write under way. `tracegate push` takes the rotated files too.
 /// (`@unchecked Sendable`: `fd` and `size` change only under `lock`.)
 public final class TraceFileWriter: @unchecked Sendable {
     public let path: String
@@ -39,21 +40,40 @@ public final class TraceFileWriter: @unchecked Sendable {
         try write(lines: TraceRecordJSON.line(record))
     }
 
-    /// Appends whole lines (each ending in a newline) with one write, after rotating if they would
-    /// take the file past `maxBytes`. Returns the size of the oldest rotated file when this write
-    /// deleted it to stay within `keep` files, else 0.
+    /// Appends whole lines (each ending in a newline): as many as fit within `maxBytes` go to the
+    /// file with one write, then it rotates and the rest go to the next (so a group of lines fills
+    /// each file rather than leaving it part empty). A line longer than `maxBytes` gets a file to
+    /// itself. Returns the bytes of the oldest rotated files this write deleted to stay within
+    /// `keep` files, else 0.
     @discardableResult
     public func write(lines: [UInt8]) throws -> Int {
         guard !lines.isEmpty else { return 0 }
         return try lock.withLock {
             var deleted = 0
-            if size > 0 && size + lines.count > maxBytes { deleted = try rotate() }
-            if let code = writeFully(fd, lines) {
-                throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path, "reason": describeErrno(code)])
+            var start = 0
+            while start < lines.count {
+                let end = Self.endOfLinesFitting(lines, from: start, room: maxBytes - size, fileIsEmpty: size == 0)
+                if end == start {
+                    deleted += try rotate()
+                    continue
+                }
+                if let code = lines.withUnsafeBytes({ writeFully(fd, UnsafeRawBufferPointer(rebasing: $0[start..<end])) }) {
+                    throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path, "reason": describeErrno(code)])
+                }
+                size += end - start
+                start = end
             }
-            size += lines.count
             return deleted
         }
+    }
+
+    /// Where the whole lines of `lines[start...]` that fit in `room` bytes end; `start` when none
+    /// does, except into an empty file, which takes the first line whatever its length.
+    static func endOfLinesFitting(_ lines: [UInt8], from start: Int, room: Int, fileIsEmpty: Bool) -> Int {
+        if room >= lines.count - start { return lines.count }
+        if room > 0, let newline = lines[start..<(start + room)].lastIndex(of: UInt8(ascii: "\n")) { return newline + 1 }
+        guard fileIsEmpty else { return start }
+        return lines[start...].firstIndex(of: UInt8(ascii: "\n")).map { $0 + 1 } ?? lines.count
     }
 
     /// The rotated files' names, newest first: `PATH.1` … `PATH.KEEP`.

@@ -291,10 +291,29 @@ final class TraceFileRotationTests: XCTestCase {
             XCTAssertEqual(read.badLines, [], "no line split across files")
         }
         XCTAssertFalse(FileManager.default.fileExists(atPath: path + ".3"), "at most `keep` rotated files")
-        // 45 lines in files of 9 (three groups of three): 5 files written, the 2 oldest deleted.
+        // A group that does not fit is split between files at a line: 45 lines in files of 10, the 2
+        // oldest deleted. (Rotating before a whole group left files of 9 lines, and fewer traces kept.)
         let kept = try paths.reversed().flatMap { try TraceFileReader.read(path: $0).records }
-        XCTAssertEqual(kept.map(\.rootSpanID.value), Array(19...45), "newest 27 traces, in order, none lost between kept files")
-        XCTAssertEqual(deletedBytes, 2 * 9 * line, "the deleted files are reported")
+        XCTAssertEqual(kept.map(\.rootSpanID.value), Array(21...45), "newest 25 traces, in order, none lost between kept files")
+        XCTAssertEqual(try TraceFileReader.read(path: path + ".1").records.count, 10, "each rotated file filled to the bound")
+        XCTAssertEqual(deletedBytes, 2 * 10 * line, "the deleted files are reported")
+    }
+
+    /// A group larger than a whole file still fills file after file, and a line longer than
+    /// `trace_file_max_bytes` gets a file of its own rather than being lost or split.
+    func testAGroupLargerThanAFileAndAnOverlongLineRotateAtLines() throws {
+        let path = directory + "/traces.jsonl"
+        let line = TraceRecordJSON.line(record(1)).count
+        let writer = try TraceFileWriter(path: path, maxBytes: 4 * line, keep: 5)
+        try writer.write(lines: (1...10).flatMap { TraceRecordJSON.line(record(UInt64($0))) })
+        XCTAssertEqual(try TraceFileReader.read(path: path + ".2").records.map(\.rootSpanID.value), [1, 2, 3, 4])
+        XCTAssertEqual(try TraceFileReader.read(path: path + ".1").records.map(\.rootSpanID.value), [5, 6, 7, 8])
+        XCTAssertEqual(try TraceFileReader.read(path: path).records.map(\.rootSpanID.value), [9, 10])
+        let long = Array(repeating: UInt8(ascii: "x"), count: 5 * line) + [UInt8(ascii: "\n")]
+        try writer.write(lines: long + TraceRecordJSON.line(record(11)))
+        XCTAssertEqual(size(path + ".1"), long.count, "the long line alone in its file")
+        XCTAssertEqual(try TraceFileReader.read(path: path + ".2").records.map(\.rootSpanID.value), [9, 10])
+        XCTAssertEqual(try TraceFileReader.read(path: path).records.map(\.rootSpanID.value), [11])
     }
 
     func testReopeningGoesOnFromTheFileSize() throws {
