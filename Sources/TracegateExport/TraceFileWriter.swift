@@ -57,7 +57,7 @@ public final class TraceFileWriter: @unchecked Sendable {
                     deleted += try rotate()
                     continue
                 }
-                if let code = lines.withUnsafeBytes({ writeFully(fd, UnsafeRawBufferPointer(rebasing: $0[start..<end])) }) {
+                if let code = writeFully(fd, lines[start..<end]) {
                     throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path, "reason": describeErrno(code)])
                 }
                 size += end - start

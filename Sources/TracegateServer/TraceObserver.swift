@@ -18,7 +18,7 @@ final class TraceObserver: ExchangeObserver {
     private let budget: CaptureBudget
     private let inPlace: InPlaceTraceBuilder?
     private let loops = ThreadSpecificVariable<LoopState>()
-    /// Queues a capture for the builder thread; taps queue a WebSocket turn's with it as the turn ends.
+    /// Queues a capture for the builder thread.
     private let queueCapture: @Sendable (CapturedExchange) -> Void
     /// Queues a WebSocket turn's capture, unless captures are paused (then it goes untraced and is counted).
     private let queueTurn: @Sendable (CapturedExchange) -> Void
@@ -37,19 +37,20 @@ final class TraceObserver: ExchangeObserver {
         self.captures = captures
         self.budget = budget
         self.inPlace = inPlace
-        queueCapture = { captured in
+        let queueCapture: @Sendable (CapturedExchange) -> Void = { captured in
             if !captures.offer(captured) { budget.release(captured.bodyStorage) }
         }
+        self.queueCapture = queueCapture
         let upstreams = settings.upstreams
         queueTurn = { captured in
-            var captured = captured
-            captured.upstream = upstreams[min(captured.routeIndex, upstreams.count - 1)]  // the tap does not keep the table
             guard captures.isAccepting else {
                 captures.refuse()
                 budget.release(captured.bodyStorage)
                 return
             }
-            if !captures.offer(captured) { budget.release(captured.bodyStorage) }
+            var captured = captured
+            captured.upstream = Self.upstream(of: captured.routeIndex, in: upstreams)  // the tap does not keep the table
+            queueCapture(captured)
         }
     }
 
@@ -113,7 +114,7 @@ final class TraceObserver: ExchangeObserver {
         }
         return CapturedExchange(
             traceIDHigh: tap.traceIDHigh, traceIDLow: tap.traceIDLow, rootSpanID: tap.rootSpanID,
-            method: summary.method.rawValue, target: summary.target, upstream: settings.upstreams[min(summary.route.index, settings.upstreams.count - 1)],
+            method: summary.method.rawValue, target: summary.target, upstream: Self.upstream(of: summary.route.index, in: settings.upstreams),
             userHeadValues: tap.userHeadValues, sessionHeadValues: tap.sessionHeadValues, requestID: summary.requestID,
             requestIDWasGenerated: tap.requestIDWasGenerated, headerTags: tap.headerTags,
             request: tap.request, response: tap.response, status: summary.status,
@@ -123,6 +124,11 @@ final class TraceObserver: ExchangeObserver {
             parentSpanID: tap.parentSpanID, routeIndex: summary.route.index,
             upstreamSentNanos: summary.sentUpstreamAfter?.nanoseconds, chunkArrivals: tap.chunkArrivals,
             lastResponseBytesNanos: tap.lastResponseBytesNanos, clientRetryCount: tap.clientRetryCount)
+    }
+
+    /// The upstream URL of route `routeIndex` (`UpstreamRoute.index`), clamped to the table.
+    private static func upstream(of routeIndex: Int, in upstreams: [String]) -> String {
+        upstreams[min(routeIndex, upstreams.count - 1)]
     }
 
     /// The captured bodies keep their share of the budget until the trace is built (`TracingPipeline`).

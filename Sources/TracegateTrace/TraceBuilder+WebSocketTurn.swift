@@ -43,19 +43,17 @@ extension TraceBuilder {
         if let chat = reading.chat {
             describe(chat, into: &record)
             // MLflow previews neither protocol's shapes itself: give it the texts.
-            if capturesBodies {
-                record.requestPreview = chat.lastUserText.map { String(redaction.text($0).prefix(MLflowLimits.preview)) }
-                record.responsePreview = chat.assistantText.map { String(redaction.text($0).prefix(MLflowLimits.preview)) }
-            }
+            if capturesBodies { previewTexts(of: chat, into: &record) }
         }
 
         // The upgrade's request id, with the turn number, within MLflow's 50 characters (a long id
         // keeps a hash of itself, so two ids alike at the start stay apart; the whole id is a tag).
         let suffix = ":\(turn.number)"
         var identified = exchange
-        identified.requestID = MLflowLimits.shortened(exchange.requestID, to: MLflowLimits.clientRequestID - suffix.unicodeScalars.count) + suffix
+        let shortened = MLflowLimits.shortened(exchange.requestID, to: MLflowLimits.clientRequestID - suffix.utf8.count)  // the suffix is ASCII
+        identified.requestID = shortened + suffix
         describeIdentity(identified, chat: reading.chat, chain: &chain, into: &record)
-        if identified.requestID.unicodeScalars.count - suffix.unicodeScalars.count < exchange.requestID.unicodeScalars.count {
+        if shortened != exchange.requestID {
             record.tags[IdentityValues.requestIDFullTag] = String(exchange.requestID.prefix(MLflowLimits.tagValue))
         }
         if record.session == nil, let connection = exchange.webSocketConnectionID {

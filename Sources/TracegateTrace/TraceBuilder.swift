@@ -231,12 +231,16 @@ public struct TraceBuilder: Sendable {
         describe(chat, into: &record)
         guard capturesBodies else { return chat }
         record.outputs = (chat.outputJSON ?? BodyText.describe(exchange.response)).map(redaction.body)
-        if chat.format == .anthropic {
-            // MLflow previews only OpenAI shapes itself; give it the texts.
-            record.requestPreview = chat.lastUserText.map { String(redaction.text($0).prefix(MLflowLimits.preview)) }
-            record.responsePreview = chat.assistantText.map { String(redaction.text($0).prefix(MLflowLimits.preview)) }
-        }
+        // MLflow previews only OpenAI shapes itself; give it the texts.
+        if chat.format == .anthropic { previewTexts(of: chat, into: &record) }
         return chat
+    }
+
+    /// The chat's last user text and its answer as the trace's request and response previews, for
+    /// the shapes MLflow does not preview itself.
+    func previewTexts(of chat: ChatExchange, into record: inout TraceRecord) {
+        record.requestPreview = chat.lastUserText.map { String(redaction.text($0).prefix(MLflowLimits.preview)) }
+        record.responsePreview = chat.assistantText.map { String(redaction.text($0).prefix(MLflowLimits.preview)) }
     }
 
     /// What a recognised chat tells, on the root span (the upstream span takes the model's part):

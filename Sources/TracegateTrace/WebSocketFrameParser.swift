@@ -122,9 +122,6 @@ public struct WebSocketFrameParser: Sendable {
                 let room = frame.payload.count == offset ? min(count, max(0, maxKeptPayload - frame.payload.count)) : 0
                 if room > 0 {
                     let chunk = UnsafeRawBufferPointer(rebasing: bytes[index..<(index + room)])
-                    // A frame read whole is stored in one allocation; one arriving in pieces grows as they come
-                    // (a length announced is no reason to allocate it).
-                    if frame.payload.isEmpty && remaining == count { frame.payload.reserveCapacity(room) }
                     frame.payload.append(contentsOf: chunk)
                     if let mask { Self.unmask(&frame.payload, from: frame.payload.count - room, key: mask, keyOffset: offset) }
                 }

@@ -181,7 +181,7 @@ public struct WebSocketTurnTracker: Sendable {
         if speaksSocketIO && message.isText && !notInflated {
             guard let payload = Self.socketIOPayload(data) else { return nil }
             length -= data.count - payload.count
-            data = Array(payload)
+            data = Array(payload.prefix(room))
         } else if message.isText {
             type = Self.eventType(data)
         }
@@ -276,27 +276,32 @@ public struct WebSocketTurnTracker: Sendable {
         guard var open = turn else { return }
         turn = nil  // appended in place, not copied
         if message.isTruncated { open.truncated = true }
-        open.storage += message.data.capacity
+        let kept: Bool
         if message.fromClient {
             // A server-opened turn (Realtime voice) starts when the client first speaks in it.
             if open.clientMessageCount == 0 && open.serverMessageCount > 0 { open.startNanos = message.atNanos }
             open.clientMessageCount += 1
-            if open.clientMessages.count < Self.maxMessagesKept {
+            kept = open.clientMessages.count < Self.maxMessagesKept
+            if kept {
                 open.keptClientBytes += message.data.count
                 open.clientMessages.append(message)
-            } else {
-                open.storage -= message.data.capacity
-                if open.clientMessages.count == Self.maxMessagesKept { noteMessagesNotKept(&open, side: "client") }
             }
         } else {
             open.serverMessageCount += 1
             if open.firstServerMessageNanos == nil && open.clientMessageCount > 0 { open.firstServerMessageNanos = message.atNanos }
-            if open.serverMessages.count < Self.maxMessagesKept || Self.endOfResponseEvents.contains(message.eventType ?? "") {
+            kept = open.serverMessages.count < Self.maxMessagesKept || Self.endOfResponseEvents.contains(message.eventType ?? "")
+            if kept {
                 open.keptServerBytes += message.data.count
                 open.serverMessages.append(message)
-            } else {
-                open.storage -= message.data.capacity
-                if open.serverMessages.count == Self.maxMessagesKept { noteMessagesNotKept(&open, side: "server") }
+            }
+        }
+        if kept {
+            open.storage += message.data.capacity
+        } else {
+            let note = message.fromClient ? Self.clientMessagesNotKept : Self.serverMessagesNotKept
+            if !open.notes.contains(note) {
+                open.notes.append(note)
+                open.truncated = true
             }
         }
         open.endNanos = max(open.endNanos, message.atNanos)
@@ -306,14 +311,8 @@ public struct WebSocketTurnTracker: Sendable {
     /// Messages of each direction a turn keeps (the rest are counted and timed): a server that
     /// pushes forever, or a client streaming audio, holds no more than this until the turn ends.
     static let maxMessagesKept = 1000
-
-    private func noteMessagesNotKept(_ turn: inout WebSocketTurn, side: String) {
-        let text = "more than \(Self.maxMessagesKept) \(side) messages: the later ones are counted, not kept"
-        if !turn.notes.contains(text) {
-            turn.notes.append(text)
-            turn.truncated = true
-        }
-    }
+    static let clientMessagesNotKept = "more than \(maxMessagesKept) client messages: the later ones are counted, not kept"
+    static let serverMessagesNotKept = "more than \(maxMessagesKept) server messages: the later ones are counted, not kept"
 
     /// OpenAI events: a requested or started response, its first delta, and its end, which ends the turn.
     private mutating func respond(to type: String, fromClient: Bool, atNanos: Int64) -> WebSocketTurn? {
@@ -384,6 +383,7 @@ public struct WebSocketTurnTracker: Sendable {
     }
 
     static let heartbeats: Set<String> = ["ping", "pong", "heartbeat", "keepalive", "keep_alive", "keep-alive", "ka"]
+    static let longestHeartbeat = heartbeats.map(\.utf8.count).max()!
 
     /// `ping`, `pong`, `heartbeat`, `keepalive` as a whole text message or as a JSON message's `type`
     /// (any case): what chat front ends send to keep a connection alive.
@@ -391,8 +391,10 @@ public struct WebSocketTurnTracker: Sendable {
         guard message.isText, message.length <= 64 else { return false }
         if let type = message.eventType { return heartbeats.contains(ASCIIText.lowercased(type)) }
         let isSpace = { (byte: UInt8) in byte == 0x20 || byte == 0x09 || byte == 0x0A || byte == 0x0D }
-        let trimmed = message.data.drop(while: isSpace).reversed().drop(while: isSpace).reversed()
-        return heartbeats.contains(ASCIIText.lowercased(String(decoding: Array(trimmed), as: UTF8.self)))
+        guard let first = message.data.firstIndex(where: { !isSpace($0) }), let last = message.data.lastIndex(where: { !isSpace($0) }),
+            last - first < longestHeartbeat
+        else { return false }
+        return heartbeats.contains(ASCIIText.lowercased(String(decoding: message.data[first...last], as: UTF8.self)))
     }
 
     static func isSessionSettings(_ type: String) -> Bool {
@@ -412,7 +414,7 @@ public struct WebSocketTurnTracker: Sendable {
     /// The top-level `"type"` string of a JSON object, if it is among its first 1 KiB: found without
     /// parsing the message (which may be megabytes of audio), on the forwarding thread.
     public static func eventType(_ data: [UInt8]) -> String? {
-        var scanner = TopLevelKeyScanner(bytes: data.prefix(1024))
+        var scanner = TopLevelKeyScanner(bytes: data.prefix(classifiedBytes))
         return scanner.stringValue(of: "type")
     }
 }
