@@ -135,7 +135,7 @@ public struct WebSocketTurnTracker: Sendable {
             switch event {
             case .message(let message)?:
                 guard let read = read(message, fromClient: fromClient, atNanos: atNanos) else { continue }
-                if let turn = take(read) { ended.append(turn) }
+                if let turn = take(read.message, opensTurn: read.opensTurn) { ended.append(turn) }
             case .close(let code, let reason)?:
                 if closeFrame == nil { closeFrame = (code, reason) }
             case .ping?, .pong?, nil:
@@ -161,8 +161,10 @@ public struct WebSocketTurnTracker: Sendable {
 
     /// The message as the trace keeps it: inflated if it can be, at most the room left in the turn;
     /// nil for a Socket.IO control packet. What kind of message it is (its event type, a Socket.IO
-    /// packet) is read from its start before it is cut to the room left.
-    private mutating func read(_ message: WebSocketMessage, fromClient: Bool, atNanos: Int64) -> WebSocketTurnMessage? {
+    /// packet) is read from its start before it is cut to the room left. `opensTurn` is false for
+    /// what a Socket.IO client sends as part of the turn open: an ack answering the server, a
+    /// binary event's attachment.
+    private mutating func read(_ message: WebSocketMessage, fromClient: Bool, atNanos: Int64) -> (message: WebSocketTurnMessage, opensTurn: Bool)? {
         let kept = fromClient ? turn?.keptClientBytes ?? 0 : turn?.keptServerBytes ?? 0
         // A client message opens a new turn in a generic protocol: the whole cap is its own.
         let room = max(0, keptBytes - (fromClient && protocolKind == .generic ? 0 : kept))
@@ -178,17 +180,26 @@ public struct WebSocketTurnTracker: Sendable {
             }
         }
         var type: String?
+        var opensTurn = true
         if speaksSocketIO && message.isText && !notInflated {
-            guard let payload = Self.socketIOPayload(data) else { return nil }
+            let payload: ArraySlice<UInt8>
+            switch Self.socketIOPacket(data) {
+            case .control: return nil
+            case .event(let event): payload = event
+            case .ack(let ack): (payload, opensTurn) = (ack, false)
+            }
             length -= data.count - payload.count
             data = Array(payload.prefix(room))
         } else if message.isText {
             type = Self.eventType(data)
+        } else if speaksSocketIO {
+            opensTurn = false
         }
         if data.count > room { data = Array(data.prefix(room)) }
-        return WebSocketTurnMessage(
+        let read = WebSocketTurnMessage(
             fromClient: fromClient, isText: message.isText, data: data, length: length, atNanos: atNanos, eventType: type,
             compressedNotInflated: notInflated)
+        return (read, opensTurn)
     }
 
     /// Bytes of a message's start kept long enough to tell what it is, whatever room the turn has left.
@@ -225,8 +236,9 @@ public struct WebSocketTurnTracker: Sendable {
 
     // MARK: Turns
 
-    /// Adds a message to the turns; returns the turn it ended.
-    private mutating func take(_ message: WebSocketTurnMessage) -> WebSocketTurn? {
+    /// Adds a message to the turns; returns the turn it ended. `opensTurn`: a generic protocol's
+    /// client message opens a new turn (unless it only continues the one open).
+    private mutating func take(_ message: WebSocketTurnMessage, opensTurn: Bool) -> WebSocketTurn? {
         if protocolKind == .generic, let type = message.eventType, Self.announcesOpenAIEvents(type, fromClient: message.fromClient) {
             protocolKind = .openAIEvents
             turn?.protocolKind = .openAIEvents
@@ -241,6 +253,7 @@ public struct WebSocketTurnTracker: Sendable {
         var ended: WebSocketTurn?
         switch (protocolKind, message.fromClient) {
         case (.generic, true):
+            guard opensTurn || turn == nil else { break }
             if var previous = turn {
                 previous.ending = .nextClientMessage
                 ended = previous
@@ -352,22 +365,30 @@ public struct WebSocketTurnTracker: Sendable {
         return query.split(separator: "&").contains { $0.hasPrefix("EIO=") }
     }
 
-    /// What an Engine.IO text packet carries for the conversation: a Socket.IO event's or ack's
-    /// JSON (`42["chat",{…}]` → `["chat",{…}]`, namespace and ack id dropped), or a plain Engine.IO
-    /// message's text; nil for everything else (open, ping, pong, connect, disconnect…).
-    static func socketIOPayload(_ data: [UInt8]) -> ArraySlice<UInt8>? {
-        guard data.first == UInt8(ascii: "4") else { return nil }
+    /// An Engine.IO text packet as the conversation sees it.
+    enum SocketIOPacket: Equatable {
+        /// Open, ping, pong, connect, disconnect…: no message.
+        case control
+        /// A Socket.IO event's JSON (`42["chat",{…}]` → `["chat",{…}]`, namespace and ack id
+        /// dropped), or a plain Engine.IO message's text.
+        case event(ArraySlice<UInt8>)
+        /// An ack's JSON: the answer to an event the other side emitted.
+        case ack(ArraySlice<UInt8>)
+    }
+
+    static func socketIOPacket(_ data: [UInt8]) -> SocketIOPacket {
+        guard data.first == UInt8(ascii: "4") else { return .control }
         var rest = data[1...]
-        guard let kind = rest.first, kind >= UInt8(ascii: "0") && kind <= UInt8(ascii: "9") else { return rest }
+        guard let kind = rest.first, kind >= UInt8(ascii: "0") && kind <= UInt8(ascii: "9") else { return .event(rest) }
         // 2 event, 3 ack, 5 binary event, 6 binary ack; 0 connect, 1 disconnect, 4 connect error are control.
-        guard [UInt8(ascii: "2"), UInt8(ascii: "3"), UInt8(ascii: "5"), UInt8(ascii: "6")].contains(kind) else { return nil }
+        let isBinary = kind == UInt8(ascii: "5") || kind == UInt8(ascii: "6")
+        let isAck = kind == UInt8(ascii: "3") || kind == UInt8(ascii: "6")
+        guard isBinary || isAck || kind == UInt8(ascii: "2") else { return .control }
         rest = rest.dropFirst()
-        if kind == UInt8(ascii: "5") || kind == UInt8(ascii: "6"), let dash = rest.firstIndex(of: UInt8(ascii: "-")) {
-            rest = rest[(dash + 1)...]
-        }
+        if isBinary, let dash = rest.firstIndex(of: UInt8(ascii: "-")) { rest = rest[(dash + 1)...] }
         if rest.first == UInt8(ascii: "/"), let comma = rest.firstIndex(of: UInt8(ascii: ",")) { rest = rest[(comma + 1)...] }
         while let digit = rest.first, digit >= UInt8(ascii: "0") && digit <= UInt8(ascii: "9") { rest = rest.dropFirst() }
-        return rest
+        return isAck ? .ack(rest) : .event(rest)
     }
 
     // MARK: Event types

@@ -269,14 +269,44 @@ final class WebSocketSocketIOTests: XCTestCase {
         XCTAssertEqual(turn.serverMessages.map(text), [#"["stream_token",{"token":"He"}]"#, #"["stream_token",{"token":"llo"}]"#])
     }
 
+    func testAClientsAcksAndBinaryAttachmentsBelongToTheTurnOpen() throws {
+        var tracker = WebSocketTurnTracker(compressed: false, target: "/socket.io/?EIO=4&transport=websocket")
+        _ = tracker.feed(client(#"451-["upload",{"_placeholder":true,"num":0}]"#), fromClient: true, atNanos: 1)
+        XCTAssertEqual(tracker.feed(WebSocketFrameParserTests.frame(0x2, [1, 2, 3], mask: key), fromClient: true, atNanos: 2), [],
+                       "the attachment is the event's, not a turn of its own")
+        _ = tracker.feed(server(#"42["uploaded",{"size":3}]"#), fromClient: false, atNanos: 3)
+        let upload = try XCTUnwrap(tracker.feed(client(#"42["ask_me",{"question":"q?"}]"#), fromClient: true, atNanos: 4).first)
+        XCTAssertEqual(upload.number, 1)
+        XCTAssertEqual(upload.clientMessages.map(\.isText), [true, false])
+        XCTAssertEqual(upload.clientMessageCount, 2)
+        _ = tracker.feed(server(#"421["ask",{"question":"q?"}]"#), fromClient: false, atNanos: 5)
+        XCTAssertEqual(tracker.feed(client(#"431["forty-two"]"#), fromClient: true, atNanos: 6), [], "an ack answers the server inside the turn")
+        _ = tracker.feed(server(#"42["thanks",{"answer":"forty-two"}]"#), fromClient: false, atNanos: 7)
+        let asked = try XCTUnwrap(tracker.finish(atNanos: 8))
+        XCTAssertEqual(asked.number, 2)
+        XCTAssertEqual(asked.clientMessages.map(text), [#"["ask_me",{"question":"q?"}]"#, #"["forty-two"]"#])
+        XCTAssertEqual(asked.serverMessages.map(text), [#"["ask",{"question":"q?"}]"#, #"["thanks",{"answer":"forty-two"}]"#])
+    }
+
+    func testAnAckWithNoTurnOpenOpensOne() throws {
+        var tracker = WebSocketTurnTracker(compressed: false, target: "/socket.io/?EIO=4&transport=websocket")
+        _ = tracker.feed(server(#"421["ask",{"question":"name?"}]"#), fromClient: false, atNanos: 1)
+        _ = tracker.feed(client(#"431["Ada"]"#), fromClient: true, atNanos: 2)
+        let turn = try XCTUnwrap(tracker.finish(atNanos: 3))
+        XCTAssertEqual(turn.clientMessages.map(text), [#"["Ada"]"#])
+    }
+
     func testOnlyAnEngineIOQueryMakesItSocketIO() {
         XCTAssertFalse(WebSocketTurnTracker(compressed: false, target: "/ws?x=EIO").speaksSocketIO)
         XCTAssertFalse(WebSocketTurnTracker(compressed: false, target: "/socket.io/").speaksSocketIO)
         XCTAssertTrue(WebSocketTurnTracker(compressed: false, target: "/ws/socket.io/?transport=websocket&EIO=3").speaksSocketIO)
-        XCTAssertEqual(WebSocketTurnTracker.socketIOPayload(Array("4hello".utf8)).map { Array($0) }, Array("hello".utf8))
-        XCTAssertEqual(WebSocketTurnTracker.socketIOPayload(Array(#"451-["upload",{"_placeholder":true}]"#.utf8)).map { Array($0) },
-                       Array(#"["upload",{"_placeholder":true}]"#.utf8))
-        XCTAssertNil(WebSocketTurnTracker.socketIOPayload(Array("41".utf8)))
-        XCTAssertNil(WebSocketTurnTracker.socketIOPayload(Array("2probe".utf8)))
+        let packet = { (text: String) in WebSocketTurnTracker.socketIOPacket(Array(text.utf8)) }
+        XCTAssertEqual(packet("4hello"), .event(Array("hello".utf8)[...]))
+        XCTAssertEqual(packet(#"451-["upload",{"_placeholder":true}]"#), .event(Array(#"["upload",{"_placeholder":true}]"#.utf8)[...]))
+        XCTAssertEqual(packet(#"43/chat,12["yes"]"#), .ack(Array(#"["yes"]"#.utf8)[...]))
+        XCTAssertEqual(packet(#"461-7[{"_placeholder":true,"num":0}]"#), .ack(Array(#"[{"_placeholder":true,"num":0}]"#.utf8)[...]))
+        XCTAssertEqual(packet("41"), .control)
+        XCTAssertEqual(packet("44{\"message\":\"no\"}"), .control)
+        XCTAssertEqual(packet("2probe"), .control)
     }
 }
