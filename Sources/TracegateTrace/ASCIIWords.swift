@@ -12,15 +12,22 @@ struct ASCIIWords: Sendable {
     /// stands for the text's last byte). English text starts a word's first letter often, its first
     /// two letters seldom.
     private let startsAWordPair: [UInt64]
+    /// One bit per byte, either case: whether some word starts with it. Most bytes of a text start
+    /// none, and are passed over on this alone.
+    private let startsAWord: [UInt64]
 
     /// `words` must be lower-case ASCII (no NUL) and not empty.
     init(_ words: [String]) {
         var bytes: [UInt8] = []
         var starts: [Int] = []
         var pairs = [UInt64](repeating: 0, count: 65_536 / 64)
+        var firsts = [UInt64](repeating: 0, count: 4)
         for word in words {
             let utf8 = Array(word.utf8)
             precondition(!utf8.isEmpty && utf8.allSatisfy { $0 != 0 && $0 < 0x80 && !(0x41...0x5A).contains($0) })
+            for first in [utf8[0], (0x61...0x7A).contains(utf8[0]) ? utf8[0] - 0x20 : utf8[0]] {
+                firsts[Int(first >> 6)] |= 1 << UInt64(first & 63)
+            }
             starts.append(bytes.count)
             bytes += utf8
             for second in utf8.count > 1 ? [utf8[1]] : Array(0...255) {
@@ -32,6 +39,7 @@ struct ASCIIWords: Sendable {
         self.bytes = bytes
         self.starts = starts
         startsAWordPair = pairs
+        startsAWord = firsts
     }
 
     func occur(in text: String) -> Bool {
@@ -43,7 +51,9 @@ struct ASCIIWords: Sendable {
         bytes.withUnsafeBufferPointer { words in
             starts.withUnsafeBufferPointer { starts in
                 startsAWordPair.withUnsafeBufferPointer { pairs in
-                    Self.occur(in: text, words: words, starts: starts, pairs: pairs)
+                    startsAWord.withUnsafeBufferPointer { firsts in
+                        Self.occur(in: text, words: words, starts: starts, pairs: pairs, firsts: firsts)
+                    }
                 }
             }
         }
@@ -51,12 +61,17 @@ struct ASCIIWords: Sendable {
 
     private static func occur(
         in text: UnsafeBufferPointer<UInt8>, words: UnsafeBufferPointer<UInt8>, starts: UnsafeBufferPointer<Int>,
-        pairs: UnsafeBufferPointer<UInt64>
+        pairs: UnsafeBufferPointer<UInt64>, firsts: UnsafeBufferPointer<UInt64>
     ) -> Bool {
         @inline(__always) func lower(_ byte: UInt8) -> UInt8 { (byte >= 0x41 && byte <= 0x5A) ? byte | 0x20 : byte }
         var position = 0
         while position < text.count {
-            let first = lower(text[position])
+            let byte = text[position]
+            guard firsts[Int(byte >> 6)] & (1 << UInt64(byte & 63)) != 0 else {
+                position += 1
+                continue
+            }
+            let first = lower(byte)
             // The last byte can only start a one-letter word: those mark the pair (first, 0).
             let second = position + 1 < text.count ? lower(text[position + 1]) : 0
             let pair = Int(first) << 8 | Int(second)

@@ -419,6 +419,7 @@ struct PayloadJSONParser {
             position += 1
             return .array(items)
         }
+        items.reserveCapacity(4)  // one allocation for short arrays instead of three
         while true {
             let item = try parseValue(depth: depth)
             if let item { items.append(item) }
@@ -446,6 +447,7 @@ struct PayloadJSONParser {
             position += 1
             return .object(members)
         }
+        members.reserveCapacity(8)  // one allocation for most objects instead of four
         while true {
             skipWhitespace()
             guard position < bytes.count else {
