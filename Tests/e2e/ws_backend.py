@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 import time
 from urllib.parse import parse_qs, urlsplit
@@ -36,17 +37,19 @@ def ws_connect(port: int, path: str, **options) -> ClientConnection:
 
 
 class WebSocketBackend:
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        """`tls`: serve wss (the proxy's upstream is then `https://localhost:PORT`)."""
         self.lock = threading.Lock()
         self.handshakes: list[dict[str, str]] = []
         self.client_close_codes: list[int | None] = []
-        self.server = serve(self._handle, "127.0.0.1", 0, max_size=None, ping_interval=None)
+        self.tls = tls
+        self.server = serve(self._handle, "127.0.0.1", 0, max_size=None, ping_interval=None, ssl=tls)
         self.port = self.server.socket.getsockname()[1]
         self.thread = threading.Thread(target=self.server.serve_forever, name="ws-backend", daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"https://localhost:{self.port}" if self.tls else f"http://127.0.0.1:{self.port}"
 
     def start(self) -> "WebSocketBackend":
         self.thread.start()
