@@ -166,8 +166,9 @@ public struct WebSocketTurnTracker: Sendable {
     /// binary event's attachment.
     private mutating func read(_ message: WebSocketMessage, fromClient: Bool, atNanos: Int64) -> (message: WebSocketTurnMessage, opensTurn: Bool)? {
         let kept = fromClient ? turn?.keptClientBytes ?? 0 : turn?.keptServerBytes ?? 0
+        let roomInTurn = max(0, keptBytes - kept)
         // A client message opens a new turn in a generic protocol: the whole cap is its own.
-        let room = max(0, keptBytes - (fromClient && protocolKind == .generic ? 0 : kept))
+        var room = fromClient && protocolKind == .generic ? keptBytes : roomInTurn
         var data = message.data
         var length = message.length
         var notInflated = false
@@ -186,14 +187,14 @@ public struct WebSocketTurnTracker: Sendable {
             switch Self.socketIOPacket(data) {
             case .control: return nil
             case .event(let event): payload = event
-            case .ack(let ack): (payload, opensTurn) = (ack, false)
+            case .ack(let ack): (payload, opensTurn, room) = (ack, false, roomInTurn)
             }
             length -= data.count - payload.count
             data = Array(payload.prefix(room))
         } else if message.isText {
             type = Self.eventType(data)
         } else if speaksSocketIO {
-            opensTurn = false
+            (opensTurn, room) = (false, roomInTurn)
         }
         if data.count > room { data = Array(data.prefix(room)) }
         let read = WebSocketTurnMessage(

@@ -288,6 +288,17 @@ final class WebSocketSocketIOTests: XCTestCase {
         XCTAssertEqual(asked.serverMessages.map(text), [#"["ask",{"question":"q?"}]"#, #"["thanks",{"answer":"forty-two"}]"#])
     }
 
+    func testAcksAndAttachmentsShareTheTurnsCaptureCap() throws {
+        var tracker = WebSocketTurnTracker(compressed: false, target: "/socket.io/?EIO=4&transport=websocket", keptBytes: 40)
+        _ = tracker.feed(client(#"451-["upload",{"_placeholder":true,"num":0}]"#), fromClient: true, atNanos: 1)
+        _ = tracker.feed(WebSocketFrameParserTests.frame(0x2, [UInt8](repeating: 7, count: 30), mask: key), fromClient: true, atNanos: 2)
+        _ = tracker.feed(client(#"43["an answer longer than the room left"]"#), fromClient: true, atNanos: 3)
+        let turn = try XCTUnwrap(tracker.finish(atNanos: 4))
+        XCTAssertEqual(turn.clientMessages.map(\.length), [40, 30, 39])
+        XCTAssertEqual(turn.clientMessages.map(\.data.count), [36, 4, 0], "40 bytes kept in all (the first frame was read to 40 bytes)")
+        XCTAssertTrue(turn.truncated)
+    }
+
     func testAnAckWithNoTurnOpenOpensOne() throws {
         var tracker = WebSocketTurnTracker(compressed: false, target: "/socket.io/?EIO=4&transport=websocket")
         _ = tracker.feed(server(#"421["ask",{"question":"name?"}]"#), fromClient: false, atNanos: 1)
