@@ -2,7 +2,8 @@
 
 Events it answers:
   client_message {"content": text}   "stream_start", one "stream_token" per word, "stream_end"
-                                      with the whole answer; the emit's ack gets {"ok": true}
+                                      with the answer (the words reversed); the emit's ack gets
+                                      {"ok": true}
   upload <bytes>                      "uploaded" {"size": n}: a binary event (a placeholder packet
                                       and a binary attachment frame)
   ask_me {"question": text}           the server asks back ("ask", with an ack); the client's ack

@@ -71,6 +71,8 @@ def test_each_emitted_event_is_a_turn_and_acks_attachments_and_pings_stay_inside
     assert streamed[-1] == ["stream_end", {"id": "m1", "output": "world there hello"}]
     assert uploaded == [["uploaded", {"size": 30}]]
     assert thanked == [["thanks", {"answer": "forty-two"}]], "the client's ack reached the server"
+    handshake = socketio_backend.handshakes[-1]
+    assert handshake.get("HTTP_X_USER_ID") == user and handshake.get("HTTP_X_REQUEST_ID"), handshake
 
     traces = by_turn(wait_for_traces(mlflow_client, mlflow_experiment, session_is(session), 3))
     assert len(traces) == 3, [root_span(t).inputs for t in traces]
