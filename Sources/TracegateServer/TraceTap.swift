@@ -33,6 +33,10 @@ final class TraceTap: ExchangeTap {
     let clientRetryCount: Int?
     /// Once the upstream switched to WebSocket: the turns of the conversation, read as they pass.
     private var webSocket: WebSocketTurnTap?
+    /// The tunnel's event loop, and the check due at the open turn's quiet deadline (at most one
+    /// scheduled at a time: when it fires early because messages came meanwhile, it is moved).
+    private var tunnelLoop: EventLoop?
+    private var quietCheck: Scheduled<Void>?
     /// Where a finished turn's capture goes (the trace builder's queue).
     private let deliverTurn: (CapturedExchange) -> Void
 
@@ -112,6 +116,7 @@ final class TraceTap: ExchangeTap {
             tracker: WebSocketTurnTracker(
                 compressed: WebSocketTurnTracker.negotiatesCompression(extensions), target: target, keptBytes: limit),
             route: route.index, method: request.method.rawValue, target: target, requestID: requestID, budget: budget)
+        tunnelLoop = MultiThreadedEventLoopGroup.currentEventLoop
     }
 
     func responseHead(_ head: ResponseHead) {
@@ -136,12 +141,30 @@ final class TraceTap: ExchangeTap {
     func tunnelBytes(_ bytes: ByteBuffer, fromClient: Bool) {
         guard let webSocket else { return }
         for turn in webSocket.read(bytes, fromClient: fromClient) { deliver(turn, of: webSocket) }
+        if quietCheck == nil { scheduleQuietCheck(webSocket) }
+    }
+
+    /// A generic protocol's turn is traced once the server has answered and nothing passed for a
+    /// while (`WebSocketTurnTracker.quietNanos`): its trace does not wait for the client's next message.
+    private func scheduleQuietCheck(_ webSocket: WebSocketTurnTap) {
+        guard let deadline = webSocket.quietDeadline, let tunnelLoop else { return }
+        quietCheck = tunnelLoop.scheduleTask(deadline: deadline) { [weak self] in
+            guard let self, let webSocket = self.webSocket else { return }
+            self.quietCheck = nil
+            if let turn = webSocket.endQuietTurn() {
+                self.deliver(turn, of: webSocket)
+            } else {
+                self.scheduleQuietCheck(webSocket)  // messages came meanwhile: the deadline moved
+            }
+        }
     }
 
     /// The tunnel closed: its open turn, if any, is traced (an ERROR trace when it was cut mid-answer).
     func tunnelClosed(_ figures: TunnelFigures, outcome: ExchangeOutcome) {
         guard let webSocket else { return }
         self.webSocket = nil
+        quietCheck?.cancel()
+        quietCheck = nil
         let why: String
         if figures.closedIdle {
             why = "closed by tracegate after websocket_idle_timeout"

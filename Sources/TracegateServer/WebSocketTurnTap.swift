@@ -45,6 +45,25 @@ final class WebSocketTurnTap {
     func read(_ bytes: ByteBuffer, fromClient: Bool) -> [WebSocketTurn] {
         let nanos = (NIODeadline.now() - openedAt).nanoseconds
         let turns = bytes.withUnsafeReadableBytes { tracker.feed($0, fromClient: fromClient, atNanos: nanos) }
+        settleCharge()
+        return turns
+    }
+
+    /// When the open turn is complete if nothing passes before (`WebSocketTurnTracker.quietDeadlineNanos`).
+    var quietDeadline: NIODeadline? {
+        tracker.quietDeadlineNanos.map { openedAt + .nanoseconds($0) }
+    }
+
+    /// The open turn, if nothing passed until its quiet deadline.
+    func endQuietTurn() -> WebSocketTurn? {
+        let turn = tracker.endQuietTurn(atNanos: (NIODeadline.now() - openedAt).nanoseconds)
+        if turn != nil { settleCharge() }
+        return turn
+    }
+
+    /// Charges the budget for what the tracker holds now (shedding when it is spent), or gives back
+    /// what it no longer holds.
+    private func settleCharge() {
         var held = tracker.heldBytes
         if held > charged {
             let wanted = held - charged
@@ -59,7 +78,6 @@ final class WebSocketTurnTap {
             budget.release(charged - held)
             charged = held
         }
-        return turns
     }
 
     /// The tunnel closed: the open turn, if it is one to trace; the budget is given back.

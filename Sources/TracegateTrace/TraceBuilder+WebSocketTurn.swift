@@ -28,6 +28,7 @@ extension TraceBuilder {
         record.attributes["tracegate.websocket.server_messages"] = .int(Int64(turn.serverMessageCount))
         record.attributes["tracegate.websocket.turn_duration_ms"] = .double(Double(max(0, exchange.durationNanos)) / 1e6)
         record.attributes["tracegate.websocket.ended_by"] = .string(Self.describe(turn.ending))
+        if let continued = turn.continues { record.attributes["tracegate.websocket.continues_turn"] = .int(Int64(continued)) }
         let answerFrom = turn.responseRequestedNanos ?? turn.startNanos
         if let first = turn.firstServerMessageNanos {
             record.attributes["tracegate.websocket.time_to_first_message_ms"] = .double(Double(max(0, first - turn.startNanos)) / 1e6)
@@ -90,6 +91,7 @@ extension TraceBuilder {
     static func describe(_ ending: WebSocketTurn.Ending) -> String {
         switch ending {
         case .nextClientMessage: return "next client message"
+        case .quiet: return "quiet after the answer"
         case .endOfResponse(let type): return type
         case .closed(let code, _): return "close frame" + (code.map { " \($0)" } ?? "")
         case .cut: return "connection cut"

@@ -11,6 +11,9 @@ public struct WebSocketTurn: Sendable, Equatable {
         case closed(code: UInt16?, reason: String)
         /// The connection ended without a close handshake: why.
         case cut(String)
+        /// Generic protocols: nothing passed either way for `WebSocketTurnTracker.quietNanos` after
+        /// the server had answered, so the answer is taken as complete.
+        case quiet
     }
 
     /// 1 for the connection's first turn.
@@ -41,6 +44,9 @@ public struct WebSocketTurn: Sendable, Equatable {
     public var truncated = false
     /// What degraded the turn's record (a malformed frame, a message that could not be inflated).
     public var notes: [String] = []
+    /// Server messages that came after turn `continues` was traced for a quiet server (generic
+    /// protocols): the rest of that turn's answer, with no client message of its own.
+    public var continues: Int?
 
     public init(number: Int, protocolKind: WebSocketChatProtocol, startNanos: Int64) {
         self.number = number
@@ -60,7 +66,7 @@ public struct WebSocketTurn: Sendable, Equatable {
             return ("ResponseFailed", "the response failed (\(type))")
         case .endOfResponse(let type) where type == "error":
             return ("ResponseFailed", "the server answered with an error event")
-        case .endOfResponse, .nextClientMessage:
+        case .endOfResponse, .nextClientMessage, .quiet:
             return nil
         case .closed(let code, let reason):
             if responsePending { return ("ConnectionClosed", "the connection closed before the response ended") }

@@ -39,6 +39,9 @@ public struct WebSocketTurnTracker: Sendable {
     private var pendingNotes: [String] = []
     /// `shed` lowered what the parsers and assemblers keep: raised again before the next bytes.
     private var shedding = false
+    /// The turn last traced for a quiet server, while the client has not spoken since: further
+    /// server messages continue its answer (in a turn of their own).
+    private var answerContinuesOf: Int?
 
     /// Socket.IO over Engine.IO: control packets (pings, pongs, connects) are no messages, and an
     /// event's packet prefix (`42`, a namespace, an ack id) is left out of what is kept.
@@ -145,13 +148,34 @@ public struct WebSocketTurnTracker: Sendable {
         return ended
     }
 
+    /// How long nothing may pass either way after the server answered before a generic protocol's
+    /// turn is traced without waiting for the client's next message (which may never come while the
+    /// user reads the answer, or leaves the page open).
+    public static let quietNanos: Int64 = 3_000_000_000
+
+    /// When the open turn is complete if nothing passes before: the time of its last message plus
+    /// `quietNanos`; nil unless it is a generic protocol's turn with an answer begun.
+    public var quietDeadlineNanos: Int64? {
+        guard protocolKind == .generic, let open = turn, open.serverMessageCount > 0 else { return nil }
+        return open.endNanos + Self.quietNanos
+    }
+
+    /// The open turn, if `quietDeadlineNanos` has passed at `atNanos`: its answer is taken as complete.
+    public mutating func endQuietTurn(atNanos: Int64) -> WebSocketTurn? {
+        guard let deadline = quietDeadlineNanos, atNanos >= deadline, var open = turn else { return nil }
+        turn = nil
+        open.ending = .quiet
+        answerContinuesOf = open.continues ?? open.number
+        return open
+    }
+
     /// The connection ended `atNanos` after the tunnel opened: the open turn, if it is one to trace.
     /// `why`: what cut it, when no close handshake did.
     public mutating func finish(atNanos: Int64, why: String = "the connection closed without a close handshake") -> WebSocketTurn? {
         guard var open = turn else { return nil }
         turn = nil
         // A recognised protocol's server-only messages between responses (`rate_limits.updated`) are no turn.
-        if open.clientMessageCount == 0 && !open.responsePending { return nil }
+        if open.clientMessageCount == 0 && !open.responsePending && open.continues == nil { return nil }
         open.endNanos = max(open.endNanos, atNanos)
         open.ending = closeFrame.map { .closed(code: $0.code, reason: $0.reason) } ?? .cut(why)
         return open
@@ -259,10 +283,15 @@ public struct WebSocketTurnTracker: Sendable {
                 previous.ending = .nextClientMessage
                 ended = previous
             }
+            answerContinuesOf = nil
             open(at: message.atNanos)
         case (.generic, false):
-            // Server messages before the client's first one answer nothing: no turn holds them.
-            guard turn != nil else { return nil }
+            if turn == nil {
+                // Server messages before the client's first one answer nothing: no turn holds them.
+                guard let continued = answerContinuesOf else { return nil }
+                open(at: message.atNanos)
+                turn!.continues = continued
+            }
         case (.openAIEvents, _):
             if turn == nil { open(at: message.atNanos) }
         }

@@ -26,6 +26,20 @@ final class WebSocketTurnRecordTests: XCTestCase {
         return turn
     }
 
+    func testATurnTracedForAQuietServerAndTheRestOfItsAnswerSayWhatTheyAre() {
+        let answered = TraceBuilder().record(for: capture(turn(["hi"], ["Hel", "lo"], number: 1, ending: .quiet)))
+        XCTAssertEqual(answered.attributes["tracegate.websocket.ended_by"], .string("quiet after the answer"))
+        XCTAssertNil(answered.attributes["tracegate.websocket.continues_turn"])
+        XCTAssertEqual(answered.status, .ok)
+        var rest = turn([], [" again"], number: 2, ending: .closed(code: 1000, reason: ""))
+        rest.continues = 1
+        let record = TraceBuilder().record(for: capture(rest))
+        XCTAssertEqual(record.attributes["tracegate.websocket.continues_turn"], .int(1))
+        XCTAssertEqual(record.attributes["tracegate.websocket.client_messages"], .int(0))
+        XCTAssertEqual(record.outputs, " again")
+        XCTAssertEqual(record.status, .ok)
+    }
+
     private func capture(
         _ turn: WebSocketTurn, session: String? = nil, requestID: String = "req-ws", target: String = "/chat?room=1",
         sampled: Bool = true

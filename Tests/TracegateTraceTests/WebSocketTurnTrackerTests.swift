@@ -11,6 +11,58 @@ final class WebSocketTurnTrackerTests: XCTestCase {
     private func server(_ text: String) -> [UInt8] { WebSocketFrameParserTests.frame(0x1, Array(text.utf8)) }
     private func text(_ message: WebSocketTurnMessage) -> String { String(decoding: message.data, as: UTF8.self) }
 
+    func testATurnWhoseServerFellQuietIsTracedWithoutWaitingForTheNextClientMessage() throws {
+        let quiet = WebSocketTurnTracker.quietNanos
+        var tracker = WebSocketTurnTracker(compressed: false)
+        _ = tracker.feed(client("hi"), fromClient: true, atNanos: 10)
+        XCTAssertNil(tracker.quietDeadlineNanos, "no answer yet: the client may wait as long as it likes")
+        XCTAssertNil(tracker.endQuietTurn(atNanos: 10 + 2 * quiet))
+        _ = tracker.feed(server("Hel"), fromClient: false, atNanos: 20)
+        _ = tracker.feed(server("lo"), fromClient: false, atNanos: 30)
+        XCTAssertEqual(tracker.quietDeadlineNanos, 30 + quiet)
+        XCTAssertNil(tracker.endQuietTurn(atNanos: 30 + quiet - 1))
+        let first = try XCTUnwrap(tracker.endQuietTurn(atNanos: 30 + quiet))
+        XCTAssertEqual(first.number, 1)
+        XCTAssertEqual(first.ending, .quiet)
+        XCTAssertEqual(first.serverMessages.map(text), ["Hel", "lo"])
+        XCTAssertEqual(first.endNanos, 30, "the turn lasts until its last message, not until the quiet was noticed")
+        XCTAssertNil(first.failure)
+        XCTAssertNil(tracker.quietDeadlineNanos)
+
+        // The server was not done after all: the rest of the answer is a turn of its own.
+        let late = 40 + quiet
+        _ = tracker.feed(server(" again"), fromClient: false, atNanos: late)
+        _ = tracker.feed(server("!"), fromClient: false, atNanos: late + 5)
+        let rest = try XCTUnwrap(tracker.endQuietTurn(atNanos: late + 5 + quiet))
+        XCTAssertEqual(rest.number, 2)
+        XCTAssertEqual(rest.continues, 1)
+        XCTAssertEqual(rest.clientMessageCount, 0)
+        XCTAssertEqual(rest.serverMessages.map(text), [" again", "!"])
+        _ = tracker.feed(server("?"), fromClient: false, atNanos: late + 10 + 2 * quiet)
+        let more = try XCTUnwrap(tracker.finish(atNanos: late + 11 + 2 * quiet))
+        XCTAssertEqual(more.continues, 1, "still the first turn's answer")
+
+        // The client speaking again starts over: the server's later messages answer it.
+        var next = WebSocketTurnTracker(compressed: false)
+        _ = next.feed(client("a"), fromClient: true, atNanos: 1)
+        _ = next.feed(server("b"), fromClient: false, atNanos: 2)
+        _ = try XCTUnwrap(next.endQuietTurn(atNanos: 2 + quiet))
+        _ = next.feed(client("c"), fromClient: true, atNanos: 3 + quiet)
+        _ = next.feed(server("d"), fromClient: false, atNanos: 4 + quiet)
+        let answered = try XCTUnwrap(next.finish(atNanos: 5 + quiet))
+        XCTAssertEqual(answered.number, 2)
+        XCTAssertNil(answered.continues)
+        XCTAssertEqual(answered.clientMessages.map(text), ["c"])
+    }
+
+    func testRecognisedProtocolsWaitForTheirEndOfResponseEvenWhenQuiet() {
+        var tracker = WebSocketTurnTracker(compressed: false)
+        _ = tracker.feed(client(#"{"type":"response.create"}"#), fromClient: true, atNanos: 1)
+        _ = tracker.feed(server(#"{"type":"response.created"}"#), fromClient: false, atNanos: 2)
+        XCTAssertNil(tracker.quietDeadlineNanos)
+        XCTAssertNil(tracker.endQuietTurn(atNanos: 2 + 10 * WebSocketTurnTracker.quietNanos))
+    }
+
     func testEachClientMessageOpensATurnAndTheServerMessagesUntilTheNextAreItsOutput() {
         var tracker = WebSocketTurnTracker(compressed: false)
         XCTAssertEqual(tracker.feed(server("welcome"), fromClient: false, atNanos: 1), [], "a greeting answers nothing")
