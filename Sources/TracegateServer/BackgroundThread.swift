@@ -1,3 +1,4 @@
+import Atomics
 import NIOCore
 import NIOPosix
 
@@ -13,7 +14,7 @@ import Glibc
 /// moment, ahead of its fair share, an idle-priority thread can be picked before it and then keeps
 /// the CPU until it sleeps or the next scheduler tick (4 ms at 250 Hz). That is where the latency
 /// tail with tracing on came from. So background work runs in bursts of at most `burst`, each
-/// followed by a yield (`CPUBurst`), which hands the CPU to any runnable event loop.
+/// followed by a pause (`CPUBurst`), which hands the CPU to any runnable event loop.
 enum BackgroundThread {
     /// Names the calling thread (as `ps -L` and `/proc/PID/task/*/comm` show it; at most 15 bytes),
     /// then puts it in `SCHED_IDLE` (it runs only on a CPU nothing else wants), or at nice 19 where
@@ -29,6 +30,7 @@ enum BackgroundThread {
         var parameters = sched_param(sched_priority: 0)
         if sched_setscheduler(0, schedIdle, &parameters) != 0 {
             setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 19)
+            idlePolicyRefused.store(true, ordering: .relaxed)
         }
         if let prctl = GlibcSymbol.address(of: "prctl") {
             typealias Prctl = @convention(c) (Int32, UInt) -> Int32  // variadic in C; two arguments suffice
@@ -41,11 +43,22 @@ enum BackgroundThread {
     /// The longest a background thread works before it lets event loops have the CPU.
     static let burst: Int64 = 50_000  // nanoseconds
 
-    /// Yields the CPU: whatever else is runnable on it runs first (for an idle-priority thread the
-    /// scheduler pushes its deadline far back). When nothing is, it costs one system call and no
-    /// context switch, where a 10 µs sleep cost two switches every burst: at 100 WebSocket
-    /// connections, each message a traced turn, 3–13% more messages per second (8 paired rounds).
+    /// `SCHED_IDLE` was refused: the threads run at nice 19 instead.
+    private static let idlePolicyRefused = ManagedAtomic(false)
+
+    /// Lets event loops have the CPU. At `SCHED_IDLE` a yield does: with its weight of 3 against an
+    /// event loop's 1024, 50 µs of work puts the thread some 17 ms of virtual time ahead, so an event
+    /// loop is eligible before it and runs first; when nothing else is runnable the yield costs one
+    /// system call and no context switch, where a 10 µs sleep cost two every burst (at 100 WebSocket
+    /// connections, each message a traced turn, 3–13% more messages per second in 8 paired rounds).
+    /// At nice 19 (weight 15) that margin is not sure, so the thread sleeps 10 µs, leaving the run
+    /// queue (a shorter sleep can expire before it is switched out, and then yields nothing).
     static func pause() {
-        sched_yield()
+        if idlePolicyRefused.load(ordering: .relaxed) {
+            var request = timespec(tv_sec: 0, tv_nsec: 10_000)
+            nanosleep(&request, nil)
+        } else {
+            sched_yield()
+        }
     }
 }

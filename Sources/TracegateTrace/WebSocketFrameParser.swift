@@ -70,6 +70,15 @@ public struct WebSocketFrameParser: Sendable {
         return 0
     }
 
+    /// Not in the middle of a frame (or stopped for good: nothing more will be read).
+    public var isBetweenFrames: Bool {
+        switch state {
+        case .header: return header.isEmpty
+        case .payload: return false
+        case .failed: return true
+        }
+    }
+
     /// Lets go of what was kept of the frame being read; none of the rest of it is kept.
     public mutating func dropKept() {
         guard case .payload(var frame, let remaining, let mask, let offset) = state, offset > 0 else { return }

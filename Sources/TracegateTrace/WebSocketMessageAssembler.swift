@@ -47,6 +47,8 @@ public struct WebSocketMessageAssembler: Sendable {
 
     /// Bytes kept of the message being joined.
     public var heldBytes: Int { building?.data.capacity ?? 0 }
+    /// No fragmented message is being joined.
+    public var isBetweenMessages: Bool { building == nil }
     /// Frames that did not fit the message sequence (counted, dropped).
     public private(set) var outOfOrderFrames = 0
 

@@ -45,7 +45,7 @@ public struct WebSocketTurn: Sendable, Equatable {
     /// What degraded the turn's record (a malformed frame, a message that could not be inflated).
     public var notes: [String] = []
     /// Server messages that came after turn `continues` was traced for a quiet server (generic
-    /// protocols): the rest of that turn's answer, with no client message of its own.
+    /// protocols): the rest of that turn's answer, opened by no client message.
     public var continues: Int?
 
     public init(number: Int, protocolKind: WebSocketChatProtocol, startNanos: Int64) {

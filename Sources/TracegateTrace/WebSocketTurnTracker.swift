@@ -148,15 +148,22 @@ public struct WebSocketTurnTracker: Sendable {
         return ended
     }
 
-    /// How long nothing may pass either way after the server answered before a generic protocol's
-    /// turn is traced without waiting for the client's next message (which may never come while the
-    /// user reads the answer, or leaves the page open).
-    public static let quietNanos: Int64 = 3_000_000_000
+    /// How long no message may pass either way after the server answered before a generic
+    /// protocol's turn is traced without waiting for the client's next message (which may never
+    /// come while the user reads the answer, or leaves the page open). Long enough for a model's
+    /// pause before its first token after a status message, or between tool calls.
+    public static let quietNanos: Int64 = 10_000_000_000
 
     /// When the open turn is complete if nothing passes before: the time of its last message plus
-    /// `quietNanos`; nil unless it is a generic protocol's turn with an answer begun.
+    /// `quietNanos`. Nil unless it is a generic protocol's turn that a client message opened and
+    /// the server began to answer, and no frame or message is half read either way. (The rest of
+    /// an answer after a quiet end, in a turn of its own, ends only at the client's next message or
+    /// the close: a server that pushes forever makes one such turn, not one per burst.)
     public var quietDeadlineNanos: Int64? {
-        guard protocolKind == .generic, let open = turn, open.serverMessageCount > 0 else { return nil }
+        guard protocolKind == .generic, let open = turn, open.serverMessageCount > 0, open.continues == nil,
+            clientParser.isBetweenFrames, serverParser.isBetweenFrames, clientAssembler.isBetweenMessages,
+            serverAssembler.isBetweenMessages
+        else { return nil }
         return open.endNanos + Self.quietNanos
     }
 
@@ -165,7 +172,7 @@ public struct WebSocketTurnTracker: Sendable {
         guard let deadline = quietDeadlineNanos, atNanos >= deadline, var open = turn else { return nil }
         turn = nil
         open.ending = .quiet
-        answerContinuesOf = open.continues ?? open.number
+        answerContinuesOf = open.number
         return open
     }
 
@@ -322,7 +329,7 @@ public struct WebSocketTurnTracker: Sendable {
         let kept: Bool
         if message.fromClient {
             // A server-opened turn (Realtime voice) starts when the client first speaks in it.
-            if open.clientMessageCount == 0 && open.serverMessageCount > 0 { open.startNanos = message.atNanos }
+            if open.clientMessageCount == 0 && open.serverMessageCount > 0 && open.continues == nil { open.startNanos = message.atNanos }
             open.clientMessageCount += 1
             kept = open.clientMessages.count < Self.maxMessagesKept
             if kept {

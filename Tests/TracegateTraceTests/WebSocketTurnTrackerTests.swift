@@ -29,18 +29,20 @@ final class WebSocketTurnTrackerTests: XCTestCase {
         XCTAssertNil(first.failure)
         XCTAssertNil(tracker.quietDeadlineNanos)
 
-        // The server was not done after all: the rest of the answer is a turn of its own.
+        // The server was not done after all: the rest of the answer is one more turn, which a
+        // quiet server does not end (a server pushing forever makes one turn, not one per burst).
         let late = 40 + quiet
         _ = tracker.feed(server(" again"), fromClient: false, atNanos: late)
         _ = tracker.feed(server("!"), fromClient: false, atNanos: late + 5)
-        let rest = try XCTUnwrap(tracker.endQuietTurn(atNanos: late + 5 + quiet))
+        XCTAssertNil(tracker.quietDeadlineNanos)
+        XCTAssertNil(tracker.endQuietTurn(atNanos: late + 5 + 3 * quiet))
+        _ = tracker.feed(server("?"), fromClient: false, atNanos: late + 10 + 3 * quiet)
+        let rest = try XCTUnwrap(tracker.finish(atNanos: late + 11 + 3 * quiet))
         XCTAssertEqual(rest.number, 2)
         XCTAssertEqual(rest.continues, 1)
         XCTAssertEqual(rest.clientMessageCount, 0)
-        XCTAssertEqual(rest.serverMessages.map(text), [" again", "!"])
-        _ = tracker.feed(server("?"), fromClient: false, atNanos: late + 10 + 2 * quiet)
-        let more = try XCTUnwrap(tracker.finish(atNanos: late + 11 + 2 * quiet))
-        XCTAssertEqual(more.continues, 1, "still the first turn's answer")
+        XCTAssertEqual(rest.serverMessages.map(text), [" again", "!", "?"])
+        XCTAssertEqual(rest.startNanos, late)
 
         // The client speaking again starts over: the server's later messages answer it.
         var next = WebSocketTurnTracker(compressed: false)
@@ -53,6 +55,38 @@ final class WebSocketTurnTrackerTests: XCTestCase {
         XCTAssertEqual(answered.number, 2)
         XCTAssertNil(answered.continues)
         XCTAssertEqual(answered.clientMessages.map(text), ["c"])
+    }
+
+    func testAMessageHalfReadEitherWayIsNoQuiet() throws {
+        let quiet = WebSocketTurnTracker.quietNanos
+        var tracker = WebSocketTurnTracker(compressed: false)
+        _ = tracker.feed(client("hi"), fromClient: true, atNanos: 1)
+        _ = tracker.feed(server("yo"), fromClient: false, atNanos: 2)
+        let big = server(String(repeating: "x", count: 300))
+        _ = tracker.feed(big.prefix(100), fromClient: false, atNanos: 3)
+        XCTAssertNil(tracker.quietDeadlineNanos, "a frame still arriving")
+        XCTAssertNil(tracker.endQuietTurn(atNanos: 3 + 2 * quiet))
+        _ = tracker.feed(big.dropFirst(100), fromClient: false, atNanos: 4 + 2 * quiet)
+        XCTAssertEqual(tracker.quietDeadlineNanos, 4 + 3 * quiet)
+        _ = tracker.feed(WebSocketFrameParserTests.frame(0x1, Array("frag".utf8), fin: false), fromClient: false, atNanos: 5 + 2 * quiet)
+        XCTAssertNil(tracker.quietDeadlineNanos, "a fragmented message still being joined")
+        _ = tracker.feed(WebSocketFrameParserTests.frame(0x0, Array("ment".utf8)), fromClient: false, atNanos: 6 + 2 * quiet)
+        let turn = try XCTUnwrap(tracker.endQuietTurn(atNanos: 6 + 3 * quiet))
+        XCTAssertEqual(turn.serverMessages.map(text).last, "fragment")
+    }
+
+    func testAClientAckInTheRestOfAnAnswerKeepsItsStart() throws {
+        let quiet = WebSocketTurnTracker.quietNanos
+        var tracker = WebSocketTurnTracker(compressed: false, target: "/socket.io/?EIO=4&transport=websocket")
+        _ = tracker.feed(client(#"42["chat","hi"]"#), fromClient: true, atNanos: 1)
+        _ = tracker.feed(server(#"42["token","a"]"#), fromClient: false, atNanos: 2)
+        _ = try XCTUnwrap(tracker.endQuietTurn(atNanos: 2 + quiet))
+        _ = tracker.feed(server(#"421["ask","sure?"]"#), fromClient: false, atNanos: 3 + quiet)
+        _ = tracker.feed(client(#"431["yes"]"#), fromClient: true, atNanos: 4 + quiet)
+        let rest = try XCTUnwrap(tracker.finish(atNanos: 5 + quiet))
+        XCTAssertEqual(rest.continues, 1)
+        XCTAssertEqual(rest.startNanos, 3 + quiet, "the rest of the answer starts with its first message")
+        XCTAssertEqual(rest.clientMessages.map(text), [#"["yes"]"#])
     }
 
     func testRecognisedProtocolsWaitForTheirEndOfResponseEvenWhenQuiet() {

@@ -55,20 +55,20 @@ def test_each_client_message_is_a_turn_traced_with_user_session_order_and_conten
 def test_an_answered_turn_is_traced_while_the_connection_stays_open(ws_backend, exporting_tracegate, mlflow_client,
                                                                     mlflow_experiment):
     """A chat page left open after the answer: the turn does not wait for the user's next message
-    or the close; it is traced once nothing passed for a few seconds after the answer."""
+    or the close; it is traced once no message passed for 10 s after the answer."""
     tg = exporting_tracegate(upstream=ws_backend.url)
     session = unique("ws-quiet-session")
     with ws_connect(tg.port, "/stream", additional_headers={"X-Session-ID": session}) as ws:
         ws.send("are you there?")
         replies = [ws.recv(timeout=5) for _ in range(4)]
         answered = time.monotonic()
-        first = wait_for_traces(mlflow_client, mlflow_experiment, session_is(session), 1, timeout=20)
+        first = wait_for_traces(mlflow_client, mlflow_experiment, session_is(session), 1, timeout=40, settle=0)
         waited = time.monotonic() - answered
         root = root_span(first[0])
         assert root.inputs == "are you there?" and root.outputs == replies
         assert root.attributes["tracegate.websocket.ended_by"] == "quiet after the answer"
         assert state(first[0]) == "OK"
-        assert 2.5 < waited < 15, f"traced {waited:.1f} s after the answer, with the connection still open"
+        assert 9.5 < waited < 25, f"traced {waited:.1f} s after the answer, with the connection still open"
         ws.send("still here")
         [ws.recv(timeout=5) for _ in range(4)]
     traces = by_turn(wait_for_traces(mlflow_client, mlflow_experiment, session_is(session), 2))
@@ -229,10 +229,8 @@ def test_broken_frames_degrade_only_their_connections_trace(ws_backend, exportin
         root = root_span(trace)
         assert root.inputs == "hi"
         if "huge" in bad_session:
-            # The frame never ends; the raw client gives up after 5 s, by when the "hi" turn's answer
-            # has been quiet for 3 s: it was traced complete before the cut.
-            assert state(trace) == "OK" and root.outputs == "hi", trace.info
-            assert root.attributes["tracegate.websocket.ended_by"] == "quiet after the answer"
+            # The frame never ends (so the answer never counts as quiet); the raw client gives up after 5 s.
+            assert state(trace) == "ERROR", "cut off without a close handshake"
         else:
             assert "RFC 6455" in root.attributes.get("tracegate.websocket.notes", ""), root.attributes
 
