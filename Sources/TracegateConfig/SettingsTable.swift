@@ -39,7 +39,7 @@ enum SettingsTable {
         .init("client_body_timeout", \.clientBodyTimeout, .duration, default: .value("60s"),
               doc: "Longest pause between two reads of a request body; then 408."),
         .init("send_timeout", \.sendTimeout, .duration, default: .value("60s"),
-              doc: "Longest time a client may take nothing of what is sent to it; then the connection is closed."),
+              doc: "Longest time a client (or a WebSocket tunnel's upstream) may take nothing of what is sent to it; then the connection is closed."),
         .init("websocket_idle_timeout", \.webSocketIdleTimeout, .duration, default: .value("1h"),
               doc: "A WebSocket tunnel with no byte either way for this long is closed."),
         .init("shutdown_grace", \.shutdownGrace, .duration, default: .value("30s"),

@@ -554,6 +554,12 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     }
 
     func upstreamWritabilityChanged() {
+        if let exchange, let upstream = exchange.machine.upstream,
+            let deadline = exchange.machine.upstreamWritabilityChanged(
+                writable: upstream.channel.isWritable, now: context.eventLoop.now, timeouts: timeouts)
+        {
+            armTimer(by: deadline)
+        }
         resumeClientReadsIfPossible()
     }
 
@@ -887,6 +893,9 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             carryOut(exchange.machine.abort(ProxyError.idleTimeout.outcome), for: exchange)
         case .closeIdleTunnel:
             carryOut(exchange.machine.closeIdleTunnel(), for: exchange)
+        case .closeStalledTunnel:
+            exchange.tunnel?.closedStalled = true
+            carryOut(exchange.machine.closeStalledTunnel(), for: exchange)
         }
     }
 
@@ -897,7 +906,8 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     private var timeouts: ExchangeStateMachine<UpstreamConnection>.Timeouts {
         .init(
             connect: configuration.connectTimeout, firstByte: configuration.firstByteTimeout, idle: configuration.idleTimeout,
-            clientBody: configuration.clientBodyTimeout, tunnelIdle: configuration.webSocketIdleTimeout)
+            clientBody: configuration.clientBodyTimeout, tunnelIdle: configuration.webSocketIdleTimeout,
+            send: configuration.sendTimeout)
     }
 
     /// The client took nothing of what was written to it for `sendTimeout`: give up on it.

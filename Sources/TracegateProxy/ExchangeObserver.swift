@@ -55,6 +55,8 @@ public struct TunnelFigures: Sendable, Equatable {
     public var framesFromUpstream = 0
     /// Closed by `websocket_idle_timeout`.
     public var closedIdle = false
+    /// Closed because the upstream took nothing for `send_timeout`.
+    public var closedStalled = false
     /// Closed by the proxy's shutdown once `shutdown_grace` was over.
     public var closedAtShutdown = false
 

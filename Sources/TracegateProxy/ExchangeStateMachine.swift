@@ -115,6 +115,8 @@ struct ExchangeStateMachine<Upstream: AnyObject> {
         case abortIdle
         /// No byte went either way in a tunnel for `tunnelIdle`: close it.
         case closeIdleTunnel
+        /// A tunnel's upstream took nothing of what was written to it for `send`: close it.
+        case closeStalledTunnel
     }
 
     /// The timeouts an exchange is held to.
@@ -125,6 +127,8 @@ struct ExchangeStateMachine<Upstream: AnyObject> {
         var clientBody: TimeAmount
         /// For a tunnel: no byte either way for this long closes it (`websocket_idle_timeout`).
         var tunnelIdle: TimeAmount = .hours(1)
+        /// For a tunnel: an upstream that takes nothing written to it for this long closes it (`send_timeout`).
+        var send: TimeAmount = .seconds(60)
     }
 
     private(set) var state: State
@@ -135,6 +139,8 @@ struct ExchangeStateMachine<Upstream: AnyObject> {
     private(set) var lastActivity: NIODeadline
     /// Last time request body bytes were read (for the client body timeout).
     private(set) var lastBodyReadAt: NIODeadline
+    /// Since when a tunnel's upstream has taken nothing written to it (its channel not writable).
+    private(set) var upstreamStalledSince: NIODeadline?
     /// The request may be sent again whole after a pooled connection failed: see `init`.
     private let resendable: Bool
     /// The request asks for a WebSocket (`Upgrade: websocket`): a `101` opens a tunnel.
@@ -296,6 +302,26 @@ struct ExchangeStateMachine<Upstream: AnyObject> {
         return passOn
     }
 
+    /// A tunnel's upstream stopped or resumed taking what is written to it. Returns the deadline to
+    /// arm when a stall starts (the client's reads are held meanwhile, so no other timer would end it
+    /// before `tunnelIdle`).
+    mutating func upstreamWritabilityChanged(writable: Bool, now: NIODeadline, timeouts: Timeouts) -> NIODeadline? {
+        guard case .tunnelling = state, !writable else {
+            upstreamStalledSince = nil
+            return nil
+        }
+        guard upstreamStalledSince == nil else { return nil }
+        upstreamStalledSince = now
+        return now + timeouts.send
+    }
+
+    /// Closes a tunnel whose upstream took nothing for `send`.
+    mutating func closeStalledTunnel() -> Action {
+        guard case .tunnelling(let upstream, _) = state else { return .none }
+        state = .finished
+        return .end(.tunnelClosed(upstream: .close(upstream), idle: false))
+    }
+
     /// Closes a tunnel that idled out.
     mutating func closeIdleTunnel() -> Action {
         guard case .tunnelling(let upstream, _) = state else { return .none }
@@ -378,7 +404,11 @@ struct ExchangeStateMachine<Upstream: AnyObject> {
             let deadline = lastActivity + timeouts.idle
             return now >= deadline ? .abortIdle : .wait(until: deadline)
         case .tunnelling:
-            let deadline = lastActivity + timeouts.tunnelIdle
+            var deadline = lastActivity + timeouts.tunnelIdle
+            if let stalledSince = upstreamStalledSince {
+                if now >= stalledSince + timeouts.send { return .closeStalledTunnel }
+                deadline = min(deadline, stalledSince + timeouts.send)
+            }
             return now >= deadline ? .closeIdleTunnel : .wait(until: deadline)
         }
         switch request {

@@ -33,7 +33,7 @@ final class MetricsObserver: ExchangeObserver {
             if tunnel.bytesFromUpstream > 0 { metrics.tunnelBytes[1].increment(by: Int64(tunnel.bytesFromUpstream)) }
             if tunnel.framesFromClient > 0 { metrics.tunnelFrames[0].increment(by: Int64(tunnel.framesFromClient)) }
             if tunnel.framesFromUpstream > 0 { metrics.tunnelFrames[1].increment(by: Int64(tunnel.framesFromUpstream)) }
-            metrics.tunnelsClosed[tunnel.closedAtShutdown ? 2 : tunnel.closedIdle ? 1 : 0].increment()
+            metrics.tunnelsClosed[tunnel.closedAtShutdown ? 2 : tunnel.closedIdle ? 1 : tunnel.closedStalled ? 3 : 0].increment()
         }
         if summary.streamed { metrics.streamsOpen.decrement() }
         let method = TracegateMetrics.methodIndex(summary.method.rawValue)

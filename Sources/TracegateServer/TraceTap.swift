@@ -168,6 +168,8 @@ final class TraceTap: ExchangeTap {
         let why: String
         if figures.closedIdle {
             why = "closed by tracegate after websocket_idle_timeout"
+        } else if figures.closedStalled {
+            why = "closed by tracegate: the upstream took nothing for send_timeout"
         } else if figures.closedAtShutdown {
             why = "closed by tracegate at shutdown"
         } else if case .upstreamFailed(let reason) = outcome {

@@ -41,7 +41,7 @@ public final class TracegateMetrics: Sendable {
     let tunnelFrames: [Counter]
     /// Indexed by `tunnelEnds`.
     let tunnelsClosed: [Counter]
-    static let tunnelEnds = ["closed", "idle", "shutdown"]
+    static let tunnelEnds = ["closed", "idle", "shutdown", "send_timeout"]
 
     private let delivery = NIOLockedValueBox(DeliveryCounters())
     private let deliverySource = NIOLockedValueBox<(@Sendable () -> DeliverySnapshot)?>(nil)
@@ -93,7 +93,7 @@ public final class TracegateMetrics: Sendable {
         tunnelsClosed = Self.tunnelEnds.map { end in
             registry.makeCounter(
                 name: "tracegate_websocket_tunnels_closed_total", labels: [("end", end)],
-                help: "WebSocket tunnels closed: by either side (closed), by websocket_idle_timeout (idle), or at shutdown once shutdown_grace was over (shutdown).")
+                help: "WebSocket tunnels closed: by either side (closed), by websocket_idle_timeout (idle), at shutdown once shutdown_grace was over (shutdown), or because the upstream took nothing for send_timeout (send_timeout).")
         }
         delivery.withLockedValue { $0 = DeliveryCounters(registry: registry) }
     }

@@ -427,6 +427,37 @@ final class ExchangeStateMachineTests: XCTestCase {
         XCTAssertEqual(machine.timerFired(now: t0 + .seconds(140), clientReadsHeld: true, timeouts: timeouts), .closeIdleTunnel)
     }
 
+    func testATunnelWhoseUpstreamTakesNothingForTheSendTimeoutIsClosed() {
+        check({ $0.closeStalledTunnel() }, [
+            "bufferingRequest": "none → bufferingRequest",
+            "connecting(receiving)": "none → connecting(receiving)",
+            "connecting(complete)": "none → connecting(complete)",
+            "awaitingResponse(A, receiving)": "none → awaitingResponse(A, receiving)",
+            "awaitingResponse(A, complete)": "none → awaitingResponse(A, complete)",
+            "responding(A, receiving)": "none → responding(A, receiving)",
+            "responding(A, complete)": "none → responding(A, complete)",
+            "tunnelling(A)": "end(tunnelClosed(upstream: close(A), idle: false)) → finished",
+            "finished": "none → finished",
+        ])
+        var stalls = timeouts
+        stalls.send = .seconds(10)
+        var stalled = tunnel
+        XCTAssertEqual(stalled.upstreamWritabilityChanged(writable: false, now: t0 + .seconds(1), timeouts: stalls), t0 + .seconds(11))
+        XCTAssertNil(stalled.upstreamWritabilityChanged(writable: false, now: t0 + .seconds(2), timeouts: stalls), "the stall started before")
+        stalled.noteActivity(now: t0 + .seconds(5))  // the upstream still sends: no idle tunnel, but still stalled
+        XCTAssertEqual(stalled.timerFired(now: t0 + .seconds(6), clientReadsHeld: true, timeouts: stalls), .wait(until: t0 + .seconds(11)))
+        XCTAssertEqual(stalled.timerFired(now: t0 + .seconds(11), clientReadsHeld: true, timeouts: stalls), .closeStalledTunnel)
+
+        var resumed = tunnel
+        _ = resumed.upstreamWritabilityChanged(writable: false, now: t0 + .seconds(1), timeouts: stalls)
+        XCTAssertNil(resumed.upstreamWritabilityChanged(writable: true, now: t0 + .seconds(3), timeouts: stalls))
+        XCTAssertEqual(resumed.timerFired(now: t0 + .seconds(11), clientReadsHeld: false, timeouts: stalls), .wait(until: t0 + .seconds(90)))
+
+        var notYetATunnel = machine(webSocket: true)
+        _ = notYetATunnel.upstreamConnected(a)
+        XCTAssertNil(notYetATunnel.upstreamWritabilityChanged(writable: false, now: t0, timeouts: stalls), "other states have their own timeouts")
+    }
+
     func testADeclinedUpgradeIsAnOrdinaryResponse() {
         var declined = machine(webSocket: true)
         _ = declined.upstreamConnected(a)

@@ -158,6 +158,65 @@ def test_an_idle_tunnel_is_closed_after_websocket_idle_timeout(ws_backend, start
     assert metric(tg, "tracegate_websocket_tunnels_closed_total", end="idle") == 1
 
 
+def test_a_tunnel_whose_upstream_takes_nothing_is_closed_after_send_timeout(start_tracegate):
+    """An upstream that answers the handshake, keeps sending, and never reads what the client sends:
+    once the bytes for it back up, the tunnel is closed after send_timeout (its sending does not
+    count as activity for the stall), as a client that takes nothing would be."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def upstream():
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(4096)  # the handshake
+            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         b"Sec-WebSocket-Accept: x\r\n\r\n")
+            try:
+                while not stop.wait(0.2):
+                    conn.sendall(b"\x81\x02hi")  # alive and talking, never reading
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=upstream, daemon=True)
+    thread.start()
+    tg = start_tracegate(f"http://127.0.0.1:{listener.getsockname()[1]}", send_timeout="1s")
+    client = socket.create_connection(("127.0.0.1", tg.port), timeout=10)
+    client.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                   b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += client.recv(4096)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    client.setblocking(False)
+    frame = b"\x82\xfe\xff\xff\x01\x02\x03\x04" + b"x" * 65535
+    started, closed_at = time.monotonic(), None
+    while closed_at is None and time.monotonic() - started < 15:
+        try:
+            client.send(frame)
+        except BlockingIOError:
+            pass
+        except OSError:
+            closed_at = time.monotonic()
+            break
+        try:
+            while True:
+                if client.recv(65536) == b"":
+                    closed_at = time.monotonic()
+                    break
+        except BlockingIOError:
+            pass
+        except OSError:
+            closed_at = time.monotonic()
+        time.sleep(0.05)
+    stop.set()
+    client.close()
+    listener.close()
+    assert closed_at is not None, "the tunnel stayed open with its upstream taking nothing"
+    assert closed_at - started < 10
+    wait_until(lambda: metric(tg, "tracegate_websocket_tunnels_closed_total", end="send_timeout") == 1, timeout=5)
+    assert metric(tg, "tracegate_websocket_tunnels_closed_total", end="idle") == 0
+
+
 def test_upgrades_beyond_max_websocket_connections_get_503_until_one_closes(ws_backend, start_tracegate):
     tg = start_tracegate(ws_backend.url, max_websocket_connections="2")
     first, second = ws_open(tg.port, "/echo"), ws_open(tg.port, "/echo")
