@@ -554,13 +554,20 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     }
 
     func upstreamWritabilityChanged() {
-        if let exchange, let upstream = exchange.machine.upstream,
-            let deadline = exchange.machine.upstreamWritabilityChanged(
-                writable: upstream.channel.isWritable, now: context.eventLoop.now, timeouts: timeouts)
+        if let exchange, let upstream = exchange.machine.upstream { noteUpstreamWritability(upstream, of: exchange) }
+        resumeClientReadsIfPossible()
+    }
+
+    /// A tunnel's upstream that takes nothing for `send_timeout` closes the tunnel: the stall's deadline.
+    private func noteUpstreamWritability(_ upstream: UpstreamConnection, of exchange: Exchange) {
+        let channel = upstream.channel
+        let writable = channel.isWritable
+        if let deadline = exchange.machine.upstreamWritabilityChanged(
+            writable: writable, now: context.eventLoop.now, bufferedBytes: writable ? 0 : Self.bufferedBytes(channel),
+            timeouts: timeouts)
         {
             armTimer(by: deadline)
         }
-        resumeClientReadsIfPossible()
     }
 
     func upstreamClosed(_ connection: UpstreamConnection, error: Error?) {
@@ -669,6 +676,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         _ = upstream.channel.syncOptions.map { try? $0.setOption(ChannelOptions.allowRemoteHalfClosure, value: true) }
         requestBody = nil
         armTimer(by: context.eventLoop.now + configuration.webSocketIdleTimeout)
+        noteUpstreamWritability(upstream, of: exchange)
         // Bytes the client sent right behind its handshake go through now.
         if let early = inbound, early.readableBytes > 0 {
             inbound = nil
@@ -881,6 +889,9 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     }
 
     private func exchangeTimerFired(_ exchange: Exchange, now: NIODeadline) {
+        if exchange.machine.upstreamStall != nil, let upstream = exchange.machine.upstream {
+            exchange.machine.upstreamStillStalled(bufferedBytes: Self.bufferedBytes(upstream.channel), now: now)
+        }
         switch exchange.machine.timerFired(now: now, clientReadsHeld: shouldHoldClientReads, timeouts: timeouts) {
         case .wait(let deadline):
             armTimer(by: deadline)
@@ -895,7 +906,9 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             carryOut(exchange.machine.closeIdleTunnel(), for: exchange)
         case .closeStalledTunnel:
             exchange.tunnel?.closedStalled = true
+            let stalled = exchange.machine.upstream
             carryOut(exchange.machine.closeStalledTunnel(), for: exchange)
+            stalled?.channel.close(promise: nil)  // it takes nothing: its writes are not waited for
         }
     }
 

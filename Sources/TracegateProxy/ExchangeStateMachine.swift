@@ -139,8 +139,9 @@ struct ExchangeStateMachine<Upstream: AnyObject> {
     private(set) var lastActivity: NIODeadline
     /// Last time request body bytes were read (for the client body timeout).
     private(set) var lastBodyReadAt: NIODeadline
-    /// Since when a tunnel's upstream has taken nothing written to it (its channel not writable).
-    private(set) var upstreamStalledSince: NIODeadline?
+    /// A tunnel's upstream not taking what is written to it (its channel not writable): since when,
+    /// and how many bytes waited for it then.
+    private(set) var upstreamStall: (since: NIODeadline, bufferedBytes: Int)?
     /// The request may be sent again whole after a pooled connection failed: see `init`.
     private let resendable: Bool
     /// The request asks for a WebSocket (`Upgrade: websocket`): a `101` opens a tunnel.
@@ -302,17 +303,25 @@ struct ExchangeStateMachine<Upstream: AnyObject> {
         return passOn
     }
 
-    /// A tunnel's upstream stopped or resumed taking what is written to it. Returns the deadline to
-    /// arm when a stall starts (the client's reads are held meanwhile, so no other timer would end it
-    /// before `tunnelIdle`).
-    mutating func upstreamWritabilityChanged(writable: Bool, now: NIODeadline, timeouts: Timeouts) -> NIODeadline? {
+    /// A tunnel's upstream stopped or resumed taking what is written to it (also asked when the
+    /// tunnel opens: a body the upstream never read may fill its buffer before). Returns the deadline
+    /// to arm when a stall starts (the client's reads are held meanwhile, so no other timer would end
+    /// it before `tunnelIdle`, and not even that while the upstream still sends).
+    mutating func upstreamWritabilityChanged(writable: Bool, now: NIODeadline, bufferedBytes: Int, timeouts: Timeouts) -> NIODeadline? {
         guard case .tunnelling = state, !writable else {
-            upstreamStalledSince = nil
+            upstreamStall = nil
             return nil
         }
-        guard upstreamStalledSince == nil else { return nil }
-        upstreamStalledSince = now
+        guard upstreamStall == nil else { return nil }
+        upstreamStall = (now, bufferedBytes)
         return now + timeouts.send
+    }
+
+    /// What waits for a stalled upstream now: if it took some since the stall began, it is a slow
+    /// reader, not a stalled one, and the stall starts over.
+    mutating func upstreamStillStalled(bufferedBytes: Int, now: NIODeadline) {
+        guard let stall = upstreamStall, bufferedBytes < stall.bufferedBytes else { return }
+        upstreamStall = (now, bufferedBytes)
     }
 
     /// Closes a tunnel whose upstream took nothing for `send`.
@@ -405,9 +414,9 @@ struct ExchangeStateMachine<Upstream: AnyObject> {
             return now >= deadline ? .abortIdle : .wait(until: deadline)
         case .tunnelling:
             var deadline = lastActivity + timeouts.tunnelIdle
-            if let stalledSince = upstreamStalledSince {
-                if now >= stalledSince + timeouts.send { return .closeStalledTunnel }
-                deadline = min(deadline, stalledSince + timeouts.send)
+            if let stall = upstreamStall {
+                if now >= stall.since + timeouts.send { return .closeStalledTunnel }
+                deadline = min(deadline, stall.since + timeouts.send)
             }
             return now >= deadline ? .closeIdleTunnel : .wait(until: deadline)
         }

@@ -442,20 +442,28 @@ final class ExchangeStateMachineTests: XCTestCase {
         var stalls = timeouts
         stalls.send = .seconds(10)
         var stalled = tunnel
-        XCTAssertEqual(stalled.upstreamWritabilityChanged(writable: false, now: t0 + .seconds(1), timeouts: stalls), t0 + .seconds(11))
-        XCTAssertNil(stalled.upstreamWritabilityChanged(writable: false, now: t0 + .seconds(2), timeouts: stalls), "the stall started before")
+        XCTAssertEqual(stalled.upstreamWritabilityChanged(writable: false, now: t0 + .seconds(1), bufferedBytes: 70_000, timeouts: stalls), t0 + .seconds(11))
+        XCTAssertNil(stalled.upstreamWritabilityChanged(writable: false, now: t0 + .seconds(2), bufferedBytes: 70_000, timeouts: stalls), "the stall started before")
         stalled.noteActivity(now: t0 + .seconds(5))  // the upstream still sends: no idle tunnel, but still stalled
+        stalled.upstreamStillStalled(bufferedBytes: 70_000, now: t0 + .seconds(6))
         XCTAssertEqual(stalled.timerFired(now: t0 + .seconds(6), clientReadsHeld: true, timeouts: stalls), .wait(until: t0 + .seconds(11)))
         XCTAssertEqual(stalled.timerFired(now: t0 + .seconds(11), clientReadsHeld: true, timeouts: stalls), .closeStalledTunnel)
 
+        var slow = tunnel
+        _ = slow.upstreamWritabilityChanged(writable: false, now: t0 + .seconds(1), bufferedBytes: 70_000, timeouts: stalls)
+        slow.upstreamStillStalled(bufferedBytes: 60_000, now: t0 + .seconds(11))
+        XCTAssertEqual(slow.timerFired(now: t0 + .seconds(11), clientReadsHeld: true, timeouts: stalls), .wait(until: t0 + .seconds(21)),
+                       "it took some: a slow reader, whose stall starts over")
+
         var resumed = tunnel
-        _ = resumed.upstreamWritabilityChanged(writable: false, now: t0 + .seconds(1), timeouts: stalls)
-        XCTAssertNil(resumed.upstreamWritabilityChanged(writable: true, now: t0 + .seconds(3), timeouts: stalls))
+        _ = resumed.upstreamWritabilityChanged(writable: false, now: t0 + .seconds(1), bufferedBytes: 70_000, timeouts: stalls)
+        XCTAssertNil(resumed.upstreamWritabilityChanged(writable: true, now: t0 + .seconds(3), bufferedBytes: 0, timeouts: stalls))
         XCTAssertEqual(resumed.timerFired(now: t0 + .seconds(11), clientReadsHeld: false, timeouts: stalls), .wait(until: t0 + .seconds(90)))
 
         var notYetATunnel = machine(webSocket: true)
         _ = notYetATunnel.upstreamConnected(a)
-        XCTAssertNil(notYetATunnel.upstreamWritabilityChanged(writable: false, now: t0, timeouts: stalls), "other states have their own timeouts")
+        XCTAssertNil(notYetATunnel.upstreamWritabilityChanged(writable: false, now: t0, bufferedBytes: 70_000, timeouts: stalls),
+                     "other states have their own timeouts")
     }
 
     func testADeclinedUpgradeIsAnOrdinaryResponse() {

@@ -185,7 +185,9 @@ def test_a_tunnel_whose_upstream_takes_nothing_is_closed_after_send_timeout(star
                    b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
     head = b""
     while b"\r\n\r\n" not in head:
-        head += client.recv(4096)
+        chunk = client.recv(4096)
+        assert chunk, f"closed before the handshake's answer: {head!r}"
+        head += chunk
     assert head.startswith(b"HTTP/1.1 101"), head
     client.setblocking(False)
     frame = b"\x82\xfe\xff\xff\x01\x02\x03\x04" + b"x" * 65535
