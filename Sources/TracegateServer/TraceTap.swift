@@ -33,9 +33,8 @@ final class TraceTap: ExchangeTap {
     let clientRetryCount: Int?
     /// Once the upstream switched to WebSocket: the turns of the conversation, read as they pass.
     private var webSocket: WebSocketTurnTap?
-    /// The tunnel's event loop, and the check due at the open turn's quiet deadline (at most one
+    /// The check due at the open turn's quiet deadline, on the tunnel's event loop (at most one
     /// scheduled at a time: when it fires early because messages came meanwhile, it is moved).
-    private var tunnelLoop: EventLoop?
     private var quietCheck: Scheduled<Void>?
     /// Where a finished turn's capture goes (the trace builder's queue).
     private let deliverTurn: (CapturedExchange) -> Void
@@ -116,7 +115,6 @@ final class TraceTap: ExchangeTap {
             tracker: WebSocketTurnTracker(
                 compressed: WebSocketTurnTracker.negotiatesCompression(extensions), target: target, keptBytes: limit),
             route: route.index, method: request.method.rawValue, target: target, requestID: requestID, budget: budget)
-        tunnelLoop = MultiThreadedEventLoopGroup.currentEventLoop
     }
 
     func responseHead(_ head: ResponseHead) {
@@ -147,7 +145,7 @@ final class TraceTap: ExchangeTap {
     /// A generic protocol's turn is traced once the server has answered and nothing passed for a
     /// while (`WebSocketTurnTracker.quietNanos`): its trace does not wait for the client's next message.
     private func scheduleQuietCheck(_ webSocket: WebSocketTurnTap) {
-        guard let deadline = webSocket.quietDeadline, let tunnelLoop else { return }
+        guard let deadline = webSocket.quietDeadline, let tunnelLoop = MultiThreadedEventLoopGroup.currentEventLoop else { return }
         quietCheck = tunnelLoop.scheduleTask(deadline: deadline) { [weak self] in
             guard let self, let webSocket = self.webSocket else { return }
             self.quietCheck = nil

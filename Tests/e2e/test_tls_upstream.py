@@ -1,17 +1,14 @@
 """https upstreams: certificate verification on by default, a custom CA bundle, and opting out;
 WebSocket tunnels to them, half-close included."""
 
-import os
-import socket
 import ssl
 import subprocess
-import threading
 
 import pytest
 
 from backend import Backend
 from helpers import raw_request
-from ws_backend import WebSocketBackend, ws_connect
+from ws_backend import WebSocketBackend, check_half_close_passes_through, ws_connect
 
 
 @pytest.fixture(scope="module")
@@ -28,11 +25,17 @@ def certificate(tmp_path_factory):
 
 
 @pytest.fixture()
-def tls_backend(certificate):
+def server_tls(certificate) -> ssl.SSLContext:
+    """A server context with the `localhost` certificate, for the upstreams."""
     cert, key = certificate
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
-    backend = Backend("tls", tls=context).start()
+    return context
+
+
+@pytest.fixture()
+def tls_backend(server_tls):
+    backend = Backend("tls", tls=server_tls).start()
     yield backend
     backend.stop()
 
@@ -60,13 +63,10 @@ def test_verification_can_be_turned_off(tls_backend, start_tracegate):
     assert r.body == b"unverified"
 
 
-def test_websocket_tunnels_to_an_https_upstream(certificate, start_tracegate):
-    cert, key = certificate
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    backend = WebSocketBackend(tls=context).start()
+def test_websocket_tunnels_to_an_https_upstream(certificate, server_tls, start_tracegate):
+    backend = WebSocketBackend(tls=server_tls).start()
     try:
-        tg = start_tracegate(backend.url, upstream_ca_file=str(cert))
+        tg = start_tracegate(backend.url, upstream_ca_file=str(certificate[0]))
         with ws_connect(tg.port, "/stream") as ws:
             ws.send("over tls")
             replies = [ws.recv(timeout=5) for _ in range(4)]
@@ -79,47 +79,7 @@ def test_websocket_tunnels_to_an_https_upstream(certificate, start_tracegate):
         backend.stop()
 
 
-def test_a_half_close_passes_through_to_an_https_upstream(certificate, start_tracegate):
-    """The client half-closes; over TLS the upstream sees the end of the stream (close_notify or
+def test_a_half_close_passes_through_to_an_https_upstream(certificate, server_tls, start_tracegate):
+    """Over TLS the upstream sees the client's half-close as the end of its stream (close_notify or
     end-of-file), replies, and the reply still reaches the client."""
-    cert, key = certificate
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    listener = socket.create_server(("127.0.0.1", 0))
-    seen: dict[str, bytes] = {}
-
-    def upstream():
-        raw, _ = listener.accept()
-        with context.wrap_socket(raw, server_side=True) as conn:
-            head = b""
-            while b"\r\n\r\n" not in head:
-                head += conn.recv(4096)
-            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                         b"Sec-WebSocket-Accept: x\r\n\r\n")
-            received = head.split(b"\r\n\r\n", 1)[1]
-            while chunk := conn.recv(4096):  # until the client's half-close arrives
-                received += chunk
-            seen["upstream"] = received
-            conn.sendall(b"reply after EOF:" + received)
-
-    thread = threading.Thread(target=upstream, daemon=True)
-    thread.start()
-    tg = start_tracegate(f"https://localhost:{listener.getsockname()[1]}", upstream_ca_file=str(cert))
-    sock = socket.create_connection(("127.0.0.1", tg.port), timeout=5)
-    sock.sendall(b"GET /raw HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
-                 b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += sock.recv(4096)
-    assert head.startswith(b"HTTP/1.1 101"), head
-    sent = b"\x81\x84" + os.urandom(8)
-    sock.sendall(sent)
-    sock.shutdown(socket.SHUT_WR)
-    answer = head.split(b"\r\n\r\n", 1)[1]
-    while chunk := sock.recv(4096):
-        answer += chunk
-    sock.close()
-    thread.join(5)
-    listener.close()
-    assert seen.get("upstream") == sent, "the upstream got the bytes, then the end of the stream"
-    assert answer == b"reply after EOF:" + sent
+    check_half_close_passes_through(start_tracegate, tls=server_tls, upstream_ca_file=str(certificate[0]))

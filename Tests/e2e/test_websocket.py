@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from helpers import wait_until
-from ws_backend import ws_connect
+from ws_backend import SWITCHING_PROTOCOLS, check_half_close_passes_through, raw_tunnel, read_head, ws_connect
 
 
 def ws_open(port: int, path: str):
@@ -102,47 +102,7 @@ def test_abrupt_closes_on_either_side_end_the_tunnel_and_the_proxy_serves_on(ws_
 
 
 def test_a_half_close_passes_through_and_the_other_direction_goes_on(start_tracegate):
-    """A raw upstream that answers the handshake with 101, reads the tunnel until the client's
-    half-close reaches it as end-of-file, and only then replies and closes: the reply must still
-    reach the client, which finished sending long before."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    seen: dict[str, bytes] = {}
-
-    def upstream():
-        conn, _ = listener.accept()
-        with conn:
-            head = b""
-            while b"\r\n\r\n" not in head:
-                head += conn.recv(4096)
-            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                         b"Sec-WebSocket-Accept: x\r\n\r\n")
-            received = head.split(b"\r\n\r\n", 1)[1]
-            while chunk := conn.recv(4096):  # until the client's half-close arrives
-                received += chunk
-            seen["upstream"] = received
-            conn.sendall(b"reply after EOF:" + received)
-
-    thread = threading.Thread(target=upstream, daemon=True)
-    thread.start()
-    tg = start_tracegate(f"http://127.0.0.1:{listener.getsockname()[1]}")
-    sock = socket.create_connection(("127.0.0.1", tg.port), timeout=5)
-    sock.sendall(b"GET /raw HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
-                 b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += sock.recv(4096)
-    assert head.startswith(b"HTTP/1.1 101"), head
-    sent = b"\x81\x84" + os.urandom(8)  # any bytes: the proxy does not read frames to forward them
-    sock.sendall(sent)
-    sock.shutdown(socket.SHUT_WR)
-    answer = head.split(b"\r\n\r\n", 1)[1]
-    while chunk := sock.recv(4096):
-        answer += chunk
-    sock.close()
-    thread.join(5)
-    listener.close()
-    assert seen.get("upstream") == sent, "the upstream got the bytes, then end-of-file"
-    assert answer == b"reply after EOF:" + sent
+    check_half_close_passes_through(start_tracegate)
 
 
 def test_an_idle_tunnel_is_closed_after_websocket_idle_timeout(ws_backend, start_tracegate):
@@ -168,9 +128,8 @@ def test_a_tunnel_whose_upstream_takes_nothing_is_closed_after_send_timeout(star
     def upstream():
         conn, _ = listener.accept()
         with conn:
-            conn.recv(4096)  # the handshake
-            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                         b"Sec-WebSocket-Accept: x\r\n\r\n")
+            read_head(conn)
+            conn.sendall(SWITCHING_PROTOCOLS)
             try:
                 while not stop.wait(0.2):
                     conn.sendall(b"\x81\x02hi")  # alive and talking, never reading
@@ -180,15 +139,7 @@ def test_a_tunnel_whose_upstream_takes_nothing_is_closed_after_send_timeout(star
     thread = threading.Thread(target=upstream, daemon=True)
     thread.start()
     tg = start_tracegate(f"http://127.0.0.1:{listener.getsockname()[1]}", send_timeout="1s")
-    client = socket.create_connection(("127.0.0.1", tg.port), timeout=10)
-    client.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
-                   b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
-    head = b""
-    while b"\r\n\r\n" not in head:
-        chunk = client.recv(4096)
-        assert chunk, f"closed before the handshake's answer: {head!r}"
-        head += chunk
-    assert head.startswith(b"HTTP/1.1 101"), head
+    client, _ = raw_tunnel(tg.port, timeout=10)
     client.setblocking(False)
     frame = b"\x82\xfe\xff\xff\x01\x02\x03\x04" + b"x" * 65535
     started, closed_at = time.monotonic(), None

@@ -19,6 +19,7 @@ Every handshake's request headers and every close code a client sent are recorde
 from __future__ import annotations
 
 import json
+import os
 import socket
 import ssl
 import threading
@@ -28,6 +29,67 @@ from urllib.parse import parse_qs, urlsplit
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 from websockets.sync.server import ServerConnection, serve
+
+
+UPGRADE_REQUEST = (b"GET /raw HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                   b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+SWITCHING_PROTOCOLS = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                       b"Sec-WebSocket-Accept: x\r\n\r\n")
+
+
+def read_head(sock) -> tuple[bytes, bytes]:
+    """Reads `sock` to the end of an HTTP head: the head, and the bytes that came after it."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        assert chunk, f"closed before the end of a head: {data!r}"
+        data += chunk
+    head, rest = data.split(b"\r\n\r\n", 1)
+    return head, rest
+
+
+def raw_tunnel(port: int, timeout: float = 5) -> tuple[socket.socket, bytes]:
+    """A raw client through 127.0.0.1:`port`: the upgrade sent, the 101 read. The socket, and the
+    tunnel bytes that came with the 101."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    sock.sendall(UPGRADE_REQUEST)
+    head, rest = read_head(sock)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock, rest
+
+
+def check_half_close_passes_through(start_tracegate, tls: ssl.SSLContext | None = None, **flags) -> None:
+    """A raw upstream (over TLS with `tls`) answers the handshake with 101, reads the tunnel until the
+    client's half-close reaches it as the end of its stream, and only then replies and closes: the
+    reply must still reach the client, which finished sending long before."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    seen: dict[str, bytes] = {}
+
+    def upstream():
+        raw, _ = listener.accept()
+        with (tls.wrap_socket(raw, server_side=True) if tls else raw) as conn:
+            _, received = read_head(conn)
+            conn.sendall(SWITCHING_PROTOCOLS)
+            while chunk := conn.recv(4096):  # until the client's half-close arrives
+                received += chunk
+            seen["upstream"] = received
+            conn.sendall(b"reply after EOF:" + received)
+
+    thread = threading.Thread(target=upstream, daemon=True)
+    thread.start()
+    port = listener.getsockname()[1]
+    tg = start_tracegate(f"https://localhost:{port}" if tls else f"http://127.0.0.1:{port}", **flags)
+    sock, answer = raw_tunnel(tg.port)
+    sent = b"\x81\x84" + os.urandom(8)  # any bytes: the proxy does not read frames to forward them
+    sock.sendall(sent)
+    sock.shutdown(socket.SHUT_WR)
+    while chunk := sock.recv(4096):
+        answer += chunk
+    sock.close()
+    thread.join(5)
+    listener.close()
+    assert seen.get("upstream") == sent, "the upstream got the bytes, then the end of the stream"
+    assert answer == b"reply after EOF:" + sent
 
 
 def ws_connect(port: int, path: str, **options) -> ClientConnection:
