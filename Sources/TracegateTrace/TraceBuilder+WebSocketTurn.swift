@@ -1,7 +1,7 @@
 extension TraceBuilder {
     /// The trace of one WebSocket turn, named `WS /path`: the client's messages as inputs, the
     /// server's as outputs (a recognised chat protocol read as its chat), when the answer began, and
-    /// how the turn ended. The session is the connection's when the upgrade request named none, and
+    /// how the turn ended. The first turn also records what the server said before it (a greeting). The session is the connection's when the upgrade request named none, and
     /// the client request id is the upgrade's request id with the turn number.
     func record(for exchange: CapturedExchange, turn: WebSocketTurn, chain: inout ResponseSessionChain) -> TraceRecord {
         let path = exchange.target.utf8.firstIndex(of: UInt8(ascii: "?")).map { String(exchange.target[..<$0]) } ?? exchange.target
@@ -28,6 +28,9 @@ extension TraceBuilder {
         record.attributes["tracegate.websocket.server_messages"] = .int(Int64(turn.serverMessageCount))
         record.attributes["tracegate.websocket.turn_duration_ms"] = .double(Double(max(0, exchange.durationNanos)) / 1e6)
         record.attributes["tracegate.websocket.ended_by"] = .string(Self.describe(turn.ending))
+        if turn.greetingMessageCount > 0 {
+            record.attributes["tracegate.websocket.greeting_messages"] = .int(Int64(turn.greetingMessageCount))
+        }
         if let continued = turn.continues { record.attributes["tracegate.websocket.continues_turn"] = .int(Int64(continued)) }
         let answerFrom = turn.responseRequestedNanos ?? turn.startNanos
         if let first = turn.firstServerMessageNanos {
@@ -40,6 +43,9 @@ extension TraceBuilder {
         if capturesBodies {
             record.inputs = reading.inputs.map(redaction.body)
             record.outputs = reading.outputs.map(redaction.body)
+            if let greeting = WebSocketTurnReading.describe(turn.greeting) {
+                record.attributes["tracegate.websocket.greeting"] = .string(redaction.body(greeting))
+            }
         }
         if let chat = reading.chat {
             describe(chat, into: &record)

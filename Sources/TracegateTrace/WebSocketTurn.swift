@@ -24,6 +24,11 @@ public struct WebSocketTurn: Sendable, Equatable {
     /// Recognised protocols: the session's settings as they stood when the turn opened (the last
     /// `session.update` and `session.created`/`updated` of earlier turns), which still apply to it.
     public var context: [WebSocketTurnMessage] = []
+    /// Generic protocols, the connection's first turn: what the server sent before the client's
+    /// first message (a welcome, the chat's opening question), which the client's message answers.
+    public var greeting: [WebSocketTurnMessage] = []
+    /// Every data message of the greeting, kept or not.
+    public var greetingMessageCount = 0
     /// Every data message of the turn, kept or not.
     public var clientMessageCount = 0
     public var serverMessageCount = 0
@@ -55,7 +60,7 @@ public struct WebSocketTurn: Sendable, Equatable {
         self.endNanos = startNanos
     }
 
-    /// Bytes the kept messages and context hold (what the capture budget is charged), kept up to
+    /// Bytes the kept messages, context and greeting hold (what the capture budget is charged), kept up to
     /// date as messages are added: a turn may have thousands of them.
     public var storage = 0
 

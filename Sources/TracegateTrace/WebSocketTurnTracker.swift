@@ -39,6 +39,12 @@ public struct WebSocketTurnTracker: Sendable {
     private var pendingNotes: [String] = []
     /// `shed` lowered what the parsers and assemblers keep: raised again before the next bytes.
     private var shedding = false
+    /// Generic protocols: the server's messages before the client's first one, for the first turn.
+    private var greeting: [WebSocketTurnMessage] = []
+    private var greetingMessageCount = 0
+    /// Bytes of the greeting kept (against the capture cap), and the memory they hold.
+    private var greetingBytes = 0
+    private var greetingStorage = 0
     /// The turn last traced for a quiet server, while the client has not spoken since: further
     /// server messages continue its answer (in a turn of their own).
     private var answerContinuesOf: Int?
@@ -75,7 +81,7 @@ public struct WebSocketTurnTracker: Sendable {
     /// session settings (not the inflation windows).
     public var heldBytes: Int {
         clientParser.heldBytes + serverParser.heldBytes + clientAssembler.heldBytes + serverAssembler.heldBytes + (turn?.storage ?? 0)
-            + sessionSettings.reduce(0) { $0 + $1.data.capacity }
+            + sessionSettings.reduce(0) { $0 + $1.data.capacity } + greetingStorage
     }
 
     /// Memory is short: drops every message text held, including what was kept of the frames and
@@ -91,6 +97,11 @@ public struct WebSocketTurnTracker: Sendable {
         clientAssembler.dropKept()
         serverAssembler.dropKept()
         sessionSettings = []
+        if !greeting.isEmpty {
+            for index in greeting.indices { greeting[index].data = [] }
+            (greetingBytes, greetingStorage) = (0, 0)
+            if !pendingNotes.contains(Self.shedNote) { pendingNotes.append(Self.shedNote) }
+        }
         shedding = true
         guard var open = turn else { return }
         turn = nil
@@ -196,7 +207,7 @@ public struct WebSocketTurnTracker: Sendable {
     /// what a Socket.IO client sends as part of the turn open: an ack answering the server, a
     /// binary event's attachment.
     private mutating func read(_ message: WebSocketMessage, fromClient: Bool, atNanos: Int64) -> (message: WebSocketTurnMessage, opensTurn: Bool)? {
-        let kept = fromClient ? turn?.keptClientBytes ?? 0 : turn?.keptServerBytes ?? 0
+        let kept = fromClient ? turn?.keptClientBytes ?? 0 : turn?.keptServerBytes ?? (turnsOpened == 0 ? greetingBytes : 0)
         let roomInTurn = max(0, keptBytes - kept)
         // A client message opens a new turn in a generic protocol: the whole cap is its own.
         var room = fromClient && protocolKind == .generic ? keptBytes : roomInTurn
@@ -294,7 +305,12 @@ public struct WebSocketTurnTracker: Sendable {
             open(at: message.atNanos)
         case (.generic, false):
             if turn == nil {
-                // Server messages before the client's first one answer nothing: no turn holds them.
+                // Server messages before the client's first one answer nothing: the first turn
+                // keeps them as its greeting.
+                if turnsOpened == 0 {
+                    keepAsGreeting(message)
+                    return nil
+                }
                 guard let continued = answerContinuesOf else { return nil }
                 open(at: message.atNanos)
                 turn!.continues = continued
@@ -320,6 +336,25 @@ public struct WebSocketTurnTracker: Sendable {
         turn!.context = sessionSettings
         turn!.storage = sessionSettings.reduce(0) { $0 + $1.data.capacity }
         pendingNotes = []
+        if turnsOpened == 1 && greetingMessageCount > 0 {
+            if protocolKind == .generic {
+                turn!.greeting = greeting
+                turn!.greetingMessageCount = greetingMessageCount
+                turn!.storage += greetingStorage
+                if greeting.contains(where: \.isTruncated) || greeting.count < greetingMessageCount { turn!.truncated = true }
+            }
+            greeting = []
+            (greetingBytes, greetingStorage) = (0, 0)
+        }
+    }
+
+    /// A server message before the client's first: kept within the capture cap and `maxMessagesKept`.
+    private mutating func keepAsGreeting(_ message: WebSocketTurnMessage) {
+        greetingMessageCount += 1
+        guard greeting.count < Self.maxMessagesKept else { return }
+        greetingBytes += message.data.count
+        greetingStorage += message.data.capacity
+        greeting.append(message)
     }
 
     private mutating func append(_ message: WebSocketTurnMessage) {

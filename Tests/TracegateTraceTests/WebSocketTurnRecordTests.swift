@@ -40,6 +40,21 @@ final class WebSocketTurnRecordTests: XCTestCase {
         XCTAssertEqual(record.status, .ok)
     }
 
+    func testTheFirstTurnRecordsTheServersGreetingBesideItsInputs() {
+        var first = turn(["I want a refund"], ["Sure"], number: 1)
+        first.greeting = [message("Welcome! Card 4111-1111-1111-1111?", fromClient: false), message(#"{"ask":"order"}"#, fromClient: false)]
+        first.greetingMessageCount = 2
+        let record = TraceBuilder(redaction: Redaction(patterns: [#"\d{4}-\d{4}-\d{4}-\d{4}"#])).record(for: capture(first))
+        XCTAssertEqual(record.inputs, "I want a refund", "the inputs stay the client's message")
+        XCTAssertEqual(record.attributes["tracegate.websocket.greeting_messages"], .int(2))
+        XCTAssertEqual(record.attributes["tracegate.websocket.greeting"], .string(#"["Welcome! Card [REDACTED]?",{"ask":"order"}]"#))
+        let metadataOnly = TraceBuilder(capturesBodies: false).record(for: capture(first))
+        XCTAssertNil(metadataOnly.attributes["tracegate.websocket.greeting"], "texts follow capture_bodies")
+        XCTAssertEqual(metadataOnly.attributes["tracegate.websocket.greeting_messages"], .int(2))
+        let later = TraceBuilder().record(for: capture(turn(["more"], ["ok"], number: 2)))
+        XCTAssertNil(later.attributes["tracegate.websocket.greeting_messages"])
+    }
+
     private func capture(
         _ turn: WebSocketTurn, session: String? = nil, requestID: String = "req-ws", target: String = "/chat?room=1",
         sampled: Bool = true

@@ -100,6 +100,7 @@ final class WebSocketTurnTrackerTests: XCTestCase {
     func testEachClientMessageOpensATurnAndTheServerMessagesUntilTheNextAreItsOutput() {
         var tracker = WebSocketTurnTracker(compressed: false)
         XCTAssertEqual(tracker.feed(server("welcome"), fromClient: false, atNanos: 1), [], "a greeting answers nothing")
+        XCTAssertNil(WebSocketTurnTracker(compressed: false).quietDeadlineNanos)
         XCTAssertEqual(tracker.feed(client("hi"), fromClient: true, atNanos: 10), [])
         XCTAssertEqual(tracker.feed(server("Hel") + server("lo"), fromClient: false, atNanos: 15), [])
         let first = tracker.feed(client("bye"), fromClient: true, atNanos: 30)
@@ -112,6 +113,8 @@ final class WebSocketTurnTrackerTests: XCTestCase {
         XCTAssertEqual(first[0].endNanos, 15)
         XCTAssertEqual(first[0].ending, .nextClientMessage)
         XCTAssertNil(first[0].failure)
+        XCTAssertEqual(first[0].greeting.map(text), ["welcome"], "the first turn keeps what the server said before it")
+        XCTAssertEqual(first[0].serverMessageCount, 2, "the greeting is no part of the answer")
 
         _ = tracker.feed(server("Goodbye"), fromClient: false, atNanos: 40)
         _ = tracker.feed(WebSocketFrameParserTests.frame(0x8, [0x03, 0xE8], mask: key), fromClient: true, atNanos: 50)
@@ -123,6 +126,38 @@ final class WebSocketTurnTrackerTests: XCTestCase {
         XCTAssertEqual(last?.endNanos, 60)
         XCTAssertEqual(tracker.clientFrames, 3)
         XCTAssertEqual(tracker.serverFrames, 4)
+    }
+
+    func testAGreetingIsKeptForTheFirstTurnWithinTheCapAndShedLikeATurn() {
+        var tracker = WebSocketTurnTracker(compressed: false, keptBytes: 8)
+        _ = tracker.feed(server("Hello!") + server("Ask me") + server(#"{"type":"ping"}"#), fromClient: false, atNanos: 1)
+        XCTAssertGreaterThanOrEqual(tracker.heldBytes, 8, "what is kept of a greeting is held")
+        XCTAssertNil(tracker.finish(atNanos: 2), "a greeting alone is no turn")
+        var capped = WebSocketTurnTracker(compressed: false, keptBytes: 8)
+        _ = capped.feed(server("Hello!") + server("Ask me"), fromClient: false, atNanos: 1)
+        _ = capped.feed(client("hi"), fromClient: true, atNanos: 2)
+        let first = capped.feed(client("again"), fromClient: true, atNanos: 3)[0]
+        XCTAssertEqual(first.greeting.map(text), ["Hello!", "As"], "the greeting has the cap of a turn's server messages")
+        XCTAssertEqual(first.greetingMessageCount, 2, "a heartbeat is no greeting")
+        XCTAssertTrue(first.truncated)
+        XCTAssertEqual(first.storage, first.greeting.reduce(0) { $0 + $1.data.capacity } + first.clientMessages[0].data.capacity)
+        XCTAssertEqual(capped.finish(atNanos: 4)?.greeting, [], "only the first turn has one")
+
+        var shed = WebSocketTurnTracker(compressed: false)
+        _ = shed.feed(server("Hello!"), fromClient: false, atNanos: 1)
+        shed.shed()
+        XCTAssertEqual(shed.heldBytes, 0)
+        _ = shed.feed(client("hi"), fromClient: true, atNanos: 2)
+        let turn = shed.finish(atNanos: 3)!
+        XCTAssertEqual(turn.greeting.map(\.length), [6])
+        XCTAssertEqual(turn.greeting.map(\.data), [[]])
+        XCTAssertEqual(turn.notes, [WebSocketTurnTracker.shedNote])
+        XCTAssertTrue(turn.truncated)
+
+        var realtime = WebSocketTurnTracker(compressed: false)
+        _ = realtime.feed(server(#"{"type":"session.created"}"#), fromClient: false, atNanos: 1)
+        _ = realtime.feed(client(#"{"type":"response.create"}"#), fromClient: true, atNanos: 2)
+        XCTAssertEqual(realtime.finish(atNanos: 3)?.greeting, [], "a recognised protocol's session events are its context")
     }
 
     func testApplicationHeartbeatsNeitherOpenTurnsNorSplitAnswers() {

@@ -76,6 +76,28 @@ def test_an_answered_turn_is_traced_while_the_connection_stays_open(ws_backend, 
     assert root_span(traces[1]).attributes["tracegate.websocket.ended_by"] == "close frame 1000"
 
 
+def test_what_the_server_says_before_the_first_message_is_recorded_with_the_first_turn(ws_backend, exporting_tracegate,
+                                                                                     mlflow_client, mlflow_experiment):
+    """A chat that greets on connect: the greeting is what the user's first message answers. It is
+    kept on the first turn's trace, whose inputs stay the user's message; it is no turn of its own."""
+    tg = exporting_tracegate(upstream=ws_backend.url)
+    session = unique("ws-greet-session")
+    with ws_connect(tg.port, "/greet", additional_headers={"X-Session-ID": session}) as ws:
+        greeting = [ws.recv(timeout=5), ws.recv(timeout=5)]
+        for text in ("refund", "order 42"):
+            ws.send(text)
+            ws.recv(timeout=5)
+    traces = by_turn(wait_for_traces(mlflow_client, mlflow_experiment, session_is(session), 2))
+    assert len(traces) == 2, "one trace per client message"
+    first, second = (root_span(t) for t in traces)
+    assert (first.inputs, first.outputs) == ("refund", "about refund: noted")
+    assert first.attributes["tracegate.websocket.greeting_messages"] == 2
+    assert first.attributes["tracegate.websocket.greeting"] == [greeting[0], json.loads(greeting[1])]
+    assert first.attributes["tracegate.websocket.server_messages"] == 1, "the greeting is no part of the answer"
+    assert (second.inputs, second.outputs) == ("order 42", "about order 42: noted")
+    assert "tracegate.websocket.greeting" not in second.attributes
+
+
 def test_without_a_session_header_each_connection_is_its_own_session(ws_backend, exporting_tracegate, mlflow_client,
                                                                      mlflow_experiment):
     tg = exporting_tracegate(upstream=ws_backend.url)

@@ -3,6 +3,7 @@
 Paths:
   /echo             each message is sent back as it came (text or binary)
   /stream           each message is answered with three parts, then "[done]"
+  /greet            a welcome text and a JSON menu on connect; then each message gets one answer
   /push?n=&ms=      n messages sent unasked, ms apart; then echoes
   /close?code=      after the first message, closes with that code and reason "bye"
   /flood?bytes=     sends that many bytes in 64 KiB binary messages without reading, then echoes
@@ -133,6 +134,11 @@ class WebSocketBackend:
                     for part in range(3):
                         ws.send(f"part {part} of {message}")
                     ws.send("[done]")
+            elif target.path == "/greet":
+                ws.send("Welcome! I am the refunds bot.")
+                ws.send(json.dumps({"type": "menu", "options": ["refund", "exchange"]}))
+                for message in ws:
+                    ws.send(f"about {message}: noted")
             elif target.path == "/push":
                 for n in range(int(query.get("n", "5"))):
                     ws.send(f"push {n}")
