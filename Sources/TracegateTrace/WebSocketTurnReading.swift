@@ -59,7 +59,7 @@ public struct WebSocketTurnReading: Sendable, Equatable {
     // MARK: Generic
 
     /// One message as itself (JSON or text); several as a JSON array of them, in order (JSON messages
-    /// as JSON, text as strings, binary ones as a note of their size).
+    /// as JSON, text as strings, binary ones as a note of their size and the texts protobuf carries).
     static func describe(_ messages: [WebSocketTurnMessage]) -> String? {
         guard let first = messages.first else { return nil }
         if messages.count == 1 { return text(of: first) }
@@ -70,7 +70,8 @@ public struct WebSocketTurnReading: Sendable, Equatable {
         return PayloadJSON.array(items).serialized
     }
 
-    /// A message as text; binary, compressed and omitted messages as a note of their size.
+    /// A message as text; binary, compressed and omitted messages as a note of their size (with
+    /// the texts a protobuf message carries).
     static func text(of message: WebSocketTurnMessage) -> String? {
         if let note = note(message) { return note.serialized }
         let text = String(decoding: message.data, as: UTF8.self)
@@ -86,7 +87,9 @@ public struct WebSocketTurnReading: Sendable, Equatable {
             return .object([("omitted", .string(message.eventType ?? "audio")), ("size", size)])
         }
         guard message.isText, String(validating: message.data, as: UTF8.self) != nil || message.isTruncated else {
-            return .object([("binary", .bool(true)), ("size", size)])
+            guard !message.isText, let texts = ProtobufTexts.texts(in: message.data[...], truncated: message.isTruncated), !texts.isEmpty
+            else { return .object([("binary", .bool(true)), ("size", size)]) }
+            return .object([("binary", .bool(true)), ("size", size), ("texts", .array(texts.map(PayloadJSON.string)))])
         }
         return nil
     }

@@ -55,6 +55,22 @@ final class WebSocketTurnRecordTests: XCTestCase {
         XCTAssertNil(later.attributes["tracegate.websocket.greeting_messages"])
     }
 
+    func testABinaryProtobufMessageIsRecordedWithTheTextsItCarries() {
+        // Streamlit's ForwardMsg: hash "9f8e7d" and a markdown element "Refunds take **5 days**."
+        let forwardMsg: [UInt8] = [0x0A, 0x06] + Array("9f8e7d".utf8) + [0x12, 0x05, 0x12, 0x03, 0x00, 0x01, 0x00, 0x2A, 0x1F, 0x1A, 0x1D, 0xEA, 0x01, 0x1A, 0x0A, 0x18]
+            + Array("Refunds take **5 days**.".utf8)
+        var answered = turn(["refunds?"], [], number: 1)
+        answered.serverMessages = [
+            WebSocketTurnMessage(fromClient: false, isText: false, data: forwardMsg, atNanos: 3_000_000),
+            WebSocketTurnMessage(fromClient: false, isText: false, data: [0xFF, 0x00, 0x13], atNanos: 3_000_001),
+        ]
+        answered.serverMessageCount = 2
+        let record = TraceBuilder().record(for: capture(answered))
+        XCTAssertEqual(
+            record.outputs,
+            #"[{"binary":true,"size":\#(forwardMsg.count),"texts":["9f8e7d","Refunds take **5 days**."]},{"binary":true,"size":3}]"#)
+    }
+
     private func capture(
         _ turn: WebSocketTurn, session: String? = nil, requestID: String = "req-ws", target: String = "/chat?room=1",
         sampled: Bool = true
