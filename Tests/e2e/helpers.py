@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -439,3 +440,58 @@ def browser_posts(page: StaticPage, timeout: float = 30) -> bytes:
         finally:
             stop_process_group(proc, signal.SIGTERM, 5, "chromium", then=signal.SIGKILL)
     return page.posted[0]
+
+
+class BrowserTab:
+    """Headless chromium driven over the DevTools protocol, for pages a test cannot write itself (a
+    Streamlit app): navigate, evaluate JavaScript, type into the focused element, press keys."""
+
+    def __init__(self) -> None:
+        import websocket
+
+        chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+        assert chromium, "chromium is needed for this test (apt-get install chromium; .ci/run installs it)"
+        self.profile = tempfile.mkdtemp()
+        self.proc = subprocess.Popen(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={self.profile}",
+             "--remote-debugging-port=0", "--remote-allow-origins=*", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        active = Path(self.profile) / "DevToolsActivePort"
+        port = wait_until(lambda: active.exists() and active.read_text().split()[:1], 30,
+                          message="chromium to open its DevTools port")[0]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as response:
+            page = next(target for target in json.load(response) if target["type"] == "page")
+        self.devtools = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=30, suppress_origin=True)
+        self.calls = 0
+
+    def call(self, method: str, **params):
+        self.calls += 1
+        self.devtools.send(json.dumps({"id": self.calls, "method": method, "params": params}))
+        while True:
+            reply = json.loads(self.devtools.recv())
+            if reply.get("id") == self.calls:
+                assert "error" not in reply, (method, reply["error"])
+                return reply["result"]
+
+    def evaluate(self, expression: str):
+        return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
+
+    def wait_for(self, expression: str, timeout: float = 30):
+        return wait_until(lambda: self.evaluate(expression), timeout, interval=0.2, message=expression)
+
+    def type_and_enter(self, text: str) -> None:
+        """Types `text` into the focused element as a user would, then presses Enter."""
+        self.call("Input.insertText", text=text)
+        for kind in ("keyDown", "keyUp"):
+            self.call("Input.dispatchKeyEvent", type=kind, key="Enter", code="Enter", windowsVirtualKeyCode=13,
+                      **({"text": "\r"} if kind == "keyDown" else {}))
+
+    def close_page(self) -> None:
+        """Closes the tab as a user would (its page unloads); the browser keeps running."""
+        self.calls += 1
+        self.devtools.send(json.dumps({"id": self.calls, "method": "Page.close", "params": {}}))
+
+    def close(self) -> None:
+        self.devtools.close()
+        stop_process_group(self.proc, signal.SIGTERM, 5, "chromium", then=signal.SIGKILL)
+        shutil.rmtree(self.profile, ignore_errors=True)
