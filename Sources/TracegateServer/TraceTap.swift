@@ -179,7 +179,7 @@ final class TraceTap: ExchangeTap {
     }
 
     /// A finished turn as its own capture: fresh trace ids, the upgrade's identity, its share of the budget.
-    private func deliver(_ turn: WebSocketTurn, of webSocket: WebSocketTurnTap) {
+    private func deliver(_ turn: consuming WebSocketTurn, of webSocket: WebSocketTurnTap) {
         // Sampling is drawn once per connection; a turn that failed is traced whatever the draw.
         guard sampled || turn.failure != nil else { return }
         var turn = turn

@@ -77,9 +77,12 @@ public struct WebSocketTurnTracker: Sendable {
         }
     }
 
-    /// Bytes of message data held: frames being read, messages being joined, the open turn and the
-    /// session settings (not the inflation windows).
-    public var heldBytes: Int {
+    /// Bytes of message data held: frames being read, messages being joined, the open turn, the
+    /// greeting and the session settings (not the inflation windows). Measured as each call that
+    /// changes it returns (a stored figure: reading it copies nothing).
+    public private(set) var heldBytes = 0
+
+    private var measuredHeldBytes: Int {
         clientParser.heldBytes + serverParser.heldBytes + clientAssembler.heldBytes + serverAssembler.heldBytes + (turn?.storage ?? 0)
             + sessionSettings.reduce(0) { $0 + $1.data.capacity } + greetingStorage
     }
@@ -88,6 +91,7 @@ public struct WebSocketTurnTracker: Sendable {
     /// messages being read, none of whose rest is kept (they are still read, counted and timed).
     /// What comes next is kept again, to be charged, and shed again if memory is still short.
     public mutating func shed() {
+        defer { heldBytes = measuredHeldBytes }
         clientParser.maxKeptPayload = 0
         serverParser.maxKeptPayload = 0
         clientAssembler.maxKeptBytes = 0
@@ -103,8 +107,7 @@ public struct WebSocketTurnTracker: Sendable {
             if !pendingNotes.contains(Self.shedNote) { pendingNotes.append(Self.shedNote) }
         }
         shedding = true
-        guard var open = turn else { return }
-        turn = nil
+        guard var open = turn.take() else { return }
         for index in open.clientMessages.indices { open.clientMessages[index].data = [] }
         for index in open.serverMessages.indices { open.serverMessages[index].data = [] }
         open.context = []
@@ -124,6 +127,7 @@ public struct WebSocketTurnTracker: Sendable {
 
     /// `feed` as the forwarding path calls it, on the bytes where they are.
     public mutating func feed(_ bytes: UnsafeRawBufferPointer, fromClient: Bool, atNanos: Int64) -> [WebSocketTurn] {
+        defer { heldBytes = measuredHeldBytes }
         if shedding {
             shedding = false
             clientParser.maxKeptPayload = keptBytes
@@ -171,17 +175,17 @@ public struct WebSocketTurnTracker: Sendable {
     /// an answer after a quiet end, in a turn of its own, ends only at the client's next message or
     /// the close: a server that pushes forever makes one such turn, not one per burst.)
     public var quietDeadlineNanos: Int64? {
-        guard protocolKind == .generic, let open = turn, open.serverMessageCount > 0, open.continues == nil,
-            clientParser.isBetweenFrames, serverParser.isBetweenFrames, clientAssembler.isBetweenMessages,
+        guard protocolKind == .generic, let answered = turn?.serverMessageCount, answered > 0, turn?.continues == nil,
+            let end = turn?.endNanos, clientParser.isBetweenFrames, serverParser.isBetweenFrames, clientAssembler.isBetweenMessages,
             serverAssembler.isBetweenMessages
         else { return nil }
-        return open.endNanos + Self.quietNanos
+        return end + Self.quietNanos
     }
 
     /// The open turn, if `quietDeadlineNanos` has passed at `atNanos`: its answer is taken as complete.
     public mutating func endQuietTurn(atNanos: Int64) -> WebSocketTurn? {
-        guard let deadline = quietDeadlineNanos, atNanos >= deadline, var open = turn else { return nil }
-        turn = nil
+        defer { heldBytes = measuredHeldBytes }
+        guard let deadline = quietDeadlineNanos, atNanos >= deadline, var open = turn.take() else { return nil }
         open.ending = .quiet
         answerContinuesOf = open.number
         return open
@@ -190,8 +194,8 @@ public struct WebSocketTurnTracker: Sendable {
     /// The connection ended `atNanos` after the tunnel opened: the open turn, if it is one to trace.
     /// `why`: what cut it, when no close handshake did.
     public mutating func finish(atNanos: Int64, why: String = "the connection closed without a close handshake") -> WebSocketTurn? {
-        guard var open = turn else { return nil }
-        turn = nil
+        defer { heldBytes = measuredHeldBytes }
+        guard var open = turn.take() else { return nil }
         // A recognised protocol's server-only messages between responses (`rate_limits.updated`) are no turn.
         if open.clientMessageCount == 0 && !open.responsePending && open.continues == nil { return nil }
         open.endNanos = max(open.endNanos, atNanos)
@@ -297,7 +301,7 @@ public struct WebSocketTurnTracker: Sendable {
         switch (protocolKind, message.fromClient) {
         case (.generic, true):
             guard opensTurn || turn == nil else { break }
-            if var previous = turn {
+            if var previous = turn.take() {
                 previous.ending = .nextClientMessage
                 ended = previous
             }
@@ -358,8 +362,7 @@ public struct WebSocketTurnTracker: Sendable {
     }
 
     private mutating func append(_ message: WebSocketTurnMessage) {
-        guard var open = turn else { return }
-        turn = nil  // appended in place, not copied
+        guard var open = turn.take() else { return }  // moved out, appended in place, moved back
         if message.isTruncated { open.truncated = true }
         let kept: Bool
         if message.fromClient {
@@ -401,7 +404,7 @@ public struct WebSocketTurnTracker: Sendable {
 
     /// OpenAI events: a requested or started response, its first delta, and its end, which ends the turn.
     private mutating func respond(to type: String, fromClient: Bool, atNanos: Int64) -> WebSocketTurn? {
-        guard var open = turn else { return nil }
+        guard var open = turn.take() else { return nil }
         if fromClient {
             if type == "response.create" {
                 open.responsePending = true
@@ -422,7 +425,6 @@ public struct WebSocketTurnTracker: Sendable {
         }
         open.ending = .endOfResponse(type)
         open.responsePending = false
-        turn = nil
         return open
     }
 
