@@ -52,11 +52,14 @@ public struct WebSocketTurnTracker: Sendable {
     /// Socket.IO over Engine.IO: control packets (pings, pongs, connects) are no messages, and an
     /// event's packet prefix (`42`, a namespace, an ack id) is left out of what is kept.
     public let speaksSocketIO: Bool
+    /// Engine.IO 3 (Socket.IO 2 clients): a binary attachment starts with the message packet type, 4.
+    let engineIOv3: Bool
 
     /// `compressed`: the upstream's 101 accepted `permessage-deflate`. `target`: the upgrade
     /// request's target (`/socket.io/?EIO=4&transport=websocket` speaks Socket.IO).
     public init(compressed: Bool, target: String = "", keptBytes: Int = 64 * 1024, maxInflatedBytes: Int = 16 << 20) {
         speaksSocketIO = Self.speaksSocketIO(target: target)
+        engineIOv3 = speaksSocketIO && Self.queryItems(of: target).contains("EIO=3")
         self.keptBytes = keptBytes
         self.maxInflatedBytes = max(maxInflatedBytes, keptBytes)
         clientParser = WebSocketFrameParser(fromClient: true, maxKeptPayload: keptBytes)
@@ -241,6 +244,10 @@ public struct WebSocketTurnTracker: Sendable {
             type = Self.eventType(data)
         } else if speaksSocketIO {
             (opensTurn, room) = (false, roomInTurn)
+            if engineIOv3 && !notInflated && data.first == 4 {
+                data.removeFirst()
+                length -= 1
+            }
         }
         if data.count > room { data = Array(data.prefix(room)) }
         let read = WebSocketTurnMessage(
@@ -435,8 +442,12 @@ public struct WebSocketTurnTracker: Sendable {
     // MARK: Socket.IO
 
     static func speaksSocketIO(target: String) -> Bool {
-        guard let query = target.split(separator: "?", maxSplits: 1).dropFirst().first else { return false }
-        return query.split(separator: "&").contains { $0.hasPrefix("EIO=") }
+        queryItems(of: target).contains { $0.hasPrefix("EIO=") }
+    }
+
+    private static func queryItems(of target: String) -> [Substring] {
+        guard let query = target.split(separator: "?", maxSplits: 1).dropFirst().first else { return [] }
+        return query.split(separator: "&")
     }
 
     /// An Engine.IO text packet as the conversation sees it.

@@ -409,6 +409,17 @@ final class WebSocketSocketIOTests: XCTestCase {
         XCTAssertEqual(asked.serverMessages.map(text), [#"["ask",{"question":"q?"}]"#, #"["thanks",{"answer":"forty-two"}]"#])
     }
 
+    func testAnEngineIO3AttachmentLosesItsPacketTypeByte() throws {
+        for (version, kept) in [("3", [1, 2, 3] as [UInt8]), ("4", [4, 1, 2, 3])] {
+            var tracker = WebSocketTurnTracker(compressed: false, target: "/socket.io/?EIO=\(version)&transport=websocket")
+            _ = tracker.feed(client(#"451-["upload",{"_placeholder":true,"num":0}]"#), fromClient: true, atNanos: 1)
+            _ = tracker.feed(WebSocketFrameParserTests.frame(0x2, [4, 1, 2, 3], mask: key), fromClient: true, atNanos: 2)
+            let turn = try XCTUnwrap(tracker.finish(atNanos: 3))
+            XCTAssertEqual(turn.clientMessages.last?.data, kept, "EIO=\(version)")
+            XCTAssertEqual(turn.clientMessages.last?.length, kept.count, "EIO=\(version)")
+        }
+    }
+
     func testAcksAndAttachmentsShareTheTurnsCaptureCap() throws {
         var tracker = WebSocketTurnTracker(compressed: false, target: "/socket.io/?EIO=4&transport=websocket", keptBytes: 40)
         _ = tracker.feed(client(#"451-["upload",{"_placeholder":true,"num":0}]"#), fromClient: true, atNanos: 1)
