@@ -189,6 +189,7 @@ final class TraceTap: ExchangeTap {
             budget.release(granted)
             for index in turn.clientMessages.indices { turn.clientMessages[index].data = [] }
             for index in turn.serverMessages.indices { turn.serverMessages[index].data = [] }
+            for index in turn.greeting.indices { turn.greeting[index].data = [] }
             turn.context = []
             turn.storage = 0
             turn.truncated = true

@@ -1,5 +1,5 @@
-/// The texts a binary message carries when it is protobuf (Streamlit's `BackMsg`/`ForwardMsg`,
-/// gRPC-style chat protocols): its wire format read without a schema, as `protoc --decode_raw`
+/// The texts a binary message carries when it is protobuf (Streamlit's `BackMsg`/`ForwardMsg`):
+/// its wire format read without a schema, as `protoc --decode_raw`
 /// does, and every length-delimited field that is text kept, in order. Pure; runs in the trace
 /// builder.
 ///
@@ -33,17 +33,31 @@ enum ProtobufTexts {
         /// The bytes end inside a field: the end of a message cut short, or no message.
         func endedEarly() -> Bool { truncated && fields > 0 ? true : failed() }
         while index < bytes.endIndex {
-            guard let tag = varint(bytes, &index) else { return endedEarly() }
+            let tag: UInt64
+            switch varint(bytes, &index) {
+            case .value(let value): tag = value
+            case .cut: return endedEarly()
+            case .malformed: return failed()
+            }
             guard tag >> 3 >= 1, tag >> 3 <= 0x1FFF_FFFF else { return failed() }
             switch tag & 7 {
             case 0:
-                guard varint(bytes, &index) != nil else { return endedEarly() }
+                switch varint(bytes, &index) {
+                case .value: break
+                case .cut: return endedEarly()
+                case .malformed: return failed()
+                }
             case 1, 5:
                 let width = tag & 7 == 1 ? 8 : 4
                 guard bytes.endIndex - index >= width else { return endedEarly() }
                 index += width
             case 2:
-                guard let length = varint(bytes, &index), length <= UInt64(Int.max) else { return endedEarly() }
+                let length: UInt64
+                switch varint(bytes, &index) {
+                case .value(let value) where value <= UInt64(Int.max): length = value
+                case .cut: return endedEarly()
+                case .value, .malformed: return failed()
+                }
                 let cut = bytes.endIndex - index < Int(length)
                 guard !cut || truncated else { return failed() }
                 let end = cut ? bytes.endIndex : index + Int(length)
@@ -59,9 +73,10 @@ enum ProtobufTexts {
 
     private static func readField(_ field: ArraySlice<UInt8>, depth: Int, truncated: Bool, into found: inout [String]) {
         guard !field.isEmpty else { return }
-        let text = text(field)
-        // Text with no line break or tab is text; otherwise a nested message that has text of its own wins.
-        if let text, !field.contains(where: { $0 == 0x0A || $0 == 0x0D || $0 == 0x09 }) {
+        let text = text(field, cut: truncated)
+        // Text with no line break or tab is text; otherwise a nested message that has text of its
+        // own wins — unless the field was cut, where any text would read as a message cut short.
+        if let text, truncated || !field.contains(where: { $0 == 0x0A || $0 == 0x0D || $0 == 0x09 }) {
             keep(text, in: &found)
             return
         }
@@ -78,25 +93,39 @@ enum ProtobufTexts {
         if found.count < maxTexts { found.append(text) }
     }
 
-    private static func text(_ bytes: ArraySlice<UInt8>) -> String? {
+    /// `cut`: the bytes may end inside a character, which is left out.
+    private static func text(_ bytes: ArraySlice<UInt8>, cut: Bool) -> String? {
         guard !bytes.contains(where: { ($0 < 0x20 && $0 != 0x09 && $0 != 0x0A && $0 != 0x0D) || $0 == 0x7F }) else { return nil }
-        return String(validating: bytes, as: UTF8.self)
+        if let text = String(validating: bytes, as: UTF8.self) { return text }
+        guard cut else { return nil }
+        // A character's first byte is 0b11xxxxxx; its continuation bytes 0b10xxxxxx.
+        guard let lead = bytes.suffix(4).lastIndex(where: { $0 & 0xC0 != 0x80 }), bytes[lead] & 0xC0 == 0xC0 else { return nil }
+        return String(validating: bytes[..<lead], as: UTF8.self)
     }
 
-    private static func varint(_ bytes: ArraySlice<UInt8>, _ index: inout Int) -> UInt64? {
+    enum Varint {
+        case value(UInt64)
+        /// The bytes ended inside it.
+        case cut
+        /// More than 10 bytes: no varint.
+        case malformed
+    }
+
+    private static func varint(_ bytes: ArraySlice<UInt8>, _ index: inout Int) -> Varint {
         var value: UInt64 = 0
         var shift: UInt64 = 0
         var at = index
-        while at < bytes.endIndex && shift < 64 {
+        while at < bytes.endIndex {
+            guard shift < 70 else { return .malformed }
             let byte = bytes[at]
             at += 1
-            value |= UInt64(byte & 0x7F) << shift
+            value |= UInt64(byte & 0x7F) << min(shift, 63)
             if byte & 0x80 == 0 {
                 index = at
-                return value
+                return .value(value)
             }
             shift += 7
         }
-        return nil
+        return .cut
     }
 }

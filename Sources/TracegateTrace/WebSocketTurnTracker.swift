@@ -9,7 +9,7 @@
 ///
 /// Memory per connection is bounded by `keptBytes`: at most that much of a frame being read and of
 /// a message being joined, each way, plus that much of each direction of the open turn in at most
-/// `maxMessagesKept` messages (all of it `heldBytes`, which the caller can charge to a budget and
+/// `maxMessagesKept` messages, and of the greeting until the first turn is traced (all of it `heldBytes`, which the caller can charge to a budget and
 /// `shed` when it is spent), plus a 32 KiB inflation window each way once a compressed message was read.
 public struct WebSocketTurnTracker: Sendable {
     /// Bytes of each direction of a turn kept for its trace (the capture cap).
@@ -106,13 +106,14 @@ public struct WebSocketTurnTracker: Sendable {
         sessionSettings = []
         if !greeting.isEmpty {
             for index in greeting.indices { greeting[index].data = [] }
-            (greetingBytes, greetingStorage) = (0, 0)
-            if !pendingNotes.contains(Self.shedNote) { pendingNotes.append(Self.shedNote) }
+            greetingStorage = 0
+            if !pendingNotes.contains(Self.greetingShedNote) { pendingNotes.append(Self.greetingShedNote) }
         }
         shedding = true
         guard var open = turn.take() else { return }
         for index in open.clientMessages.indices { open.clientMessages[index].data = [] }
         for index in open.serverMessages.indices { open.serverMessages[index].data = [] }
+        for index in open.greeting.indices { open.greeting[index].data = [] }
         open.context = []
         open.storage = 0
         if !open.notes.contains(Self.shedNote) { open.notes.append(Self.shedNote) }
@@ -121,6 +122,7 @@ public struct WebSocketTurnTracker: Sendable {
     }
 
     static let shedNote = "capture_memory_limit was reached: message texts of this turn were not kept"
+    static let greetingShedNote = "capture_memory_limit was reached: the greeting's texts were not kept"
 
     /// Reads `bytes` sent by the client (or the server) `atNanos` after the tunnel opened; returns
     /// the turns they ended.
@@ -198,6 +200,7 @@ public struct WebSocketTurnTracker: Sendable {
     /// `why`: what cut it, when no close handshake did.
     public mutating func finish(atNanos: Int64, why: String = "the connection closed without a close handshake") -> WebSocketTurn? {
         defer { heldBytes = measuredHeldBytes }
+        (greeting, greetingStorage) = ([], 0)  // a greeting no client message answered is no turn
         guard var open = turn.take() else { return nil }
         // A recognised protocol's server-only messages between responses (`rate_limits.updated`) are no turn.
         if open.clientMessageCount == 0 && !open.responsePending && open.continues == nil { return nil }
@@ -209,7 +212,7 @@ public struct WebSocketTurnTracker: Sendable {
     // MARK: Messages
 
     /// The message as the trace keeps it: inflated if it can be, at most the room left in the turn;
-    /// nil for a Socket.IO control packet. What kind of message it is (its event type, a Socket.IO
+    /// nil for a Socket.IO control packet or an application heartbeat. What kind of message it is (its event type, a Socket.IO
     /// packet) is read from its start before it is cut to the room left. `opensTurn` is false for
     /// what a Socket.IO client sends as part of the turn open: an ack answering the server, a
     /// binary event's attachment.
@@ -249,10 +252,13 @@ public struct WebSocketTurnTracker: Sendable {
                 length -= 1
             }
         }
-        if data.count > room { data = Array(data.prefix(room)) }
-        let read = WebSocketTurnMessage(
+        var read = WebSocketTurnMessage(
             fromClient: fromClient, isText: message.isText, data: data, length: length, atNanos: atNanos, eventType: type,
             compressedNotInflated: notInflated)
+        // An application-level heartbeat is no message (it would split a turn otherwise), told
+        // before the message is cut to the room left.
+        if protocolKind == .generic && Self.isHeartbeat(read) { return nil }
+        if read.data.count > room { read.data = Array(read.data.prefix(room)) }
         return (read, opensTurn)
     }
 
@@ -297,8 +303,6 @@ public struct WebSocketTurnTracker: Sendable {
             protocolKind = .openAIEvents
             turn?.protocolKind = .openAIEvents
         }
-        // An application-level heartbeat is no turn and no answer (it would split one otherwise).
-        if protocolKind == .generic && Self.isHeartbeat(message) { return nil }
         var message = message
         if protocolKind == .openAIEvents, let type = message.eventType, Self.isAudio(type) {
             message.omitted = true

@@ -45,6 +45,17 @@ final class ProtobufTextsTests: XCTestCase {
         XCTAssertEqual(ProtobufTexts.texts(in: midText, truncated: true), ["9f8e7d", "Refunds take **5 d"])
     }
 
+    func testATextCutShortStaysTextAndLosesOnlyAHalfCharacter() {
+        let poem = Array("Roses are red\nviolets are blue".utf8)
+        let cut = ([0x0A, UInt8(poem.count)] + poem).prefix(20)
+        XCTAssertEqual(ProtobufTexts.texts(in: cut[...], truncated: true), ["Roses are red\nviol"], "not read as a message cut short")
+        let accented = Array("café crème".utf8)
+        let midCharacter = ([0x0A, UInt8(accented.count)] + accented).prefix(2 + 4)  // "caf" and half of "é"
+        XCTAssertEqual(ProtobufTexts.texts(in: midCharacter[...], truncated: true), ["caf"])
+        XCTAssertEqual(ProtobufTexts.texts(in: ([0x08] + [UInt8](repeating: 0x80, count: 11) + [0x01, 0x12, 0x01, 0x61])[...], truncated: true),
+                       nil, "an 11-byte varint is malformed, not cut")
+    }
+
     func testWhatIsNotProtobufIsNoMessage() {
         XCTAssertNil(ProtobufTexts.texts(in: Array(#"{"type":"hello"}"#.utf8)[...]), "JSON: `{` is a group start")
         XCTAssertNil(ProtobufTexts.texts(in: [0x08][...]), "a tag without its value")

@@ -100,7 +100,7 @@ final class WebSocketTurnTrackerTests: XCTestCase {
     func testEachClientMessageOpensATurnAndTheServerMessagesUntilTheNextAreItsOutput() {
         var tracker = WebSocketTurnTracker(compressed: false)
         XCTAssertEqual(tracker.feed(server("welcome"), fromClient: false, atNanos: 1), [], "a greeting answers nothing")
-        XCTAssertNil(WebSocketTurnTracker(compressed: false).quietDeadlineNanos)
+        XCTAssertNil(tracker.quietDeadlineNanos, "a greeting is no answer to wait on")
         XCTAssertEqual(tracker.feed(client("hi"), fromClient: true, atNanos: 10), [])
         XCTAssertEqual(tracker.feed(server("Hel") + server("lo"), fromClient: false, atNanos: 15), [])
         let first = tracker.feed(client("bye"), fromClient: true, atNanos: 30)
@@ -129,35 +129,55 @@ final class WebSocketTurnTrackerTests: XCTestCase {
     }
 
     func testAGreetingIsKeptForTheFirstTurnWithinTheCapAndShedLikeATurn() {
-        var tracker = WebSocketTurnTracker(compressed: false, keptBytes: 8)
-        _ = tracker.feed(server("Hello!") + server("Ask me") + server(#"{"type":"ping"}"#), fromClient: false, atNanos: 1)
-        XCTAssertGreaterThanOrEqual(tracker.heldBytes, 8, "what is kept of a greeting is held")
-        XCTAssertNil(tracker.finish(atNanos: 2), "a greeting alone is no turn")
-        var capped = WebSocketTurnTracker(compressed: false, keptBytes: 8)
-        _ = capped.feed(server("Hello!") + server("Ask me"), fromClient: false, atNanos: 1)
-        _ = capped.feed(client("hi"), fromClient: true, atNanos: 2)
-        let first = capped.feed(client("again"), fromClient: true, atNanos: 3)[0]
-        XCTAssertEqual(first.greeting.map(text), ["Hello!", "As"], "the greeting has the cap of a turn's server messages")
-        XCTAssertEqual(first.greetingMessageCount, 2, "a heartbeat is no greeting")
-        XCTAssertTrue(first.truncated)
-        XCTAssertEqual(first.storage, first.greeting.reduce(0) { $0 + $1.data.capacity } + first.clientMessages[0].data.capacity)
-        XCTAssertEqual(capped.finish(atNanos: 4)?.greeting, [], "only the first turn has one")
+        var alone = WebSocketTurnTracker(compressed: false, keptBytes: 8)
+        _ = alone.feed(server("Hello!"), fromClient: false, atNanos: 1)
+        XCTAssertGreaterThanOrEqual(alone.heldBytes, 6, "what is kept of a greeting is held")
+        XCTAssertNil(alone.finish(atNanos: 2), "a greeting alone is no turn")
+        XCTAssertEqual(alone.heldBytes, 0)
 
-        var shed = WebSocketTurnTracker(compressed: false)
-        _ = shed.feed(server("Hello!"), fromClient: false, atNanos: 1)
-        shed.shed()
-        XCTAssertEqual(shed.heldBytes, 0)
-        _ = shed.feed(client("hi"), fromClient: true, atNanos: 2)
-        let turn = shed.finish(atNanos: 3)!
-        XCTAssertEqual(turn.greeting.map(\.length), [6])
-        XCTAssertEqual(turn.greeting.map(\.data), [[]])
-        XCTAssertEqual(turn.notes, [WebSocketTurnTracker.shedNote])
-        XCTAssertTrue(turn.truncated)
+        var capped = WebSocketTurnTracker(compressed: false, keptBytes: 8)
+        _ = capped.feed(server("Hello!") + server("PING") + server("Ask me"), fromClient: false, atNanos: 1)
+        _ = capped.feed(client("hi"), fromClient: true, atNanos: 2)
+        _ = capped.feed(server("answer"), fromClient: false, atNanos: 3)
+        let first = capped.feed(client("again"), fromClient: true, atNanos: 4)[0]
+        XCTAssertEqual(first.greeting.map(text), ["Hello!", "As"], "8 bytes of greeting, as a turn's server messages")
+        XCTAssertEqual(first.greeting.map(\.length), [6, 6])
+        XCTAssertEqual(first.greetingMessageCount, 2, "a heartbeat is no greeting")
+        XCTAssertEqual(first.serverMessages.map(text), ["answer"], "the answer has room of its own")
+        XCTAssertTrue(first.truncated)
+        XCTAssertEqual(
+            first.storage,
+            first.greeting.reduce(0) { $0 + $1.data.capacity } + first.clientMessages[0].data.capacity + first.serverMessages[0].data.capacity)
+        XCTAssertEqual(capped.finish(atNanos: 5)?.greeting, [], "only the first turn has one")
 
         var realtime = WebSocketTurnTracker(compressed: false)
-        _ = realtime.feed(server(#"{"type":"session.created"}"#), fromClient: false, atNanos: 1)
+        _ = realtime.feed(server("welcome") + server(#"{"type":"session.created"}"#), fromClient: false, atNanos: 1)
         _ = realtime.feed(client(#"{"type":"response.create"}"#), fromClient: true, atNanos: 2)
-        XCTAssertEqual(realtime.finish(atNanos: 3)?.greeting, [], "a recognised protocol's session events are its context")
+        XCTAssertEqual(realtime.finish(atNanos: 3)?.greeting, [], "a recognised protocol's turns have its session events as context")
+    }
+
+    func testAGreetingShedBeforeOrAfterTheFirstTurnOpensKeepsOnlyItsSizes() {
+        var before = WebSocketTurnTracker(compressed: false, keptBytes: 8)
+        _ = before.feed(server("Hello!"), fromClient: false, atNanos: 1)
+        before.shed()
+        XCTAssertEqual(before.heldBytes, 0)
+        _ = before.feed(server("Ask me"), fromClient: false, atNanos: 2)
+        _ = before.feed(client("hi"), fromClient: true, atNanos: 3)
+        let shedFirst = before.finish(atNanos: 4)!
+        XCTAssertEqual(shedFirst.greeting.map(\.length), [6, 6])
+        XCTAssertEqual(shedFirst.greeting.map(text), ["", "As"], "the cap still counts what was shed")
+        XCTAssertEqual(shedFirst.notes, [WebSocketTurnTracker.greetingShedNote])
+        XCTAssertTrue(shedFirst.truncated)
+
+        var after = WebSocketTurnTracker(compressed: false)
+        _ = after.feed(server("Hello!"), fromClient: false, atNanos: 1)
+        _ = after.feed(client("hi"), fromClient: true, atNanos: 2)
+        after.shed()
+        XCTAssertEqual(after.heldBytes, 0, "the open turn's greeting is let go too")
+        let shedOpen = after.finish(atNanos: 3)!
+        XCTAssertEqual(shedOpen.greeting.map(\.data), [[]])
+        XCTAssertEqual(shedOpen.greeting.map(\.length), [6])
+        XCTAssertEqual(shedOpen.storage, 0)
     }
 
     func testApplicationHeartbeatsNeitherOpenTurnsNorSplitAnswers() {
