@@ -1,7 +1,6 @@
 /// The texts a binary message carries when it is protobuf (Streamlit's `BackMsg`/`ForwardMsg`):
-/// its wire format read without a schema, as `protoc --decode_raw`
-/// does, and every length-delimited field that is text kept, in order. Pure; runs in the trace
-/// builder.
+/// its wire format read without a schema, as `protoc --decode_raw` does, and every
+/// length-delimited field that is text kept, in order. Pure; runs in the trace builder.
 ///
 /// A length-delimited field is text when it is valid UTF-8 with no control character other than
 /// tab, line feed and carriage return. Such bytes are also read as a nested message when they hold

@@ -1,8 +1,9 @@
 extension TraceBuilder {
     /// The trace of one WebSocket turn, named `WS /path`: the client's messages as inputs, the
     /// server's as outputs (a recognised chat protocol read as its chat), when the answer began, and
-    /// how the turn ended. The first turn also records what the server said before it (a greeting). The session is the connection's when the upgrade request named none, and
-    /// the client request id is the upgrade's request id with the turn number.
+    /// how the turn ended; the first turn also records what the server said before it (a greeting).
+    /// The session is the connection's when the upgrade request named none, and the client request
+    /// id is the upgrade's request id with the turn number.
     func record(for exchange: CapturedExchange, turn: WebSocketTurn, chain: inout ResponseSessionChain) -> TraceRecord {
         let path = exchange.target.utf8.firstIndex(of: UInt8(ascii: "?")).map { String(exchange.target[..<$0]) } ?? exchange.target
         let query = exchange.target.utf8.firstIndex(of: UInt8(ascii: "?")).map { exchange.target[exchange.target.index(after: $0)...] } ?? ""

@@ -60,8 +60,8 @@ public struct WebSocketTurn: Sendable, Equatable {
         self.endNanos = startNanos
     }
 
-    /// Bytes the kept messages, context and greeting hold (what the capture budget is charged), kept up to
-    /// date as messages are added: a turn may have thousands of them.
+    /// Bytes the kept messages, context and greeting hold (what the capture budget is charged),
+    /// kept up to date as messages are added: a turn may have thousands of them.
     public var storage = 0
 
     /// Whether the turn ends in error: cut off mid-response, closed with an error code, or a failed response.

@@ -9,8 +9,9 @@
 ///
 /// Memory per connection is bounded by `keptBytes`: at most that much of a frame being read and of
 /// a message being joined, each way, plus that much of each direction of the open turn in at most
-/// `maxMessagesKept` messages, and of the greeting until the first turn is traced (all of it `heldBytes`, which the caller can charge to a budget and
-/// `shed` when it is spent), plus a 32 KiB inflation window each way once a compressed message was read.
+/// `maxMessagesKept` messages, and of the greeting until the first turn is traced (all of it
+/// `heldBytes`, which the caller can charge to a budget and `shed` when it is spent), plus a 32 KiB
+/// inflation window each way once a compressed message was read.
 public struct WebSocketTurnTracker: Sendable {
     /// Bytes of each direction of a turn kept for its trace (the capture cap).
     public let keptBytes: Int
@@ -212,10 +213,10 @@ public struct WebSocketTurnTracker: Sendable {
     // MARK: Messages
 
     /// The message as the trace keeps it: inflated if it can be, at most the room left in the turn;
-    /// nil for a Socket.IO control packet or an application heartbeat. What kind of message it is (its event type, a Socket.IO
-    /// packet) is read from its start before it is cut to the room left. `opensTurn` is false for
-    /// what a Socket.IO client sends as part of the turn open: an ack answering the server, a
-    /// binary event's attachment.
+    /// nil for a Socket.IO control packet or an application heartbeat. What kind of message it is
+    /// (its event type, a Socket.IO packet, a heartbeat) is read from its start before it is cut to
+    /// the room left. `opensTurn` is false for what a Socket.IO client sends as part of the turn
+    /// open: an ack answering the server, a binary event's attachment.
     private mutating func read(_ message: WebSocketMessage, fromClient: Bool, atNanos: Int64) -> (message: WebSocketTurnMessage, opensTurn: Bool)? {
         let kept = fromClient ? turn?.keptClientBytes ?? 0 : turn?.keptServerBytes ?? (turnsOpened == 0 ? greetingBytes : 0)
         let roomInTurn = max(0, keptBytes - kept)
