@@ -6,11 +6,11 @@
 /// tab, line feed and carriage return. Such bytes are also read as a nested message when they hold
 /// one of those three (the tags of fields 1 and 2 and most lengths are control bytes, letters
 /// rarely read as a message to the end): a message with texts of its own wins. Anything else that
-/// is no message is bytes, left out.
+/// is no message is bytes, left out, and so are texts that are opaque ids (UUIDs, hashes).
 enum ProtobufTexts {
     /// Nested messages read at most this deep.
     static let maxDepth = 16
-    /// Texts kept per message; the rest are still checked, not kept.
+    /// Texts kept per message (opaque ids included); the rest are still checked, not kept.
     static let maxTexts = 200
 
     /// Nil unless `bytes` read as one protobuf message with at least one field. `truncated`: the
@@ -18,7 +18,7 @@ enum ProtobufTexts {
     static func texts(in bytes: ArraySlice<UInt8>, truncated: Bool = false) -> [String]? {
         var found: [String] = []
         guard read(bytes, depth: 0, truncated: truncated, into: &found) else { return nil }
-        return found
+        return found.filter { !isIdentifier($0.utf8) }
     }
 
     private static func read(_ bytes: ArraySlice<UInt8>, depth: Int, truncated: Bool, into found: inout [String]) -> Bool {
@@ -90,6 +90,23 @@ enum ProtobufTexts {
 
     private static func keep(_ text: String, in found: inout [String]) {
         if found.count < maxTexts { found.append(text) }
+    }
+
+    /// A UUID, a hash, or a word built around one (Streamlit's `$$ID-<32 hex>-None`): opaque ids a
+    /// message carries beside its texts, left out so that the texts read. Text with a space is kept.
+    static func isIdentifier(_ text: String.UTF8View) -> Bool {
+        guard text.count >= 32, !text.contains(UInt8(ascii: " ")) else { return false }
+        var run = 0
+        var longest = 0
+        var hexDigits = 0
+        for byte in text {
+            let isHex = (byte >= 0x30 && byte <= 0x39) || (byte | 0x20 >= 0x61 && byte | 0x20 <= 0x66)
+            run = isHex ? run + 1 : 0
+            longest = max(longest, run)
+            if isHex { hexDigits += 1 }
+        }
+        let isUUID = text.count == 36 && hexDigits == 32 && text.filter { $0 == UInt8(ascii: "-") }.count == 4
+        return longest >= 32 || isUUID
     }
 
     /// `cut`: the bytes may end inside a character, which is left out.

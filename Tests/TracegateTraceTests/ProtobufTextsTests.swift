@@ -30,9 +30,11 @@ final class ProtobufTextsTests: XCTestCase {
     }
 
     func testANestedMessageWhoseBytesAreAllPrintableIsStillReadAsOne() {
-        // Streamlit's session id: field 6 holds a message whose field 1 is a 36-character uuid ("2&\n$…").
+        // As Streamlit sends its session id: field 6 holds a message whose field 1 has 36 characters ("2&\n$…").
+        let name = Array("the refund desk, session of a client".utf8)
+        XCTAssertEqual(ProtobufTexts.texts(in: ([0x32, 0x26, 0x0A, 0x24] + name)[...]), [String(decoding: name, as: UTF8.self)])
         let uuid = Array("e0e22b4f-a310-4d7d-8cc3-16b4a6f4a9ce".utf8)
-        XCTAssertEqual(ProtobufTexts.texts(in: ([0x32, 0x26, 0x0A, 0x24] + uuid)[...]), [String(decoding: uuid, as: UTF8.self)])
+        XCTAssertEqual(ProtobufTexts.texts(in: ([0x32, 0x26, 0x0A, 0x24] + uuid)[...]), [], "the id is read, then left out")
         let lines = Array("Dear customer,\nyour refund is on its way.\n\tThe desk".utf8)
         XCTAssertEqual(ProtobufTexts.texts(in: ([0x0A, UInt8(lines.count)] + lines)[...]), [String(decoding: lines, as: UTF8.self)])
     }
@@ -54,6 +56,16 @@ final class ProtobufTextsTests: XCTestCase {
         XCTAssertEqual(ProtobufTexts.texts(in: midCharacter[...], truncated: true), ["caf"])
         XCTAssertEqual(ProtobufTexts.texts(in: ([0x08] + [UInt8](repeating: 0x80, count: 11) + [0x01, 0x12, 0x01, 0x61])[...], truncated: true),
                        nil, "an 11-byte varint is malformed, not cut")
+    }
+
+    func testOpaqueIdsAreLeftOutAndTextAroundThemKept() {
+        let texts = [
+            "e0e22b4f-a310-4d7d-8cc3-16b4a6f4a9ce", "$$ID-5d86c102a3beb97d040b91e9ac9c7080-None", "48c4b5a2f1e3b03251d8d8c20f34f66b",
+            "the blue kettle", "Commit 48c4b5a2f1e3b03251d8d8c20f34f66b is live", "no-machine-id-v4", "1.67.0",
+        ]
+        let message: [UInt8] = texts.flatMap { [0x12, UInt8($0.utf8.count)] + Array($0.utf8) }
+        XCTAssertEqual(
+            ProtobufTexts.texts(in: message[...]), ["the blue kettle", "Commit 48c4b5a2f1e3b03251d8d8c20f34f66b is live", "no-machine-id-v4", "1.67.0"])
     }
 
     func testWhatIsNotProtobufIsNoMessage() {
