@@ -138,7 +138,8 @@ final class TraceTap: ExchangeTap {
 
     func tunnelBytes(_ bytes: ByteBuffer, fromClient: Bool) {
         guard let webSocket else { return }
-        for turn in webSocket.read(bytes, fromClient: fromClient) { deliver(turn, of: webSocket) }
+        var ended = webSocket.read(bytes, fromClient: fromClient)
+        while !ended.isEmpty { deliver(ended.removeFirst(), of: webSocket) }  // moved out, not copied
         if quietCheck == nil { scheduleQuietCheck(webSocket) }
     }
 

@@ -313,9 +313,9 @@ public struct WebSocketTurnTracker: Sendable {
         switch (protocolKind, message.fromClient) {
         case (.generic, true):
             guard opensTurn || turn == nil else { break }
-            if var previous = turn.take() {
-                previous.ending = .nextClientMessage
-                ended = previous
+            if turn != nil {
+                turn!.ending = .nextClientMessage
+                ended = turn.take()
             }
             answerContinuesOf = nil
             open(at: message.atNanos)
@@ -374,7 +374,11 @@ public struct WebSocketTurnTracker: Sendable {
     }
 
     private mutating func append(_ message: WebSocketTurnMessage) {
-        guard var open = turn.take() else { return }  // moved out, appended in place, moved back
+        guard turn != nil else { return }
+        Self.append(message, to: &turn!)  // changed where it is: a copy would retain all it holds
+    }
+
+    private static func append(_ message: WebSocketTurnMessage, to open: inout WebSocketTurn) {
         if message.isTruncated { open.truncated = true }
         let kept: Bool
         if message.fromClient {
@@ -405,7 +409,6 @@ public struct WebSocketTurnTracker: Sendable {
             }
         }
         open.endNanos = max(open.endNanos, message.atNanos)
-        turn = open
     }
 
     /// Messages of each direction a turn keeps (the rest are counted and timed): a server that
@@ -416,28 +419,24 @@ public struct WebSocketTurnTracker: Sendable {
 
     /// OpenAI events: a requested or started response, its first delta, and its end, which ends the turn.
     private mutating func respond(to type: String, fromClient: Bool, atNanos: Int64) -> WebSocketTurn? {
-        guard var open = turn.take() else { return nil }
+        guard turn != nil else { return nil }
         if fromClient {
             if type == "response.create" {
-                open.responsePending = true
-                if open.responseRequestedNanos == nil { open.responseRequestedNanos = atNanos }
+                turn!.responsePending = true
+                if turn!.responseRequestedNanos == nil { turn!.responseRequestedNanos = atNanos }
             }
-            turn = open
             return nil
         }
-        if type == "response.created" { open.responsePending = true }
-        if open.firstDeltaNanos == nil, Self.isOutputDelta(type) { open.firstDeltaNanos = atNanos }
+        if type == "response.created" { turn!.responsePending = true }
+        if turn!.firstDeltaNanos == nil, Self.isOutputDelta(type) { turn!.firstDeltaNanos = atNanos }
         let ends =
             Self.endOfResponseEvents.contains(type)
             // An error answering `response.create` before any response started ends that request.
-            || (type == "error" && open.responsePending && !open.serverMessages.contains { $0.eventType == "response.created" })
-        guard ends else {
-            turn = open
-            return nil
-        }
-        open.ending = .endOfResponse(type)
-        open.responsePending = false
-        return open
+            || (type == "error" && turn!.responsePending && !turn!.serverMessages.contains { $0.eventType == "response.created" })
+        guard ends else { return nil }
+        turn!.ending = .endOfResponse(type)
+        turn!.responsePending = false
+        return turn.take()
     }
 
     private mutating func note(_ text: String) {
