@@ -139,7 +139,8 @@ final class TraceTap: ExchangeTap {
     func tunnelBytes(_ bytes: ByteBuffer, fromClient: Bool) {
         guard let webSocket else { return }
         var ended = webSocket.read(bytes, fromClient: fromClient)
-        while !ended.isEmpty { deliver(ended.removeFirst(), of: webSocket) }  // moved out, not copied
+        ended.reverse()
+        while let turn = ended.popLast() { deliver(turn, of: webSocket) }  // moved out in order, not copied
         if quietCheck == nil { scheduleQuietCheck(webSocket) }
     }
 

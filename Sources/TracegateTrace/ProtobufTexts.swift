@@ -6,7 +6,7 @@
 /// tab, line feed and carriage return. Such bytes are also read as a nested message when they hold
 /// one of those three (the tags of fields 1 and 2 and most lengths are control bytes, letters
 /// rarely read as a message to the end): a message with texts of its own wins. Anything else that
-/// is no message is bytes, left out, and so are texts that are opaque ids (UUIDs, hashes).
+/// is no message is bytes, left out, and so are texts that are opaque ids (UUIDs, hex hashes).
 enum ProtobufTexts {
     /// Nested messages read at most this deep.
     static let maxDepth = 16
@@ -93,20 +93,35 @@ enum ProtobufTexts {
     }
 
     /// A UUID, a hash, or a word built around one (Streamlit's `$$ID-<32 hex>-None`): opaque ids a
-    /// message carries beside its texts, left out so that the texts read. Text with a space is kept.
+    /// message carries beside its texts, left out so that the texts read. Only a word of letters,
+    /// digits, `$`, `_` and `-` with a UUID or a run of 32 hex digits (a letter among them) in it,
+    /// and little else, is one: a URL, a sentence or a long number is text.
     static func isIdentifier(_ text: String.UTF8View) -> Bool {
-        guard text.count >= 32, !text.contains(UInt8(ascii: " ")) else { return false }
+        guard text.count >= 32, text.count <= 64 else { return false }
         var run = 0
         var longest = 0
+        var runHasLetter = false
+        var longestHasLetter = false
         var hexDigits = 0
+        var dashes = 0
         for byte in text {
-            let isHex = (byte >= 0x30 && byte <= 0x39) || (byte | 0x20 >= 0x61 && byte | 0x20 <= 0x66)
-            run = isHex ? run + 1 : 0
-            longest = max(longest, run)
-            if isHex { hexDigits += 1 }
+            let isDigit = byte >= 0x30 && byte <= 0x39
+            let isHexLetter = byte | 0x20 >= 0x61 && byte | 0x20 <= 0x66
+            let isWordByte = isDigit || (byte | 0x20 >= 0x61 && byte | 0x20 <= 0x7A) || byte == UInt8(ascii: "$") || byte == UInt8(ascii: "_")
+                || byte == UInt8(ascii: "-")
+            guard isWordByte else { return false }
+            if isDigit || isHexLetter {
+                hexDigits += 1
+                run += 1
+                runHasLetter = runHasLetter || isHexLetter
+            } else {
+                (run, runHasLetter) = (0, false)
+            }
+            if run > longest || (run == longest && runHasLetter) { (longest, longestHasLetter) = (run, runHasLetter) }
+            if byte == UInt8(ascii: "-") { dashes += 1 }
         }
-        let isUUID = text.count == 36 && hexDigits == 32 && text.filter { $0 == UInt8(ascii: "-") }.count == 4
-        return longest >= 32 || isUUID
+        let isUUID = text.count == 36 && hexDigits == 32 && dashes == 4
+        return isUUID || (longest >= 32 && longestHasLetter && text.count - longest <= 16)
     }
 
     /// `cut`: the bytes may end inside a character, which is left out.

@@ -45,6 +45,30 @@ final class TraceObserverTests: XCTestCase {
         XCTAssertEqual(queued.first?.sampled, true)
     }
 
+    func testTurnsEndedByOneReadAreQueuedInTheirOrder() throws {
+        let (observer, captures) = observer()
+        let request = try head("/chat", headers: [("Upgrade", "websocket"), ("Connection", "Upgrade")])
+        let tap = try XCTUnwrap(observer.exchangeStarted(request, requestID: "req-1") as? TraceTap)
+        var response = ByteBuffer(string: "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+        var parser = HeadParser(requestIDHeader: "X-Request-ID", maxHeadBytes: 32 * 1024)
+        let length = try XCTUnwrap(try parser.headLength(in: &response))
+        tap.tunnelOpened(try parser.parseResponse(response.readSlice(length: length)!), request: request, requestID: "req-1", route: UpstreamRoute(index: 0))
+        let key: [UInt8] = [1, 2, 3, 4]
+        let said = ["one", "two", "three", "four"]
+        // Masked text frames, as a client sends them (RFC 6455 §5.2), all in one read.
+        var frames: [UInt8] = []
+        for text in said {
+            let payload = Array(text.utf8)
+            frames += [0x81, 0x80 | UInt8(payload.count)] + key
+            for (index, byte) in payload.enumerated() { frames.append(byte ^ key[index % 4]) }
+        }
+        tap.tunnelBytes(ByteBuffer(bytes: frames), fromClient: true)
+        tap.tunnelClosed(TunnelFigures(), outcome: .completed)
+        let turns = captures.takeAll().compactMap(\.webSocketTurn)
+        XCTAssertEqual(turns.map(\.number), [1, 2, 3, 4])
+        XCTAssertEqual(turns.map { String(decoding: $0.clientMessages[0].data, as: UTF8.self) }, said)
+    }
+
     func testTracegatesOwnPathIsNeverCaptured() throws {
         let (observer, captures) = observer { $0.untracedPath = "/tracegate/feedback" }
         let request = try head("/tracegate/feedback?x=1")

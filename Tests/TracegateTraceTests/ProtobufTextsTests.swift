@@ -59,13 +59,15 @@ final class ProtobufTextsTests: XCTestCase {
     }
 
     func testOpaqueIdsAreLeftOutAndTextAroundThemKept() {
+        let ids = ["e0e22b4f-a310-4d7d-8cc3-16b4a6f4a9ce", "$$ID-5d86c102a3beb97d040b91e9ac9c7080-None", "48c4b5a2f1e3b03251d8d8c20f34f66b"]
         let texts = [
-            "e0e22b4f-a310-4d7d-8cc3-16b4a6f4a9ce", "$$ID-5d86c102a3beb97d040b91e9ac9c7080-None", "48c4b5a2f1e3b03251d8d8c20f34f66b",
             "the blue kettle", "Commit 48c4b5a2f1e3b03251d8d8c20f34f66b is live", "no-machine-id-v4", "1.67.0",
+            "https://github.com/org/repo/commit/48c4b5a2f1e3b03251d8d8c20f34f66b", "340282366920938463463374607431768211456",
+            "supercalifragilisticexpialidocious-and-then-some", "48c4b5a2f1e3b03251d8d8c20f34f66-plus-a-31-digit-run",
+            "返金は48c4b5a2f1e3b03251d8d8c20f34f66bの注文", "line\n48c4b5a2f1e3b03251d8d8c20f34f66b",
         ]
-        let message: [UInt8] = texts.flatMap { [0x12, UInt8($0.utf8.count)] + Array($0.utf8) }
-        XCTAssertEqual(
-            ProtobufTexts.texts(in: message[...]), ["the blue kettle", "Commit 48c4b5a2f1e3b03251d8d8c20f34f66b is live", "no-machine-id-v4", "1.67.0"])
+        let message: [UInt8] = (ids + texts).flatMap { [0x12, UInt8($0.utf8.count)] + Array($0.utf8) }
+        XCTAssertEqual(ProtobufTexts.texts(in: message[...]), texts)
     }
 
     func testWhatIsNotProtobufIsNoMessage() {
