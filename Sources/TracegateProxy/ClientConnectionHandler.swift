@@ -903,11 +903,11 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         case .abortIdle:
             carryOut(exchange.machine.abort(ProxyError.idleTimeout.outcome), for: exchange)
         case .closeIdleTunnel:
-            carryOut(exchange.machine.closeIdleTunnel(), for: exchange)
+            carryOut(exchange.machine.closeTunnel(idle: true), for: exchange)
         case .closeStalledTunnel:
             exchange.tunnel?.closedStalled = true
             let stalled = exchange.machine.upstream
-            carryOut(exchange.machine.closeStalledTunnel(), for: exchange)
+            carryOut(exchange.machine.closeTunnel(idle: false), for: exchange)
             stalled?.channel.close(promise: nil)  // it takes nothing: its writes are not waited for
         }
     }

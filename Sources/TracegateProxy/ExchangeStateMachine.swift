@@ -324,18 +324,12 @@ struct ExchangeStateMachine<Upstream: AnyObject> {
         upstreamStall = (now, bufferedBytes)
     }
 
-    /// Closes a tunnel whose upstream took nothing for `send`.
-    mutating func closeStalledTunnel() -> Action {
+    /// Closes a tunnel that timed out: `idle` for no byte either way for `tunnelIdle`, otherwise
+    /// an upstream that took nothing for `send`.
+    mutating func closeTunnel(idle: Bool) -> Action {
         guard case .tunnelling(let upstream, _) = state else { return .none }
         state = .finished
-        return .end(.tunnelClosed(upstream: .close(upstream), idle: false))
-    }
-
-    /// Closes a tunnel that idled out.
-    mutating func closeIdleTunnel() -> Action {
-        guard case .tunnelling(let upstream, _) = state else { return .none }
-        state = .finished
-        return .end(.tunnelClosed(upstream: .close(upstream), idle: true))
+        return .end(.tunnelClosed(upstream: .close(upstream), idle: idle))
     }
 
     /// The response ended. `nothingFollowed`: no bytes arrived after it on the connection.

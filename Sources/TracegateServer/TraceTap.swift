@@ -189,13 +189,7 @@ final class TraceTap: ExchangeTap {
         let granted = budget.reserve(storage)
         if granted < storage {
             budget.release(granted)
-            for index in turn.clientMessages.indices { turn.clientMessages[index].data = [] }
-            for index in turn.serverMessages.indices { turn.serverMessages[index].data = [] }
-            for index in turn.greeting.indices { turn.greeting[index].data = [] }
-            turn.context = []
-            turn.storage = 0
-            turn.truncated = true
-            turn.notes.append("tracegate's capture budget was spent: message texts not kept")
+            turn.dropTexts(because: "tracegate's capture budget was spent: message texts not kept")
         }
         deliverTurn(
             CapturedExchange(

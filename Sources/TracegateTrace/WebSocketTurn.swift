@@ -64,6 +64,18 @@ public struct WebSocketTurn: Sendable, Equatable {
     /// kept up to date as messages are added: a turn may have thousands of them.
     public var storage = 0
 
+    /// Lets go of every message text the turn holds (sizes, counts and times stay), with `note`
+    /// saying why: memory or the capture budget was short.
+    public mutating func dropTexts(because note: String) {
+        for index in clientMessages.indices { clientMessages[index].data = [] }
+        for index in serverMessages.indices { serverMessages[index].data = [] }
+        for index in greeting.indices { greeting[index].data = [] }
+        context = []
+        storage = 0
+        truncated = true
+        if !notes.contains(note) { notes.append(note) }
+    }
+
     /// Whether the turn ends in error: cut off mid-response, closed with an error code, or a failed response.
     public var failure: (type: String, message: String)? {
         switch ending {

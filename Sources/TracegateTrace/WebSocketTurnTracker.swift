@@ -82,9 +82,15 @@ public struct WebSocketTurnTracker: Sendable {
     }
 
     /// Bytes of message data held: frames being read, messages being joined, the open turn, the
-    /// greeting and the session settings (not the inflation windows). Measured as each call that
-    /// changes it returns (a stored figure: reading it copies nothing).
+    /// greeting and the session settings (not the inflation windows).
     public private(set) var heldBytes = 0
+
+    /// `heldBytes` and `quietDeadlineNanos` are measured as each call that changes them returns:
+    /// stored figures, which the tap reads on every read without copying the tracker.
+    private mutating func refreshFigures() {
+        heldBytes = measuredHeldBytes
+        quietDeadlineNanos = measuredQuietDeadline
+    }
 
     private var measuredHeldBytes: Int {
         clientParser.heldBytes + serverParser.heldBytes + clientAssembler.heldBytes + serverAssembler.heldBytes + (turn?.storage ?? 0)
@@ -95,7 +101,7 @@ public struct WebSocketTurnTracker: Sendable {
     /// messages being read, none of whose rest is kept (they are still read, counted and timed).
     /// What comes next is kept again, to be charged, and shed again if memory is still short.
     public mutating func shed() {
-        defer { heldBytes = measuredHeldBytes }
+        defer { refreshFigures() }
         clientParser.maxKeptPayload = 0
         serverParser.maxKeptPayload = 0
         clientAssembler.maxKeptBytes = 0
@@ -111,15 +117,7 @@ public struct WebSocketTurnTracker: Sendable {
             if !pendingNotes.contains(Self.greetingShedNote) { pendingNotes.append(Self.greetingShedNote) }
         }
         shedding = true
-        guard var open = turn.take() else { return }
-        for index in open.clientMessages.indices { open.clientMessages[index].data = [] }
-        for index in open.serverMessages.indices { open.serverMessages[index].data = [] }
-        for index in open.greeting.indices { open.greeting[index].data = [] }
-        open.context = []
-        open.storage = 0
-        if !open.notes.contains(Self.shedNote) { open.notes.append(Self.shedNote) }
-        open.truncated = true
-        turn = open
+        turn?.dropTexts(because: Self.shedNote)
     }
 
     static let shedNote = "capture_memory_limit was reached: message texts of this turn were not kept"
@@ -133,7 +131,7 @@ public struct WebSocketTurnTracker: Sendable {
 
     /// `feed` as the forwarding path calls it, on the bytes where they are.
     public mutating func feed(_ bytes: UnsafeRawBufferPointer, fromClient: Bool, atNanos: Int64) -> [WebSocketTurn] {
-        defer { heldBytes = measuredHeldBytes }
+        defer { refreshFigures() }
         if shedding {
             shedding = false
             clientParser.maxKeptPayload = keptBytes
@@ -180,7 +178,9 @@ public struct WebSocketTurnTracker: Sendable {
     /// the server began to answer, and no frame or message is half read either way. (The rest of
     /// an answer after a quiet end, in a turn of its own, ends only at the client's next message or
     /// the close: a server that pushes forever makes one such turn, not one per burst.)
-    public var quietDeadlineNanos: Int64? {
+    public private(set) var quietDeadlineNanos: Int64?
+
+    private var measuredQuietDeadline: Int64? {
         guard protocolKind == .generic, let answered = turn?.serverMessageCount, answered > 0, turn?.continues == nil,
             let end = turn?.endNanos, clientParser.isBetweenFrames, serverParser.isBetweenFrames, clientAssembler.isBetweenMessages,
             serverAssembler.isBetweenMessages
@@ -190,7 +190,7 @@ public struct WebSocketTurnTracker: Sendable {
 
     /// The open turn, if `quietDeadlineNanos` has passed at `atNanos`: its answer is taken as complete.
     public mutating func endQuietTurn(atNanos: Int64) -> WebSocketTurn? {
-        defer { heldBytes = measuredHeldBytes }
+        defer { refreshFigures() }
         guard let deadline = quietDeadlineNanos, atNanos >= deadline, var open = turn.take() else { return nil }
         open.ending = .quiet
         answerContinuesOf = open.number
@@ -200,7 +200,7 @@ public struct WebSocketTurnTracker: Sendable {
     /// The connection ended `atNanos` after the tunnel opened: the open turn, if it is one to trace.
     /// `why`: what cut it, when no close handshake did.
     public mutating func finish(atNanos: Int64, why: String = "the connection closed without a close handshake") -> WebSocketTurn? {
-        defer { heldBytes = measuredHeldBytes }
+        defer { refreshFigures() }
         (greeting, greetingStorage) = ([], 0)  // a greeting no client message answered is no turn
         guard var open = turn.take() else { return nil }
         // A recognised protocol's server-only messages between responses (`rate_limits.updated`) are no turn.

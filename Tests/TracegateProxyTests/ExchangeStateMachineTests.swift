@@ -405,7 +405,7 @@ final class ExchangeStateMachineTests: XCTestCase {
     }
 
     func testAnIdleTunnelIsClosedAndActivityEitherWayKeepsItOpen() {
-        check({ $0.closeIdleTunnel() }, unchanged(except: [
+        check({ $0.closeTunnel(idle: true) }, unchanged(except: [
             "tunnelling(A)": "end(tunnelClosed(upstream: close(A), idle: true)) → finished",
         ]))
         var machine = tunnel
@@ -415,7 +415,7 @@ final class ExchangeStateMachineTests: XCTestCase {
     }
 
     func testATunnelWhoseUpstreamTakesNothingForTheSendTimeoutIsClosed() {
-        check({ $0.closeStalledTunnel() }, unchanged(except: [
+        check({ $0.closeTunnel(idle: false) }, unchanged(except: [
             "tunnelling(A)": "end(tunnelClosed(upstream: close(A), idle: false)) → finished",
         ]))
         var stalls = timeouts
