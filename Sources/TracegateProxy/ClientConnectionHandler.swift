@@ -313,7 +313,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             shared.routes.isEmpty
             ? .defaultUpstream
             : shared.routes.route(for: Substring(head.uri), host: head.headers.first(name: "host").map { Substring($0) })
-        let tap = shared.observer?.exchangeStarted(head, requestID: requestID)
+        let tap = loop.observer?.exchangeStarted(head, requestID: requestID)
         let upstreamRequest = shared.requestRewriter(for: route).rewrite(
             head, clientIP: clientIP, requestID: requestID, extraFields: tap?.upstreamHeaders ?? [],
             allocator: context.channel.allocator)!  // forwardable: checked above
@@ -490,7 +490,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             now: now)
         exchange.status = Int(head.status.code)
         exchange.streamed = framing == .chunked || framing == .untilClose
-        if let observer = shared.observer { observer.responseStarted(streamed: exchange.streamed) }
+        if let observer = loop.observer { observer.responseStarted(streamed: exchange.streamed) }
         context.write(wrapOutboundOut(response.head), promise: nil)
         clientNeedsFlush = true
     }
@@ -665,7 +665,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     /// come, and either side may half-close.
     private func openTunnel(_ exchange: Exchange, to upstream: UpstreamConnection) {
         exchange.tunnel = TunnelFigures()
-        shared.observer?.tunnelOpened()
+        loop.observer?.tunnelOpened()
         if let head = exchange.switchingProtocolsHead {
             context.write(wrapOutboundOut(head), promise: nil)
             exchange.switchingProtocolsHead = nil
@@ -761,7 +761,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             requestHead.flatMap { head in head.facts.requestIDField.map { head.headers.value(at: $0) } }
             ?? loop.generateRequestID()  // a refused request's id is generated here
         writeError(error, requestID: requestID, version: requestHead?.version ?? .http1_1)
-        if let requestHead, let observer = shared.observer {
+        if let requestHead, let observer = loop.observer {
             let summary = ExchangeSummary(
                 requestID: requestID, method: requestHead.method, target: requestHead.uri,
                 clientAddress: clientIP, status: Int(error.status.code), requestBodyBytes: 0,
@@ -794,7 +794,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         self.exchange = nil
         exchange.tapTunnelBytes()  // the tap sees every byte before the exchange ends
         if exchange.machine.asksWebSocket { shared.tunnels.release() }  // its slot, taken at its head
-        shared.observer?.exchangeFinished(exchange.summary(clientAddress: clientIP, outcome: outcome, now: context.eventLoop.now), tap: exchange.tap)
+        loop.observer?.exchangeFinished(exchange.summary(clientAddress: clientIP, outcome: outcome, now: context.eventLoop.now), tap: exchange.tap)
         let now = context.eventLoop.now
         guard connection.exchangeEnded(now: now) else {
             // Nothing more is read from this connection; it closes after what was written.
@@ -876,12 +876,12 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         case .sendTimedOut:
             sendTimedOut()
         case .headerTimedOut:
-            shared.observer?.connectionEvent(.clientHeaderTimeout)
+            loop.observer?.connectionEvent(.clientHeaderTimeout)
             mustClose()
             inbound = nil
             respondWithoutExchange(.clientHeaderTimeout)
         case .closeIdle(let firstRequest):
-            if firstRequest { shared.observer?.connectionEvent(.clientHeaderTimeout) }
+            if firstRequest { loop.observer?.connectionEvent(.clientHeaderTimeout) }
             context.close(promise: nil)
         case .exchange:
             if let exchange { exchangeTimerFired(exchange, now: now) }
@@ -896,7 +896,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         case .wait(let deadline):
             armTimer(by: deadline)
         case .clientBodyTimeout:
-            shared.observer?.connectionEvent(.clientBodyTimeout)
+            loop.observer?.connectionEvent(.clientBodyTimeout)
             carryOut(exchange.machine.fail(.clientTimeout), for: exchange)
         case .fail(let error):
             carryOut(exchange.machine.fail(error), for: exchange)
@@ -925,7 +925,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
 
     /// The client took nothing of what was written to it for `sendTimeout`: give up on it.
     private func sendTimedOut() {
-        shared.observer?.connectionEvent(.sendTimeout)
+        loop.observer?.connectionEvent(.sendTimeout)
         mustClose()
         if let exchange {
             carryOut(exchange.machine.abort(.clientAborted), for: exchange)

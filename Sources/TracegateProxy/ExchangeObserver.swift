@@ -102,7 +102,10 @@ public enum ConnectionEvent: Sendable, Equatable {
 
 /// Watches exchanges. Called on the connection's event loop for every request, so it must be cheap
 /// and must never block: hand anything expensive to another thread.
-public protocol ExchangeObserver: Sendable {
+public protocol ExchangeObserver: AnyObject, Sendable {
+    /// The observer the connections of `eventLoop` call, asked once per loop when the listener is set
+    /// up: an observer that counts can keep its figures per loop, written without contention.
+    func forEventLoop(_ eventLoop: EventLoop) -> ExchangeObserver
     /// A request head arrived and will be forwarded; return a tap to see its bytes, or nil.
     func exchangeStarted(_ head: RequestHead, requestID: String) -> ExchangeTap?
     /// The upstream's response head was passed on; `streamed` when its body is chunked or close-delimited.
@@ -122,6 +125,7 @@ extension ExchangeTap {
 }
 
 extension ExchangeObserver {
+    public func forEventLoop(_ eventLoop: EventLoop) -> ExchangeObserver { self }
     public func exchangeStarted(_ head: RequestHead, requestID: String) -> ExchangeTap? { nil }
     public func responseStarted(streamed: Bool) {}
     public func tunnelOpened() {}

@@ -34,7 +34,8 @@ public final class ProxyListener: Sendable {
             let pools = connectors.map {
                 UpstreamPool(eventLoop: eventLoop, connector: $0, maxIdle: configuration.upstreamPoolSize)
             }
-            loops[ObjectIdentifier(eventLoop)] = LoopShared(eventLoop: eventLoop, pools: pools)
+            loops[ObjectIdentifier(eventLoop)] = LoopShared(
+                eventLoop: eventLoop, pools: pools, observer: observer?.forEventLoop(eventLoop))
         }
         self.loops = loops
     }

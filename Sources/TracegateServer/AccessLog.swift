@@ -11,7 +11,7 @@ import TracegateTrace
 /// straight into a buffer that thread reuses (no strings are built), the date part of the timestamp
 /// is formatted once per second per thread, and the finished line is copied into the `LineWriter`,
 /// which writes to the file descriptor off the event loops.
-public struct AccessLog: ExchangeObserver {
+public final class AccessLog: ExchangeObserver {
     let format: AccessLogFormat
     let writer: LineWriter
     private let scratch = ThreadSpecificVariable<Scratch>()

@@ -6,10 +6,14 @@ import TracegateProxy
 import TracegateTrace
 
 /// Several observers as one: the first tap offered wins, every observer sees every end.
-public struct CompositeObserver: ExchangeObserver {
+public final class CompositeObserver: ExchangeObserver {
     let observers: [ExchangeObserver]
 
     public init(_ observers: [ExchangeObserver]) { self.observers = observers }
+
+    public func forEventLoop(_ eventLoop: EventLoop) -> ExchangeObserver {
+        CompositeObserver(observers.map { $0.forEventLoop(eventLoop) })
+    }
 
     public func exchangeStarted(_ head: RequestHead, requestID: String) -> ExchangeTap? {
         var tap: ExchangeTap?

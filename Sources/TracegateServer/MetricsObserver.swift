@@ -1,32 +1,41 @@
 import Foundation
+import NIOCore
 import NIOConcurrencyHelpers
 import Prometheus
 import TracegateProxy
 import TracegateTrace
 
-/// Counts every exchange for `TracegateMetrics`. Cheap: a few atomic increments per exchange.
+/// Counts every exchange for `TracegateMetrics`: a few plain stores per exchange into counters of its
+/// own (`ExchangeCounters`). Each event loop gets its own instance (`forEventLoop`), and an instance
+/// is used by one loop only.
 final class MetricsObserver: ExchangeObserver {
     private let metrics: TracegateMetrics
+    private let counters: ExchangeCounters
 
-    init(metrics: TracegateMetrics) { self.metrics = metrics }
+    init(metrics: TracegateMetrics) {
+        self.metrics = metrics
+        self.counters = metrics.makeExchangeCounters()
+    }
+
+    func forEventLoop(_ eventLoop: EventLoop) -> ExchangeObserver { MetricsObserver(metrics: metrics) }
 
     func exchangeStarted(_ head: RequestHead, requestID: String) -> ExchangeTap? {
-        metrics.inFlight.increment()
+        counters.add(1, at: ExchangeCounters.Layout.inFlight)
         return nil
     }
 
     func responseStarted(streamed: Bool) {
-        if streamed { metrics.streamsOpen.increment() }
+        if streamed { counters.add(1, at: ExchangeCounters.Layout.streamsOpen) }
     }
 
     /// A tunnel counts in `tracegate_websocket_tunnels_open` instead of `tracegate_requests_in_flight`.
     func tunnelOpened() {
-        metrics.inFlight.decrement()
+        counters.add(-1, at: ExchangeCounters.Layout.inFlight)
         metrics.tunnelsOpen.increment()
     }
 
     func exchangeFinished(_ summary: ExchangeSummary, tap: ExchangeTap?) {
-        if summary.forwarded && summary.tunnel == nil { metrics.inFlight.decrement() }
+        if summary.forwarded && summary.tunnel == nil { counters.add(-1, at: ExchangeCounters.Layout.inFlight) }
         if let tunnel = summary.tunnel {
             metrics.tunnelsOpen.decrement()
             if tunnel.bytesFromClient > 0 { metrics.tunnelBytes[0].increment(by: Int64(tunnel.bytesFromClient)) }
@@ -35,13 +44,15 @@ final class MetricsObserver: ExchangeObserver {
             if tunnel.framesFromUpstream > 0 { metrics.tunnelFrames[1].increment(by: Int64(tunnel.framesFromUpstream)) }
             metrics.tunnelsClosed[tunnel.closedAtShutdown ? 2 : tunnel.closedIdle ? 1 : tunnel.closedStalled ? 3 : 0].increment()
         }
-        if summary.streamed { metrics.streamsOpen.decrement() }
-        let method = TracegateMetrics.methodIndex(summary.method.rawValue)
-        metrics.requests[method][TracegateMetrics.statusClassIndex(summary.status)].increment()
-        metrics.requestDuration.recordNanoseconds(summary.duration.nanoseconds)
-        if let ttfb = summary.timeToFirstByte { metrics.upstreamTimeToFirstByte.recordNanoseconds(ttfb.nanoseconds) }
-        if summary.requestBodyBytes > 0 { metrics.requestBytes.increment(by: Int64(summary.requestBodyBytes)) }
-        if summary.responseBodyBytes > 0 { metrics.responseBytes.increment(by: Int64(summary.responseBodyBytes)) }
+        if summary.streamed { counters.add(-1, at: ExchangeCounters.Layout.streamsOpen) }
+        counters.countRequest(
+            method: TracegateMetrics.methodIndex(summary.method), statusClass: TracegateMetrics.statusClassIndex(summary.status))
+        counters.record(nanoseconds: summary.duration.nanoseconds, in: ExchangeCounters.Layout.duration)
+        if let ttfb = summary.timeToFirstByte {
+            counters.record(nanoseconds: ttfb.nanoseconds, in: ExchangeCounters.Layout.timeToFirstByte)
+        }
+        if summary.requestBodyBytes > 0 { counters.add(summary.requestBodyBytes, at: ExchangeCounters.Layout.requestBytes) }
+        if summary.responseBodyBytes > 0 { counters.add(summary.responseBodyBytes, at: ExchangeCounters.Layout.responseBytes) }
     }
 
     func connectionEvent(_ event: ConnectionEvent) {

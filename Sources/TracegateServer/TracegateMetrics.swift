@@ -1,5 +1,6 @@
 import Foundation
 import NIOConcurrencyHelpers
+import NIOHTTP1
 import Prometheus
 import TracegateProxy
 import TracegateTrace
@@ -14,20 +15,8 @@ public final class TracegateMetrics: Sendable {
     static let methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "other"]
     static let statusClasses = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"]
     static let maxModels = 32
-    private static let durationBuckets: [Duration] = [
-        .milliseconds(1), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
-        .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .milliseconds(2500),
-        .seconds(5), .seconds(10), .seconds(30), .seconds(60), .seconds(300),
-    ]
-
-    /// Indexed [method][status class].
-    let requests: [[Counter]]
-    let requestDuration: DurationHistogram
-    let upstreamTimeToFirstByte: DurationHistogram
-    let inFlight: Gauge
-    let streamsOpen: Gauge
-    let requestBytes: Counter
-    let responseBytes: Counter
+    /// The per-exchange figures, one set per event loop (`ExchangeCounters`), added up at each scrape.
+    private let exchangeShards = NIOLockedValueBox([ExchangeCounters]())
     let connectionsRefused: Counter
     let acceptErrors: Counter
     /// Indexed by `clientTimeoutKinds`.
@@ -49,26 +38,6 @@ public final class TracegateMetrics: Sendable {
 
     public init() {
         let registry = self.registry
-        requests = Self.methods.map { method in
-            Self.statusClasses.map { statusClass in
-                registry.makeCounter(
-                    name: "tracegate_requests_total", labels: [("method", method), ("status_class", statusClass)],
-                    help: "Requests answered, by method and status class (none: the client got no response head).")
-            }
-        }
-        requestDuration = registry.makeDurationHistogram(
-            name: "tracegate_request_duration_seconds", buckets: Self.durationBuckets,
-            help: "From the request head to the end of the response, as the client saw it.")
-        upstreamTimeToFirstByte = registry.makeDurationHistogram(
-            name: "tracegate_upstream_time_to_first_byte_seconds", buckets: Self.durationBuckets,
-            help: "From the request head to the upstream's response head.")
-        inFlight = registry.makeGauge(name: "tracegate_requests_in_flight", help: "Exchanges being forwarded now.")
-        streamsOpen = registry.makeGauge(
-            name: "tracegate_streams_open", help: "Exchanges streaming a chunked or close-delimited response (SSE) now.")
-        requestBytes = registry.makeCounter(
-            name: "tracegate_request_body_bytes_total", help: "Request body bytes received from clients.")
-        responseBytes = registry.makeCounter(
-            name: "tracegate_response_body_bytes_total", help: "Response body bytes sent to clients.")
         connectionsRefused = registry.makeCounter(
             name: "tracegate_connections_refused_total", help: "Connections answered 503 because max_connections were open.")
         acceptErrors = registry.makeCounter(
@@ -96,6 +65,13 @@ public final class TracegateMetrics: Sendable {
                 help: "WebSocket tunnels closed: by either side (closed), by websocket_idle_timeout (idle), at shutdown once shutdown_grace was over (shutdown), or because the upstream took nothing for send_timeout (send_timeout).")
         }
         delivery.withLockedValue { $0 = DeliveryCounters(registry: registry) }
+    }
+
+    /// Counters for the exchanges of one more event loop.
+    func makeExchangeCounters() -> ExchangeCounters {
+        let counters = ExchangeCounters()
+        exchangeShards.withLockedValue { $0.append(counters) }
+        return counters
     }
 
     /// Where the delivery figures come from (the tracing pipeline); read at each scrape.
@@ -129,11 +105,22 @@ public final class TracegateMetrics: Sendable {
         if let snapshot = deliverySource.withLockedValue({ $0 })?() {
             delivery.withLockedValue { $0.update(to: snapshot) }
         }
-        return registry.emitToBuffer()
+        let exchanges = ExchangeCounters.exposition(of: exchangeShards.withLockedValue { $0 })
+        return registry.emitToBuffer() + Array(exchanges.utf8)
     }
 
-    static func methodIndex(_ method: String) -> Int {
-        methods.firstIndex(of: method) ?? methods.count - 1
+    /// The index in `methods`, without building the method's name.
+    static func methodIndex(_ method: HTTPMethod) -> Int {
+        switch method {
+        case .GET: 0
+        case .POST: 1
+        case .PUT: 2
+        case .DELETE: 3
+        case .PATCH: 4
+        case .HEAD: 5
+        case .OPTIONS: 6
+        default: 7
+        }
     }
 
     static func statusClassIndex(_ status: Int?) -> Int {

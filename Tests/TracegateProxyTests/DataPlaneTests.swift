@@ -89,7 +89,7 @@ final class DataPlaneTests: XCTestCase {
         let shared = ProxyShared(configuration: configuration, observer: observer)
         client = EmbeddedChannel(loop: loop)
         clientDecoder = ResponseDecoder()
-        try client.pipeline.syncOperations.addHandler(ClientConnectionHandler(shared: shared, loop: LoopShared(eventLoop: loop, pools: pools)))
+        try client.pipeline.syncOperations.addHandler(ClientConnectionHandler(shared: shared, loop: LoopShared(eventLoop: loop, pools: pools, observer: observer?.forEventLoop(loop))))
         try client.connect(to: SocketAddress(ipAddress: "10.1.2.3", port: 4000)).wait()
     }
 
@@ -226,6 +226,14 @@ final class DataPlaneTests: XCTestCase {
         try respond()
         guard case .head(let second) = try clientParts().first else { return XCTFail("no response") }
         XCTAssertEqual(second.headers["server-timing"], ["tracegate;dur=0.000, upstream;dur=2.345"], "pooled: no connect")
+    }
+
+    func testServerTimingWritesWholeMillisecondsDigitByDigit() {
+        for (micros, expected) in [(0, "0.000"), (9_999, "9.999"), (10_000, "10.000"), (1_234_567, "1234.567"), (-5, "0.000")] {
+            var out = ByteBuffer()
+            ServerTiming.writeMilliseconds(.microseconds(Int64(micros)), into: &out)
+            XCTAssertEqual(String(buffer: out), expected)
+        }
     }
 
     func testServerTimingCanBeTurnedOff() throws {

@@ -198,7 +198,7 @@ struct ProxyRun: CustomStringConvertible {
         let client = EmbeddedChannel(loop: loop)
         try client.pipeline.syncOperations.addHandler(
             ClientConnectionHandler(
-                shared: ProxyShared(configuration: configuration, observer: nil), loop: LoopShared(eventLoop: loop, pools: pools)))
+                shared: ProxyShared(configuration: configuration, observer: nil), loop: LoopShared(eventLoop: loop, pools: pools, observer: nil)))
         try client.connect(to: SocketAddress(ipAddress: "10.1.2.3", port: 4000)).wait()
 
         var received: [[UInt8]] = []

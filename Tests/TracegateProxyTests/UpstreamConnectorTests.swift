@@ -47,7 +47,7 @@ final class UpstreamConnectorTests: XCTestCase {
     /// Request ids come from the loop's generator: distinct version-4 UUIDs.
     func testTheLoopHandsOutDistinctVersion4RequestIDs() {
         let loop = EmbeddedEventLoop()
-        let shared = LoopShared(eventLoop: loop, pools: [])
+        let shared = LoopShared(eventLoop: loop, pools: [], observer: nil)
         let ids = (0..<1000).map { _ in shared.generateRequestID() }
         XCTAssertEqual(Set(ids).count, 1000)
         for id in ids {
