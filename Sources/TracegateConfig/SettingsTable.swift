@@ -14,6 +14,8 @@ enum SettingsTable {
               doc: "PEM private key for tls_cert_file; reloaded on SIGHUP."),
         .init("threads", \.threads, .integer(0...256), default: .value("0"),
               doc: "Event-loop threads; 0 means one per CPU core."),
+        .init("cpu_affinity", \.cpuAffinity, .oneOf(CPUAffinity.self), default: .value("auto"),
+              doc: "auto: with two or more event loops and a usable CPU for each, pin each loop to a CPU of its own (as nginx's worker_cpu_affinity auto); off: leave placement to the scheduler."),
         // Upstream
         .init("upstream", \.upstream, .upstreamURL, default: .required,
               doc: "The backend every request is forwarded to: http(s)://host[:port][/base-path]. Required."),

@@ -11,6 +11,8 @@ public struct TracegateSettings: Sendable, Equatable {
     public var adminListen: HostPort = .placeholder
     /// Event-loop threads; 0 means one per CPU core (resolved by the caller).
     public var threads: Int = 0
+    /// Whether event loops are pinned to CPUs of their own.
+    public var cpuAffinity: CPUAffinity = .auto
     /// The backend every request is forwarded to.
     public var upstream: UpstreamURL = .placeholder
     /// Send the client's Host header upstream instead of the upstream's own host.
@@ -213,6 +215,11 @@ public enum BuiltinRedaction: String, Sendable, CaseIterable {
 }
 
 /// Format of the access log written to standard output.
+/// Event-loop placement: `auto` pins each loop to a CPU of its own when there is one for each.
+public enum CPUAffinity: String, Sendable, CaseIterable {
+    case auto, off
+}
+
 public enum AccessLogFormat: String, Sendable, CaseIterable {
     case text, json, off
 }

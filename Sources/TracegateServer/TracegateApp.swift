@@ -17,7 +17,15 @@ public enum TracegateApp {
         Malloc.limitArenas()
         let logger = makeLogger(level: settings.logLevel)
         let threads = settings.threads == 0 ? System.coreCount : settings.threads
-        let eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        let placement = EventLoopPlacement(
+            threads: threads, usableCPUs: EventLoopPlacement.usableCPUs(), affinity: settings.cpuAffinity)
+        let eventLoops: MultiThreadedEventLoopGroup
+        if let cpus = placement.cpus {
+            eventLoops = MultiThreadedEventLoopGroup(pinnedCPUIDs: cpus)
+            logger.info("event loops pinned to their own CPUs", metadata: ["cpus": "\(cpus.map(String.init).joined(separator: ","))"])
+        } else {
+            eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        }
         let code = await serve(settings: settings, eventLoops: eventLoops, threads: threads, logger: logger)
         try? await eventLoops.shutdownGracefully()
         return code

@@ -7,6 +7,7 @@ final class SettingsLoaderTests: XCTestCase {
         XCTAssertEqual(settings.listen, HostPort(host: "0.0.0.0", port: 8080))
         XCTAssertEqual(settings.adminListen, HostPort(host: "127.0.0.1", port: 9090))
         XCTAssertEqual(settings.threads, 0)
+        XCTAssertEqual(settings.cpuAffinity, .auto)
         XCTAssertEqual(settings.upstream, UpstreamURL(scheme: .http, host: "127.0.0.1", port: 8000, basePath: ""))
         XCTAssertFalse(settings.preserveHost)
         XCTAssertTrue(settings.upstreamTLSVerify)
@@ -24,6 +25,15 @@ final class SettingsLoaderTests: XCTestCase {
         XCTAssertEqual(settings.accessLog, .text)
         XCTAssertEqual(settings.logLevel, .info)
         XCTAssertEqual(settings, TracegateSettings.defaults(upstream: settings.upstream))
+    }
+
+    func testCPUAffinityIsAutoOrOff() throws {
+        XCTAssertEqual(try Fixture.load(Fixture.upstream + ["--cpu-affinity", "off"]).cpuAffinity, .off)
+        XCTAssertEqual(try Fixture.load(Fixture.upstream, env: ["TRACEGATE_CPU_AFFINITY": "auto"]).cpuAffinity, .auto)
+        XCTAssertThrowsError(try Fixture.load(Fixture.upstream + ["--cpu-affinity", "0,1"])) { error in
+            XCTAssertTrue("\(error)".contains("cpu_affinity"), "\(error)")
+            XCTAssertTrue("\(error)".contains("auto"), "\(error)")
+        }
     }
 
     func testConfigFileNotReadWithoutConfigFlagOrVariable() throws {
