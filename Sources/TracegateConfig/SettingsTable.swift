@@ -13,9 +13,9 @@ enum SettingsTable {
         .init("tls_key_file", \.tlsKeyFile, .optionalPath, default: .value(""),
               doc: "PEM private key for tls_cert_file; reloaded on SIGHUP."),
         .init("threads", \.threads, .integer(0...256), default: .value("0"),
-              doc: "Event-loop threads; 0 means one per CPU core."),
+              doc: "Event-loop threads; 0 means one per CPU this process may use."),
         .init("cpu_affinity", \.cpuAffinity, .oneOf(CPUAffinity.self), default: .value("auto"),
-              doc: "auto: with two or more event loops and a usable CPU for each, pin each loop to a CPU of its own (as nginx's worker_cpu_affinity auto); off: leave placement to the scheduler."),
+              doc: "auto: when the process may use exactly as many CPUs as there are event loops (two or more), pin each loop to a CPU of its own (as nginx's worker_cpu_affinity auto); off: leave placement to the scheduler."),
         // Upstream
         .init("upstream", \.upstream, .upstreamURL, default: .required,
               doc: "The backend every request is forwarded to: http(s)://host[:port][/base-path]. Required."),

@@ -9,7 +9,7 @@ public struct TracegateSettings: Sendable, Equatable {
     public var listen: HostPort = .placeholder
     /// Admin address for /healthz and /readyz.
     public var adminListen: HostPort = .placeholder
-    /// Event-loop threads; 0 means one per CPU core (resolved by the caller).
+    /// Event-loop threads; 0 means one per usable CPU (resolved by the caller).
     public var threads: Int = 0
     /// Whether event loops are pinned to CPUs of their own.
     public var cpuAffinity: CPUAffinity = .auto
@@ -214,12 +214,13 @@ public enum BuiltinRedaction: String, Sendable, CaseIterable {
     case emails
 }
 
-/// Format of the access log written to standard output.
-/// Event-loop placement: `auto` pins each loop to a CPU of its own when there is one for each.
+/// Event-loop placement: `auto` pins each loop to a CPU of its own when the process may use exactly
+/// one CPU per loop.
 public enum CPUAffinity: String, Sendable, CaseIterable {
     case auto, off
 }
 
+/// Format of the access log written to standard output.
 public enum AccessLogFormat: String, Sendable, CaseIterable {
     case text, json, off
 }

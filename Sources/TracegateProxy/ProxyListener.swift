@@ -40,6 +40,9 @@ public final class ProxyListener: Sendable {
         self.loops = loops
     }
 
+    /// The observer the connections of `eventLoop` report to.
+    func loopObserver(for eventLoop: EventLoop) -> ExchangeObserver? { loops[ObjectIdentifier(eventLoop)]?.observer }
+
     /// Pause before accepting again after `accept` failed (fd limit reached, out of memory): without it
     /// the listener would retry at once, thousands of times a second.
     static let acceptBackoff = TimeAmount.milliseconds(250)

@@ -5,9 +5,10 @@ import Atomics
 /// streaming gauges, and body bytes.
 ///
 /// Only its own loop writes, with a relaxed load and store (no lock, no read-modify-write, no cache
-/// line shared with the other loops); a scrape reads every loop's counters and adds them up. Counting
-/// through the shared Prometheus objects instead took a lock per histogram and a contended atomic per
-/// counter and gauge on every exchange.
+/// line shared with anything else: the block is aligned to and padded out to whole 128-byte lines);
+/// a scrape reads every loop's counters and adds them up. Counting through the shared Prometheus
+/// objects instead took a lock per histogram and a contended atomic per counter and gauge on every
+/// exchange.
 final class ExchangeCounters: @unchecked Sendable {
     /// Upper bounds of the duration buckets, in nanoseconds (`le`), ascending; `+Inf` follows.
     static let bucketBoundsNanos: [Int64] = [
@@ -20,8 +21,10 @@ final class ExchangeCounters: @unchecked Sendable {
     enum Layout {
         static let requests = 0
         static let requestCount = TracegateMetrics.methods.count * TracegateMetrics.statusClasses.count
-        /// A histogram: one count per bucket (`+Inf` last, not cumulative), the sum in nanoseconds, the count.
-        static let histogramSize = bucketBoundsNanos.count + 3
+        /// A histogram: one count per bucket (`+Inf` last, not cumulative), then the sum in microseconds
+        /// (room for 292,000 years of durations; nanoseconds would fill in months of long-lived tunnels).
+        /// The count is the buckets' total.
+        static let histogramSize = bucketBoundsNanos.count + 2
         static let duration = requests + requestCount
         static let timeToFirstByte = duration + histogramSize
         static let inFlight = timeToFirstByte + histogramSize
@@ -31,11 +34,16 @@ final class ExchangeCounters: @unchecked Sendable {
         static let count = responseBytes + 1
     }
 
+    /// Two cache lines on CPUs that fetch lines in adjacent pairs.
+    private static let lineBytes = 128
     private let slots: UnsafeMutablePointer<UnsafeAtomic<Int>.Storage>
     private let bounds: UnsafeMutableBufferPointer<Int64>
 
     init() {
-        slots = .allocate(capacity: Layout.count)
+        let bytes = MemoryLayout<UnsafeAtomic<Int>.Storage>.stride * Layout.count
+        let padded = (bytes + Self.lineBytes - 1) / Self.lineBytes * Self.lineBytes
+        slots = UnsafeMutableRawPointer.allocate(byteCount: padded, alignment: Self.lineBytes)
+            .bindMemory(to: UnsafeAtomic<Int>.Storage.self, capacity: Layout.count)
         slots.initialize(repeating: .init(0), count: Layout.count)
         bounds = .allocate(capacity: Self.bucketBoundsNanos.count)
         _ = bounds.initialize(from: Self.bucketBoundsNanos)
@@ -43,7 +51,7 @@ final class ExchangeCounters: @unchecked Sendable {
 
     deinit {
         slots.deinitialize(count: Layout.count)
-        slots.deallocate()
+        UnsafeMutableRawPointer(slots).deallocate()
         bounds.deallocate()
     }
 
@@ -69,15 +77,14 @@ final class ExchangeCounters: @unchecked Sendable {
         var bucket = 0
         while bucket < bounds.count && nanoseconds > bounds[bucket] { bucket += 1 }
         add(1, at: histogram + bucket)
-        add(Int(nanoseconds), at: histogram + bounds.count + 1)
-        add(1, at: histogram + bounds.count + 2)
+        add(Int(nanoseconds / 1_000), at: histogram + bounds.count + 1)
     }
 }
 
 extension ExchangeCounters {
     /// The Prometheus text exposition of `shards` added up.
     static func exposition(of shards: [ExchangeCounters]) -> String {
-        func total(_ slot: Int) -> Int { shards.reduce(0) { $0 + $1.value(at: slot) } }
+        func total(_ slot: Int) -> Int { shards.reduce(0) { $0 &+ $1.value(at: slot) } }
         var out = ""
         func family(_ name: String, _ type: String, _ help: String) {
             out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
@@ -95,13 +102,13 @@ extension ExchangeCounters {
             family(name, "histogram", help)
             var cumulative = 0
             for (bucket, bound) in bucketBoundsNanos.enumerated() {
-                cumulative += total(base + bucket)
+                cumulative &+= total(base + bucket)
                 out += "\(name)_bucket{le=\"\(Double(bound) / 1e9)\"} \(cumulative)\n"
             }
-            cumulative += total(base + bucketBoundsNanos.count)
+            cumulative &+= total(base + bucketBoundsNanos.count)
             out += "\(name)_bucket{le=\"+Inf\"} \(cumulative)\n"
-            out += "\(name)_sum \(Double(total(base + bucketBoundsNanos.count + 1)) / 1e9)\n"
-            out += "\(name)_count \(total(base + bucketBoundsNanos.count + 2))\n"
+            out += "\(name)_sum \(Double(total(base + bucketBoundsNanos.count + 1)) / 1e6)\n"
+            out += "\(name)_count \(cumulative)\n"
         }
         histogram(
             "tracegate_request_duration_seconds", "From the request head to the end of the response, as the client saw it.",

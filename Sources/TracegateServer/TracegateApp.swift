@@ -16,19 +16,33 @@ public enum TracegateApp {
     public static func run(settings: TracegateSettings) async -> Int32 {
         Malloc.limitArenas()
         let logger = makeLogger(level: settings.logLevel)
-        let threads = settings.threads == 0 ? System.coreCount : settings.threads
-        let placement = EventLoopPlacement(
-            threads: threads, usableCPUs: EventLoopPlacement.usableCPUs(), affinity: settings.cpuAffinity)
-        let eventLoops: MultiThreadedEventLoopGroup
-        if let cpus = placement.cpus {
-            eventLoops = MultiThreadedEventLoopGroup(pinnedCPUIDs: cpus)
-            logger.info("event loops pinned to their own CPUs", metadata: ["cpus": "\(cpus.map(String.init).joined(separator: ","))"])
-        } else {
-            eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: threads)
-        }
+        let usableCPUs = EventLoopPlacement.usableCPUs()
+        let threads = EventLoopPlacement.threadCount(
+            setting: settings.threads, coreCount: System.coreCount, usableCPUs: usableCPUs)
+        let eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        let placement = EventLoopPlacement(threads: threads, usableCPUs: usableCPUs, affinity: settings.cpuAffinity)
+        if let cpus = placement.cpus { await pin(eventLoops, to: cpus, logger: logger) }
         let code = await serve(settings: settings, eventLoops: eventLoops, threads: threads, logger: logger)
         try? await eventLoops.shutdownGracefully()
         return code
+    }
+
+    /// Pins each event loop's thread to its CPU, from the loop itself; a refusal is logged and leaves
+    /// that loop unpinned.
+    private static func pin(_ eventLoops: MultiThreadedEventLoopGroup, to cpus: [Int], logger: Logger) async {
+        var refused: [Int] = []
+        for (eventLoop, cpu) in zip(eventLoops.makeIterator(), cpus) {
+            let pinned = (try? await eventLoop.submit { EventLoopPlacement.pinCurrentThread(to: cpu) }.get()) ?? false
+            if !pinned { refused.append(cpu) }
+        }
+        let list = cpus.map(String.init).joined(separator: ",")
+        if refused.isEmpty {
+            logger.info("event loops pinned to their own CPUs", metadata: ["cpus": "\(list)"])
+        } else {
+            logger.warning(
+                "could not pin event loops to their CPUs; the scheduler places them (cpu_affinity = off silences this)",
+                metadata: ["cpus": "\(list)", "refused": "\(refused.map(String.init).joined(separator: ","))"])
+        }
     }
 
     /// Sets up the services and runs them until SIGTERM/SIGINT, then stops them in reverse order

@@ -86,7 +86,7 @@ final class DataPlaneTests: XCTestCase {
         configuration.requestBufferingBytes = 0  // bodies stream unless a test asks otherwise
         configure(&configuration)
         pools = configuration.upstreams.map { _ in UpstreamPool(eventLoop: loop, connector: upstreams, maxIdle: 4) }
-        let shared = ProxyShared(configuration: configuration, observer: observer)
+        let shared = ProxyShared(configuration: configuration, observer: nil)  // connections use their loop's observer only
         client = EmbeddedChannel(loop: loop)
         clientDecoder = ResponseDecoder()
         try client.pipeline.syncOperations.addHandler(ClientConnectionHandler(shared: shared, loop: LoopShared(eventLoop: loop, pools: pools, observer: observer?.forEventLoop(loop))))

@@ -50,7 +50,7 @@ final class MetricsObserverTests: XCTestCase {
         _ = first.exchangeStarted(try head(.GET), requestID: "still open")
 
         let text = String(decoding: metrics.exposition(), as: UTF8.self)
-        let lines = Set(text.split(separator: "\n").map(String.init))
+        let lines = text.split(separator: "\n").map(String.init)
         for expected in [
             #"tracegate_requests_total{method="GET",status_class="2xx"} 2"#,
             #"tracegate_requests_total{method="other",status_class="5xx"} 1"#,
@@ -62,6 +62,7 @@ final class MetricsObserverTests: XCTestCase {
             #"tracegate_request_duration_seconds_bucket{le="+Inf"} 3"#,
             "tracegate_request_duration_seconds_sum 3.0015",
             "tracegate_request_duration_seconds_count 3",
+            "tracegate_upstream_time_to_first_byte_seconds_sum 0.0013",
             #"tracegate_upstream_time_to_first_byte_seconds_bucket{le="0.001"} 2"#,
             "tracegate_upstream_time_to_first_byte_seconds_count 2",
             "tracegate_requests_in_flight 1",
@@ -71,7 +72,12 @@ final class MetricsObserverTests: XCTestCase {
         ] {
             XCTAssertTrue(lines.contains(expected), "missing \(expected) in\n\(text)")
         }
-        for family in ["tracegate_requests_total", "tracegate_request_duration_seconds", "tracegate_requests_in_flight"] {
+        XCTAssertEqual(lines.count, Set(lines).count, "no line twice")
+        for family in [
+            "tracegate_requests_total", "tracegate_request_duration_seconds", "tracegate_upstream_time_to_first_byte_seconds",
+            "tracegate_requests_in_flight", "tracegate_streams_open", "tracegate_request_body_bytes_total",
+            "tracegate_response_body_bytes_total",
+        ] {
             XCTAssertEqual(lines.filter { $0.hasPrefix("# TYPE \(family) ") }.count, 1, family)
             XCTAssertEqual(lines.filter { $0.hasPrefix("# HELP \(family) ") }.count, 1, family)
         }
