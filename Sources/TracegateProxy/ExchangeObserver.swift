@@ -104,7 +104,8 @@ public enum ConnectionEvent: Sendable, Equatable {
 /// and must never block: hand anything expensive to another thread.
 public protocol ExchangeObserver: AnyObject, Sendable {
     /// The observer the connections of `eventLoop` call, asked once per loop when the listener is set
-    /// up: an observer that counts can keep its figures per loop, written without contention.
+    /// up and then called on that loop only: an observer can keep per-loop state (counters, scratch
+    /// space) in it, used without locks.
     func forEventLoop(_ eventLoop: EventLoop) -> ExchangeObserver
     /// A request head arrived and will be forwarded; return a tap to see its bytes, or nil.
     func exchangeStarted(_ head: RequestHead, requestID: String) -> ExchangeTap?

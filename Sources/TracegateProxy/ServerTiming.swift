@@ -25,23 +25,11 @@ struct ServerTiming: Equatable {
     /// Milliseconds with three decimals, written without formatting a string.
     static func writeMilliseconds(_ amount: TimeAmount, into out: inout ByteBuffer) {
         let micros = max(0, amount.nanoseconds) / 1_000
-        writeDecimal(micros / 1_000, into: &out)
+        out.writeDecimal(Int(micros / 1_000))
         out.writeInteger(UInt8(ascii: "."))
         let fraction = micros % 1_000
         out.writeInteger(UInt8(ascii: "0") + UInt8(fraction / 100))
         out.writeInteger(UInt8(ascii: "0") + UInt8(fraction / 10 % 10))
         out.writeInteger(UInt8(ascii: "0") + UInt8(fraction % 10))
-    }
-
-    /// The decimal digits of a non-negative number.
-    static func writeDecimal(_ value: Int64, into out: inout ByteBuffer) {
-        var divisor: Int64 = 1
-        while divisor <= value / 10 { divisor *= 10 }
-        var rest = value
-        while divisor > 0 {
-            out.writeInteger(UInt8(ascii: "0") + UInt8(rest / divisor))
-            rest %= divisor
-            divisor /= 10
-        }
     }
 }

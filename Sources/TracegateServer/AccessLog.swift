@@ -14,10 +14,10 @@ import TracegateTrace
 public final class AccessLog: ExchangeObserver {
     let format: AccessLogFormat
     let writer: LineWriter
-    private let scratch = ThreadSpecificVariable<Scratch>()
+    private let scratch = Scratch()
 
-    /// What an event-loop thread reuses from line to line: one per thread (a thread-specific
-    /// variable), so never shared.
+    /// What an instance reuses from line to line; each event loop has an instance of its own
+    /// (`forEventLoop`), so it is never shared.
     final class Scratch: @unchecked Sendable {
         var line = ByteBuffer()
         var clock = TimestampCache()
@@ -28,14 +28,10 @@ public final class AccessLog: ExchangeObserver {
         self.writer = writer
     }
 
+    /// An instance with scratch space of its own, writing to the same `LineWriter`.
+    public func forEventLoop(_ eventLoop: EventLoop) -> ExchangeObserver { AccessLog(format: format, writer: writer) }
+
     public func exchangeFinished(_ summary: ExchangeSummary, tap: ExchangeTap?) {
-        let scratch: Scratch
-        if let existing = self.scratch.currentValue {
-            scratch = existing
-        } else {
-            scratch = Scratch()
-            self.scratch.currentValue = scratch
-        }
         scratch.line.clear()
         Self.write(summary, format: format, into: &scratch.line, clock: &scratch.clock)
         scratch.line.withUnsafeReadableBytes { writer.append($0) }

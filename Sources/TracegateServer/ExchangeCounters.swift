@@ -20,7 +20,9 @@ final class ExchangeCounters: @unchecked Sendable {
     /// Where each figure sits in `slots`.
     enum Layout {
         static let requests = 0
-        static let requestCount = TracegateMetrics.methods.count * TracegateMetrics.statusClasses.count
+        /// Requests are counted at `requests + method × statusClasses + status class`.
+        static let statusClasses = TracegateMetrics.statusClasses.count
+        static let requestCount = TracegateMetrics.methods.count * statusClasses
         /// A histogram: one count per bucket (`+Inf` last, not cumulative), then the sum in microseconds
         /// (room for 292,000 years of durations; nanoseconds would fill in months of long-lived tunnels).
         /// The count is the buckets' total.
@@ -68,7 +70,7 @@ final class ExchangeCounters: @unchecked Sendable {
     }
 
     func countRequest(method: Int, statusClass: Int) {
-        add(1, at: Layout.requests + method * TracegateMetrics.statusClasses.count + statusClass)
+        add(1, at: Layout.requests + method * Layout.statusClasses + statusClass)
     }
 
     /// Records a duration in the histogram starting at `histogram` (`Layout.duration` or `.timeToFirstByte`).
@@ -94,7 +96,7 @@ extension ExchangeCounters {
             "Requests answered, by method and status class (none: the client got no response head).")
         for (m, method) in TracegateMetrics.methods.enumerated() {
             for (s, statusClass) in TracegateMetrics.statusClasses.enumerated() {
-                let slot = Layout.requests + m * TracegateMetrics.statusClasses.count + s
+                let slot = Layout.requests + m * Layout.statusClasses + s
                 out += "tracegate_requests_total{method=\"\(method)\",status_class=\"\(statusClass)\"} \(total(slot))\n"
             }
         }

@@ -12,12 +12,17 @@ final class MetricsObserver: ExchangeObserver {
     private let metrics: TracegateMetrics
     private let counters: ExchangeCounters
 
-    init(metrics: TracegateMetrics) {
+    /// The listener's instance: its own exchange calls count nowhere (each loop's instance counts).
+    convenience init(metrics: TracegateMetrics) { self.init(metrics: metrics, counters: ExchangeCounters()) }
+
+    private init(metrics: TracegateMetrics, counters: ExchangeCounters) {
         self.metrics = metrics
-        self.counters = metrics.makeExchangeCounters()
+        self.counters = counters
     }
 
-    func forEventLoop(_ eventLoop: EventLoop) -> ExchangeObserver { MetricsObserver(metrics: metrics) }
+    func forEventLoop(_ eventLoop: EventLoop) -> ExchangeObserver {
+        MetricsObserver(metrics: metrics, counters: metrics.makeExchangeCounters())
+    }
 
     func exchangeStarted(_ head: RequestHead, requestID: String) -> ExchangeTap? {
         counters.add(1, at: ExchangeCounters.Layout.inFlight)

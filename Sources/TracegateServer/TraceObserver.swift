@@ -17,13 +17,15 @@ final class TraceObserver: ExchangeObserver {
     private let captures: CaptureQueue<CapturedExchange>
     private let budget: CaptureBudget
     private let inPlace: InPlaceTraceBuilder?
-    private let loops = ThreadSpecificVariable<LoopState>()
+    /// The event loop this instance serves (`forEventLoop`); nil for the listener's own instance.
+    private let eventLoop: EventLoop?
+    private let loop = LoopState()
     /// Queues a capture for the builder thread.
     private let queueCapture: @Sendable (CapturedExchange) -> Void
     /// Queues a WebSocket turn's capture, unless captures are paused (then it goes untraced and is counted).
     private let queueTurn: @Sendable (CapturedExchange) -> Void
 
-    /// What the observer keeps per event-loop thread (a thread-specific variable), so never shared.
+    /// What an instance keeps for its event loop: each loop has an instance of its own, so never shared.
     private final class LoopState: @unchecked Sendable {
         var random = Xoshiro256StarStar()
         var schedule = InPlaceBuildSchedule<CapturedExchange>()
@@ -37,6 +39,7 @@ final class TraceObserver: ExchangeObserver {
         self.captures = captures
         self.budget = budget
         self.inPlace = inPlace
+        self.eventLoop = nil
         let queueCapture: @Sendable (CapturedExchange) -> Void = { captured in
             if !captures.offer(captured) { budget.release(captured.bodyStorage) }
         }
@@ -54,15 +57,16 @@ final class TraceObserver: ExchangeObserver {
         }
     }
 
-    private var loop: LoopState {
-        if let existing = loops.currentValue { return existing }
-        let made = LoopState()
-        loops.currentValue = made
-        return made
+    private init(_ root: TraceObserver, eventLoop: EventLoop) {
+        (settings, captures, budget, inPlace) = (root.settings, root.captures, root.budget, root.inPlace)
+        (queueCapture, queueTurn) = (root.queueCapture, root.queueTurn)
+        self.eventLoop = eventLoop
     }
 
+    /// An instance with the loop's own random numbers and build schedule, sharing queues and budget.
+    func forEventLoop(_ eventLoop: EventLoop) -> ExchangeObserver { TraceObserver(self, eventLoop: eventLoop) }
+
     func exchangeStarted(_ head: RequestHead, requestID: String) -> ExchangeTap? {
-        let loop = self.loop
         loop.schedule.exchangeStarted()
         if let untraced = settings.untracedPath, RouteTable.path(Substring(head.uri).prefix { $0 != "?" }, startsWith: untraced) {
             return nil
@@ -86,7 +90,7 @@ final class TraceObserver: ExchangeObserver {
         let captured = summary.tunnel == nil ? traceTap.map { capture(summary, tap: $0) } : nil
         // Where it could be built in place: this event loop, if the builder takes it.
         var builder: (loop: EventLoop, inPlace: InPlaceTraceBuilder)?
-        if let captured, let inPlace, inPlace.accepts(captured), let eventLoop = MultiThreadedEventLoopGroup.currentEventLoop {
+        if let captured, let inPlace, inPlace.accepts(captured), let eventLoop = eventLoop ?? MultiThreadedEventLoopGroup.currentEventLoop {
             builder = (eventLoop, inPlace)
         }
         let stillCounted = summary.forwarded && summary.tunnel == nil  // a tunnel stopped counting when it opened

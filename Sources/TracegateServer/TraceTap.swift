@@ -184,7 +184,6 @@ final class TraceTap: ExchangeTap {
     private func deliver(_ turn: consuming WebSocketTurn, of webSocket: WebSocketTurnTap) {
         // Sampling is drawn once per connection; a turn that failed is traced whatever the draw.
         guard sampled || turn.failure != nil else { return }
-        var turn = turn
         let storage = turn.storage
         let granted = budget.reserve(storage)
         if granted < storage {

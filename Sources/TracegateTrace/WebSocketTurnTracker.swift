@@ -59,8 +59,9 @@ public struct WebSocketTurnTracker: Sendable {
     /// `compressed`: the upstream's 101 accepted `permessage-deflate`. `target`: the upgrade
     /// request's target (`/socket.io/?EIO=4&transport=websocket` speaks Socket.IO).
     public init(compressed: Bool, target: String = "", keptBytes: Int = 64 * 1024, maxInflatedBytes: Int = 16 << 20) {
-        speaksSocketIO = Self.speaksSocketIO(target: target)
-        engineIOv3 = speaksSocketIO && Self.queryItems(of: target).contains("EIO=3")
+        let query = Self.queryItems(of: target)
+        speaksSocketIO = query.contains { $0.hasPrefix("EIO=") }
+        engineIOv3 = speaksSocketIO && query.contains("EIO=3")
         self.keptBytes = keptBytes
         self.maxInflatedBytes = max(maxInflatedBytes, keptBytes)
         clientParser = WebSocketFrameParser(fromClient: true, maxKeptPayload: keptBytes)
@@ -249,7 +250,7 @@ public struct WebSocketTurnTracker: Sendable {
         } else if speaksSocketIO {
             (opensTurn, room) = (false, roomInTurn)
             if engineIOv3 && !notInflated && data.first == 4 {
-                data.removeFirst()
+                data = Array(data.dropFirst().prefix(room))  // one copy, already cut to the room left
                 length -= 1
             }
         }
@@ -444,10 +445,6 @@ public struct WebSocketTurnTracker: Sendable {
     }
 
     // MARK: Socket.IO
-
-    static func speaksSocketIO(target: String) -> Bool {
-        queryItems(of: target).contains { $0.hasPrefix("EIO=") }
-    }
 
     private static func queryItems(of target: String) -> [Substring] {
         guard let query = target.split(separator: "?", maxSplits: 1).dropFirst().first else { return [] }

@@ -83,6 +83,14 @@ final class MetricsObserverTests: XCTestCase {
         }
     }
 
+    /// Each common method counts under its own label, in the order of `TracegateMetrics.methods`.
+    func testEveryCommonMethodHasItsOwnLabel() {
+        for (index, name) in TracegateMetrics.methods.dropLast().enumerated() {
+            XCTAssertEqual(TracegateMetrics.methodIndex(HTTPMethod(rawValue: name)), index, name)
+        }
+        XCTAssertEqual(TracegateMetrics.methodIndex(.CONNECT), TracegateMetrics.methods.count - 1)
+    }
+
     /// A WebSocket tunnel leaves the in-flight gauge when it opens and is counted as a tunnel instead.
     func testATunnelIsNotARequestInFlight() throws {
         let metrics = TracegateMetrics()
