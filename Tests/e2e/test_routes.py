@@ -7,6 +7,7 @@ import requests
 import pytest
 
 from backend import Backend
+from helpers import wait_until
 from mlflow_harness import create_experiment, request_id, unique, user_is, wait_for_trace, wait_for_traces
 
 
@@ -53,8 +54,10 @@ upstream = {chat_backend.url}
     plain = requests.get(f"{tg.url}/v1/models", headers={"X-User-ID": user, "X-Request-ID": plain_host_id}, timeout=10)
     assert plain.headers["X-Backend"] == "backend", "another host falls through to the default upstream"
 
-    chat_experiment = mlflow_client.get_experiment_by_name(chat_experiment_name)
-    assert chat_experiment is not None, "the route's experiment is created by name"
+    # The exporter creates the route's experiment in the background once it starts; the requests above
+    # can finish before the tracking server has answered.
+    chat_experiment = wait_until(lambda: mlflow_client.get_experiment_by_name(chat_experiment_name), timeout=30,
+                                 message="the route's experiment is created by name")
     chat_trace = wait_for_trace(mlflow_client, chat_experiment.experiment_id, chat_id)
     assert chat_trace.info.tags.get("team") == "chat" and chat_trace.info.tags.get("environment") == "e2e"
     root = [s for s in chat_trace.data.spans if s.parent_id is None][0]
