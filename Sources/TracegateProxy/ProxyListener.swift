@@ -69,7 +69,8 @@ public final class ProxyListener: Sendable {
                         })
                 }
             }
-            .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+            // At IPPROTO_TCP: `socketOption(.tcp_nodelay)` would set SO_DEBUG, which only root may set.
+            .childChannelOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1)
             .childChannelOption(ChannelOptions.maxMessagesPerRead, value: 16)
             .childChannelOption(ChannelOptions.writeBufferWaterMark, value: Self.clientWriteBuffer)
             .childChannelInitializer { [self] channel in

@@ -49,7 +49,7 @@ struct UpstreamConnector: UpstreamConnecting {
         let serverHostname = self.serverHostname
         let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(connectTimeout)
-            .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1)
             // One read of at most `maxReadBytes` per cycle: the client's writability is checked before
             // every read, so a slow reader holds at most this plus its write buffer (see `ProxyListener`).
             .channelOption(ChannelOptions.maxMessagesPerRead, value: 1)

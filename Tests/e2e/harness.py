@@ -44,7 +44,7 @@ class Tracegate:
     """A running tracegate process; stdout and stderr go to files in the test's tmp dir."""
 
     def __init__(self, workdir: Path, args: list[str], env: dict[str, str], port: int, admin_port: int,
-                 preexec_fn: Callable[[], None] | None = None):
+                 preexec_fn: Callable[[], None] | None = None, binary: Path = E2E_TRACEGATE_BIN):
         self.port = port
         self.admin_port = admin_port
         self.args = args
@@ -53,7 +53,7 @@ class Tracegate:
         # Run in the test's tmp dir: without a tracking server tracegate appends its traces to
         # ./tracegate-traces.jsonl, which belongs there rather than in the repository.
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen([str(E2E_TRACEGATE_BIN), *args], stdout=out, stderr=err, cwd=workdir,
+            self.proc = subprocess.Popen([str(binary), *args], stdout=out, stderr=err, cwd=workdir,
                                          stdin=subprocess.DEVNULL, env=tracegate_env(env), preexec_fn=preexec_fn)
         self.pid = self.proc.pid
 
@@ -149,8 +149,9 @@ def _connectable(port: int) -> bool:
 class TracegateFactory:
     """Starts tracegate processes for one test and stops them all at teardown."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, binary: Path = E2E_TRACEGATE_BIN):
         self.workdir = workdir
+        self.binary = binary
         self.started: list[Tracegate] = []
 
     def __call__(self, upstream: str | None = None, *extra: str, env: dict[str, str] | None = None,
@@ -176,7 +177,7 @@ class TracegateFactory:
             for key, value in all_flags.items():
                 args += [f"--{key.replace('_', '-')}", str(value)]
             args += list(extra)
-            tg = Tracegate(self.workdir, args, env or {}, port, admin_port, preexec_fn)
+            tg = Tracegate(self.workdir, args, env or {}, port, admin_port, preexec_fn, self.binary)
             self.started.append(tg)
             if not wait:
                 return tg
