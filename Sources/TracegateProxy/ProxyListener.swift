@@ -69,12 +69,9 @@ public final class ProxyListener: Sendable {
                         })
                 }
             }
-            // At IPPROTO_TCP: `socketOption(.tcp_nodelay)` would set SO_DEBUG, which only root may set.
-            .childChannelOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1)
-            .childChannelOption(ChannelOptions.maxMessagesPerRead, value: 16)
-            .childChannelOption(ChannelOptions.writeBufferWaterMark, value: Self.clientWriteBuffer)
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
+                    try Self.setClientOptions(of: channel)
                     if let tls = self.tls {
                         try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.context))
                     }
@@ -95,6 +92,16 @@ public final class ProxyListener: Sendable {
         state.withLockedValue { $0.serverChannel = channel }
         guard let address = channel.localAddress else { throw ChannelError.inappropriateOperationForState }
         return address
+    }
+
+    /// Options of an accepted connection, set in place: `childChannelOption` would chain a future per
+    /// option on every accept.
+    private static func setClientOptions(of channel: Channel) throws {
+        guard let options = channel.syncOptions else { throw ChannelError.operationUnsupported }
+        // At IPPROTO_TCP: `socketOption(.tcp_nodelay)` would set SO_DEBUG, which only root may set.
+        try options.setOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1)
+        try options.setOption(ChannelOptions.maxMessagesPerRead, value: 16)
+        try options.setOption(ChannelOptions.writeBufferWaterMark, value: clientWriteBuffer)
     }
 
     /// Number of open client connections.

@@ -49,15 +49,9 @@ struct UpstreamConnector: UpstreamConnecting {
         let serverHostname = self.serverHostname
         let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(connectTimeout)
-            .channelOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1)
-            // One read of at most `maxReadBytes` per cycle: the client's writability is checked before
-            // every read, so a slow reader holds at most this plus its write buffer (see `ProxyListener`).
-            .channelOption(ChannelOptions.maxMessagesPerRead, value: 1)
-            .channelOption(
-                ChannelOptions.recvAllocator,
-                value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 2048, maximum: Self.maxReadBytes))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    try Self.setOptions(of: channel)
                     let sync = channel.pipeline.syncOperations
                     if let tlsContext {
                         try sync.addHandler(NIOSSLClientHandler(context: tlsContext, serverHostname: serverHostname))
@@ -67,5 +61,17 @@ struct UpstreamConnector: UpstreamConnecting {
             }
         let connected = literalAddress.map { bootstrap.connect(to: $0) } ?? bootstrap.connect(host: host, port: port)
         return connected.map { channel in UpstreamConnection(channel: channel, handler: handler.value) }
+    }
+
+    /// Options set in place: `channelOption` would chain a future per option on every connect.
+    /// (TCP_NODELAY is `ClientBootstrap`'s default.)
+    private static func setOptions(of channel: Channel) throws {
+        guard let options = channel.syncOptions else { throw ChannelError.operationUnsupported }
+        // One read of at most `maxReadBytes` per cycle: the client's writability is checked before
+        // every read, so a slow reader holds at most this plus its write buffer (see `ProxyListener`).
+        try options.setOption(ChannelOptions.maxMessagesPerRead, value: 1)
+        try options.setOption(
+            ChannelOptions.recvAllocator,
+            value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 2048, maximum: maxReadBytes))
     }
 }
