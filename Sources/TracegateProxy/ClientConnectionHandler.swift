@@ -33,6 +33,8 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     /// This event loop's pools and request ids.
     private let loop: LoopShared
     private var context: ChannelHandlerContext!
+    /// The channel's allocator, kept: `context.channel` costs a trip through the pipeline each time.
+    private var allocator = ByteBufferAllocator()
     private var clientIP: String?
     private var headParser: HeadParser
 
@@ -68,6 +70,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        self.allocator = context.channel.allocator
         if context.channel.isActive { connectionBecameActive(context: context) }
     }
 
@@ -270,7 +273,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         }
         exchange.tap?.requestBody(slice)
         if exchange.upstreamRequest.framing == .chunked {
-            forward(ChunkedCoding.chunkHeader(for: slice.readableBytes, allocator: context.channel.allocator), of: exchange)
+            forward(ChunkedCoding.chunkHeader(for: slice.readableBytes, allocator: allocator), of: exchange)
             forward(slice, of: exchange)
             forward(Self.crlf, of: exchange)
         } else {
@@ -282,7 +285,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         guard !exchange.machine.isFinished else { return }  // answered already: the rest is dropped
         let now = context.eventLoop.now
         if exchange.upstreamRequest.framing == .chunked {
-            var end = context.channel.allocator.buffer(capacity: 5 + (trailers?.readableBytes ?? 0))
+            var end = allocator.buffer(capacity: 5 + (trailers?.readableBytes ?? 0))
             ChunkedCoding.writeEnd(trailers: trailers, into: &end)
             forward(end, of: exchange)
         }
@@ -316,7 +319,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         let tap = loop.observer?.exchangeStarted(head, requestID: requestID)
         let upstreamRequest = shared.requestRewriter(for: route).rewrite(
             head, clientIP: clientIP, requestID: requestID, extraFields: tap?.upstreamHeaders ?? [],
-            allocator: context.channel.allocator)!  // forwardable: checked above
+            allocator: allocator)!  // forwardable: checked above
         let hasBody: Bool
         var buffersBody = false
         switch upstreamRequest.framing {
@@ -462,7 +465,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         // No 1xx for an HTTP/1.0 client (RFC 9110 §15.2), and no second invitation to send the body.
         if exchange.clientHead.version.minor == 0 || (exchange.sentContinue && head.status.code == 100) { return }
         let bytes = shared.responseRewriter.informational(
-            head, clientVersion: exchange.clientHead.version, allocator: context.channel.allocator)
+            head, clientVersion: exchange.clientHead.version, allocator: allocator)
         context.write(wrapOutboundOut(bytes), promise: nil)
         clientNeedsFlush = true
     }
@@ -479,7 +482,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
             keepClientAlive: exchange.keepClientAlive && !connection.isClosing && exchange.machine.requestComplete,
             requestID: exchange.upstreamRequest.requestID, extraHeaders: tap?.responseHeaders ?? [],
             timing: configuration.serverTiming ? exchange.timing(responseHeadAt: now) : nil,
-            allocator: context.channel.allocator
+            allocator: allocator
         )
         _ = exchange.machine.responseHeadReceived(
             .init(
@@ -502,11 +505,11 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         if response.chunkedToClient && bytes.readableBytes <= Self.maxCopiedChunk {
             // One write instead of three: a copy of a small chunk costs less than two more trips
             // through the pipeline and the channel's write queue (an SSE event is a few hundred bytes).
-            var chunk = context.channel.allocator.buffer(capacity: bytes.readableBytes + 20)
+            var chunk = allocator.buffer(capacity: bytes.readableBytes + 20)
             ChunkedCoding.writeChunk(bytes, into: &chunk)
             context.write(wrapOutboundOut(chunk), promise: nil)
         } else if response.chunkedToClient {
-            context.write(wrapOutboundOut(ChunkedCoding.chunkHeader(for: bytes.readableBytes, allocator: context.channel.allocator)), promise: nil)
+            context.write(wrapOutboundOut(ChunkedCoding.chunkHeader(for: bytes.readableBytes, allocator: allocator)), promise: nil)
             context.write(wrapOutboundOut(bytes), promise: nil)
             context.write(wrapOutboundOut(Self.crlf), promise: nil)
         } else {
@@ -712,7 +715,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
         clientNeedsFlush = false
         var end: ByteBuffer?
         if chunked {
-            var bytes = context.channel.allocator.buffer(capacity: 5 + (trailers?.readableBytes ?? 0))
+            var bytes = allocator.buffer(capacity: 5 + (trailers?.readableBytes ?? 0))
             ChunkedCoding.writeEnd(trailers: trailers, into: &bytes)
             end = bytes
         }
@@ -734,15 +737,15 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     /// Writes `last` (or nothing) and closes the client connection once everything before it is
     /// written: the write completes only then.
     private func closeOnceWritten(_ last: ByteBuffer?) {
-        let written = context.writeAndFlush(wrapOutboundOut(last ?? context.channel.allocator.buffer(capacity: 0)))
+        let written = context.writeAndFlush(wrapOutboundOut(last ?? allocator.buffer(capacity: 0)))
         written.assumeIsolated().whenComplete { [context] _ in context!.close(promise: nil) }
     }
 
-    /// The proxy's own answer to an exchange no response started for; a request not read to its end
-    /// closes the connection after it.
+    /// The proxy's own answer to an exchange no response started for; a request not read to its end,
+    /// or a client that asked to close (`Connection: close`, HTTP/1.0), closes the connection after it.
     private func answer(_ exchange: Exchange, with error: ProxyError, requestComplete: Bool) {
         exchange.status = Int(error.status.code)
-        if !requestComplete { mustClose() }
+        if !requestComplete || !exchange.keepClientAlive { mustClose() }
         let closing = connection.isClosing
         let extraHeaders = exchange.tap?.responseHeaders ?? []
         if closing {
@@ -778,7 +781,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, UpstreamOwner {
     ) {
         let bytes = error.response(
             requestID: requestID, requestIDHeader: configuration.requestIDHeader, version: version, closes: connection.isClosing,
-            extraHeaders: extraHeaders, allocator: context.channel.allocator)
+            extraHeaders: extraHeaders, allocator: allocator)
         if connection.isClosing {
             closeOnceWritten(bytes)
         } else {

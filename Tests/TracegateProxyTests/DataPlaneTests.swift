@@ -338,6 +338,22 @@ final class DataPlaneTests: XCTestCase {
         XCTAssertEqual(observer.summaries.first?.status, 502)
     }
 
+    /// The proxy's own answer keeps to what the client asked (RFC 9112 §9.6): `Connection: close`,
+    /// or HTTP/1.0 without keep-alive, closes the connection after it and says so.
+    func testAnErrorAnswerClosesWhenTheClientAskedToClose() throws {
+        for (version, extra) in [("HTTP/1.1", "Connection: close\r\n"), ("HTTP/1.0", "")] {
+            try makeClient()
+            upstreams.failNextConnect = IOError(errnoCode: ECONNREFUSED, reason: "connect")
+            try clientDecoder.expectResponse(to: .GET)
+            try client.writeInbound(ByteBuffer(string: "GET /v1/chat \(version)\r\nHost: proxy\r\n\(extra)\r\n"))
+            let parts = try clientParts()
+            XCTAssertEqual(status(of: parts), 502, version)
+            guard case .head(let head) = parts.first else { return XCTFail("no response head for \(version)") }
+            XCTAssertEqual(head.headers["connection"], ["close"], version)
+            XCTAssertFalse(client.isActive, "\(version): the connection closes after the answer")
+        }
+    }
+
     func testRefusedConnectDuringAnUploadIsAnUpstreamFailureNotAClientAbort() throws {
         try makeClient()
         upstreams.failNextConnect = IOError(errnoCode: ECONNREFUSED, reason: "connect")
