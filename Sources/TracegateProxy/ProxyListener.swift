@@ -18,7 +18,7 @@ public final class ProxyListener: Sendable {
     private let reserve = DescriptorReserve()
 
     private struct State {
-        var serverChannel: Channel?
+        var serverChannels: [Channel] = []
         var connections: [ObjectIdentifier: Channel] = [:]
         var drained: EventLoopPromise<Void>?
     }
@@ -53,12 +53,52 @@ public final class ProxyListener: Sendable {
     static let clientWriteBuffer = WriteBufferWaterMark(low: 4 * 1024, high: 8 * 1024)
 
     /// Binds the listener; returns the bound address (useful with port 0).
+    ///
+    /// With more than one event loop, each loop gets its own listening socket on the address
+    /// (`SO_REUSEPORT`) and accepts its own connections: handing an accepted connection to another
+    /// loop costs a cross-thread wake-up and a chain of futures, which made a new connection cost
+    /// half again as much CPU. Before sharing the port, a plain bind checks nothing else holds it,
+    /// so a second process on the same address still fails with "address in use".
     public func start(host: String, port: Int) async throws -> SocketAddress {
+        let eventLoops = Array(group.makeIterator())
+        guard eventLoops.count > 1 else {
+            let channel = try await bind(host: host, port: port, on: group, sharingPort: false)
+            state.withLockedValue { $0.serverChannels = [channel] }
+            return try Self.address(of: channel)
+        }
+        if port != 0 {
+            let probe = try await bind(host: host, port: port, on: eventLoops[0], sharingPort: false)
+            try await probe.close()
+        }
+        var channels: [Channel] = []
+        do {
+            var boundPort = port
+            for eventLoop in eventLoops {
+                let channel = try await bind(host: host, port: boundPort, on: eventLoop, sharingPort: true)
+                channels.append(channel)
+                boundPort = try Self.address(of: channel).port ?? boundPort
+            }
+        } catch {
+            for channel in channels { try? await channel.close() }
+            throw error
+        }
+        state.withLockedValue { $0.serverChannels = channels }
+        return try Self.address(of: channels[0])
+    }
+
+    private static func address(of channel: Channel) throws -> SocketAddress {
+        guard let address = channel.localAddress else { throw ChannelError.inappropriateOperationForState }
+        return address
+    }
+
+    /// A listening socket whose connections are served by `loops` (one loop, or the whole group).
+    private func bind(host: String, port: Int, on loops: EventLoopGroup, sharingPort: Bool) async throws -> Channel {
         let observer = shared.observer
         let reserve = self.reserve
-        let channel = try await ServerBootstrap(group: group)
+        return try await ServerBootstrap(group: loops, childGroup: loops)
             .serverChannelOption(ChannelOptions.backlog, value: 1024)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelOption(ChannelOptions.socketOption(NIOBSDSocket.Option(rawValue: SO_REUSEPORT)), value: sharingPort ? 1 : 0)
             .serverChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
@@ -89,9 +129,6 @@ public final class ProxyListener: Sendable {
             }
             .bind(host: host, port: port)
             .get()
-        state.withLockedValue { $0.serverChannel = channel }
-        guard let address = channel.localAddress else { throw ChannelError.inappropriateOperationForState }
-        return address
     }
 
     /// Options of an accepted connection, set in place: `childChannelOption` would chain a future per
@@ -103,6 +140,9 @@ public final class ProxyListener: Sendable {
         try options.setOption(ChannelOptions.maxMessagesPerRead, value: 16)
         try options.setOption(ChannelOptions.writeBufferWaterMark, value: clientWriteBuffer)
     }
+
+    /// The listening sockets: one per event loop, or one for the group when it has a single loop.
+    var listeningSockets: [Channel] { state.withLockedValue { $0.serverChannels } }
 
     /// Number of open client connections.
     public var openConnections: Int { state.withLockedValue { $0.connections.count } }
@@ -133,11 +173,11 @@ public final class ProxyListener: Sendable {
     public func shutdown(grace: TimeAmount) async -> Bool {
         let eventLoop = group.next()
         let drained = eventLoop.makePromise(of: Void.self)
-        let (serverChannel, connections) = state.withLockedValue { state in
+        let (serverChannels, connections) = state.withLockedValue { state in
             state.drained = drained
-            return (state.serverChannel, Array(state.connections.values))
+            return (state.serverChannels, Array(state.connections.values))
         }
-        try? await serverChannel?.close()
+        for channel in serverChannels { try? await channel.close() }
         if connections.isEmpty || openConnections == 0 { drained.succeed() }
         for channel in connections {
             channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
