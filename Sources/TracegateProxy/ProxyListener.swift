@@ -15,7 +15,6 @@ public final class ProxyListener: Sendable {
     private let loops: [ObjectIdentifier: LoopShared]
     private let tls: ServerTLS?
     private let state = NIOLockedValueBox(State())
-    private let reserve = DescriptorReserve()
 
     private struct State {
         var serverChannels: [Channel] = []
@@ -60,23 +59,23 @@ public final class ProxyListener: Sendable {
     /// half again as much CPU. Before sharing the port, a plain bind checks nothing else holds it,
     /// so a second process on the same address still fails with "address in use".
     public func start(host: String, port: Int) async throws -> SocketAddress {
+        var address = try SocketAddress.makeAddressResolvingHost(host, port: port)  // resolved once for all sockets
         let eventLoops = Array(group.makeIterator())
         guard eventLoops.count > 1 else {
-            let channel = try await bind(host: host, port: port, on: group, sharingPort: false)
+            let channel = try await bind(to: address, on: group, sharingPort: false)
             state.withLockedValue { $0.serverChannels = [channel] }
             return try Self.address(of: channel)
         }
         if port != 0 {
-            let probe = try await bind(host: host, port: port, on: eventLoops[0], sharingPort: false)
+            let probe = try await bind(to: address, on: eventLoops[0], sharingPort: false)
             try await probe.close()
         }
         var channels: [Channel] = []
         do {
-            var boundPort = port
             for eventLoop in eventLoops {
-                let channel = try await bind(host: host, port: boundPort, on: eventLoop, sharingPort: true)
+                let channel = try await bind(to: address, on: eventLoop, sharingPort: true)
                 channels.append(channel)
-                boundPort = try Self.address(of: channel).port ?? boundPort
+                address.port = try Self.address(of: channel).port  // port 0: the others join the port given
             }
         } catch {
             for channel in channels { try? await channel.close() }
@@ -92,9 +91,10 @@ public final class ProxyListener: Sendable {
     }
 
     /// A listening socket whose connections are served by `loops` (one loop, or the whole group).
-    private func bind(host: String, port: Int, on loops: EventLoopGroup, sharingPort: Bool) async throws -> Channel {
+    /// Each has its own descriptor reserve: at the open-file limit every socket can still accept once.
+    private func bind(to address: SocketAddress, on loops: EventLoopGroup, sharingPort: Bool) async throws -> Channel {
         let observer = shared.observer
-        let reserve = self.reserve
+        let reserve = DescriptorReserve()
         return try await ServerBootstrap(group: loops, childGroup: loops)
             .serverChannelOption(ChannelOptions.backlog, value: 1024)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
@@ -127,7 +127,7 @@ public final class ProxyListener: Sendable {
                     try channel.pipeline.syncOperations.addHandler(ClientConnectionHandler(shared: self.shared, loop: loop))
                 }
             }
-            .bind(host: host, port: port)
+            .bind(to: address)
             .get()
     }
 
@@ -173,12 +173,17 @@ public final class ProxyListener: Sendable {
     public func shutdown(grace: TimeAmount) async -> Bool {
         let eventLoop = group.next()
         let drained = eventLoop.makePromise(of: Void.self)
-        let (serverChannels, connections) = state.withLockedValue { state in
-            state.drained = drained
-            return (state.serverChannels, Array(state.connections.values))
+        // Every listening socket closes before the connections are counted: one still open could
+        // accept a connection the count (and the quiesce below) would miss.
+        let serverChannels = state.withLockedValue { $0.serverChannels }
+        await withTaskGroup(of: Void.self) { closing in
+            for channel in serverChannels { closing.addTask { try? await channel.close() } }
         }
-        for channel in serverChannels { try? await channel.close() }
-        if connections.isEmpty || openConnections == 0 { drained.succeed() }
+        let connections = state.withLockedValue { state in
+            state.drained = drained
+            return Array(state.connections.values)
+        }
+        if connections.isEmpty { drained.succeed() }
         for channel in connections {
             channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
         }
