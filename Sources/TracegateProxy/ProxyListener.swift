@@ -99,6 +99,9 @@ public final class ProxyListener: Sendable {
             .serverChannelOption(ChannelOptions.backlog, value: 1024)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(ChannelOptions.socketOption(NIOBSDSocket.Option(rawValue: SO_REUSEPORT)), value: sharingPort ? 1 : 0)
+            // Accepted sockets inherit it from the listening socket: no system call per connection.
+            // (At IPPROTO_TCP: `socketOption(.tcp_nodelay)` would set SO_DEBUG, which only root may set.)
+            .serverChannelOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1)
             .serverChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
@@ -135,14 +138,15 @@ public final class ProxyListener: Sendable {
     /// option on every accept.
     private static func setClientOptions(of channel: Channel) throws {
         guard let options = channel.syncOptions else { throw ChannelError.operationUnsupported }
-        // At IPPROTO_TCP: `socketOption(.tcp_nodelay)` would set SO_DEBUG, which only root may set.
-        try options.setOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1)
         try options.setOption(ChannelOptions.maxMessagesPerRead, value: 16)
         try options.setOption(ChannelOptions.writeBufferWaterMark, value: clientWriteBuffer)
     }
 
     /// The listening sockets: one per event loop, or one for the group when it has a single loop.
     var listeningSockets: [Channel] { state.withLockedValue { $0.serverChannels } }
+
+    /// The open client connections.
+    var openChannels: [Channel] { state.withLockedValue { Array($0.connections.values) } }
 
     /// Number of open client connections.
     public var openConnections: Int { state.withLockedValue { $0.connections.count } }

@@ -145,4 +145,26 @@ final class ProxyListenerTests: XCTestCase {
         try await plain.close()
         try await group.shutdownGracefully()
     }
+
+    /// Accepted connections have Nagle's algorithm off (inherited from the listening socket), and
+    /// nothing that needs privilege (SO_DEBUG) is set on them.
+    func testAcceptedConnectionsHaveNoDelayAndNoDebug() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        let listener = try ProxyListener(configuration: Self.unreachableUpstream, group: group, observer: nil)
+        let address = try await listener.start(host: "127.0.0.1", port: 0)
+        let client = try await ClientBootstrap(group: group).connect(to: address).get()
+        var accepted: [Channel] = []
+        for _ in 0..<200 where accepted.isEmpty {
+            accepted = listener.openChannels
+            if accepted.isEmpty { try await Task.sleep(for: .milliseconds(5)) }
+        }
+        let channel = try XCTUnwrap(accepted.first)
+        let noDelay = try await channel.getOption(ChannelOptions.tcpOption(.tcp_nodelay)).get()
+        XCTAssertNotEqual(noDelay, 0, "TCP_NODELAY")
+        let debug = try await channel.getOption(ChannelOptions.socketOption(NIOBSDSocket.Option(rawValue: SO_DEBUG))).get()
+        XCTAssertEqual(debug, 0, "SO_DEBUG")
+        try await client.close()
+        await listener.shutdown(grace: .seconds(1))
+        try await group.shutdownGracefully()
+    }
 }
