@@ -14,6 +14,8 @@ import TracegateTrace
 public final class AccessLog: ExchangeObserver {
     let format: AccessLogFormat
     let writer: LineWriter
+    /// Where this instance's lines go: the event loop's own buffer (nil: the writer's shared one).
+    private let source: LineWriter.Source?
     private let scratch = Scratch()
 
     /// What an instance reuses from line to line; each event loop has an instance of its own
@@ -23,18 +25,27 @@ public final class AccessLog: ExchangeObserver {
         var clock = TimestampCache()
     }
 
-    public init(format: AccessLogFormat, writer: LineWriter) {
-        self.format = format
-        self.writer = writer
+    public convenience init(format: AccessLogFormat, writer: LineWriter) {
+        self.init(format: format, writer: writer, source: nil)
     }
 
-    /// An instance with scratch space of its own, writing to the same `LineWriter`.
-    public func forEventLoop(_ eventLoop: EventLoop) -> ExchangeObserver { AccessLog(format: format, writer: writer) }
+    private init(format: AccessLogFormat, writer: LineWriter, source: LineWriter.Source?) {
+        self.format = format
+        self.writer = writer
+        self.source = source
+    }
+
+    /// An instance with scratch space and a buffer of its own, writing to the same `LineWriter`.
+    public func forEventLoop(_ eventLoop: EventLoop) -> ExchangeObserver {
+        AccessLog(format: format, writer: writer, source: writer.makeSource())
+    }
 
     public func exchangeFinished(_ summary: ExchangeSummary, tap: ExchangeTap?) {
         scratch.line.clear()
         Self.write(summary, format: format, into: &scratch.line, clock: &scratch.clock)
-        scratch.line.withUnsafeReadableBytes { writer.append($0) }
+        scratch.line.withUnsafeReadableBytes { line in
+            if let source { source.append(line) } else { writer.append(line) }
+        }
     }
 
     /// Writes the line for `s`, newline included.

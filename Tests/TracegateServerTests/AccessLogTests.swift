@@ -103,4 +103,37 @@ final class AccessLogTests: XCTestCase {
         for _ in 0..<9 { writer.append(line) }
         XCTAssertEqual(writer.droppedLines, 1, "8 MiB buffered at most while output is stuck")
     }
+
+    /// Each event loop's lines go to a buffer of its own: one loop's lines (or its full buffer) never
+    /// touch another's, and one flush writes them all, each line whole.
+    func testLineWriterSourcesAreFlushedTogetherAndCappedApart() throws {
+        let path = NSTemporaryDirectory() + "tracegate-access-\(UUID().uuidString).log"
+        defer { unlink(path) }
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        XCTAssertGreaterThanOrEqual(fd, 0)
+        let writer = LineWriter(fd: fd)
+        let sources = [writer.makeSource(), writer.makeSource()]
+        DispatchQueue.concurrentPerform(iterations: 2) { loop in
+            for n in 0..<5_000 {
+                var line = "loop \(loop) line \(n)\n"
+                line.withUTF8 { sources[loop].append(UnsafeRawBufferPointer($0)) }
+            }
+        }
+        writer.append("shared line\n")
+        writer.flush()
+        close(fd)
+        let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(lines.count, 10_001)
+        for loop in 0..<2 {
+            let own = lines.filter { $0.hasPrefix("loop \(loop) ") }
+            XCTAssertEqual(own.map { Int($0.split(separator: " ")[3])! }, Array(0..<5_000), "whole lines, in order per loop")
+        }
+
+        let stuck = LineWriter(fd: -1)
+        let full = stuck.makeSource(), other = stuck.makeSource()
+        let megabyte = String(repeating: "z", count: (1 << 20) - 1) + "\n"
+        for _ in 0..<9 { megabyte.utf8CString.withUnsafeBytes { full.append(UnsafeRawBufferPointer(rebasing: $0.dropLast())) } }
+        megabyte.utf8CString.withUnsafeBytes { other.append(UnsafeRawBufferPointer(rebasing: $0.dropLast())) }
+        XCTAssertEqual(stuck.droppedLines, 1, "only the full buffer drops; the other loop's still takes lines")
+    }
 }
