@@ -5,14 +5,16 @@ import Foundation
 enum Malloc {
     /// glibc gives threads that allocate arenas of their own (up to 8 per core), and freed memory stays
     /// in each: with event loops, the trace builder, the exporters' HTTP client and Dispatch workers that
-    /// is tens of MiB of RSS. Two arenas suffice for a process whose hot path is a few event loops.
-    /// `MALLOC_ARENA_MAX` in the environment still wins.
-    static func limitArenas() {
+    /// can be tens of MiB of RSS. So the arenas are capped, at four per event loop: with two in all, an
+    /// event loop shared an arena with the idle-priority builder or the other loop and waited on its
+    /// lock, 8–48 ms per 6 s of `wrk -c32` in most runs, single waits up to 25 ms; with eight, 0–3 ms,
+    /// at the same RSS. `MALLOC_ARENA_MAX` in the environment still wins.
+    static func limitArenas(eventLoops: Int) {
         #if os(Linux)
         guard ProcessInfo.processInfo.environment["MALLOC_ARENA_MAX"] == nil, let mallopt = GlibcSymbol.address(of: "mallopt") else { return }
         typealias Mallopt = @convention(c) (Int32, Int32) -> Int32
         let mArenaMax: Int32 = -8  // M_ARENA_MAX in <malloc.h>
-        _ = unsafeBitCast(mallopt, to: Mallopt.self)(mArenaMax, 2)
+        _ = unsafeBitCast(mallopt, to: Mallopt.self)(mArenaMax, Int32(clamping: 4 * max(1, eventLoops)))
         #endif
     }
 

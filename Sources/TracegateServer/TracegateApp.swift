@@ -14,11 +14,11 @@ import TracegateTrace
 public enum TracegateApp {
     /// Returns the process exit code.
     public static func run(settings: TracegateSettings) async -> Int32 {
-        Malloc.limitArenas()
         let logger = makeLogger(level: settings.logLevel)
         let usableCPUs = EventLoopPlacement.usableCPUs()
         let threads = EventLoopPlacement.threadCount(
             setting: settings.threads, coreCount: System.coreCount, usableCPUs: usableCPUs)
+        Malloc.limitArenas(eventLoops: threads)  // before the event loops and background threads start
         let eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let placement = EventLoopPlacement(threads: threads, usableCPUs: usableCPUs, affinity: settings.cpuAffinity)
         if let cpus = placement.cpus { await pin(eventLoops, to: cpus, logger: logger) }
