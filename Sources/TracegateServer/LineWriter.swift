@@ -1,5 +1,6 @@
 import Foundation
 import NIOConcurrencyHelpers
+import NIOCore
 
 /// Buffers lines; `flush()` writes them to a file descriptor in one batch (`AccessLogService` calls it
 /// every 100 ms, off the event loops): an event loop only copies its line into memory, so a slow
@@ -7,44 +8,60 @@ import NIOConcurrencyHelpers
 ///
 /// Each event loop appends to a `Source` of its own (`makeSource()`), whose lock only `flush()` ever
 /// takes besides it, for a swap: with one buffer shared by the loops, a loop preempted while holding
-/// its lock stalled the other loop's requests for milliseconds. A source holds at most 8 MiB; beyond
-/// that its lines are counted as dropped rather than letting a blocked output grow memory.
-/// (`@unchecked`: `spare` is touched only under `writeLock`.)
+/// its lock stalled the other loop's requests for milliseconds. Every line is stamped with the
+/// monotonic clock as it is appended (no counter shared by the loops), and `flush()` merges the
+/// sources by that stamp, so the lines of a flush come out in the order they were appended (only
+/// lines appended at the very moment of a flush can land in the next one). A source holds at most 8 MiB of lines; beyond that its lines are counted as dropped
+/// rather than letting a blocked output grow memory.
+/// (`@unchecked`: `spares` and `output` are touched only under `writeLock`.)
 public final class LineWriter: @unchecked Sendable {
-    /// One writer's buffer of lines waiting for `flush()`.
+    /// One writer's lines waiting for `flush()`, each stored as its stamp (8 bytes), its length
+    /// (4 bytes) and its bytes.
     public final class Source: Sendable {
         fileprivate struct State {
             var pending: [UInt8] = []
+            /// The bytes of the lines in `pending`, headers not counted (what the cap applies to).
+            var lineBytes = 0
             var dropped = 0
         }
 
+        fileprivate static let headerBytes = 12
         fileprivate let state = NIOLockedValueBox(State())
+
+        fileprivate init() {}
 
         /// Copies a whole line into the buffer.
         public func append(_ line: UnsafeRawBufferPointer) {
             state.withLockedValue { state in
-                if state.pending.count + line.count > LineWriter.maxPendingBytes {
+                if state.lineBytes + line.count > LineWriter.maxPendingBytes {
                     state.dropped += 1
-                } else {
-                    state.pending.append(contentsOf: line)
+                    return
                 }
+                // Stamped under the lock: within a source the stamps never fall, which the merge relies on.
+                let stamp = NIODeadline.now().uptimeNanoseconds
+                withUnsafeBytes(of: stamp.littleEndian) { state.pending.append(contentsOf: $0) }
+                withUnsafeBytes(of: UInt32(line.count).littleEndian) { state.pending.append(contentsOf: $0) }
+                state.pending.append(contentsOf: line)
+                state.lineBytes += line.count
             }
         }
     }
 
     private let fd: Int32
     /// For writers that have no source of their own.
-    private let shared = Source()
-    private let sources = NIOLockedValueBox<[Source]>([])
+    private let shared: Source
+    private let sources: NIOLockedValueBox<[Source]>
     private let writeLock = NIOLock()
-    /// What `flush` writes from: swapped with a source's pending buffer, so appending goes on meanwhile.
-    /// Touched only under `writeLock`.
-    private var spare: [UInt8] = []
+    /// What `flush` merges from: swapped with the sources' pending buffers, so appending goes on
+    /// meanwhile. Touched only under `writeLock`.
+    private var spares: [[UInt8]] = []
+    private var output: [UInt8] = []
     static let maxPendingBytes = 8 * 1024 * 1024
 
     public init(fd: Int32 = STDOUT_FILENO) {
         self.fd = fd
-        sources.withLockedValue { $0 = [shared] }
+        shared = Source()
+        sources = NIOLockedValueBox([shared])
     }
 
     /// A buffer of its own for one thread (an event loop), flushed with the others.
@@ -67,33 +84,75 @@ public final class LineWriter: @unchecked Sendable {
         sources.withLockedValue { $0 }.reduce(0) { total, source in total + source.state.withLockedValue { $0.dropped } }
     }
 
-    /// Writes everything buffered, source by source; returns when it is written (or the descriptor failed).
+    /// Writes everything buffered, in the order it was appended; returns when it is written (or the
+    /// descriptor failed).
     public func flush() {
         let sources = self.sources.withLockedValue { $0 }
         writeLock.withLock {
-            for source in sources {
-                source.state.withLockedValue { state in swap(&spare, &state.pending) }
-                let written = write(spare)
-                // Keep the storage for the next swap, unless a burst left it large.
-                if spare.capacity > 1 << 20 { spare = [] } else { spare.removeAll(keepingCapacity: true) }
-                if !written { return }
+            while spares.count < sources.count { spares.append([]) }
+            for (index, source) in sources.enumerated() {
+                source.state.withLockedValue { state in
+                    swap(&spares[index], &state.pending)
+                    state.lineBytes = 0
+                }
             }
+            output.removeAll(keepingCapacity: true)
+            Self.merge(spares[0..<sources.count], into: &output)
+            write(output)
+            // Keep the storage for the next swap, unless a burst left it large.
+            for index in spares.indices {
+                if spares[index].capacity > 1 << 20 { spares[index] = [] } else { spares[index].removeAll(keepingCapacity: true) }
+            }
+            if output.capacity > 1 << 20 { output = [] }
         }
     }
 
-    /// False when the descriptor failed.
-    private func write(_ bytes: [UInt8]) -> Bool {
+    /// The lines of `buffers` (each in stamp order) by stamp, without their headers; on equal stamps
+    /// the earlier buffer's line first. Pointer arithmetic only: it runs every 100 ms on a thread that
+    /// competes with the event loops for the CPUs.
+    static func merge(_ buffers: ArraySlice<[UInt8]>, into output: inout [UInt8]) {
+        output.reserveCapacity(buffers.reduce(0) { $0 + $1.count })
+        withBytes(of: buffers) { raws in merge(raws, into: &output) }
+    }
+
+    /// `body` given the bytes of every buffer at once.
+    private static func withBytes(
+        of buffers: ArraySlice<[UInt8]>, collected: [UnsafeRawBufferPointer] = [],
+        _ body: ([UnsafeRawBufferPointer]) -> Void
+    ) {
+        guard let first = buffers.first else { return body(collected) }
+        first.withUnsafeBytes { raw in withBytes(of: buffers.dropFirst(), collected: collected + [raw], body) }
+    }
+
+    private static func merge(_ raws: [UnsafeRawBufferPointer], into output: inout [UInt8]) {
+        var offsets = [Int](repeating: 0, count: raws.count)
+        while true {
+            var next = -1
+            var lowest = UInt64.max
+            for index in 0..<raws.count where offsets[index] < raws[index].count {
+                let candidate = UInt64(littleEndian: raws[index].loadUnaligned(fromByteOffset: offsets[index], as: UInt64.self))
+                if next < 0 || candidate < lowest { (next, lowest) = (index, candidate) }
+            }
+            guard next >= 0 else { return }
+            let raw = raws[next]
+            let length = Int(UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: offsets[next] + 8, as: UInt32.self)))
+            let start = offsets[next] + Source.headerBytes
+            output.append(contentsOf: UnsafeRawBufferPointer(rebasing: raw[start..<(start + length)]))
+            offsets[next] = start + length
+        }
+    }
+
+    private func write(_ bytes: [UInt8]) {
         bytes.withUnsafeBytes { raw in
             var offset = 0
             while offset < raw.count {
                 let n = Foundation.write(fd, raw.baseAddress! + offset, raw.count - offset)
                 if n <= 0 {
                     if n < 0 && errno == EINTR { continue }
-                    return false
+                    return
                 }
                 offset += n
             }
-            return true
         }
     }
 }

@@ -124,6 +124,7 @@ final class AccessLogTests: XCTestCase {
         close(fd)
         let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n")
         XCTAssertEqual(lines.count, 10_001)
+        XCTAssertEqual(lines.last, "shared line", "lines come out in the order they were appended")
         for loop in 0..<2 {
             let own = lines.filter { $0.hasPrefix("loop \(loop) ") }
             XCTAssertEqual(own.map { Int($0.split(separator: " ")[3])! }, Array(0..<5_000), "whole lines, in order per loop")
@@ -135,5 +136,24 @@ final class AccessLogTests: XCTestCase {
         for _ in 0..<9 { megabyte.utf8CString.withUnsafeBytes { full.append(UnsafeRawBufferPointer(rebasing: $0.dropLast())) } }
         megabyte.utf8CString.withUnsafeBytes { other.append(UnsafeRawBufferPointer(rebasing: $0.dropLast())) }
         XCTAssertEqual(stuck.droppedLines, 1, "only the full buffer drops; the other loop's still takes lines")
+    }
+
+    /// Lines appended in turn to different sources come out in that order, across flushes too.
+    func testLineWriterKeepsTheOrderOfLinesAcrossSources() throws {
+        let path = NSTemporaryDirectory() + "tracegate-access-\(UUID().uuidString).log"
+        defer { unlink(path) }
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        XCTAssertGreaterThanOrEqual(fd, 0)
+        let writer = LineWriter(fd: fd)
+        let sources = [writer.makeSource(), writer.makeSource(), writer.makeSource()]
+        var expected: [String] = []
+        for n in 0..<3_000 {
+            let line = "line \(n) from \(n * 7 % 3)\n"
+            line.utf8CString.withUnsafeBytes { sources[n * 7 % 3].append(UnsafeRawBufferPointer(rebasing: $0.dropLast())) }
+            expected.append(String(line.dropLast()))
+            if n % 1_000 == 999 { writer.flush() }
+        }
+        close(fd)
+        XCTAssertEqual(try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").map(String.init), expected)
     }
 }
