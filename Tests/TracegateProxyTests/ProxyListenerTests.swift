@@ -124,24 +124,14 @@ final class ProxyListenerTests: XCTestCase {
         let firstAddress = try await first.start(host: "127.0.0.1", port: 0)
         let port = try XCTUnwrap(firstAddress.port)
         let second = try ProxyListener(configuration: Self.unreachableUpstream, group: group, observer: nil)
-        do {
-            _ = try await second.start(host: "127.0.0.1", port: port)
-            XCTFail("a second listener bound a port in use")
-        } catch let error as IOError {
-            XCTAssertEqual(error.errnoCode, EADDRINUSE)
-        }
+        await Self.assertAddressInUse(second, port: port, "a second listener bound a port in use")
         XCTAssertTrue(second.listeningSockets.isEmpty)
         await first.shutdown(grace: .seconds(1))
 
         let plain = try await ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).get()
         let plainPort = try XCTUnwrap(plain.localAddress?.port)
         let third = try ProxyListener(configuration: Self.unreachableUpstream, group: group, observer: nil)
-        do {
-            _ = try await third.start(host: "127.0.0.1", port: plainPort)
-            XCTFail("a listener bound a port another socket listens on")
-        } catch let error as IOError {
-            XCTAssertEqual(error.errnoCode, EADDRINUSE)
-        }
+        await Self.assertAddressInUse(third, port: plainPort, "a listener bound a port another socket listens on")
         try await plain.close()
         try await group.shutdownGracefully()
     }
@@ -166,5 +156,18 @@ final class ProxyListenerTests: XCTestCase {
         try await client.close()
         await listener.shutdown(grace: .seconds(1))
         try await group.shutdownGracefully()
+    }
+
+    private static func assertAddressInUse(
+        _ listener: ProxyListener, port: Int, _ message: String, file: StaticString = #filePath, line: UInt = #line
+    ) async {
+        do {
+            _ = try await listener.start(host: "127.0.0.1", port: port)
+            XCTFail(message, file: file, line: line)
+        } catch let error as IOError {
+            XCTAssertEqual(error.errnoCode, EADDRINUSE, file: file, line: line)
+        } catch {
+            XCTFail("\(error)", file: file, line: line)
+        }
     }
 }

@@ -78,10 +78,8 @@ final class AccessLogTests: XCTestCase {
     }
 
     func testLineWriterWritesEveryLineWholeFromManyThreadsOnFlush() throws {
-        let path = NSTemporaryDirectory() + "tracegate-access-\(UUID().uuidString).log"
+        let (path, fd) = try Self.temporaryLog()
         defer { unlink(path) }
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        XCTAssertGreaterThanOrEqual(fd, 0)
         let writer = LineWriter(fd: fd)  // only flush() writes
         DispatchQueue.concurrentPerform(iterations: 4) { thread in
             for n in 0..<5_000 { writer.append("thread \(thread) line \(n) " + String(repeating: "x", count: n % 50) + "\n") }
@@ -99,7 +97,7 @@ final class AccessLogTests: XCTestCase {
 
     func testLineWriterDropsAndCountsBeyondItsCap() throws {
         let writer = LineWriter(fd: -1)
-        let line = String(repeating: "y", count: (1 << 20) - 1) + "\n"  // 1 MiB
+        let line = String(repeating: "y", count: (1 << 20) - 13) + "\n"  // 1 MiB with its header
         for _ in 0..<9 { writer.append(line) }
         XCTAssertEqual(writer.droppedLines, 1, "8 MiB buffered at most while output is stuck")
     }
@@ -107,10 +105,8 @@ final class AccessLogTests: XCTestCase {
     /// Each event loop's lines go to a buffer of its own: one loop's lines (or its full buffer) never
     /// touch another's, and one flush writes them all, each line whole.
     func testLineWriterSourcesAreFlushedTogetherAndCappedApart() throws {
-        let path = NSTemporaryDirectory() + "tracegate-access-\(UUID().uuidString).log"
+        let (path, fd) = try Self.temporaryLog()
         defer { unlink(path) }
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        XCTAssertGreaterThanOrEqual(fd, 0)
         let writer = LineWriter(fd: fd)
         let sources = [writer.makeSource(), writer.makeSource()]
         DispatchQueue.concurrentPerform(iterations: 2) { loop in
@@ -131,19 +127,17 @@ final class AccessLogTests: XCTestCase {
         }
 
         let stuck = LineWriter(fd: -1)
-        let full = stuck.makeSource(), other = stuck.makeSource()
-        let megabyte = String(repeating: "z", count: (1 << 20) - 1) + "\n"
-        for _ in 0..<9 { megabyte.utf8CString.withUnsafeBytes { full.append(UnsafeRawBufferPointer(rebasing: $0.dropLast())) } }
+        let full = stuck.makeSource(), other = stuck.makeSource()  // with the shared one: 8 MiB in three shares
+        let megabyte = String(repeating: "z", count: (1 << 20) - 13) + "\n"  // 1 MiB with its header
+        for _ in 0..<3 { megabyte.utf8CString.withUnsafeBytes { full.append(UnsafeRawBufferPointer(rebasing: $0.dropLast())) } }
         megabyte.utf8CString.withUnsafeBytes { other.append(UnsafeRawBufferPointer(rebasing: $0.dropLast())) }
-        XCTAssertEqual(stuck.droppedLines, 1, "only the full buffer drops; the other loop's still takes lines")
+        XCTAssertEqual(stuck.droppedLines, 1, "only the full share drops; the other loop's still takes lines")
     }
 
     /// Lines appended in turn to different sources come out in that order, across flushes too.
     func testLineWriterKeepsTheOrderOfLinesAcrossSources() throws {
-        let path = NSTemporaryDirectory() + "tracegate-access-\(UUID().uuidString).log"
+        let (path, fd) = try Self.temporaryLog()
         defer { unlink(path) }
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        XCTAssertGreaterThanOrEqual(fd, 0)
         let writer = LineWriter(fd: fd)
         let sources = [writer.makeSource(), writer.makeSource(), writer.makeSource()]
         var expected: [String] = []
@@ -155,5 +149,13 @@ final class AccessLogTests: XCTestCase {
         }
         close(fd)
         XCTAssertEqual(try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").map(String.init), expected)
+    }
+
+    /// A new file to write a log to, and its descriptor open for writing.
+    private static func temporaryLog() throws -> (path: String, fd: Int32) {
+        let path = NSTemporaryDirectory() + "tracegate-access-\(UUID().uuidString).log"
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        guard fd >= 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
+        return (path, fd)
     }
 }
