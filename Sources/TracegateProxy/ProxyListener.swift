@@ -55,8 +55,8 @@ public final class ProxyListener: Sendable {
     ///
     /// With more than one event loop, each loop gets its own listening socket on the address
     /// (`SO_REUSEPORT`) and accepts its own connections: handing an accepted connection to another
-    /// loop costs a cross-thread wake-up and a chain of futures, which made a new connection cost
-    /// half again as much CPU. Before sharing the port, a plain bind checks nothing else holds it,
+    /// loop costs a cross-thread wake-up and a chain of futures: a new connection cost a quarter more
+    /// CPU that way. Before sharing the port, a plain bind checks nothing else holds it,
     /// so a second process on the same address still fails with "address in use".
     public func start(host: String, port: Int) async throws -> SocketAddress {
         var address = try SocketAddress.makeAddressResolvingHost(host, port: port)  // resolved once for all sockets

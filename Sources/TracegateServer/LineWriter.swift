@@ -114,7 +114,7 @@ public final class LineWriter: @unchecked Sendable {
     /// The lines of `buffers` (each in stamp order) by stamp, without their headers; on equal stamps
     /// the earlier buffer's line first. Pointer arithmetic only: it runs every 100 ms on a thread that
     /// competes with the event loops for the CPUs.
-    static func merge(_ buffers: ArraySlice<[UInt8]>, into output: inout [UInt8]) {
+    private static func merge(_ buffers: ArraySlice<[UInt8]>, into output: inout [UInt8]) {
         output.reserveCapacity(buffers.reduce(0) { $0 + $1.count })
         withBytes(of: buffers) { raws in merge(raws, into: &output) }
     }
