@@ -50,9 +50,10 @@ public final class LineWriter: @unchecked Sendable {
 
     private let fd: Int32
     private let capPerSource = ManagedAtomic<Int>(LineWriter.maxPendingBytes)
-    /// For writers that have no source of their own.
-    private let shared: Source
-    private let sources: NIOLockedValueBox<[Source]>
+    /// For writers that have no source of their own; made on first use, so that the event loops'
+    /// sources share the cap between themselves only.
+    private let shared = NIOLockedValueBox<Source?>(nil)
+    private let sources = NIOLockedValueBox<[Source]>([])
     private let writeLock = NIOLock()
     /// What `flush` merges from: swapped with the sources' pending buffers, so appending goes on
     /// meanwhile. Touched only under `writeLock`.
@@ -64,8 +65,6 @@ public final class LineWriter: @unchecked Sendable {
 
     public init(fd: Int32 = STDOUT_FILENO) {
         self.fd = fd
-        shared = Source(cap: capPerSource)
-        sources = NIOLockedValueBox([shared])
     }
 
     /// A buffer of its own for one thread (an event loop), flushed with the others.
@@ -79,7 +78,12 @@ public final class LineWriter: @unchecked Sendable {
     }
 
     /// Copies a whole line into the shared buffer.
-    public func append(_ line: UnsafeRawBufferPointer) { shared.append(line) }
+    public func append(_ line: UnsafeRawBufferPointer) {
+        shared.withLockedValue { shared in
+            if shared == nil { shared = makeSource() }
+            return shared!
+        }.append(line)
+    }
 
     public func append(_ line: String) {
         var line = line
