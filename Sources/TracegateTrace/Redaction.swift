@@ -119,11 +119,12 @@ public enum QueryRedaction {
     public static func target(_ target: String) -> String {
         guard let question = target.utf8.firstIndex(of: UInt8(ascii: "?")) else { return target }
         // The access log calls this for every request: decide on the bytes first, without building
-        // strings, and only rebuild a target that has a parameter to redact.
-        guard hasSensitiveName(target.utf8[target.utf8.index(after: question)...]) else { return target }
-        let query = target[target.index(after: question)...]
+        // strings or arrays, and only rebuild a target that has a parameter to redact.
+        let query = target.utf8[target.utf8.index(after: question)...]
+        let mayRedact = query.withContiguousStorageIfAvailable(hasSensitiveName) ?? Array(query).withUnsafeBufferPointer(hasSensitiveName)
+        guard mayRedact else { return target }
         var changed = false
-        let parameters = query.split(separator: "&", omittingEmptySubsequences: false).map { parameter -> Substring in
+        let parameters = target[target.index(after: question)...].split(separator: "&", omittingEmptySubsequences: false).map { parameter -> Substring in
             guard let equals = parameter.firstIndex(of: "=") else { return parameter }
             let name = parameter[..<equals].lowercased()
             guard sensitive.contains(where: { name.contains($0) }) else { return parameter }
@@ -136,27 +137,23 @@ public enum QueryRedaction {
 
     /// Whether a parameter with a value may have a name containing a sensitive word: one does, ASCII
     /// case ignored, or a name has a non-ASCII byte (Unicode lower-casing decides those, the slow way).
-    static func hasSensitiveName(_ query: Substring.UTF8View) -> Bool {
-        var nameStart = query.startIndex
-        var index = query.startIndex
-        while index < query.endIndex {
+    static func hasSensitiveName(_ query: UnsafeBufferPointer<UInt8>) -> Bool {
+        var nameStart = 0
+        for index in query.indices {
             switch query[index] {
             case UInt8(ascii: "&"):
-                nameStart = query.index(after: index)
+                nameStart = index + 1
             case UInt8(ascii: "="):
-                if nameStart < index, containsSensitiveWord(query[nameStart..<index]) { return true }
+                if nameStart < index {
+                    let name = UnsafeBufferPointer(rebasing: query[nameStart..<index])
+                    if name.contains(where: { $0 >= 0x80 }) || sensitiveWords.occur(in: name) { return true }
+                }
                 // Skip the value: the next name starts after the next '&'.
-                nameStart = query.endIndex
+                nameStart = query.count
             default:
                 break
             }
-            index = query.index(after: index)
         }
         return false
-    }
-
-    private static func containsSensitiveWord(_ name: Substring.UTF8View.SubSequence) -> Bool {
-        let bytes = Array(name)
-        return bytes.contains(where: { $0 >= 0x80 }) || bytes.withUnsafeBufferPointer { sensitiveWords.occur(in: $0) }
     }
 }
