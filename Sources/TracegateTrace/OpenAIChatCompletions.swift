@@ -84,63 +84,147 @@ struct OpenAIChatStream: Sendable {
     private var chunkCount = 0
 
     /// Consumes one event; returns whether it was a Chat Completions event.
+    ///
+    /// Read in place (`InPlaceJSON`): of a chunk only the members used are decoded, and of the ids,
+    /// model and fingerprint only the first ones.
     mutating func consume(_ event: SSEEvent, notes: inout StreamNotes) -> Bool {
-        let data = event.data
-        if data == "[DONE]" || data.trimmedASCIIWhitespace == "[DONE]" {
-            completed = true
-            return true
+        var data = event.data
+        return data.withUTF8 { bytes in
+            if Self.isDone(bytes) {
+                completed = true
+                return true
+            }
+            guard let chunk = InPlaceJSON(bytes), chunk.isObject(at: chunk.root) else {
+                notes.malformedEvents += 1
+                return false
+            }
+            return consume(chunk, notes: &notes)
         }
-        guard let chunk = notes.jsonObject(of: event) else { return false }
-        if let description = ChatPayloadInterpreter.errorDescription(chunk["error"]) {
+    }
+
+    /// `[DONE]`, with any ASCII whitespace around it.
+    private static func isDone(_ data: UnsafeBufferPointer<UInt8>) -> Bool {
+        let isSpace = { (byte: UInt8) in byte == 0x20 || byte == 0x09 || byte == 0x0A || byte == 0x0D }
+        guard let first = data.firstIndex(where: { !isSpace($0) }), let last = data.lastIndex(where: { !isSpace($0) }) else { return false }
+        return UnsafeBufferPointer(rebasing: data[first...last]).elementsEqual("[DONE]".utf8)
+    }
+
+    private mutating func consume(_ chunk: InPlaceJSON, notes: inout StreamNotes) -> Bool {
+        // Where a name appears twice, the last one counts (as `PayloadJSON`'s subscript reads it).
+        var errorAt, choicesAt, objectAt, idAt, createdAt, modelAt, fingerprintAt, tierAt, usageAt: Int?
+        for member in chunk.members(at: chunk.root) {
+            switch member.rawKey.count {
+            case 2 where member.isNamed("id", in: chunk): idAt = member.value
+            case 5 where member.isNamed("error", in: chunk): errorAt = member.value
+            case 5 where member.isNamed("model", in: chunk): modelAt = member.value
+            case 5 where member.isNamed("usage", in: chunk): usageAt = member.value
+            case 6 where member.isNamed("object", in: chunk): objectAt = member.value
+            case 7 where member.isNamed("choices", in: chunk): choicesAt = member.value
+            case 7 where member.isNamed("created", in: chunk): createdAt = member.value
+            case 12 where member.isNamed("service_tier", in: chunk): tierAt = member.value
+            case 18 where member.isNamed("system_fingerprint", in: chunk): fingerprintAt = member.value
+            default:
+                // A name written with escapes is longer than it reads.
+                guard member.rawKey.contains(UInt8(ascii: "\\")) else { continue }
+                switch chunk.string(at: member.keyOffset) {
+                case "id": idAt = member.value
+                case "error": errorAt = member.value
+                case "model": modelAt = member.value
+                case "usage": usageAt = member.value
+                case "object": objectAt = member.value
+                case "choices": choicesAt = member.value
+                case "created": createdAt = member.value
+                case "service_tier": tierAt = member.value
+                case "system_fingerprint": fingerprintAt = member.value
+                default: break
+                }
+            }
+        }
+        if let errorAt, let description = ChatPayloadInterpreter.errorDescription(chunk.value(at: errorAt)) {
             error = description
             return true
         }
-        guard let deltas = chunk["choices"]?.array else {
-            return chunk["object"]?.string == "chat.completion.chunk"
+        guard let choicesAt, chunk.isArray(at: choicesAt) else {
+            return objectAt.flatMap { chunk.string(at: $0) } == "chat.completion.chunk"
         }
         chunkCount += 1
         // The first real values (Azure's first chunk, holding only prompt_filter_results, has "id":"" and "created":0).
-        if id == nil, let value = chunk["id"], !value.isNull, value != .string("") { id = value }
-        if created == nil, let value = chunk["created"], !value.isNull, value.int != 0 { created = value }
-        if let value = chunk["model"]?.string, !value.isEmpty, model == nil { model = value }
-        if systemFingerprint == nil, let value = chunk["system_fingerprint"], !value.isNull { systemFingerprint = value }
-        if serviceTier == nil, let value = chunk["service_tier"], !value.isNull { serviceTier = value }
-        if let value = chunk["usage"], value.isObject { usage = value }
+        if id == nil, let idAt, !chunk.isNull(at: idAt) {
+            let value = chunk.value(at: idAt)
+            if value != .string("") { id = value }
+        }
+        if created == nil, let createdAt, !chunk.isNull(at: createdAt) {
+            let value = chunk.value(at: createdAt)
+            if value.int != 0 { created = value }
+        }
+        if model == nil, let modelAt, let value = chunk.string(at: modelAt), !value.isEmpty { model = value }
+        if systemFingerprint == nil, let fingerprintAt, !chunk.isNull(at: fingerprintAt) { systemFingerprint = chunk.value(at: fingerprintAt) }
+        if serviceTier == nil, let tierAt, !chunk.isNull(at: tierAt) { serviceTier = chunk.value(at: tierAt) }
+        if let usageAt, chunk.isObject(at: usageAt) { usage = chunk.value(at: usageAt) }
 
-        for (position, entry) in deltas.enumerated() {
-            let index = entry["index"]?.int ?? position
-            let slot = choiceSlot(index)
-            if let delta = entry["delta"] {
-                if let role = delta["role"]?.string { choices[slot].role = role }
-                if let content = delta["content"]?.string {
-                    choices[slot].hasContent = true
-                    notes.append(content, to: &choices[slot].content)
-                }
-                if let refusal = delta["refusal"]?.string {
-                    var text = choices[slot].refusal ?? ""
-                    notes.append(refusal, to: &text)
-                    choices[slot].refusal = text
-                }
-                for (callPosition, call) in (delta["tool_calls"]?.array ?? []).enumerated() {
-                    let callIndex = call["index"]?.int ?? callPosition
-                    let callSlot: Int
-                    if let found = choices[slot].toolCalls.firstIndex(where: { $0.index == callIndex }) {
-                        callSlot = found
-                    } else {
-                        choices[slot].toolCalls.append(ToolCallState(index: callIndex))
-                        callSlot = choices[slot].toolCalls.count - 1
-                    }
-                    Self.merge(call, into: &choices[slot].toolCalls[callSlot], notes: &notes)
-                }
-                if let function = delta["function_call"], function.isObject {
-                    var state = choices[slot].functionCall ?? ToolCallState(index: 0)
-                    Self.merge(.object([("function", function)]), into: &state, notes: &notes)
-                    choices[slot].functionCall = state
+        for (position, entry) in chunk.elements(at: choicesAt).enumerated() {
+            var index, delta, finishReason: Int?
+            for member in chunk.members(at: entry) {
+                if member.isNamed("index", in: chunk) {
+                    index = member.value
+                } else if member.isNamed("delta", in: chunk) {
+                    delta = member.value
+                } else if member.isNamed("finish_reason", in: chunk) {
+                    finishReason = member.value
                 }
             }
-            if let reason = entry["finish_reason"]?.string { choices[slot].finishReason = reason }
+            let slot = choiceSlot(index.flatMap { chunk.value(at: $0).int } ?? position)
+            if let delta { consume(delta: delta, of: chunk, into: slot, notes: &notes) }
+            if let finishReason, let reason = chunk.string(at: finishReason) { choices[slot].finishReason = reason }
         }
         return true
+    }
+
+    /// One choice's `delta`: role, content and refusal fragments, tool-call and function-call fragments.
+    private mutating func consume(delta: Int, of chunk: InPlaceJSON, into slot: Int, notes: inout StreamNotes) {
+        var role, content, refusal, toolCalls, functionCall: Int?
+        for member in chunk.members(at: delta) {
+            if member.isNamed("content", in: chunk) {
+                content = member.value
+            } else if member.isNamed("role", in: chunk) {
+                role = member.value
+            } else if member.isNamed("refusal", in: chunk) {
+                refusal = member.value
+            } else if member.isNamed("tool_calls", in: chunk) {
+                toolCalls = member.value
+            } else if member.isNamed("function_call", in: chunk) {
+                functionCall = member.value
+            }
+        }
+        if let role, let value = chunk.string(at: role) { choices[slot].role = value }
+        if let content, let value = chunk.string(at: content) {
+            choices[slot].hasContent = true
+            notes.append(value, to: &choices[slot].content)
+        }
+        if let refusal, let value = chunk.string(at: refusal) {
+            var text = choices[slot].refusal ?? ""
+            notes.append(value, to: &text)
+            choices[slot].refusal = text
+        }
+        if let toolCalls, chunk.isArray(at: toolCalls) {
+            for (callPosition, call) in chunk.elements(at: toolCalls).enumerated() {
+                let call = chunk.value(at: call)
+                let callIndex = call["index"]?.int ?? callPosition
+                let callSlot: Int
+                if let found = choices[slot].toolCalls.firstIndex(where: { $0.index == callIndex }) {
+                    callSlot = found
+                } else {
+                    choices[slot].toolCalls.append(ToolCallState(index: callIndex))
+                    callSlot = choices[slot].toolCalls.count - 1
+                }
+                Self.merge(call, into: &choices[slot].toolCalls[callSlot], notes: &notes)
+            }
+        }
+        if let functionCall, chunk.isObject(at: functionCall) {
+            var state = choices[slot].functionCall ?? ToolCallState(index: 0)
+            Self.merge(.object([("function", chunk.value(at: functionCall))]), into: &state, notes: &notes)
+            choices[slot].functionCall = state
+        }
     }
 
     private mutating func choiceSlot(_ index: Int) -> Int {

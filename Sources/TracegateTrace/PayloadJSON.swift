@@ -184,18 +184,22 @@ struct PayloadJSONParser {
 
     mutating func parseDocument() -> PayloadJSON? {
         do {
-            skipWhitespace()
-            // A UTF-8 byte order mark is tolerated at the start.
-            if bytes.count - position >= 3, bytes[position] == 0xEF, bytes[position + 1] == 0xBB, bytes[position + 2] == 0xBF {
-                position += 3
-                skipWhitespace()
-            }
+            skipToDocument()
             guard let value = try parseValue(depth: 0) else { return nil }
             if hitEnd { return value }
             skipWhitespace()
             return position == bytes.count ? value : nil
         } catch {
             return nil
+        }
+    }
+
+    /// Skips leading whitespace and a UTF-8 byte order mark (tolerated at the start).
+    private mutating func skipToDocument() {
+        skipWhitespace()
+        if bytes.count - position >= 3, bytes[position] == 0xEF, bytes[position + 1] == 0xBB, bytes[position + 2] == 0xBF {
+            position += 3
+            skipWhitespace()
         }
     }
 
@@ -253,6 +257,12 @@ struct PayloadJSONParser {
     }
 
     private mutating func parseNumber() throws -> PayloadJSON? {
+        guard let lexeme = try scanNumber() else { return nil }
+        return .number(String(decoding: UnsafeBufferPointer(rebasing: bytes[lexeme]), as: UTF8.self))
+    }
+
+    /// The number's lexeme; nil when it ran into the end of input (truncation allowed: dropped).
+    private mutating func scanNumber() throws -> Range<Int>? {
         let start = position
         var complete = true
         if bytes[position] == UInt8(ascii: "-") { position += 1 }
@@ -278,8 +288,7 @@ struct PayloadJSONParser {
             return nil
         }
         guard complete else { throw Invalid() }
-        let lexeme = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<position]), as: UTF8.self)
-        return .number(lexeme)
+        return start..<position
     }
 
     private mutating func skipDigits() -> Int {
@@ -481,5 +490,111 @@ struct PayloadJSONParser {
             default: throw Invalid()
             }
         }
+    }
+
+    // MARK: Checking without building (`InPlaceJSON`)
+
+    /// Whether the input is a JSON text `parseDocument` reads (truncation not allowed), checked
+    /// without building any value; returns the offset of its top-level value.
+    mutating func checkDocument() -> Int? {
+        precondition(!allowTruncation, "only complete texts are checked")
+        do {
+            skipToDocument()
+            let root = position
+            try checkValue(depth: 0)
+            skipWhitespace()
+            return position == bytes.count ? root : nil
+        } catch {
+            return nil
+        }
+    }
+
+    /// The value at `offset` of a text `checkDocument` accepted.
+    mutating func parseValue(at offset: Int) -> PayloadJSON {
+        position = offset
+        // Accepted as a whole, so nothing in it can fail or nest too deep.
+        return (try? parseValue(depth: 0)) ?? .null
+    }
+
+    /// `parseValue`'s grammar and limits, building nothing.
+    private mutating func checkValue(depth: Int) throws {
+        skipWhitespace()
+        guard position < bytes.count else { throw Invalid() }
+        switch bytes[position] {
+        case UInt8(ascii: "{"), UInt8(ascii: "["):
+            guard depth < Self.maxDepth else { throw Invalid() }
+            try checkContainer(depth: depth + 1)
+        case UInt8(ascii: "\""):
+            try checkString()
+        case UInt8(ascii: "t"): _ = try parseLiteral("true", .null)
+        case UInt8(ascii: "f"): _ = try parseLiteral("false", .null)
+        case UInt8(ascii: "n"): _ = try parseLiteral("null", .null)
+        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+            _ = try scanNumber()
+        default:
+            throw Invalid()
+        }
+    }
+
+    /// An object or an array, as `parseObject` and `parseArray` read them.
+    private mutating func checkContainer(depth: Int) throws {
+        let isObject = bytes[position] == UInt8(ascii: "{")
+        let close = isObject ? UInt8(ascii: "}") : UInt8(ascii: "]")
+        position += 1
+        skipWhitespace()
+        if position < bytes.count, bytes[position] == close {
+            position += 1
+            return
+        }
+        while true {
+            if isObject {
+                skipWhitespace()
+                guard position < bytes.count, bytes[position] == UInt8(ascii: "\"") else { throw Invalid() }
+                try checkString()
+                skipWhitespace()
+                guard position < bytes.count, bytes[position] == UInt8(ascii: ":") else { throw Invalid() }
+                position += 1
+            }
+            try checkValue(depth: depth)
+            skipWhitespace()
+            guard position < bytes.count else { throw Invalid() }
+            switch bytes[position] {
+            case UInt8(ascii: ","): position += 1
+            case close:
+                position += 1
+                return
+            default: throw Invalid()
+            }
+        }
+    }
+
+    /// A string, as `parseString` reads it: any byte but an unescaped quote or backslash, and only
+    /// JSON's escapes (a `\u` with four hex digits, paired or not).
+    private mutating func checkString() throws {
+        position += 1
+        while position < bytes.count {
+            switch bytes[position] {
+            case UInt8(ascii: "\""):
+                position += 1
+                return
+            case UInt8(ascii: "\\"):
+                position += 1
+                guard position < bytes.count else { throw Invalid() }
+                let escaped = bytes[position]
+                position += 1
+                switch escaped {
+                case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"), UInt8(ascii: "b"), UInt8(ascii: "f"),
+                    UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):
+                    break
+                case UInt8(ascii: "u"):
+                    _ = try readHex4()
+                default:
+                    throw Invalid()
+                }
+            default:
+                position += 1
+            }
+        }
+        throw Invalid()
     }
 }

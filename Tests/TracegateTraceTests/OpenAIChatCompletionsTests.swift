@@ -98,6 +98,32 @@ final class OpenAIChatCompletionsTests: XCTestCase {
         XCTAssertEqual(reread.finishReason, streamed.finishReason)
     }
 
+    /// Chunks are read in place, member by member: names written with escapes, names given twice (the
+    /// last counts), choices that are not objects, indexes that are not numbers, and the first real id,
+    /// time and model kept.
+    func testChunksAreReadAsTheirWholeJSONReads() throws {
+        let stream = [
+            #"{"id":"","created":0,"choices":[],"prompt_filter_results":[]}"#,
+            #"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":5,"model":"","choices":[{"index":0,"delta":{"role":"assistant","content":"Hel"},"finish_reason":null}]}"#,
+            #"{"\u0069d":"other","model":"m-1","choices":[{"ind\u0065x":0,"delta":{"c\u006fntent":"lo"}}],"model":"m-2"}"#,
+            #"{"choices":[{"index":0,"delta":{"content":"X","content":"?"}}],"choices":[{"index":0,"delta":{"content":"!"}}]}"#,
+            #"{"choices":[7,{"index":"1","delta":{"content":"?"}}]}"#,
+            #"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+            " [DONE] ",
+        ].map { "data: \($0)\n\n" }.joined()
+        let chat = try XCTUnwrap(ChatTest.stream(path: F.chatPath, request: F.chatStreamRequest, response: stream))
+        XCTAssertEqual(chat.assistantText, "Hello!")
+        XCTAssertEqual(chat.finishReason, "stop")
+        XCTAssertTrue(chat.streamCompleted)
+        XCTAssertEqual(chat.warnings, [])
+        let output = try XCTUnwrap(PayloadJSON.parse(chat.outputJSON ?? ""))
+        XCTAssertEqual(output["id"], .string("chatcmpl-1"))
+        XCTAssertEqual(output["created"]?.int, 5)
+        XCTAssertEqual(output["model"], .string("m-2"))
+        XCTAssertEqual(output["choices"]?[1]?["index"]?.int, 1)
+        XCTAssertEqual(output["choices"]?[1]?["message"]?["content"], .string("?"))
+    }
+
     func testCRLFStreamGivesTheSameResultAsLF() throws {
         let crlf = F.chatStream.replacingOccurrences(of: "\n", with: "\r\n")
         XCTAssertEqual(ChatTest.stream(path: F.chatPath, request: F.chatStreamRequest, response: crlf),

@@ -1,0 +1,138 @@
+/// A JSON text checked once, exactly as `PayloadJSON.parse` would accept it, then read where it lies:
+/// members and elements are walked by offset, and only the values asked for are decoded.
+///
+/// For payloads read many times a second, such as the chunks of a streamed chat response, where
+/// building each chunk's whole tree cost more than everything else in the trace.
+struct InPlaceJSON {
+    let bytes: UnsafeBufferPointer<UInt8>
+    /// Offset of the top-level value.
+    let root: Int
+
+    /// nil unless `bytes` is a complete JSON text (surrounding whitespace allowed).
+    init?(_ bytes: UnsafeBufferPointer<UInt8>) {
+        var parser = PayloadJSONParser(bytes: bytes, allowTruncation: false)
+        guard let root = parser.checkDocument() else { return nil }
+        self.bytes = bytes
+        self.root = root
+    }
+
+    func isObject(at offset: Int) -> Bool { bytes[offset] == UInt8(ascii: "{") }
+    func isArray(at offset: Int) -> Bool { bytes[offset] == UInt8(ascii: "[") }
+    func isNull(at offset: Int) -> Bool { bytes[offset] == UInt8(ascii: "n") }
+
+    /// The value at `offset`, decoded.
+    func value(at offset: Int) -> PayloadJSON {
+        var parser = PayloadJSONParser(bytes: bytes, allowTruncation: false)
+        return parser.parseValue(at: offset)
+    }
+
+    /// The string at `offset`, decoded; nil for any other value.
+    func string(at offset: Int) -> String? {
+        guard bytes[offset] == UInt8(ascii: "\"") else { return nil }
+        return value(at: offset).string
+    }
+
+    /// The members of the object at `offset`, in document order (none if it is not an object).
+    func members(at offset: Int) -> Members { Members(json: self, position: isObject(at: offset) ? offset + 1 : nil) }
+
+    /// The offsets of the elements of the array at `offset` (none if it is not an array).
+    func elements(at offset: Int) -> Elements { Elements(json: self, position: isArray(at: offset) ? offset + 1 : nil) }
+
+    struct Member {
+        /// The key's bytes between its quotes, escapes as written.
+        let rawKey: UnsafeBufferPointer<UInt8>
+        /// Offset of the key's opening quote.
+        let keyOffset: Int
+        let value: Int
+
+        /// Whether the key, decoded, is `name` (which, like every name read, is plain ASCII).
+        func isNamed(_ name: StaticString, in json: InPlaceJSON) -> Bool {
+            let plain = UnsafeBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount)
+            if !rawKey.contains(UInt8(ascii: "\\")) { return rawKey.elementsEqual(plain) }
+            return json.string(at: keyOffset)?.utf8.elementsEqual(plain) ?? false
+        }
+    }
+
+    struct Members: Sequence, IteratorProtocol {
+        let json: InPlaceJSON
+        var position: Int?
+
+        mutating func next() -> Member? {
+            guard var at = position else { return nil }
+            let bytes = json.bytes
+            at = json.skipWhitespace(from: at)
+            guard bytes[at] == UInt8(ascii: "\"") else {  // `}`: the end
+                position = nil
+                return nil
+            }
+            let keyEnd = json.end(ofValueAt: at)
+            let member = Member(rawKey: UnsafeBufferPointer(rebasing: bytes[(at + 1)..<(keyEnd - 1)]), keyOffset: at,
+                                value: json.skipWhitespace(from: json.skipWhitespace(from: keyEnd) + 1))  // past the `:`
+            at = json.skipWhitespace(from: json.end(ofValueAt: member.value))
+            position = bytes[at] == UInt8(ascii: ",") ? at + 1 : nil
+            return member
+        }
+    }
+
+    struct Elements: Sequence, IteratorProtocol {
+        let json: InPlaceJSON
+        var position: Int?
+
+        mutating func next() -> Int? {
+            guard var at = position else { return nil }
+            at = json.skipWhitespace(from: at)
+            guard json.bytes[at] != UInt8(ascii: "]") else {
+                position = nil
+                return nil
+            }
+            let element = at
+            at = json.skipWhitespace(from: json.end(ofValueAt: element))
+            position = json.bytes[at] == UInt8(ascii: ",") ? at + 1 : nil
+            return element
+        }
+    }
+
+    private func skipWhitespace(from offset: Int) -> Int {
+        var at = offset
+        while at < bytes.count {
+            switch bytes[at] {
+            case 0x20, 0x09, 0x0A, 0x0D: at += 1
+            default: return at
+            }
+        }
+        return at
+    }
+
+    /// The offset just past the value at `offset`; the text was checked, so only its structure is followed.
+    private func end(ofValueAt offset: Int) -> Int {
+        var at = offset
+        switch bytes[offset] {
+        case UInt8(ascii: "\""):
+            at += 1
+            while bytes[at] != UInt8(ascii: "\"") { at += bytes[at] == UInt8(ascii: "\\") ? 2 : 1 }
+            return at + 1
+        case UInt8(ascii: "{"), UInt8(ascii: "["):
+            var depth = 0
+            repeat {
+                switch bytes[at] {
+                case UInt8(ascii: "\""):
+                    at = end(ofValueAt: at)
+                    continue
+                case UInt8(ascii: "{"), UInt8(ascii: "["): depth += 1
+                case UInt8(ascii: "}"), UInt8(ascii: "]"): depth -= 1
+                default: break
+                }
+                at += 1
+            } while depth > 0
+            return at
+        default:
+            while at < bytes.count {
+                switch bytes[at] {
+                case UInt8(ascii: ","), UInt8(ascii: "}"), UInt8(ascii: "]"), 0x20, 0x09, 0x0A, 0x0D: return at
+                default: at += 1
+                }
+            }
+            return at
+        }
+    }
+}

@@ -1,0 +1,66 @@
+import XCTest
+@testable import TracegateTrace
+
+final class InPlaceJSONTests: XCTestCase {
+    /// What `InPlaceJSON` accepts and reads, against `PayloadJSON.parse` on the same bytes: generated
+    /// documents (escaped keys, surrogate pairs, odd whitespace) and their mutations.
+    func testAcceptsExactlyWhatTheParserAcceptsAndReadsTheSameValues() {
+        Fuzz.check { rng in
+            let text = Array(JSONGen.document(&rng).utf8)
+            for bytes in [text, Mutate.apply(text, &rng), Mutate.apply(text, &rng)] {
+                let parsed = PayloadJSON.parse(bytes)
+                try bytes.withUnsafeBufferPointer { buffer in
+                    let json = InPlaceJSON(buffer)
+                    try require((json == nil) == (parsed == nil),
+                                "in place \(json == nil ? "rejects" : "accepts"), the parser \(parsed == nil ? "rejects" : "accepts") \(Gen.show(bytes))")
+                    guard let json, let parsed else { return }
+                    let read = Self.walk(json, at: json.root)
+                    try require(read.serialized == parsed.serialized, "in place read \(read.serialized), the parser \(parsed.serialized)")
+                }
+            }
+        }
+    }
+
+    func testMembersAreNamedAsDecodedAndTheirValuesFound() throws {
+        try Self.withJSON(#" {"a\u0062c" : [1, {"x":"y"}] , "plain":"v\"w", "e":{}, "z":[ ]} "#) { json in
+            let members = Array(json.members(at: json.root))
+            XCTAssertEqual(members.count, 4)
+            XCTAssertTrue(members[0].isNamed("abc", in: json))
+            XCTAssertFalse(members[0].isNamed("a\\u0062c", in: json))
+            XCTAssertEqual(json.elements(at: members[0].value).map { json.value(at: $0) }, [.number("1"), .object([("x", .string("y"))])])
+            XCTAssertTrue(members[1].isNamed("plain", in: json))
+            XCTAssertEqual(json.string(at: members[1].value), "v\"w")
+            XCTAssertTrue(Array(json.members(at: members[2].value)).isEmpty)
+            XCTAssertTrue(Array(json.elements(at: members[3].value)).isEmpty)
+            XCTAssertNil(json.string(at: members[0].value))
+            XCTAssertTrue(Array(json.members(at: members[0].value)).isEmpty, "an array has no members")
+        }
+    }
+
+    func testRejectsWhatTheParserRejects() {
+        let nested = String(repeating: "[", count: PayloadJSONParser.maxDepth + 1) + String(repeating: "]", count: PayloadJSONParser.maxDepth + 1)
+        for text in [#"{"a":1"#, #"{"a":1}x"#, #"{"a":01}"#, #"{"a":"\x"}"#, #"{"a":"\u12"}"#, #"{a:1}"#, "", " ", nested, "[1,]"] {
+            let accepted = Array(text.utf8).withUnsafeBufferPointer { InPlaceJSON($0) != nil }
+            XCTAssertFalse(accepted, text)
+            XCTAssertNil(PayloadJSON.parse(text), text)
+        }
+        let deepest = String(repeating: "[", count: PayloadJSONParser.maxDepth) + String(repeating: "]", count: PayloadJSONParser.maxDepth)
+        XCTAssertTrue(Array(deepest.utf8).withUnsafeBufferPointer { InPlaceJSON($0) != nil })
+        XCTAssertTrue(Array("\u{FEFF} {}".utf8).withUnsafeBufferPointer { InPlaceJSON($0) != nil }, "a byte order mark is tolerated")
+    }
+
+    /// The value at `offset`, rebuilt from the in-place walk: keys decoded, containers walked, leaves decoded.
+    private static func walk(_ json: InPlaceJSON, at offset: Int) -> PayloadJSON {
+        if json.isObject(at: offset) {
+            return .object(json.members(at: offset).map { (json.string(at: $0.keyOffset) ?? "?", walk(json, at: $0.value)) })
+        }
+        if json.isArray(at: offset) { return .array(json.elements(at: offset).map { walk(json, at: $0) }) }
+        return json.value(at: offset)
+    }
+
+    private static func withJSON(_ text: String, _ body: (InPlaceJSON) throws -> Void) throws {
+        try Array(text.utf8).withUnsafeBufferPointer { buffer in
+            try body(try XCTUnwrap(InPlaceJSON(buffer)))
+        }
+    }
+}
