@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// A JSON text checked once, exactly as `PayloadJSON.parse` would accept it, then read where it lies:
 /// members and elements are walked by offset, and only the values asked for are decoded.
 ///
@@ -7,11 +13,18 @@ struct InPlaceJSON {
     let bytes: UnsafeBufferPointer<UInt8>
     /// Offset of the top-level value.
     let root: Int
+    /// Where a string, object or array starts: the offset just past it (other entries are unset).
+    private let valueEnds: [Int]
 
     /// nil unless `bytes` is a complete JSON text (surrounding whitespace allowed).
     init?(_ bytes: UnsafeBufferPointer<UInt8>) {
-        var parser = PayloadJSONParser(bytes: bytes, allowTruncation: false)
-        guard let root = parser.checkDocument() else { return nil }
+        var ends = [Int](repeating: 0, count: bytes.count)
+        let root = ends.withUnsafeMutableBufferPointer { ends in
+            var parser = PayloadJSONParser(bytes: bytes, allowTruncation: false)
+            return parser.checkDocument(valueEnds: ends)
+        }
+        guard let root else { return nil }
+        valueEnds = ends
         self.bytes = bytes
         self.root = root
     }
@@ -24,6 +37,19 @@ struct InPlaceJSON {
     func value(at offset: Int) -> PayloadJSON {
         var parser = PayloadJSONParser(bytes: bytes, allowTruncation: false)
         return parser.parseValue(at: offset)
+    }
+
+    /// The integer at `offset`, as `PayloadJSON.int` reads it; nil for any other value.
+    func int(at offset: Int) -> Int? {
+        // Most are a few plain digits: read where they lie, without a lexeme string.
+        var number = 0
+        var at = offset
+        while at < bytes.count, at - offset < 18, bytes[at] >= UInt8(ascii: "0"), bytes[at] <= UInt8(ascii: "9") {
+            number = number * 10 + Int(bytes[at] - UInt8(ascii: "0"))
+            at += 1
+        }
+        if at > offset, at == end(ofValueAt: offset) { return number }
+        return value(at: offset).int
     }
 
     /// The string at `offset`, decoded; nil for any other value.
@@ -47,8 +73,10 @@ struct InPlaceJSON {
 
         /// Whether the key, decoded, is `name` (which, like every name read, is plain ASCII).
         func isNamed(_ name: StaticString, in json: InPlaceJSON) -> Bool {
-            let plain = UnsafeBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount)
-            if !rawKey.contains(UInt8(ascii: "\\")) { return rawKey.elementsEqual(plain) }
+            let plain = UnsafeRawBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount)
+            if !rawKey.contains(UInt8(ascii: "\\")) {
+                return rawKey.count == plain.count && memcmp(rawKey.baseAddress!, plain.baseAddress!, plain.count) == 0
+            }
             return json.string(at: keyOffset)?.utf8.elementsEqual(plain) ?? false
         }
     }
@@ -103,29 +131,13 @@ struct InPlaceJSON {
         return at
     }
 
-    /// The offset just past the value at `offset`; the text was checked, so only its structure is followed.
+    /// The offset just past the value at `offset`.
     private func end(ofValueAt offset: Int) -> Int {
-        var at = offset
         switch bytes[offset] {
-        case UInt8(ascii: "\""):
-            at += 1
-            while bytes[at] != UInt8(ascii: "\"") { at += bytes[at] == UInt8(ascii: "\\") ? 2 : 1 }
-            return at + 1
-        case UInt8(ascii: "{"), UInt8(ascii: "["):
-            var depth = 0
-            repeat {
-                switch bytes[at] {
-                case UInt8(ascii: "\""):
-                    at = end(ofValueAt: at)
-                    continue
-                case UInt8(ascii: "{"), UInt8(ascii: "["): depth += 1
-                case UInt8(ascii: "}"), UInt8(ascii: "]"): depth -= 1
-                default: break
-                }
-                at += 1
-            } while depth > 0
-            return at
+        case UInt8(ascii: "\""), UInt8(ascii: "{"), UInt8(ascii: "["):
+            return valueEnds[offset]
         default:
+            var at = offset
             while at < bytes.count {
                 switch bytes[at] {
                 case UInt8(ascii: ","), UInt8(ascii: "}"), UInt8(ascii: "]"), 0x20, 0x09, 0x0A, 0x0D: return at

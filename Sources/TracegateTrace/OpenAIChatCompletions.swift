@@ -173,7 +173,7 @@ struct OpenAIChatStream: Sendable {
                     finishReason = member.value
                 }
             }
-            let slot = choiceSlot(index.flatMap { chunk.value(at: $0).int } ?? position)
+            let slot = choiceSlot(index.flatMap { chunk.int(at: $0) } ?? position)
             if let delta { consume(delta: delta, of: chunk, into: slot, notes: &notes) }
             if let finishReason, let reason = chunk.string(at: finishReason) { choices[slot].finishReason = reason }
         }

@@ -174,6 +174,8 @@ struct PayloadJSONParser {
     var position = 0
     /// Input ended inside a value (only ever true with `allowTruncation`).
     private(set) var hitEnd = false
+    /// Where `checkDocument` notes the end of each string and container, by its start.
+    private var valueEnds = UnsafeMutableBufferPointer<Int>(start: nil, count: 0)
 
     init(bytes: UnsafeBufferPointer<UInt8>, allowTruncation: Bool) {
         self.bytes = bytes
@@ -495,8 +497,11 @@ struct PayloadJSONParser {
     // MARK: Checking without building (`InPlaceJSON`)
 
     /// Whether the input is a JSON text `parseDocument` reads (truncation not allowed), checked
-    /// without building any value; returns the offset of its top-level value.
-    mutating func checkDocument() -> Int? {
+    /// without building any value; returns the offset of its top-level value. Where each string,
+    /// object and array starts, `valueEnds` gets the offset just past it.
+    mutating func checkDocument(valueEnds: UnsafeMutableBufferPointer<Int>) -> Int? {
+        precondition(valueEnds.count >= bytes.count)
+        self.valueEnds = valueEnds
         precondition(!allowTruncation, "only complete texts are checked")
         do {
             skipToDocument()
@@ -538,6 +543,8 @@ struct PayloadJSONParser {
 
     /// An object or an array, as `parseObject` and `parseArray` read them.
     private mutating func checkContainer(depth: Int) throws {
+        let start = position
+        defer { valueEnds[start] = position }
         let isObject = bytes[position] == UInt8(ascii: "{")
         let close = isObject ? UInt8(ascii: "}") : UInt8(ascii: "]")
         position += 1
@@ -571,6 +578,8 @@ struct PayloadJSONParser {
     /// A string, as `parseString` reads it: any byte but an unescaped quote or backslash, and only
     /// JSON's escapes (a `\u` with four hex digits, paired or not).
     private mutating func checkString() throws {
+        let start = position
+        defer { valueEnds[start] = position }
         position += 1
         while position < bytes.count {
             switch bytes[position] {

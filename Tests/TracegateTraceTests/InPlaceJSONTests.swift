@@ -37,6 +37,17 @@ final class InPlaceJSONTests: XCTestCase {
         }
     }
 
+    func testIntegersReadAsThePayloadReadsThem() throws {
+        for number in ["0", "7", "42", "-0", "-17", "0.5", "1.0", "1e2", "1E+2", "2.5e-3", "123456789012345678",
+                       "1234567890123456789", "9223372036854775807", "92233720368547758070", "1e400", "9007199254740993"] {
+            try Self.withJSON("[\(number), \"\(number)\"]") { json in
+                let offsets = Array(json.elements(at: json.root))
+                XCTAssertEqual(json.int(at: offsets[0]), PayloadJSON.parse(number)?.int, number)
+                XCTAssertNil(json.int(at: offsets[1]), "a string is no integer")
+            }
+        }
+    }
+
     func testRejectsWhatTheParserRejects() {
         let nested = String(repeating: "[", count: PayloadJSONParser.maxDepth + 1) + String(repeating: "]", count: PayloadJSONParser.maxDepth + 1)
         for text in [#"{"a":1"#, #"{"a":1}x"#, #"{"a":01}"#, #"{"a":"\x"}"#, #"{"a":"\u12"}"#, #"{a:1}"#, "", " ", nested, "[1,]"] {
