@@ -8,17 +8,19 @@ import Darwin
 /// members and elements are walked by offset, and only the values asked for are decoded.
 ///
 /// For payloads read many times a second, such as the chunks of a streamed chat response, where
-/// building each chunk's whole tree cost more than everything else in the trace.
+/// building each chunk's whole tree cost more than everything else in the trace. It reads `bytes`
+/// where they lie: valid only while they are.
 struct InPlaceJSON {
     let bytes: UnsafeBufferPointer<UInt8>
     /// Offset of the top-level value.
     let root: Int
     /// Where a string, object or array starts: the offset just past it (other entries are unset).
-    private let valueEnds: [Int]
+    private let valueEnds: [Int32]
 
-    /// nil unless `bytes` is a complete JSON text (surrounding whitespace allowed).
+    /// nil unless `bytes` is a complete JSON text (surrounding whitespace allowed) of less than 2 GiB.
     init?(_ bytes: UnsafeBufferPointer<UInt8>) {
-        var ends = [Int](repeating: 0, count: bytes.count)
+        guard bytes.count < Int(Int32.max) else { return nil }
+        var ends = [Int32](repeating: 0, count: bytes.count)
         let root = ends.withUnsafeMutableBufferPointer { ends in
             var parser = PayloadJSONParser(bytes: bytes, allowTruncation: false)
             return parser.checkDocument(valueEnds: ends)
@@ -41,6 +43,7 @@ struct InPlaceJSON {
 
     /// The integer at `offset`, as `PayloadJSON.int` reads it; nil for any other value.
     func int(at offset: Int) -> Int? {
+        guard bytes[offset] == UInt8(ascii: "-") || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[offset]) else { return nil }
         // Most are a few plain digits: read where they lie, without a lexeme string.
         var number = 0
         var at = offset
@@ -69,12 +72,18 @@ struct InPlaceJSON {
         let rawKey: UnsafeBufferPointer<UInt8>
         /// Offset of the key's opening quote.
         let keyOffset: Int
-        let value: Int
+        let valueOffset: Int
+        private let keyHasEscapes: Bool
+
+        init(rawKey: UnsafeBufferPointer<UInt8>, keyOffset: Int, valueOffset: Int) {
+            (self.rawKey, self.keyOffset, self.valueOffset) = (rawKey, keyOffset, valueOffset)
+            keyHasEscapes = rawKey.contains(UInt8(ascii: "\\"))
+        }
 
         /// Whether the key, decoded, is `name` (which, like every name read, is plain ASCII).
         func isNamed(_ name: StaticString, in json: InPlaceJSON) -> Bool {
             let plain = UnsafeRawBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount)
-            if !rawKey.contains(UInt8(ascii: "\\")) {
+            if !keyHasEscapes {
                 return rawKey.count == plain.count && memcmp(rawKey.baseAddress!, plain.baseAddress!, plain.count) == 0
             }
             return json.string(at: keyOffset)?.utf8.elementsEqual(plain) ?? false
@@ -95,8 +104,8 @@ struct InPlaceJSON {
             }
             let keyEnd = json.end(ofValueAt: at)
             let member = Member(rawKey: UnsafeBufferPointer(rebasing: bytes[(at + 1)..<(keyEnd - 1)]), keyOffset: at,
-                                value: json.skipWhitespace(from: json.skipWhitespace(from: keyEnd) + 1))  // past the `:`
-            at = json.skipWhitespace(from: json.end(ofValueAt: member.value))
+                                valueOffset: json.skipWhitespace(from: json.skipWhitespace(from: keyEnd) + 1))  // past the `:`
+            at = json.skipWhitespace(from: json.end(ofValueAt: member.valueOffset))
             position = bytes[at] == UInt8(ascii: ",") ? at + 1 : nil
             return member
         }
@@ -135,7 +144,7 @@ struct InPlaceJSON {
     private func end(ofValueAt offset: Int) -> Int {
         switch bytes[offset] {
         case UInt8(ascii: "\""), UInt8(ascii: "{"), UInt8(ascii: "["):
-            return valueEnds[offset]
+            return Int(valueEnds[offset])
         default:
             var at = offset
             while at < bytes.count {

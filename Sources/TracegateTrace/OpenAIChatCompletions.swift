@@ -85,8 +85,8 @@ struct OpenAIChatStream: Sendable {
 
     /// Consumes one event; returns whether it was a Chat Completions event.
     ///
-    /// Read in place (`InPlaceJSON`): of a chunk only the members used are decoded, and of the ids,
-    /// model and fingerprint only the first ones.
+    /// Read in place (`InPlaceJSON`): of a chunk only the members used are decoded, and the id, time,
+    /// model and fingerprint only until the stream has given them.
     mutating func consume(_ event: SSEEvent, notes: inout StreamNotes) -> Bool {
         var data = event.data
         return data.withUTF8 { bytes in
@@ -98,7 +98,7 @@ struct OpenAIChatStream: Sendable {
                 notes.malformedEvents += 1
                 return false
             }
-            return consume(chunk, notes: &notes)
+            return read(chunk: chunk, notes: &notes)
         }
     }
 
@@ -109,35 +109,29 @@ struct OpenAIChatStream: Sendable {
         return UnsafeBufferPointer(rebasing: data[first...last]).elementsEqual("[DONE]".utf8)
     }
 
-    private mutating func consume(_ chunk: InPlaceJSON, notes: inout StreamNotes) -> Bool {
+    /// Offsets (`…At`) are where a member's value starts in the chunk.
+    private mutating func read(chunk: InPlaceJSON, notes: inout StreamNotes) -> Bool {
         // Where a name appears twice, the last one counts (as `PayloadJSON`'s subscript reads it).
         var errorAt, choicesAt, objectAt, idAt, createdAt, modelAt, fingerprintAt, tierAt, usageAt: Int?
         for member in chunk.members(at: chunk.root) {
-            switch member.rawKey.count {
-            case 2 where member.isNamed("id", in: chunk): idAt = member.value
-            case 5 where member.isNamed("error", in: chunk): errorAt = member.value
-            case 5 where member.isNamed("model", in: chunk): modelAt = member.value
-            case 5 where member.isNamed("usage", in: chunk): usageAt = member.value
-            case 6 where member.isNamed("object", in: chunk): objectAt = member.value
-            case 7 where member.isNamed("choices", in: chunk): choicesAt = member.value
-            case 7 where member.isNamed("created", in: chunk): createdAt = member.value
-            case 12 where member.isNamed("service_tier", in: chunk): tierAt = member.value
-            case 18 where member.isNamed("system_fingerprint", in: chunk): fingerprintAt = member.value
-            default:
-                // A name written with escapes is longer than it reads.
-                guard member.rawKey.contains(UInt8(ascii: "\\")) else { continue }
-                switch chunk.string(at: member.keyOffset) {
-                case "id": idAt = member.value
-                case "error": errorAt = member.value
-                case "model": modelAt = member.value
-                case "usage": usageAt = member.value
-                case "object": objectAt = member.value
-                case "choices": choicesAt = member.value
-                case "created": createdAt = member.value
-                case "service_tier": tierAt = member.value
-                case "system_fingerprint": fingerprintAt = member.value
-                default: break
-                }
+            if member.isNamed("choices", in: chunk) {
+                choicesAt = member.valueOffset
+            } else if member.isNamed("id", in: chunk) {
+                idAt = member.valueOffset
+            } else if member.isNamed("object", in: chunk) {
+                objectAt = member.valueOffset
+            } else if member.isNamed("created", in: chunk) {
+                createdAt = member.valueOffset
+            } else if member.isNamed("model", in: chunk) {
+                modelAt = member.valueOffset
+            } else if member.isNamed("system_fingerprint", in: chunk) {
+                fingerprintAt = member.valueOffset
+            } else if member.isNamed("service_tier", in: chunk) {
+                tierAt = member.valueOffset
+            } else if member.isNamed("usage", in: chunk) {
+                usageAt = member.valueOffset
+            } else if member.isNamed("error", in: chunk) {
+                errorAt = member.valueOffset
             }
         }
         if let errorAt, let description = ChatPayloadInterpreter.errorDescription(chunk.value(at: errorAt)) {
@@ -163,51 +157,51 @@ struct OpenAIChatStream: Sendable {
         if let usageAt, chunk.isObject(at: usageAt) { usage = chunk.value(at: usageAt) }
 
         for (position, entry) in chunk.elements(at: choicesAt).enumerated() {
-            var index, delta, finishReason: Int?
+            var indexAt, deltaAt, finishReasonAt: Int?
             for member in chunk.members(at: entry) {
                 if member.isNamed("index", in: chunk) {
-                    index = member.value
+                    indexAt = member.valueOffset
                 } else if member.isNamed("delta", in: chunk) {
-                    delta = member.value
+                    deltaAt = member.valueOffset
                 } else if member.isNamed("finish_reason", in: chunk) {
-                    finishReason = member.value
+                    finishReasonAt = member.valueOffset
                 }
             }
-            let slot = choiceSlot(index.flatMap { chunk.int(at: $0) } ?? position)
-            if let delta { consume(delta: delta, of: chunk, into: slot, notes: &notes) }
-            if let finishReason, let reason = chunk.string(at: finishReason) { choices[slot].finishReason = reason }
+            let slot = choiceSlot(indexAt.flatMap { chunk.int(at: $0) } ?? position)
+            if let deltaAt { read(deltaAt: deltaAt, of: chunk, into: slot, notes: &notes) }
+            if let finishReasonAt, let reason = chunk.string(at: finishReasonAt) { choices[slot].finishReason = reason }
         }
         return true
     }
 
     /// One choice's `delta`: role, content and refusal fragments, tool-call and function-call fragments.
-    private mutating func consume(delta: Int, of chunk: InPlaceJSON, into slot: Int, notes: inout StreamNotes) {
-        var role, content, refusal, toolCalls, functionCall: Int?
-        for member in chunk.members(at: delta) {
+    private mutating func read(deltaAt: Int, of chunk: InPlaceJSON, into slot: Int, notes: inout StreamNotes) {
+        var roleAt, contentAt, refusalAt, toolCallsAt, functionCallAt: Int?
+        for member in chunk.members(at: deltaAt) {
             if member.isNamed("content", in: chunk) {
-                content = member.value
+                contentAt = member.valueOffset
             } else if member.isNamed("role", in: chunk) {
-                role = member.value
+                roleAt = member.valueOffset
             } else if member.isNamed("refusal", in: chunk) {
-                refusal = member.value
+                refusalAt = member.valueOffset
             } else if member.isNamed("tool_calls", in: chunk) {
-                toolCalls = member.value
+                toolCallsAt = member.valueOffset
             } else if member.isNamed("function_call", in: chunk) {
-                functionCall = member.value
+                functionCallAt = member.valueOffset
             }
         }
-        if let role, let value = chunk.string(at: role) { choices[slot].role = value }
-        if let content, let value = chunk.string(at: content) {
+        if let roleAt, let value = chunk.string(at: roleAt) { choices[slot].role = value }
+        if let contentAt, let value = chunk.string(at: contentAt) {
             choices[slot].hasContent = true
             notes.append(value, to: &choices[slot].content)
         }
-        if let refusal, let value = chunk.string(at: refusal) {
+        if let refusalAt, let value = chunk.string(at: refusalAt) {
             var text = choices[slot].refusal ?? ""
             notes.append(value, to: &text)
             choices[slot].refusal = text
         }
-        if let toolCalls, chunk.isArray(at: toolCalls) {
-            for (callPosition, call) in chunk.elements(at: toolCalls).enumerated() {
+        if let toolCallsAt, chunk.isArray(at: toolCallsAt) {
+            for (callPosition, call) in chunk.elements(at: toolCallsAt).enumerated() {
                 let call = chunk.value(at: call)
                 let callIndex = call["index"]?.int ?? callPosition
                 let callSlot: Int
@@ -220,9 +214,9 @@ struct OpenAIChatStream: Sendable {
                 Self.merge(call, into: &choices[slot].toolCalls[callSlot], notes: &notes)
             }
         }
-        if let functionCall, chunk.isObject(at: functionCall) {
+        if let functionCallAt, chunk.isObject(at: functionCallAt) {
             var state = choices[slot].functionCall ?? ToolCallState(index: 0)
-            Self.merge(.object([("function", chunk.value(at: functionCall))]), into: &state, notes: &notes)
+            Self.merge(.object([("function", chunk.value(at: functionCallAt))]), into: &state, notes: &notes)
             choices[slot].functionCall = state
         }
     }
@@ -297,13 +291,5 @@ struct OpenAIChatStream: Sendable {
             ("message", message),
             ("finish_reason", choice.finishReason.map(PayloadJSON.string) ?? .null),
         ])
-    }
-}
-
-extension String {
-    var trimmedASCIIWhitespace: Substring {
-        let isSpace: (Character) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" }
-        guard let first = firstIndex(where: { !isSpace($0) }), let last = lastIndex(where: { !isSpace($0) }) else { return "" }
-        return self[first...last]
     }
 }

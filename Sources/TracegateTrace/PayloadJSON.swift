@@ -175,7 +175,7 @@ struct PayloadJSONParser {
     /// Input ended inside a value (only ever true with `allowTruncation`).
     private(set) var hitEnd = false
     /// Where `checkDocument` notes the end of each string and container, by its start.
-    private var valueEnds = UnsafeMutableBufferPointer<Int>(start: nil, count: 0)
+    private var valueEnds = UnsafeMutableBufferPointer<Int32>(start: nil, count: 0)
 
     init(bytes: UnsafeBufferPointer<UInt8>, allowTruncation: Bool) {
         self.bytes = bytes
@@ -499,7 +499,7 @@ struct PayloadJSONParser {
     /// Whether the input is a JSON text `parseDocument` reads (truncation not allowed), checked
     /// without building any value; returns the offset of its top-level value. Where each string,
     /// object and array starts, `valueEnds` gets the offset just past it.
-    mutating func checkDocument(valueEnds: UnsafeMutableBufferPointer<Int>) -> Int? {
+    mutating func checkDocument(valueEnds: UnsafeMutableBufferPointer<Int32>) -> Int? {
         precondition(valueEnds.count >= bytes.count)
         self.valueEnds = valueEnds
         precondition(!allowTruncation, "only complete texts are checked")
@@ -531,8 +531,8 @@ struct PayloadJSONParser {
             try checkContainer(depth: depth + 1)
         case UInt8(ascii: "\""):
             try checkString()
-        case UInt8(ascii: "t"): _ = try parseLiteral("true", .null)
-        case UInt8(ascii: "f"): _ = try parseLiteral("false", .null)
+        case UInt8(ascii: "t"): _ = try parseLiteral("true", .bool(true))
+        case UInt8(ascii: "f"): _ = try parseLiteral("false", .bool(false))
         case UInt8(ascii: "n"): _ = try parseLiteral("null", .null)
         case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"):
             _ = try scanNumber()
@@ -544,7 +544,7 @@ struct PayloadJSONParser {
     /// An object or an array, as `parseObject` and `parseArray` read them.
     private mutating func checkContainer(depth: Int) throws {
         let start = position
-        defer { valueEnds[start] = position }
+        defer { valueEnds[start] = Int32(truncatingIfNeeded: position) }
         let isObject = bytes[position] == UInt8(ascii: "{")
         let close = isObject ? UInt8(ascii: "}") : UInt8(ascii: "]")
         position += 1
@@ -579,7 +579,7 @@ struct PayloadJSONParser {
     /// JSON's escapes (a `\u` with four hex digits, paired or not).
     private mutating func checkString() throws {
         let start = position
-        defer { valueEnds[start] = position }
+        defer { valueEnds[start] = Int32(truncatingIfNeeded: position) }
         position += 1
         while position < bytes.count {
             switch bytes[position] {

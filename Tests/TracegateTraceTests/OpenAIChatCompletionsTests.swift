@@ -104,15 +104,15 @@ final class OpenAIChatCompletionsTests: XCTestCase {
     func testChunksAreReadAsTheirWholeJSONReads() throws {
         let stream = [
             #"{"id":"","created":0,"choices":[],"prompt_filter_results":[]}"#,
-            #"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":5,"model":"","choices":[{"index":0,"delta":{"role":"assistant","content":"Hel"},"finish_reason":null}]}"#,
-            #"{"\u0069d":"other","model":"m-1","choices":[{"ind\u0065x":0,"delta":{"c\u006fntent":"lo"}}],"model":"m-2"}"#,
-            #"{"choices":[{"index":0,"delta":{"content":"X","content":"?"}}],"choices":[{"index":0,"delta":{"content":"!"}}]}"#,
-            #"{"choices":[7,{"index":"1","delta":{"content":"?"}}]}"#,
-            #"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+            #"{"\u0069d":"chatcmpl-1","object":"chat.completion.chunk","created":5,"model":"","choices":[{"index":0,"delta":{"role":"assistant","content":"Hel"},"finish_reason":null}]}"#,
+            #"{"id":"other","model":"m-1","choices":[{"ind\u0065x":2,"delta":{"c\u006fntent":"lo"}}],"model":"m-2"}"#,
+            #"{"choices":[{"index":0,"delta":{"content":"X"}}],"choices":[{"index":0,"delta":{"content":"X","content":"!"}}]}"#,
+            #"{"choices":[{"index":0,"delta":{}},7,{"index":"5","delta":{"content":"?"}}]}"#,
+            #"{"choices":[{"index":0,"delta":{},"finish_reason":"length","finish_reason":"stop"}]}"#,
             " [DONE] ",
         ].map { "data: \($0)\n\n" }.joined()
         let chat = try XCTUnwrap(ChatTest.stream(path: F.chatPath, request: F.chatStreamRequest, response: stream))
-        XCTAssertEqual(chat.assistantText, "Hello!")
+        XCTAssertEqual(chat.assistantText, "Hel!")
         XCTAssertEqual(chat.finishReason, "stop")
         XCTAssertTrue(chat.streamCompleted)
         XCTAssertEqual(chat.warnings, [])
@@ -120,8 +120,11 @@ final class OpenAIChatCompletionsTests: XCTestCase {
         XCTAssertEqual(output["id"], .string("chatcmpl-1"))
         XCTAssertEqual(output["created"]?.int, 5)
         XCTAssertEqual(output["model"], .string("m-2"))
-        XCTAssertEqual(output["choices"]?[1]?["index"]?.int, 1)
-        XCTAssertEqual(output["choices"]?[1]?["message"]?["content"], .string("?"))
+        // Choice 2 from the escaped index; 1 from the bare 7 (no content); 2 again from the string index at position 2.
+        let choices = try XCTUnwrap(output["choices"]?.array)
+        XCTAssertEqual(choices.map { $0["index"]?.int }, [0, 1, 2])
+        XCTAssertEqual(choices[1]["message"]?["content"], .null)
+        XCTAssertEqual(choices[2]["message"]?["content"], .string("lo?"))
     }
 
     func testCRLFStreamGivesTheSameResultAsLF() throws {
