@@ -11,6 +11,9 @@ from __future__ import annotations
 import statistics
 
 REFERENCE = "nginx"
+# nginx with one worker per CPU (`--nginx-auto`): as many as tracegate's default event loops. Its
+# ratios are reported beside the checks', which stay against REFERENCE.
+SAME_THREADS = "nginx-auto"
 NOISY_BG_PCT = 25  # a run during which other processes used more than this (% of one core)
 TRACED_KINDS = ("tracegate", "tracegate-mlflow")
 LIMITS = {"p50_ratio": 1.5, "p99_ratio": 2.0, "cpu_ratio": 1.5, "kib_per_stream": 24.0}
@@ -69,6 +72,7 @@ def summarize(results: dict) -> dict:
     for n, targets in sorted(by.items()):
         table: dict = {}
         ref = targets.get(REFERENCE, {})
+        same_threads = targets.get(SAME_THREADS, {})
         for name, rounds in targets.items():
             figs = list(rounds.values())
             row = {k: _stat([f[k] for f in figs]) for k in figs[0]}
@@ -84,6 +88,8 @@ def summarize(results: dict) -> dict:
                              ("cpu_ratio", "cpu_us"), ("cpu_streams_ratio", "cpu_us_streams")):
                 row[key] = _stat([_ratio(f[fig], ref.get(rnd, {}).get(fig))
                                   for rnd, f in rounds.items()])
+                row[key + "_same_threads"] = _stat(
+                    [_ratio(f[fig], same_threads.get(rnd, {}).get(fig)) for rnd, f in rounds.items()])
             table[name] = row
         out["per_streams"][n] = table
         out["checks"] += _checks(n, table)
@@ -192,6 +198,8 @@ def markdown(results: dict, summary: dict) -> str:
                   "rounds) are not the proxy's alone.", ""]
     for n, table in summary["per_streams"].items():
         lines += _main_table(n, table, m)
+        same_threads = same_threads_lines(n, table)
+        lines += [f"- {line}" for line in same_threads] + ([""] if same_threads else [])
         lines += _loadgen_table(n, table)
     lines += ["### Checks", "", "| streams | target | check | result | value |", "|---|---|---|---|---|"]
     for c in summary["checks"]:
@@ -221,6 +229,16 @@ def _main_table(n: int, table: dict, meta: dict) -> list[str]:
             _num(row["peak_mib"], 1), _num(row["kib_per_stream"], 1),
             _count(row, "complete_min", n), traced]) + " |")
     return out + [""]
+
+
+def same_threads_lines(n: int, table: dict) -> list[str]:
+    """Each tracegate target against nginx-auto (same round), when it was measured."""
+    if SAME_THREADS not in table:
+        return []
+    return [f"{n:,} streams, {name} ÷ {SAME_THREADS} (one nginx worker per CPU): event delay p50 "
+            f"{_x(row['p50_ratio_same_threads'])}, p99 {_x(row['p99_ratio_same_threads'])}, CPU "
+            f"per stream {_x(row['cpu_ratio_same_threads'])}"
+            for name, row in table.items() if name in TRACED_KINDS]
 
 
 def _loadgen_table(n: int, table: dict) -> list[str]:
@@ -254,6 +272,7 @@ def text_summary(results: dict, summary: dict) -> str:
         out.append(f"  {'PASS' if c['pass'] else 'FAIL'}  n={c['streams']:<5} {c['target']:<17} "
                    f"{c['check']}: {c['value']}")
     for n, table in summary["per_streams"].items():
+        out += [f"  info  {line}" for line in same_threads_lines(n, table)]
         for name, row in table.items():
             if not row["complete_all"]:
                 out.append(f"  !! n={n} {name}: only {row['complete_min']}/{n} streams complete "

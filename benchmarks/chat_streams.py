@@ -1,9 +1,10 @@
 """Chat workload benchmark (Python 3.11 stdlib only). Entry point: benchmarks/chat_streams.
 
 Many concurrent SSE chat streams, as a chat service sees them, sent to each target in turn:
-direct to the origin, nginx `proxy_pass` (access log off, and "nginx-log" with a normal access
-log), tracegate with its defaults (text access log to stdout, traces to its trace file) and, with
---mlflow, tracegate exporting to a local MLflow server.
+direct to the origin, nginx `proxy_pass` (1 worker, access log off; "nginx-log" with a normal
+access log; with --nginx-auto also "nginx-auto", one worker per CPU), tracegate with its defaults
+(text access log to stdout, traces to its trace file) and, with --mlflow, tracegate exporting to a
+local MLflow server.
 
 One run, on loopback only, with free ports and every file in a temp dir:
 1. starts the origin (`chat_origin.js`, Node.js: one data port per target, so the targets' closed
@@ -107,6 +108,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--out-dir", default=os.path.join(REPO, "bench-results"),
                     help="where chat-<timestamp>.md and .json go (default bench-results/)")
     ap.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs)")
+    ap.add_argument("--nginx-auto", action="store_true",
+                    help="also measure nginx with `worker_processes auto` (one worker per CPU, as "
+                         "Debian's packaged nginx.conf has it, and as many as tracegate's default "
+                         "event loops); the checks stay against the 1-worker nginx")
     m = ap.add_argument_group("MLflow export (off unless --mlflow)")
     m.add_argument("--mlflow", action="store_true",
                    help="also measure tracegate exporting to a local MLflow server (SQLite, 1 worker)")
@@ -185,11 +190,11 @@ def start_origin(p: procs.Procs, tmp: str, a, ports: list[int], control: int) ->
 
 
 def nginx_target(p: procs.Procs, tmp: str, name: str, port: int, origin_port: int,
-                 max_streams: int, access_log: bool) -> Target:
+                 max_streams: int, access_log: bool, workers: int | str = 1) -> Target:
     """nginx as benchmarks/nginx.py's reference proxy, with room for max_streams streams
     (client + upstream connection each); `access_log`: nginx's default combined log to a file."""
     d = os.path.join(tmp, name)
-    conf = nginx.proxy_conf(d, port, "127.0.0.1", origin_port,
+    conf = nginx.proxy_conf(d, port, "127.0.0.1", origin_port, workers=workers,
                             connections=2 * max_streams + 1024,
                             access_log=os.path.join(d, "access.log") if access_log else None)
     argv = nginx.write_instance(d, conf)
@@ -235,8 +240,10 @@ def tracegate_target(p: procs.Procs, tmp: str, a, name: str, origin_port: int,
 def start_targets(p: procs.Procs, tmp: str, a, stamp: str,
                   mlflow: mlflow_bench.Server | None) -> tuple[list[Target], procs.Proc, int]:
     """The origin and every target. Returns (targets, origin process, origin control port)."""
-    names = ["direct", "nginx", "nginx-log", "tracegate"] + (["tracegate-mlflow"] if mlflow else [])
-    ports = iter(procs.free_ports(len(names) + 3))
+    names = (["direct", "nginx", "nginx-log"] + (["nginx-auto"] if a.nginx_auto else [])
+             + ["tracegate"] + (["tracegate-mlflow"] if mlflow else []))
+    nginxes = sum(1 for n in names if n.startswith("nginx"))
+    ports = iter(procs.free_ports(len(names) + 1 + nginxes))  # origin ports, control, nginx ports
     origin_ports = {n: next(ports) for n in names}
     control = next(ports)
     origin = start_origin(p, tmp, a, list(origin_ports.values()), control)
@@ -244,9 +251,12 @@ def start_targets(p: procs.Procs, tmp: str, a, stamp: str,
     targets = [Target("direct", "direct", origin_ports["direct"]),
                nginx_target(p, tmp, "nginx", next(ports), origin_ports["nginx"], max_n, False),
                nginx_target(p, tmp, "nginx-log", next(ports), origin_ports["nginx-log"], max_n,
-                            True),
-               tracegate_target(p, tmp, a, "tracegate", origin_ports["tracegate"],
-                                ["--trace-file", os.path.join(tmp, "tracegate-traces.jsonl")])]
+                            True)]
+    if a.nginx_auto:
+        targets.append(nginx_target(p, tmp, "nginx-auto", next(ports), origin_ports["nginx-auto"],
+                                    max_n, False, workers="auto"))
+    targets.append(tracegate_target(p, tmp, a, "tracegate", origin_ports["tracegate"],
+                                    ["--trace-file", os.path.join(tmp, "tracegate-traces.jsonl")]))
     if mlflow is not None:
         targets.append(tracegate_target(
             p, tmp, a, "tracegate-mlflow", origin_ports["tracegate-mlflow"],
