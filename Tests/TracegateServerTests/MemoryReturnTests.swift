@@ -8,6 +8,8 @@ final class MemoryReturnTests: XCTestCase {
         XCTAssertFalse(policy.observe(openConnections: 10))
         XCTAssertFalse(policy.observe(openConnections: 4_000), "rising: nothing to give back")
         XCTAssertFalse(policy.observe(openConnections: 2_500), "more than half still open")
+        XCTAssertFalse(policy.observe(openConnections: 1_000), "a quarter still streams: trimming would stall it")
+        XCTAssertFalse(policy.observe(openConnections: 501), "just over an eighth")
         XCTAssertTrue(policy.observe(openConnections: 200))
         XCTAssertFalse(policy.observe(openConnections: 0), "the peak restarts from the last trim: 200 is no crowd")
     }
