@@ -37,6 +37,8 @@ struct TracegateServices {
             logger.warning(
                 "max_connections (\(settings.maxConnections)) is more than the open-file limit (\(openFiles)) allows (\(allowed)): beyond that, accepts fail and are counted in tracegate_accept_errors_total")
         }
+        FileDescriptorLimit.presizeTable(
+            descriptors: FileDescriptorLimit.tableSize(maxConnections: settings.maxConnections, limit: openFiles))
         let accessLog: LineWriter? = settings.accessLog == .off ? nil : LineWriter(fd: accessLogFD)
         let metrics = TracegateMetrics()
         let tracing: TracingPipeline?

@@ -1,3 +1,4 @@
+import Foundation
 import XCTest
 
 @testable import TracegateServer
@@ -27,5 +28,27 @@ final class FileDescriptorLimitTests: XCTestCase {
         XCTAssertEqual(FileDescriptorLimit.connectionsAllowed(byLimit: 1_024), 384)
         XCTAssertEqual(FileDescriptorLimit.connectionsAllowed(byLimit: 65_536), 32_640)
         XCTAssertEqual(FileDescriptorLimit.connectionsAllowed(byLimit: 2), 1)
+    }
+
+    func testTableIsSizedForTheConnectionsWithinTheLimitAndTheCap() {
+        XCTAssertEqual(FileDescriptorLimit.tableSize(maxConnections: 5_000, limit: 1_048_576), 10_256)
+        XCTAssertEqual(FileDescriptorLimit.tableSize(maxConnections: 524_160, limit: 1_048_576), FileDescriptorLimit.presizedDescriptors)
+        XCTAssertEqual(FileDescriptorLimit.tableSize(maxConnections: 384, limit: 1_024), 1_024)
+    }
+
+    func testPresizingGrowsTheKernelsDescriptorTable() throws {
+        let before = try XCTUnwrap(Self.descriptorTableSlots())
+        let target = min(before * 4, FileDescriptorLimit.raiseToHardLimit())
+        XCTAssertGreaterThan(target, before, "the open-file limit leaves no room to grow the table")
+        XCTAssertTrue(FileDescriptorLimit.presizeTable(descriptors: target))
+        XCTAssertGreaterThanOrEqual(try XCTUnwrap(Self.descriptorTableSlots()), target)
+        XCTAssertEqual(fcntl(Int32(target - 1), F_GETFD), -1, "the placeholder descriptor is closed again")
+    }
+
+    /// The slots of this process's descriptor table (`FDSize` in /proc/self/status).
+    private static func descriptorTableSlots() -> Int? {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return nil }
+        let line = status.split(separator: "\n").first { $0.hasPrefix("FDSize:") }
+        return line.flatMap { Int($0.dropFirst("FDSize:".count).trimmingCharacters(in: .whitespaces)) }
     }
 }
