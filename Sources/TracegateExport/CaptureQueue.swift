@@ -10,10 +10,15 @@ import Atomics
 /// whole stack out (no element is ever removed alone, so there is no ABA problem).
 /// (`@unchecked Sendable`: all its state is in atomics; a node is owned by whoever swapped it out.)
 public final class CaptureQueue<Element: Sendable>: @unchecked Sendable {
-    private final class Node {
+    fileprivate final class Node: LoopReturns.Node {
         let element: Element
+        /// Where the node goes once its element has been used (`Batch.sendHome`); nil: freed there.
+        let home: LoopReturns?
         var next: Unmanaged<Node>?
-        init(_ element: Element) { self.element = element }
+        init(_ element: Element, home: LoopReturns?) {
+            self.element = element
+            self.home = home
+        }
     }
 
     public let capacity: Int
@@ -58,8 +63,9 @@ public final class CaptureQueue<Element: Sendable>: @unchecked Sendable {
     public var count: Int { waiting.load(ordering: .relaxed) }
 
     /// Queues `element`; false (and counted) when the queue is full.
+    /// With a `home`, what the element holds is freed by whoever releases `home` (`takeBatch`).
     @discardableResult
-    public func offer(_ element: Element) -> Bool {
+    public func offer(_ element: Element, home: LoopReturns? = nil) -> Bool {
         var reserved = waiting.load(ordering: .relaxed)
         while true {
             guard reserved < capacity else {
@@ -73,7 +79,7 @@ public final class CaptureQueue<Element: Sendable>: @unchecked Sendable {
             reserved = original
         }
         if reserved + 1 == capacity { open.store(false, ordering: .relaxed) }
-        let node = Unmanaged.passRetained(Node(element))
+        let node = Unmanaged.passRetained(Node(element, home: home))
         var current = top.load(ordering: .relaxed)
         while true {
             node.takeUnretainedValue().next = current
@@ -84,6 +90,46 @@ public final class CaptureQueue<Element: Sendable>: @unchecked Sendable {
                 return true
             }
             current = original
+        }
+    }
+
+    /// Everything waiting, oldest first, still in its nodes; the queue accepts again. The consumer reads
+    /// `elements`, lets go of every copy it made, then calls `sendHome()`: each node goes back to the
+    /// `home` it was offered with, so the memory its producer allocated is freed by that producer.
+    public func takeBatch() -> Batch {
+        var node = top.exchange(nil, ordering: .acquiring)
+        var nodes: [Unmanaged<Node>] = []
+        while let current = node {
+            nodes.append(current)
+            node = current.takeUnretainedValue().next
+        }
+        if !nodes.isEmpty { waiting.wrappingDecrement(by: nodes.count, ordering: .relaxed) }
+        open.store(true, ordering: .relaxed)
+        nodes.reverse()
+        return Batch(nodes: nodes)
+    }
+
+    /// Elements taken by `takeBatch()`, held by their nodes until `sendHome()`.
+    public struct Batch: ~Copyable {
+        fileprivate let nodes: [Unmanaged<Node>]
+
+        public var isEmpty: Bool { nodes.isEmpty }
+
+        /// The elements, oldest first: copies, to be let go of before `sendHome()`.
+        public var elements: [Element] { nodes.map { $0.takeUnretainedValue().element } }
+
+        /// Returns each node to its home, or releases it here if it has none (as the batch does whenever
+        /// it ends: this names the point).
+        public consuming func sendHome() {}
+
+        deinit {
+            for node in nodes {
+                if let home = node.takeUnretainedValue().home {
+                    home.push(Unmanaged.passUnretained(node.takeUnretainedValue() as LoopReturns.Node))  // its +1 goes with it
+                } else {
+                    node.release()
+                }
+            }
         }
     }
 

@@ -51,12 +51,14 @@ struct InPlaceTraceBuilder: Sendable {
     }
 
     /// Builds `captured` (unless unsampled and not an error: then it is only let go) and queues the
-    /// trace for the builder thread; releases its share of the capture budget.
-    func build(_ captured: CapturedExchange) {
+    /// trace for the builder thread, which sends it back to `home` once handed on; releases its share of
+    /// the capture budget.
+    func build(_ captured: CapturedExchange, home: LoopReturns?) {
         defer { budget.release(captured.bodyStorage) }
         guard builder.traces(captured) else { return }
         let record = builder.record(for: captured)
         let output: BuiltTrace.Output = writesLines ? .line(TraceRecordJSON.line(record)) : .record(record)
-        built.offer(BuiltTrace(output: output, route: UpstreamRoute(index: captured.routeIndex), tokens: record.reportedTokens))
+        built.offer(
+            BuiltTrace(output: output, route: UpstreamRoute(index: captured.routeIndex), tokens: record.reportedTokens), home: home)
     }
 }

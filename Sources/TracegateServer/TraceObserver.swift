@@ -24,6 +24,9 @@ final class TraceObserver: ExchangeObserver {
     private let queueCapture: @Sendable (CapturedExchange) -> Void
     /// Queues a WebSocket turn's capture, unless captures are paused (then it goes untraced and is counted).
     private let queueTurn: @Sendable (CapturedExchange) -> Void
+    /// What the builder thread is done with, back from it to be freed on this instance's event loop; nil
+    /// for the listener's own instance (the builder frees those).
+    let returns: LoopReturns?
 
     /// What an instance keeps for its event loop: each loop has an instance of its own, so never shared.
     private final class LoopState: @unchecked Sendable {
@@ -40,12 +43,27 @@ final class TraceObserver: ExchangeObserver {
         self.budget = budget
         self.inPlace = inPlace
         self.eventLoop = nil
+        self.returns = nil
+        (queueCapture, queueTurn) = Self.queues(settings: settings, captures: captures, budget: budget, home: nil)
+    }
+
+    private init(_ root: TraceObserver, eventLoop: EventLoop) {
+        (settings, captures, budget, inPlace) = (root.settings, root.captures, root.budget, root.inPlace)
+        let returns = LoopReturns()
+        (queueCapture, queueTurn) = Self.queues(settings: settings, captures: captures, budget: budget, home: returns)
+        self.returns = returns
+        self.eventLoop = eventLoop
+    }
+
+    /// The closures that queue a capture and a WebSocket turn's capture, offered with `home`.
+    private static func queues(
+        settings: TraceCaptureSettings, captures: CaptureQueue<CapturedExchange>, budget: CaptureBudget, home: LoopReturns?
+    ) -> (capture: @Sendable (CapturedExchange) -> Void, turn: @Sendable (CapturedExchange) -> Void) {
         let queueCapture: @Sendable (CapturedExchange) -> Void = { captured in
-            if !captures.offer(captured) { budget.release(captured.bodyStorage) }
+            if !captures.offer(captured, home: home) { budget.release(captured.bodyStorage) }
         }
-        self.queueCapture = queueCapture
         let upstreams = settings.upstreams
-        queueTurn = { captured in
+        let queueTurn: @Sendable (CapturedExchange) -> Void = { captured in
             guard captures.isAccepting else {
                 captures.refuse()
                 budget.release(captured.bodyStorage)
@@ -55,18 +73,14 @@ final class TraceObserver: ExchangeObserver {
             captured.upstream = Self.upstream(of: captured.routeIndex, in: upstreams)  // the tap does not keep the table
             queueCapture(captured)
         }
-    }
-
-    private init(_ root: TraceObserver, eventLoop: EventLoop) {
-        (settings, captures, budget, inPlace) = (root.settings, root.captures, root.budget, root.inPlace)
-        (queueCapture, queueTurn) = (root.queueCapture, root.queueTurn)
-        self.eventLoop = eventLoop
+        return (queueCapture, queueTurn)
     }
 
     /// An instance with the loop's own random numbers and build schedule, sharing queues and budget.
     func forEventLoop(_ eventLoop: EventLoop) -> ExchangeObserver { TraceObserver(self, eventLoop: eventLoop) }
 
     func exchangeStarted(_ head: RequestHead, requestID: String) -> ExchangeTap? {
+        returns?.releaseAll()
         loop.schedule.exchangeStarted()
         if let untraced = settings.untracedPath, RouteTable.path(Substring(head.uri).prefix { $0 != "?" }, startsWith: untraced) {
             return nil
@@ -99,9 +113,10 @@ final class TraceObserver: ExchangeObserver {
         case .handOff?: queue(captured!)
         case .waitAndScheduleRun?:
             let (eventLoop, inPlace) = builder!  // only a capture that fits waits
+            let returns = self.returns
             eventLoop.execute {
                 let (build, handOff) = loop.schedule.run()
-                for captured in build { inPlace.build(captured) }
+                for captured in build { inPlace.build(captured, home: returns) }
                 for captured in handOff { self.queue(captured) }
             }
         }

@@ -13,7 +13,8 @@ import TracegateTrace
 /// there is neither): builds each trace on a background queue, never on an event loop, and hands it
 /// to every exporter, each with its own memory queue and spool (`spool_dir/mlflow`, `spool_dir/otlp`).
 ///
-/// Event loops only append captures to a bounded, lock-free `CaptureQueue`. The builder thread sleeps
+/// Event loops only append captures to a bounded, lock-free `CaptureQueue`, and free them once they
+/// come back built (`LoopReturns`): the builder never takes a loop's malloc arena lock. The builder thread sleeps
 /// until a capture arrives (`ThreadWakeSignal`), then gathers for 5 ms and drains the queue: a busy proxy
 /// wakes it at most 200 times a second, not once per request, and an idle one not at all. The builder
 /// thread, and the exporters with their HTTP client (`ExportExecutor`), run only when a CPU would
@@ -323,17 +324,28 @@ final class TracingPipeline: @unchecked Sendable {
     /// Builds and hands on everything waiting; runs on the builder thread, in bursts (`CPUBurst`).
     private func drain() {
         pauseWhileBehind()
-        let captures = self.captures.takeAll()
+        // What the event loops queued goes back to them once built (`LoopReturns`): the builder frees
+        // nothing a loop allocated.
+        let captures = self.captures.takeBatch()
         let refused = self.captures.refusedCount
         if refused > refusalsLogged, let report = overload.record(refused - refusalsLogged) {
             logger.warning("trace building or delivery cannot keep up: \(report) exchanges forwarded untraced so far")
         }
         refusalsLogged = refused
-        // A hundred at a time, and at most `groupBodyBytes` of bodies: built traces are several times
-        // the size of their captures, and handing them on in small groups keeps the peak (and so the
-        // RSS glibc keeps) small.
         var burst = CPUBurst()
-        if let inPlace { hand(inPlace.built.takeAll(), burst: &burst) }
+        if let inPlace {
+            let built = inPlace.built.takeBatch()
+            hand(built.elements, burst: &burst)
+            built.sendHome()
+        }
+        build(captures.elements, burst: &burst)
+        captures.sendHome()
+    }
+
+    /// Builds `captures` a hundred at a time, and at most `groupBodyBytes` of bodies: built traces are
+    /// several times the size of their captures, and handing them on in small groups keeps the peak
+    /// (and so the RSS glibc keeps) small.
+    private func build(_ captures: [CapturedExchange], burst: inout CPUBurst) {
         var start = captures.startIndex
         while start < captures.endIndex {
             var end = start

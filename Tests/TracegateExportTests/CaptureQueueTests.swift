@@ -1,3 +1,4 @@
+import Foundation
 import NIOConcurrencyHelpers
 import TracegateExport
 import XCTest
@@ -15,6 +16,47 @@ final class CaptureQueueTests: XCTestCase {
         queue.refuse()
         XCTAssertEqual(queue.refusedCount, 2)
         XCTAssertEqual(queue.count, 3)
+    }
+
+    /// Notes whether it was freed on the consumer's thread (`consumerThread`) or elsewhere.
+    private final class Tracked: Sendable {
+        let name: String
+        let freed: NIOLockedValueBox<[String]>
+        let consumerThread: NIOLockedValueBox<pthread_t?>
+        init(_ name: String, freed: NIOLockedValueBox<[String]>, consumerThread: NIOLockedValueBox<pthread_t?>) {
+            (self.name, self.freed, self.consumerThread) = (name, freed, consumerThread)
+        }
+        deinit {
+            let byConsumer = consumerThread.withLockedValue { $0.map { pthread_equal($0, pthread_self()) != 0 } ?? false }
+            freed.withLockedValue { $0.append("\(name) by \(byConsumer ? "consumer" : "home")") }
+        }
+    }
+
+    func testABatchsElementsAreFreedByTheirHomeNotByTheConsumer() {
+        let queue = CaptureQueue<Tracked>(capacity: 4)
+        let home = LoopReturns()
+        let freed = NIOLockedValueBox<[String]>([])
+        let consumerThread = NIOLockedValueBox<pthread_t?>(nil)
+        queue.offer(Tracked("homed", freed: freed, consumerThread: consumerThread), home: home)
+        queue.offer(Tracked("homeless", freed: freed, consumerThread: consumerThread))
+        let consumed = DispatchSemaphore(value: 0)
+        let names = NIOLockedValueBox<[String]>([])
+        let consumer = Thread {
+            consumerThread.withLockedValue { $0 = pthread_self() }
+            let batch = queue.takeBatch()
+            names.withLockedValue { $0 = batch.elements.map(\.name) }
+            batch.sendHome()
+            consumed.signal()
+        }
+        consumer.start()
+        consumed.wait()
+        XCTAssertEqual(names.withLockedValue { $0 }, ["homed", "homeless"], "oldest first")
+        XCTAssertTrue(queue.isAccepting)
+        XCTAssertEqual(freed.withLockedValue { $0 }, ["homeless by consumer"], "without a home, freed where it was used")
+        XCTAssertEqual(home.count, 1)
+        home.releaseAll()
+        XCTAssertEqual(freed.withLockedValue { $0 }, ["homeless by consumer", "homed by home"])
+        XCTAssertEqual(home.count, 0)
     }
 
     func testTakingEverythingReopensInOrder() {

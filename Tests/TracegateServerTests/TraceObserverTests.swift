@@ -1,4 +1,5 @@
 import NIOCore
+import NIOPosix
 import XCTest
 
 @testable import TracegateExport
@@ -43,6 +44,23 @@ final class TraceObserverTests: XCTestCase {
         XCTAssertEqual(queued.map(\.requestID), ["req-1"])
         XCTAssertEqual(queued.first?.target, "/v1/chat/completions")
         XCTAssertEqual(queued.first?.sampled, true)
+    }
+
+    func testAnEventLoopsCapturesComeBackToItToBeFreedWhenItStartsAnotherExchange() throws {
+        let (root, captures) = observer()
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        defer { try? group.syncShutdownGracefully() }
+        let observer = try XCTUnwrap(root.forEventLoop(group.next()) as? TraceObserver)
+        let returns = try XCTUnwrap(observer.returns)
+        let request = try head("/v1/chat/completions")
+        observer.exchangeFinished(summary(of: request), tap: observer.exchangeStarted(request, requestID: "req-1"))
+        let batch = captures.takeBatch()
+        XCTAssertEqual(batch.elements.map(\.requestID), ["req-1"])
+        batch.sendHome()
+        XCTAssertEqual(returns.count, 1, "built, the capture waits for its loop, not freed by the builder")
+        _ = observer.exchangeStarted(try head("/next"), requestID: "req-2")
+        XCTAssertEqual(returns.count, 0, "freed by the loop as it starts its next exchange")
+        XCTAssertNil(root.returns, "the listener's own instance has no loop to send captures back to")
     }
 
     func testTurnsEndedByOneReadAreQueuedInTheirOrder() throws {
