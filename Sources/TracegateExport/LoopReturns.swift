@@ -21,16 +21,20 @@ public final class LoopReturns: @unchecked Sendable {
 
     private let top = ManagedAtomic<Unmanaged<Node>?>(nil)
     private let waiting = ManagedAtomic(0)
+    /// Set by `close()`: nodes pushed later are released by the pusher, as no loop will take them.
+    private let closed = ManagedAtomic(false)
 
     public init() {}
-
-    deinit { releaseAll() }
 
     /// Nodes returned and not yet released.
     public var count: Int { waiting.load(ordering: .relaxed) }
 
     /// Hands `node` (and the +1 reference it carries) back; any thread.
     public func push(_ node: Unmanaged<Node>) {
+        if closed.load(ordering: .acquiring) {
+            node.release()
+            return
+        }
         waiting.wrappingIncrement(ordering: .relaxed)
         var current = top.load(ordering: .relaxed)
         while true {
@@ -40,6 +44,13 @@ public final class LoopReturns: @unchecked Sendable {
             if exchanged { return }
             current = original
         }
+    }
+
+    /// Its loop is going away: releases what is waiting, and from now on a push releases its node at once
+    /// (a node holds its home, so without this the two would keep each other alive).
+    public func close() {
+        closed.store(true, ordering: .releasing)
+        releaseAll()
     }
 
     /// Releases every node returned so far: called by the loop that allocated them. One atomic load when

@@ -3,19 +3,29 @@
 /// glibc keeps what thousands of connections used (their channels and buffers) in its heaps after they
 /// close; only `malloc_trim` returns it. Trimming takes each arena's lock in turn for milliseconds
 /// (2–7 ms in all after 2,000 chat streams), and an event loop allocating meanwhile waits: so it is done
-/// only once the crowd has left, at least `minimumDrop` connections fewer than the peak seen since the
-/// last trim and at most an eighth of that peak still open, not while half of it still streams.
+/// only once a crowd has left, at least `minimumDrop` connections fewer than the peak seen since the
+/// last trim, and either at most an eighth of that peak still open, or at most half of it for
+/// `settledLooks` looks in a row (what stays open then is the ordinary load, not a crowd still leaving).
 struct MemoryReturn {
     static let minimumDrop = 256
-    /// At most one connection in this many of the peak may still be open.
+    /// At most one connection in this many of the peak may still be open for a trim at once.
     static let remainingShare = 8
+    /// Looks in a row with at most half the peak open before trimming anyway.
+    static let settledLooks = 3
     private var peak = 0
+    private var halfGoneLooks = 0
 
     /// Feeds the number of open connections now; true when it is time to trim.
     mutating func observe(openConnections: Int) -> Bool {
         peak = max(peak, openConnections)
-        guard peak - openConnections >= Self.minimumDrop, openConnections * Self.remainingShare <= peak else { return false }
+        guard peak - openConnections >= Self.minimumDrop, openConnections * 2 <= peak else {
+            halfGoneLooks = 0
+            return false
+        }
+        halfGoneLooks += 1
+        guard openConnections * Self.remainingShare <= peak || halfGoneLooks >= Self.settledLooks else { return false }
         peak = openConnections
+        halfGoneLooks = 0
         return true
     }
 }

@@ -44,6 +44,7 @@ final class TraceObserver: ExchangeObserver {
         self.inPlace = inPlace
         self.eventLoop = nil
         self.returns = nil
+        self.releaseTimer = nil
         (queueCapture, queueTurn) = Self.queues(settings: settings, captures: captures, budget: budget, home: nil)
     }
 
@@ -53,6 +54,19 @@ final class TraceObserver: ExchangeObserver {
         (queueCapture, queueTurn) = Self.queues(settings: settings, captures: captures, budget: budget, home: returns)
         self.returns = returns
         self.eventLoop = eventLoop
+        // A loop that starts no exchange for a while (tunnels only, or no traffic) frees within a second.
+        releaseTimer = eventLoop.scheduleRepeatedTask(initialDelay: Self.releaseInterval, delay: Self.releaseInterval) { _ in
+            returns.releaseAll()
+        }
+    }
+
+    /// How often a loop frees what came back to it, besides at each exchange and capture.
+    static let releaseInterval = TimeAmount.seconds(1)
+    private let releaseTimer: RepeatedTask?
+
+    deinit {
+        releaseTimer?.cancel()
+        returns?.close()
     }
 
     /// The closures that queue a capture and a WebSocket turn's capture, offered with `home`.
@@ -60,6 +74,7 @@ final class TraceObserver: ExchangeObserver {
         settings: TraceCaptureSettings, captures: CaptureQueue<CapturedExchange>, budget: CaptureBudget, home: LoopReturns?
     ) -> (capture: @Sendable (CapturedExchange) -> Void, turn: @Sendable (CapturedExchange) -> Void) {
         let queueCapture: @Sendable (CapturedExchange) -> Void = { captured in
+            home?.releaseAll()  // on the loop, as a WebSocket's turns come without new exchanges
             if !captures.offer(captured, home: home) { budget.release(captured.bodyStorage) }
         }
         let upstreams = settings.upstreams

@@ -15,6 +15,26 @@ final class MemoryReturnTests: XCTestCase {
         XCTAssertFalse(policy.observe(openConnections: 0), "the peak restarts from the last trim: 200 is no crowd")
     }
 
+    func testAQuarterOfTheCrowdStayingOpenIsTrimmedAfterItSettled() {
+        var policy = MemoryReturn()
+        XCTAssertFalse(policy.observe(openConnections: 2_000))
+        XCTAssertFalse(policy.observe(openConnections: 300), "still leaving, perhaps")
+        XCTAssertFalse(policy.observe(openConnections: 300))
+        XCTAssertTrue(policy.observe(openConnections: 300), "\(MemoryReturn.settledLooks) looks at most half the peak: the rest is ordinary load")
+        XCTAssertFalse(policy.observe(openConnections: 300), "the peak restarts from the last trim")
+    }
+
+    func testAnInterruptedSettlingStartsOver() {
+        var policy = MemoryReturn()
+        XCTAssertFalse(policy.observe(openConnections: 2_000))
+        XCTAssertFalse(policy.observe(openConnections: 600))
+        XCTAssertFalse(policy.observe(openConnections: 600))
+        XCTAssertFalse(policy.observe(openConnections: 1_500), "more than half open again")
+        XCTAssertFalse(policy.observe(openConnections: 600))
+        XCTAssertFalse(policy.observe(openConnections: 600))
+        XCTAssertTrue(policy.observe(openConnections: 600))
+    }
+
     func testSmallDropsNeverTrim() {
         var policy = MemoryReturn()
         XCTAssertFalse(policy.observe(openConnections: 200))
@@ -39,7 +59,8 @@ final class FileDescriptorLimitTests: XCTestCase {
     func testPresizingGrowsTheKernelsDescriptorTable() throws {
         let before = try XCTUnwrap(Self.descriptorTableSlots())
         let target = min(before * 4, FileDescriptorLimit.raiseToHardLimit())
-        XCTAssertGreaterThan(target, before, "the open-file limit leaves no room to grow the table")
+        // Earlier tests may have grown the table to this process's limit already: then there is nothing to show.
+        try XCTSkipUnless(target > before, "the open-file limit (\(target)) leaves no room to grow the table (\(before) slots)")
         XCTAssertTrue(FileDescriptorLimit.presizeTable(descriptors: target))
         XCTAssertGreaterThanOrEqual(try XCTUnwrap(Self.descriptorTableSlots()), target)
         XCTAssertEqual(fcntl(Int32(target - 1), F_GETFD), -1, "the placeholder descriptor is closed again")
