@@ -8,7 +8,8 @@ import Atomics
 /// arena lock for each free; preempted in the middle (which at idle priority can last until a CPU falls
 /// idle), it kept the loop waiting: 19–28 ms waits on the arena lock at `wrk -c32` with capture on. So
 /// the builder frees nothing a loop allocated: it pushes the queue node that carried it (allocated by the
-/// loop, so the push allocates nothing) here, and the loop lets go of it when it next starts an exchange.
+/// loop, so the push allocates nothing) here, and the loop lets go of it at its next exchange or capture,
+/// or within a second.
 ///
 /// Lock-free like `CaptureQueue`: pushes go onto an atomic stack, `releaseAll` swaps the whole stack out.
 /// (`@unchecked Sendable`: all its state is in atomics; a node is owned by whoever swapped it out.)
@@ -31,7 +32,7 @@ public final class LoopReturns: @unchecked Sendable {
 
     /// Hands `node` (and the +1 reference it carries) back; any thread.
     public func push(_ node: Unmanaged<Node>) {
-        if closed.load(ordering: .acquiring) {
+        if closed.load(ordering: .sequentiallyConsistent) {
             node.release()
             return
         }
@@ -41,15 +42,17 @@ public final class LoopReturns: @unchecked Sendable {
             node.takeUnretainedValue().nextReturn = current
             let (exchanged, original) = top.weakCompareExchange(
                 expected: current, desired: node, successOrdering: .releasing, failureOrdering: .relaxed)
-            if exchanged { return }
+            if exchanged { break }
             current = original
         }
+        // A `close()` that ran between the check above and the push would leave the node here for good.
+        if closed.load(ordering: .sequentiallyConsistent) { releaseAll() }
     }
 
     /// Its loop is going away: releases what is waiting, and from now on a push releases its node at once
     /// (a node holds its home, so without this the two would keep each other alive).
     public func close() {
-        closed.store(true, ordering: .releasing)
+        closed.store(true, ordering: .sequentiallyConsistent)
         releaseAll()
     }
 

@@ -44,7 +44,6 @@ final class TraceObserver: ExchangeObserver {
         self.inPlace = inPlace
         self.eventLoop = nil
         self.returns = nil
-        self.releaseTimer = nil
         (queueCapture, queueTurn) = Self.queues(settings: settings, captures: captures, budget: budget, home: nil)
     }
 
@@ -54,20 +53,18 @@ final class TraceObserver: ExchangeObserver {
         (queueCapture, queueTurn) = Self.queues(settings: settings, captures: captures, budget: budget, home: returns)
         self.returns = returns
         self.eventLoop = eventLoop
-        // A loop that starts no exchange for a while (tunnels only, or no traffic) frees within a second.
-        releaseTimer = eventLoop.scheduleRepeatedTask(initialDelay: Self.releaseInterval, delay: Self.releaseInterval) { _ in
+        // A loop that starts no exchange for a while (no traffic) frees within a second. The task ends
+        // itself once the observer is gone (cancelling it from `deinit` could find the loop shut down).
+        eventLoop.scheduleRepeatedTask(initialDelay: Self.releaseInterval, delay: Self.releaseInterval) { [weak returns] task in
+            guard let returns else { return task.cancel() }
             returns.releaseAll()
         }
     }
 
     /// How often a loop frees what came back to it, besides at each exchange and capture.
     static let releaseInterval = TimeAmount.seconds(1)
-    private let releaseTimer: RepeatedTask?
 
-    deinit {
-        releaseTimer?.cancel()
-        returns?.close()
-    }
+    deinit { returns?.close() }
 
     /// The closures that queue a capture and a WebSocket turn's capture, offered with `home`.
     private static func queues(

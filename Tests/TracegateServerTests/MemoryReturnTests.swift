@@ -9,7 +9,7 @@ final class MemoryReturnTests: XCTestCase {
         XCTAssertFalse(policy.observe(openConnections: 10))
         XCTAssertFalse(policy.observe(openConnections: 4_000), "rising: nothing to give back")
         XCTAssertFalse(policy.observe(openConnections: 2_500), "more than half still open")
-        XCTAssertFalse(policy.observe(openConnections: 1_000), "a quarter still streams: trimming would stall it")
+        XCTAssertFalse(policy.observe(openConnections: 1_000), "a quarter open, just left: perhaps still leaving")
         XCTAssertFalse(policy.observe(openConnections: 501), "just over an eighth")
         XCTAssertTrue(policy.observe(openConnections: 200))
         XCTAssertFalse(policy.observe(openConnections: 0), "the peak restarts from the last trim: 200 is no crowd")
@@ -18,10 +18,22 @@ final class MemoryReturnTests: XCTestCase {
     func testAQuarterOfTheCrowdStayingOpenIsTrimmedAfterItSettled() {
         var policy = MemoryReturn()
         XCTAssertFalse(policy.observe(openConnections: 2_000))
-        XCTAssertFalse(policy.observe(openConnections: 300), "still leaving, perhaps")
+        XCTAssertFalse(policy.observe(openConnections: 300), "just left: perhaps still leaving")
         XCTAssertFalse(policy.observe(openConnections: 300))
-        XCTAssertTrue(policy.observe(openConnections: 300), "\(MemoryReturn.settledLooks) looks at most half the peak: the rest is ordinary load")
+        XCTAssertFalse(policy.observe(openConnections: 310))
+        XCTAssertTrue(policy.observe(openConnections: 300), "settled for \(MemoryReturn.settledLooks) looks: the rest is ordinary load")
         XCTAssertFalse(policy.observe(openConnections: 300), "the peak restarts from the last trim")
+    }
+
+    func testACrowdStillLeavingIsNotTrimmedUntilItSettles() {
+        var policy = MemoryReturn()
+        XCTAssertFalse(policy.observe(openConnections: 2_000))
+        XCTAssertFalse(policy.observe(openConnections: 900))
+        XCTAssertFalse(policy.observe(openConnections: 700), "still leaving")
+        XCTAssertFalse(policy.observe(openConnections: 500), "still leaving")
+        XCTAssertFalse(policy.observe(openConnections: 500))
+        XCTAssertFalse(policy.observe(openConnections: 500))
+        XCTAssertTrue(policy.observe(openConnections: 500))
     }
 
     func testAnInterruptedSettlingStartsOver() {
@@ -30,6 +42,7 @@ final class MemoryReturnTests: XCTestCase {
         XCTAssertFalse(policy.observe(openConnections: 600))
         XCTAssertFalse(policy.observe(openConnections: 600))
         XCTAssertFalse(policy.observe(openConnections: 1_500), "more than half open again")
+        XCTAssertFalse(policy.observe(openConnections: 600))
         XCTAssertFalse(policy.observe(openConnections: 600))
         XCTAssertFalse(policy.observe(openConnections: 600))
         XCTAssertTrue(policy.observe(openConnections: 600))
