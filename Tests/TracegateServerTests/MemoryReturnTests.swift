@@ -15,37 +15,23 @@ final class MemoryReturnTests: XCTestCase {
         XCTAssertFalse(policy.observe(openConnections: 0), "the peak restarts from the last trim: 200 is no crowd")
     }
 
-    func testAQuarterOfTheCrowdStayingOpenIsTrimmedAfterItSettled() {
+    /// Which of `looks` (open connections, one look each) a fresh policy trims at.
+    private func trims(_ looks: [Int]) -> [Int] {
         var policy = MemoryReturn()
-        XCTAssertFalse(policy.observe(openConnections: 2_000))
-        XCTAssertFalse(policy.observe(openConnections: 300), "just left: perhaps still leaving")
-        XCTAssertFalse(policy.observe(openConnections: 300))
-        XCTAssertFalse(policy.observe(openConnections: 310))
-        XCTAssertTrue(policy.observe(openConnections: 300), "settled for \(MemoryReturn.settledLooks) looks: the rest is ordinary load")
-        XCTAssertFalse(policy.observe(openConnections: 300), "the peak restarts from the last trim")
+        return looks.indices.filter { policy.observe(openConnections: looks[$0]) }
+    }
+
+    func testAQuarterOfTheCrowdStayingOpenIsTrimmedAfterItSettled() {
+        // Just left (perhaps still leaving), then settled for `settledLooks` looks: the rest is ordinary load.
+        XCTAssertEqual(trims([2_000, 300, 300, 310, 300, 300]), [4], "and the peak restarts from the trim")
     }
 
     func testACrowdStillLeavingIsNotTrimmedUntilItSettles() {
-        var policy = MemoryReturn()
-        XCTAssertFalse(policy.observe(openConnections: 2_000))
-        XCTAssertFalse(policy.observe(openConnections: 900))
-        XCTAssertFalse(policy.observe(openConnections: 700), "still leaving")
-        XCTAssertFalse(policy.observe(openConnections: 500), "still leaving")
-        XCTAssertFalse(policy.observe(openConnections: 500))
-        XCTAssertFalse(policy.observe(openConnections: 500))
-        XCTAssertTrue(policy.observe(openConnections: 500))
+        XCTAssertEqual(trims([2_000, 900, 700, 500, 500, 500, 500]), [6])
     }
 
     func testAnInterruptedSettlingStartsOver() {
-        var policy = MemoryReturn()
-        XCTAssertFalse(policy.observe(openConnections: 2_000))
-        XCTAssertFalse(policy.observe(openConnections: 600))
-        XCTAssertFalse(policy.observe(openConnections: 600))
-        XCTAssertFalse(policy.observe(openConnections: 1_500), "more than half open again")
-        XCTAssertFalse(policy.observe(openConnections: 600))
-        XCTAssertFalse(policy.observe(openConnections: 600))
-        XCTAssertFalse(policy.observe(openConnections: 600))
-        XCTAssertTrue(policy.observe(openConnections: 600))
+        XCTAssertEqual(trims([2_000, 600, 600, 1_500, 600, 600, 600, 600]), [7], "more than half open again at 1,500")
     }
 
     func testSmallDropsNeverTrim() {

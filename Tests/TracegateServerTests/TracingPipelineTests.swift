@@ -12,20 +12,32 @@ import XCTest
 @testable import TracegateServer
 
 final class TracingPipelineTests: XCTestCase {
-    /// What the event loops queued comes back to them once built: the builder thread frees neither a
-    /// capture nor a trace built in place (`LoopReturns`).
-    func testTheBuilderSendsWhatItBuiltBackToTheLoopsInsteadOfFreeingIt() async throws {
+    /// A fresh temporary directory.
+    private func makeDirectory() throws -> String {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("pipeline-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: directory) }
+        return directory
+    }
+
+    /// Full capture, traces to `traces.jsonl` in `directory`.
+    private static func traceFileSettings(in directory: String) -> TracegateSettings {
         var settings = TracegateSettings()
         settings.traceFile = directory + "/traces.jsonl"
         settings.traceFileMaxBytes = 1 << 20
         settings.traceFileKeep = 1
+        settings.capture = .full
+        return settings
+    }
+
+    /// What the event loops queued comes back to them once built: the builder thread frees neither a
+    /// capture nor a trace built in place (`LoopReturns`).
+    func testTheBuilderSendsWhatItBuiltBackToTheLoopsInsteadOfFreeingIt() async throws {
+        let directory = try makeDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var settings = Self.traceFileSettings(in: directory)
         settings.captureQueueSize = 10
         settings.captureMemoryLimit = 1 << 20
         settings.sampleRatio = 1
-        settings.capture = .full
         let logger = Logger(label: "test")
         let pipeline = try XCTUnwrap(try TracingPipeline(settings: settings, metrics: TracegateMetrics(), logger: logger))
         let inPlace = try XCTUnwrap(pipeline.inPlace)
@@ -62,15 +74,10 @@ final class TracingPipelineTests: XCTestCase {
     /// A trace built on an event loop that found the queue of built traces full is lost, so it is
     /// counted as dropped both in the metrics and in the figure logged at exit.
     func testBuiltTracesRefusedByAFullQueueAreCountedAsDroppedBeforeExport() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("pipeline-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let directory = try makeDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        var settings = TracegateSettings()
-        settings.traceFile = directory + "/traces.jsonl"
-        settings.traceFileMaxBytes = 1 << 20
-        settings.traceFileKeep = 1
+        var settings = Self.traceFileSettings(in: directory)
         settings.captureQueueSize = 1
-        settings.capture = .full
         let messages = NIOLockedValueBox<[(String, Logger.Metadata)]>([])
         let logger = Logger(label: "test") { _ in RecordingLogHandler(messages: messages) }
         let metrics = TracegateMetrics()
