@@ -113,8 +113,6 @@ public final class CaptureQueue<Element: Sendable>: @unchecked Sendable {
     public struct Batch: ~Copyable {
         fileprivate let nodes: [Unmanaged<Node>]
 
-        public var isEmpty: Bool { nodes.isEmpty }
-
         /// The elements, oldest first: copies, to be let go of before `sendHome()`.
         public var elements: [Element] { nodes.map { $0.takeUnretainedValue().element } }
 
@@ -133,18 +131,7 @@ public final class CaptureQueue<Element: Sendable>: @unchecked Sendable {
         }
     }
 
-    /// Everything waiting, oldest first; the queue accepts again.
-    public func takeAll() -> [Element] {
-        var node = top.exchange(nil, ordering: .acquiring)
-        var taken: [Element] = []
-        while let current = node {
-            let value = current.takeRetainedValue()
-            taken.append(value.element)
-            node = value.next
-        }
-        if !taken.isEmpty { waiting.wrappingDecrement(by: taken.count, ordering: .relaxed) }
-        open.store(true, ordering: .relaxed)
-        taken.reverse()
-        return taken
-    }
+    /// Everything waiting, oldest first; the queue accepts again. (Each node then goes home, or is
+    /// freed here, as with `takeBatch()`.)
+    public func takeAll() -> [Element] { takeBatch().elements }
 }

@@ -8,8 +8,8 @@ import Atomics
 /// arena lock for each free; preempted in the middle (which at idle priority can last until a CPU falls
 /// idle), it kept the loop waiting: 19–28 ms waits on the arena lock at `wrk -c32` with capture on. So
 /// the builder frees nothing a loop allocated: it pushes the queue node that carried it (allocated by the
-/// loop, so the push allocates nothing) here, and the loop lets go of it at its next exchange or capture,
-/// or within a second.
+/// loop, so the push allocates nothing) here, and the loop lets go of it at its next exchange or
+/// WebSocket turn, or within a second.
 ///
 /// Lock-free like `CaptureQueue`: pushes go onto an atomic stack, `releaseAll` swaps the whole stack out.
 /// (`@unchecked Sendable`: all its state is in atomics; a node is owned by whoever swapped it out.)

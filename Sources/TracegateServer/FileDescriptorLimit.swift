@@ -21,13 +21,16 @@ enum FileDescriptorLimit {
         return limit.rlim_cur >= UInt64(Int.max) ? Int.max : Int(limit.rlim_cur)
     }
 
+    /// Descriptors kept for listeners, pool spares, the tracking server and files, at most.
+    static let largestReserve = 256
+
     /// Descriptors the table is sized for at start at most (`presizeTable`): 256 KiB of kernel memory.
     static let presizedDescriptors = 32_768
 
     /// How many descriptors to size the table for: two per allowed connection and the reserve, within
     /// the open-file limit and `presizedDescriptors`.
     static func tableSize(maxConnections: Int, limit: Int) -> Int {
-        let wanted = min(maxConnections, presizedDescriptors / 2) * 2 + 256
+        let wanted = min(maxConnections, presizedDescriptors / 2) * 2 + largestReserve
         return max(0, min(wanted, limit, presizedDescriptors))
     }
 
@@ -56,7 +59,7 @@ enum FileDescriptorLimit {
     /// two descriptors per client connection (its own and its upstream's).
     static func connectionsAllowed(byLimit limit: Int) -> Int {
         guard limit != Int.max else { return 1_000_000 }
-        let reserve = min(256, limit / 4)
+        let reserve = min(largestReserve, limit / 4)
         return max(1, (limit - reserve) / 2)
     }
 }

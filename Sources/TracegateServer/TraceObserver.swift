@@ -61,7 +61,7 @@ final class TraceObserver: ExchangeObserver {
         }
     }
 
-    /// How often a loop frees what came back to it, besides at each exchange and capture.
+    /// How often a loop frees what came back to it, besides at each exchange and WebSocket turn.
     static let releaseInterval = TimeAmount.seconds(1)
 
     deinit { returns?.close() }
@@ -71,11 +71,11 @@ final class TraceObserver: ExchangeObserver {
         settings: TraceCaptureSettings, captures: CaptureQueue<CapturedExchange>, budget: CaptureBudget, home: LoopReturns?
     ) -> (capture: @Sendable (CapturedExchange) -> Void, turn: @Sendable (CapturedExchange) -> Void) {
         let queueCapture: @Sendable (CapturedExchange) -> Void = { captured in
-            home?.releaseAll()  // on the loop, as a WebSocket's turns come without new exchanges
             if !captures.offer(captured, home: home) { budget.release(captured.bodyStorage) }
         }
         let upstreams = settings.upstreams
         let queueTurn: @Sendable (CapturedExchange) -> Void = { captured in
+            home?.releaseAll()  // on the loop: a WebSocket's turns come without new exchanges
             guard captures.isAccepting else {
                 captures.refuse()
                 budget.release(captured.bodyStorage)
@@ -125,10 +125,9 @@ final class TraceObserver: ExchangeObserver {
         case .handOff?: queue(captured!)
         case .waitAndScheduleRun?:
             let (eventLoop, inPlace) = builder!  // only a capture that fits waits
-            let returns = self.returns
             eventLoop.execute {
                 let (build, handOff) = loop.schedule.run()
-                for captured in build { inPlace.build(captured, home: returns) }
+                for captured in build { inPlace.build(captured, home: self.returns) }
                 for captured in handOff { self.queue(captured) }
             }
         }
