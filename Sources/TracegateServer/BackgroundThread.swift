@@ -14,7 +14,8 @@ import Glibc
 /// moment, ahead of its fair share, an idle-priority thread can be picked before it and then keeps
 /// the CPU until it sleeps or the next scheduler tick (4 ms at 250 Hz). That is where the latency
 /// tail with tracing on came from. So background work runs in bursts of at most `burst`, each
-/// followed by a pause (`CPUBurst`), which hands the CPU to any runnable event loop.
+/// followed by a pause (`CPUBurst`), which hands the CPU to any runnable event loop: a yield while a
+/// CPU is idle, a sleep once the CPUs are contended (`BackgroundPacing`).
 enum BackgroundThread {
     /// Names the calling thread (as `ps -L` and `/proc/PID/task/*/comm` show it; at most 15 bytes),
     /// then puts it in `SCHED_IDLE` (it runs only on a CPU nothing else wants), or at nice 19 where
@@ -46,19 +47,28 @@ enum BackgroundThread {
     /// `SCHED_IDLE` was refused: the threads run at nice 19 instead.
     private static let idlePolicyRefused = ManagedAtomic(false)
 
-    /// Lets event loops have the CPU. At `SCHED_IDLE` a yield does: with its weight of 3 against an
-    /// event loop's 1024, 50 µs of work puts the thread some 17 ms of virtual time ahead, so an event
-    /// loop is eligible before it and runs first; when nothing else is runnable the yield costs one
-    /// system call and no context switch, where a 10 µs sleep cost two every burst (at 100 WebSocket
-    /// connections, each message a traced turn, 3–13% more messages per second in 8 paired rounds).
-    /// At nice 19 (weight 15) that margin is not sure, so the thread sleeps 10 µs, leaving the run
-    /// queue (a shorter sleep can expire before it is switched out, and then yields nothing).
+    /// Lets event loops and every other ready task have the CPU (`BackgroundPacing`): a yield while a
+    /// CPU is idle, a sleep once every CPU has a task ready besides this thread.
+    ///
+    /// Why a yield while a CPU is idle: with its weight of 3 against an event loop's 1024, 50 µs of
+    /// work puts the thread some 17 ms of virtual time ahead, so a loop that wakes runs first; and the
+    /// yield costs one system call and no context switch, where a 10 µs sleep cost two every burst (at
+    /// 100 WebSocket connections, each message a traced turn, 3–13% more messages per second in 8
+    /// paired rounds). At nice 19 (weight 15) that margin is not sure, so the thread sleeps 10 µs,
+    /// leaving the run queue (a shorter sleep can expire before it is switched out).
     static func pause() {
-        if idlePolicyRefused.load(ordering: .relaxed) {
-            var request = timespec(tv_sec: 0, tv_nsec: 10_000)
-            nanosleep(&request, nil)
-        } else {
+        switch pacing.pause(readyTasks: ReadyTasks.count()) {
+        case .yield:
             sched_yield()
+        case .sleep(let nanoseconds):
+            var request = timespec(tv_sec: 0, tv_nsec: nanoseconds)
+            nanosleep(&request, nil)
         }
     }
+
+    private static var pacing: BackgroundPacing {
+        BackgroundPacing(processors: processors, idlePolicyRefused: idlePolicyRefused.load(ordering: .relaxed))
+    }
+
+    private static let processors = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
 }
