@@ -77,6 +77,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--no-threads1", action="store_true",
                     help="skip the tracegate --threads 1 variant (saves ~30%% of the time)")
     ap.add_argument("--no-build", action="store_true", help="do not run swift build")
+    ap.add_argument("--cpu-load", type=float, default=0, metavar="SHARE",
+                    help="keep SHARE of one CPU busy with a normal-priority process during every "
+                         "measurement (cpu_load.py), as a service or tracking server on the same "
+                         "machine would (default 0: none)")
     ap.add_argument("--proxy-cmd", default=None,
                     help="command used instead of .build-static/release/tracegate (the tracegate flags "
                          "are appended); implies --no-build. For development: "
@@ -569,7 +573,7 @@ def run(a) -> int:
             "rounds": a.rounds, "duration_s": a.duration, "warmup_s": a.warmup,
             "sse_events": sse_events, "sse_gap_ms": sse_gap,
             "sse_passes": a.sse_passes, "sse_tries": a.sse_tries,
-            "proxy_cmd": " ".join(proxy_argv), "standin": standin,
+            "proxy_cmd": " ".join(proxy_argv), "standin": standin, "cpu_load": a.cpu_load,
             "machine": machine_info(),
             "nginx_version": nginx.nginx_version(), "wrk_version": wrk.version(),
             "swift_version": (_cmd_out(["swift", "--version"]).splitlines() or ["swift ?"])[0]
@@ -588,6 +592,10 @@ def run(a) -> int:
         targets, started = start_all(a, p, tmp, proxy_argv, server)
         started["mlflow"] = server
         check_targets(targets)
+        if a.cpu_load > 0:
+            p.spawn("cpu load", [sys.executable, os.path.join(BENCH_DIR, "cpu_load.py"), str(a.cpu_load)],
+                    os.path.join(tmp, "cpu-load.out"), cwd=tmp)
+            log(f"a normal-priority process keeps {a.cpu_load:g} of one CPU busy from now on")
         log("targets: " + ", ".join(f"{t.name}=127.0.0.1:{t.port}" for t in targets))
         export_results = None
         if server is not None:

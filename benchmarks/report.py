@@ -406,6 +406,10 @@ def markdown(results: dict, s: dict) -> str:
         f"body, 1 worker. c=32: `wrk -t2 -c32 -d{meta['duration_s']:g}s --latency`; "
         f"c=1: `wrk -t1 -c1 -d{meta['duration_s']:g}s --latency`; both with `-s latency.lua`, "
         f"which prints p99.9 from wrk's histogram.")
+    if meta.get("cpu_load"):
+        out.append("")
+        out.append(f"Beside every measurement, a normal-priority process (`cpu_load.py`) kept "
+                   f"{meta['cpu_load']:g} of one CPU busy (`--cpu-load`).")
     out.append("")
 
     tg = [t for t in targets if t.startswith("tracegate")]
