@@ -5,7 +5,7 @@ For a change that must not cost anything (a refactor): the builds run side by si
 nginx origin, in one configuration (`--config`: *tuned*, no access log and no capture, the default;
 *traced*, every exchange traced to a trace file, no access log; *defaults*, text access log and
 trace file), and each round runs `wrk` against nginx, build A and
-build B in a rotated order, at c=32 and c=1. Per run it records requests/s, p50/p99 and the proxy's
+build B in a rotated order, at c=32 and c=1. Per run it records requests/s, p50/p99/p99.9 and the proxy's
 CPU per request (utime+stime from /proc, nginx master and workers). It prints medians, each build's
 ratios to nginx in the same round, and B ÷ A per round: on a shared 2-core machine those same-round
 ratios are what can be compared, not absolute figures.
@@ -34,15 +34,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=8, help="rounds (default 8)")
     ap.add_argument("--duration", type=float, default=5, help="seconds per wrk run (default 5)")
     ap.add_argument("--concurrency", default="32,1", help="wrk connection counts (default 32,1)")
+    ap.add_argument("--cpu-load", type=float, default=0, metavar="SHARE",
+                    help="keep SHARE of one CPU busy with a normal-priority process (cpu_load.py) "
+                         "throughout, as another service on the machine would (default 0: none)")
     ap.add_argument("--config", choices=["tuned", "traced", "defaults"], default="tuned",
                     help="what both builds run with (default tuned: no access log, no capture)")
     return ap.parse_args(argv)
 
 
-def measure(port: int, connections: int, seconds: float) -> tuple[float, float, float]:
-    """requests/s, p50 ms, p99 ms (benchmarks/wrk.py runs and parses wrk)."""
+def measure(port: int, connections: int, seconds: float) -> tuple[float, float, float, float]:
+    """requests/s, p50 ms, p99 ms, p99.9 ms (benchmarks/wrk.py runs and parses wrk)."""
     figures, _ = wrk.run(f"http://127.0.0.1:{port}/", min(connections, 2), connections, seconds)
-    return figures["rps"], figures["p50_ms"], figures["p99_ms"]
+    return figures["rps"], figures["p50_ms"], figures["p99_ms"], figures["p999_ms"]
 
 
 def main(argv: list[str]) -> int:
@@ -71,6 +74,9 @@ def main(argv: list[str]) -> int:
             targets[name] = (port, p.spawn(name, argv, os.path.join(tmp, f"{name}.out"), cwd=tmp))
         for port, proc in targets.values():
             procs.wait_port(port, proc, 30)
+        if a.cpu_load > 0:
+            p.spawn("cpu load", [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpu_load.py"),
+                                 str(a.cpu_load)], os.path.join(tmp, "cpu-load.out"), cwd=tmp)
         for port, _ in targets.values():
             measure(port, 32, 2)  # warm-up
         results = {name: {c: [] for c in concurrency} for name in targets}
@@ -82,20 +88,24 @@ def main(argv: list[str]) -> int:
                 for c in concurrency:
                     pids = procs.tree(proc.pid)
                     before = procs.cpu_seconds(pids)
-                    rps, p50, p99 = measure(port, c, a.duration)
+                    rps, p50, p99, p999 = measure(port, c, a.duration)
                     used = procs.cpu_seconds(pids) - before
-                    results[name][c].append((rps, p50, p99, used / (rps * a.duration) * 1e6))
+                    results[name][c].append((rps, p50, p99, p999, used / (rps * a.duration) * 1e6))
             print(f"round {round_index + 1}/{a.rounds} done", file=sys.stderr, flush=True)
         for c in concurrency:
-            print(f"\nc={c}, median of {a.rounds} rounds: requests/s, p50 ms, p99 ms, proxy CPU µs/request")
+            print(f"\nc={c}, median of {a.rounds} rounds: requests/s, p50 ms, p99 ms, p99.9 ms, proxy CPU µs/request")
             for name in names:
                 columns = list(zip(*results[name][c]))
                 print(f"  {name:6s}" + "".join(f"{statistics.median(col):12.3f}" for col in columns))
             for name in ("A", "B"):
-                cpu = [x[3] / n[3] for x, n in zip(results[name][c], results["nginx"][c])]
+                cpu = [x[4] / n[4] for x, n in zip(results[name][c], results["nginx"][c])]
                 rps = [x[0] / n[0] for x, n in zip(results[name][c], results["nginx"][c])]
-                print(f"  {name} ÷ nginx, same round: CPU/request {statistics.median(cpu):.3f}, requests/s {statistics.median(rps):.3f}")
-            ratio = [b[3] / x[3] for b, x in zip(results["B"][c], results["A"][c])]
+                p99 = [x[2] / n[2] for x, n in zip(results[name][c], results["nginx"][c])]
+                p999 = [x[3] / n[3] for x, n in zip(results[name][c], results["nginx"][c])]
+                print(f"  {name} ÷ nginx, same round: CPU/request {statistics.median(cpu):.3f}, requests/s {statistics.median(rps):.3f}, "
+                      f"p99 {statistics.median(p99):.2f} [{min(p99):.2f}–{max(p99):.2f}], "
+                      f"p99.9 {statistics.median(p999):.2f} [{min(p999):.2f}–{max(p999):.2f}]")
+            ratio = [b[4] / x[4] for b, x in zip(results["B"][c], results["A"][c])]
             print(f"  B ÷ A CPU/request, same round: median {statistics.median(ratio):.3f} "
                   f"[{min(ratio):.3f}–{max(ratio):.3f}]")
     finally:
