@@ -11,7 +11,10 @@
 ///
 /// So: while fewer tasks are ready than there are CPUs, a CPU is idle and the thread only yields,
 /// which costs no context switch. Once every CPU has a task ready besides it, it sleeps
-/// `contendedPause` after each burst, which caps what it takes from them at about 5% of one CPU.
+/// `contendedPause` after each burst, which caps what it takes from them at about 1% of one CPU.
+/// Even 5% was too much beside a busy MLflow server: the process's threads share one scheduling
+/// group (an autogroup, or the service's cgroup), so the builder's time held back its event loops
+/// (p99.9 at `wrk -c32` 14–35 ms with a 1 ms pause, 6–9 ms with 5 ms, 8–12 ms with capture off).
 struct BackgroundPacing: Equatable {
     /// CPUs the kernel schedules on (the ready count is the whole kernel's, not this process's).
     let processors: Int
@@ -24,8 +27,8 @@ struct BackgroundPacing: Equatable {
         case sleep(nanoseconds: Int)
     }
 
-    /// The pause once the CPUs are contended: twenty bursts' worth.
-    static let contendedPause = 1_000_000
+    /// The pause once the CPUs are contended: a hundred bursts' worth.
+    static let contendedPause = 5_000_000
     /// The least a sleep is at nice 19: shorter sleeps can expire before the thread is switched out.
     static let shortestSleep = 10_000
 
