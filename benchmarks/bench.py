@@ -44,6 +44,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import cpu_load  # noqa: E402
 import nginx  # noqa: E402
 import procs  # noqa: E402
 import mlflow_bench  # noqa: E402
@@ -77,7 +78,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--no-threads1", action="store_true",
                     help="skip the tracegate --threads 1 variant (saves ~30%% of the time)")
     ap.add_argument("--no-build", action="store_true", help="do not run swift build")
-    ap.add_argument("--cpu-load", type=float, default=0, metavar="SHARE",
+    ap.add_argument("--cpu-load", type=cpu_load.share_argument, default=0, metavar="SHARE",
                     help="keep SHARE of one CPU busy with a normal-priority process during every "
                          "measurement (cpu_load.py), as a service or tracking server on the same "
                          "machine would (default 0: none)")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -22,6 +23,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import cpu_load  # noqa: E402
 import nginx  # noqa: E402
 import procs  # noqa: E402
 import wrk  # noqa: E402
@@ -34,7 +36,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=8, help="rounds (default 8)")
     ap.add_argument("--duration", type=float, default=5, help="seconds per wrk run (default 5)")
     ap.add_argument("--concurrency", default="32,1", help="wrk connection counts (default 32,1)")
-    ap.add_argument("--cpu-load", type=float, default=0, metavar="SHARE",
+    ap.add_argument("--cpu-load", type=cpu_load.share_argument, default=0, metavar="SHARE",
                     help="keep SHARE of one CPU busy with a normal-priority process (cpu_load.py) "
                          "throughout, as another service on the machine would (default 0: none)")
     ap.add_argument("--config", choices=["tuned", "traced", "defaults"], default="tuned",
@@ -53,6 +55,12 @@ def main(argv: list[str]) -> int:
     concurrency = [int(c) for c in a.concurrency.split(",")]
     tmp = tempfile.mkdtemp(prefix="tracegate-compare-")
     p = procs.Procs()
+
+    def on_signal(signum, _frame):
+        raise SystemExit(128 + signum)  # the finally below stops every process started
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
     try:
         origin_port, nginx_port, port_a, admin_a, port_b, admin_b = procs.free_ports(6)
         origin_dir, nginx_dir = os.path.join(tmp, "origin"), os.path.join(tmp, "nginx")
@@ -75,8 +83,11 @@ def main(argv: list[str]) -> int:
         for port, proc in targets.values():
             procs.wait_port(port, proc, 30)
         if a.cpu_load > 0:
-            p.spawn("cpu load", [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpu_load.py"),
-                                 str(a.cpu_load)], os.path.join(tmp, "cpu-load.out"), cwd=tmp)
+            load = p.spawn("cpu load", [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpu_load.py"),
+                                        str(a.cpu_load)], os.path.join(tmp, "cpu-load.out"), cwd=tmp)
+            time.sleep(0.5)
+            if load.popen.poll() is not None:
+                raise SystemExit(f"cpu_load.py exited: see {load.log_path}")
         for port, _ in targets.values():
             measure(port, 32, 2)  # warm-up
         results = {name: {c: [] for c in concurrency} for name in targets}

@@ -1,14 +1,24 @@
 """A normal-priority process that keeps a share of one CPU busy until it is killed:
 `python3 cpu_load.py 0.5` works 5 ms and sleeps 5 ms, over and over. `benchmarks/run --cpu-load`
 runs it beside every measurement, as a tracking server or the chat service itself would be on the
-same machine; stdlib only."""
+same machine. It stops by itself once the process that started it has gone; stdlib only."""
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
 import time
 
 PERIOD_S = 0.010
+
+
+def share_argument(text: str) -> float:
+    """A share of one CPU for `--cpu-load` options: 0 (none) to 1."""
+    share = float(text)
+    if not 0 <= share <= 1:
+        raise argparse.ArgumentTypeError(f"a share of one CPU is from 0 to 1, not {text}")
+    return share
 
 
 def main() -> None:
@@ -16,7 +26,8 @@ def main() -> None:
     if not 0 < share <= 1:
         sys.exit(f"cpu_load.py: the share of one CPU must be in (0, 1], not {share}")
     busy, idle = PERIOD_S * share, PERIOD_S * (1 - share)
-    while True:
+    parent = os.getppid()
+    while os.getppid() == parent:  # the benchmark that started it is gone: stop too
         until = time.perf_counter() + busy
         while time.perf_counter() < until:
             pass

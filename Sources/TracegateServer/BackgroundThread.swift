@@ -14,14 +14,15 @@ import Glibc
 /// moment, ahead of its fair share, an idle-priority thread can be picked before it and then keeps
 /// the CPU until it sleeps or the next scheduler tick (4 ms at 250 Hz). That is where the latency
 /// tail with tracing on came from. So background work runs in bursts of at most `burst`, each
-/// followed by a pause (`CPUBurst`), which hands the CPU to any runnable event loop: a yield while a
-/// CPU is idle, a sleep once the CPUs are contended (`BackgroundPacing`).
+/// followed by a pause (`CPUBurst`), which hands the CPU to any runnable event loop: a yield while no
+/// more tasks are ready than there are CPUs, a sleep once the CPUs are contended (`BackgroundPacing`).
 enum BackgroundThread {
     /// Names the calling thread (as `ps -L` and `/proc/PID/task/*/comm` show it; at most 15 bytes),
     /// then puts it in `SCHED_IDLE` (it runs only on a CPU nothing else wants), or at nice 19 where
     /// that is refused, with a 1 µs timer slack so its sleeps are short. On Linux all of it applies
     /// to the calling thread alone.
     static func become(_ name: String) {
+        ReadyTasks.prepare()
         #if os(Linux)
         if let setName = GlibcSymbol.address(of: "pthread_setname_np") {
             typealias SetName = @convention(c) (pthread_t, UnsafePointer<CChar>) -> Int32
@@ -47,12 +48,12 @@ enum BackgroundThread {
     /// `SCHED_IDLE` was refused: the threads run at nice 19 instead.
     private static let idlePolicyRefused = ManagedAtomic(false)
 
-    /// Lets event loops and every other ready task have the CPU (`BackgroundPacing`): a yield while a
-    /// CPU is idle, a sleep once every CPU has a task ready besides this thread.
+    /// Lets event loops and every other ready task have the CPU (`BackgroundPacing`): a yield while no
+    /// more tasks are ready than there are CPUs, a sleep once every CPU has a task ready besides this
+    /// thread.
     ///
-    /// Why a yield while a CPU is idle: with its weight of 3 against an event loop's 1024, 50 µs of
-    /// work puts the thread some 17 ms of virtual time ahead, so a loop that wakes runs first; and the
-    /// yield costs one system call and no context switch, where a 10 µs sleep cost two every burst (at
+    /// Why a yield then: a loop that wakes preempts an idle-priority thread at once, and the yield
+    /// costs one system call and no context switch, where a 10 µs sleep cost two every burst (at
     /// 100 WebSocket connections, each message a traced turn, 3–13% more messages per second in 8
     /// paired rounds). At nice 19 (weight 15) that margin is not sure, so the thread sleeps 10 µs,
     /// leaving the run queue (a shorter sleep can expire before it is switched out).
@@ -61,7 +62,7 @@ enum BackgroundThread {
         case .yield:
             sched_yield()
         case .sleep(let nanoseconds):
-            var request = timespec(tv_sec: 0, tv_nsec: nanoseconds)
+            var request = timespec(tv_sec: nanoseconds / 1_000_000_000, tv_nsec: nanoseconds % 1_000_000_000)
             nanosleep(&request, nil)
         }
     }
@@ -70,5 +71,7 @@ enum BackgroundThread {
         BackgroundPacing(processors: processors, idlePolicyRefused: idlePolicyRefused.load(ordering: .relaxed))
     }
 
-    private static let processors = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+    /// The CPUs this thread may use, as the event loops count them (affinity mask and CPU quota).
+    private static let processors = EventLoopPlacement.threadCount(
+        setting: 0, coreCount: System.coreCount, usableCPUs: EventLoopPlacement.usableCPUs())
 }

@@ -6,10 +6,15 @@ import Musl
 
 /// How many tasks the kernel has ready to run right now, all CPUs together (the running tasks
 /// included): the numerator of the fourth field of `/proc/loadavg` ("0.52 0.58 0.59 3/245 12345").
-/// Read with one `pread` on a descriptor opened once; nil where the file cannot be read.
+/// Read with one `pread` on a descriptor opened once (`prepare()`, when a background thread starts,
+/// so not at a moment the process may be out of descriptors); nil where the file cannot be read.
 enum ReadyTasks {
     private static let descriptor: Int32 = open("/proc/loadavg", O_RDONLY | O_CLOEXEC)
 
+    /// Opens the file now, if it is not open yet.
+    static func prepare() { _ = descriptor }
+
+    /// The tasks ready to run now, all CPUs together; nil if `/proc/loadavg` cannot be read.
     static func count() -> Int? {
         guard descriptor >= 0 else { return nil }
         return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 128) { buffer -> Int? in
