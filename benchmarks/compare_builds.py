@@ -120,6 +120,8 @@ def main(argv: list[str]) -> int:
             print(f"  B ÷ A CPU/request, same round: median {statistics.median(ratio):.3f} "
                   f"[{min(ratio):.3f}–{max(ratio):.3f}]")
     finally:
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)  # a second signal must not cut the clean-up short
         p.stop_all()
     return 0
 

@@ -13,8 +13,8 @@ import Glibc
 /// not by policy: when an event loop was preempted (say by the process it just woke) and is, for the
 /// moment, ahead of its fair share, an idle-priority thread can be picked before it and then keeps
 /// the CPU until it sleeps or the next scheduler tick (4 ms at 250 Hz). That is where the latency
-/// tail with tracing on came from. So background work runs in bursts of at most `burst`, each
-/// followed by a pause (`CPUBurst`), which hands the CPU to any runnable event loop: a yield while no
+/// tail with tracing on came from. So background work runs in bursts of about `burst` (a burst ends
+/// after the unit of work that passes it), each followed by a pause (`CPUBurst`), which hands the CPU to any runnable event loop: a yield while no
 /// more tasks are ready than there are CPUs, a sleep once the CPUs are contended (`BackgroundPacing`).
 enum BackgroundThread {
     /// Names the calling thread (as `ps -L` and `/proc/PID/task/*/comm` show it; at most 15 bytes),
@@ -23,6 +23,7 @@ enum BackgroundThread {
     /// to the calling thread alone.
     static func become(_ name: String) {
         ReadyTasks.prepare()
+        _ = processors
         #if os(Linux)
         if let setName = GlibcSymbol.address(of: "pthread_setname_np") {
             typealias SetName = @convention(c) (pthread_t, UnsafePointer<CChar>) -> Int32
@@ -42,7 +43,8 @@ enum BackgroundThread {
         #endif
     }
 
-    /// The longest a background thread works before it lets event loops have the CPU.
+    /// How long a background thread works before it lets event loops have the CPU (checked after each
+    /// unit of work, so a burst can run over by one unit).
     static let burst: Int64 = 50_000  // nanoseconds
 
     /// `SCHED_IDLE` was refused: the threads run at nice 19 instead.
@@ -53,12 +55,15 @@ enum BackgroundThread {
     /// thread.
     ///
     /// Why a yield then: a loop that wakes preempts an idle-priority thread at once, and the yield
-    /// costs one system call and no context switch, where a 10 µs sleep cost two every burst (at
+    /// (after a `pread` of `/proc/loadavg`) costs no context switch, where a 10 µs sleep cost two every burst (at
     /// 100 WebSocket connections, each message a traced turn, 3–13% more messages per second in 8
     /// paired rounds). At nice 19 (weight 15) that margin is not sure, so the thread sleeps 10 µs,
     /// leaving the run queue (a shorter sleep can expire before it is switched out).
-    static func pause() {
-        switch pacing.pause(readyTasks: ReadyTasks.count()) {
+    static func pause() { pause(readyTasks: ReadyTasks.count()) }
+
+    /// The pause for `readyTasks` tasks ready to run (this thread included), carried out.
+    static func pause(readyTasks: Int?) {
+        switch pacing.pause(readyTasks: readyTasks) {
         case .yield:
             sched_yield()
         case .sleep(let nanoseconds):
@@ -67,11 +72,12 @@ enum BackgroundThread {
         }
     }
 
-    private static var pacing: BackgroundPacing {
+    static var pacing: BackgroundPacing {
         BackgroundPacing(processors: processors, idlePolicyRefused: idlePolicyRefused.load(ordering: .relaxed))
     }
 
-    /// The CPUs this thread may use, as the event loops count them (affinity mask and CPU quota).
+    /// The CPUs this thread may use, as the event loops count them (affinity mask and CPU quota);
+    /// counted when the first background thread starts.
     private static let processors = EventLoopPlacement.threadCount(
         setting: 0, coreCount: System.coreCount, usableCPUs: EventLoopPlacement.usableCPUs())
 }

@@ -52,13 +52,15 @@ final class BackgroundPacingTests: XCTestCase {
                 usleep(1_000)
                 ready = ReadyTasks.count() ?? 0
             }
+            BackgroundThread.pause(readyTasks: 1)  // first use: anything it loads, it loads now
             let before = Self.voluntarySwitches()
-            BackgroundThread.pause()
+            BackgroundThread.pause(readyTasks: ready)  // the count checked above, not a second read
             outcome.set(ready: ready, switches: Self.voluntarySwitches() - before)
         }
         thread.start()
         let (ready, switches) = try XCTUnwrap(outcome.wait())
         try XCTSkipUnless(ready > processors, "the spinners never showed as ready (\(ready) tasks for \(processors) CPUs)")
+        XCTAssertEqual(BackgroundThread.pacing.pause(readyTasks: ready), .sleep(nanoseconds: BackgroundPacing.contendedPauseNanoseconds))
         XCTAssertGreaterThanOrEqual(switches, 1, "the pause slept rather than yielded")
         #endif
     }
