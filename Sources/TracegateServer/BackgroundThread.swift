@@ -55,9 +55,9 @@ enum BackgroundThread {
     /// thread.
     ///
     /// Why a yield then: a loop that wakes preempts an idle-priority thread at once, and the yield
-    /// (after a `pread` of `/proc/loadavg`) costs no context switch, where a 10 µs sleep cost two every burst (at
-    /// 100 WebSocket connections, each message a traced turn, 3–13% more messages per second in 8
-    /// paired rounds). At nice 19 (weight 15) that margin is not sure, so the thread sleeps 10 µs,
+    /// (after a `pread` of `/proc/loadavg`) costs no context switch, where a 10 µs sleep cost two
+    /// every burst (at 100 WebSocket connections, each message a traced turn, 3–13% more messages
+    /// per second in 8 paired rounds). At nice 19 (weight 15) that margin is not sure, so the thread sleeps 10 µs,
     /// leaving the run queue (a shorter sleep can expire before it is switched out).
     static func pause() { pause(readyTasks: ReadyTasks.count()) }
 
@@ -72,6 +72,7 @@ enum BackgroundThread {
         }
     }
 
+    /// The rules `pause` follows for the calling thread.
     static var pacing: BackgroundPacing {
         BackgroundPacing(processors: processors, idlePolicyRefused: idlePolicyRefused.load(ordering: .relaxed))
     }
