@@ -594,8 +594,7 @@ def run(a) -> int:
         started["mlflow"] = server
         check_targets(targets)
         if a.cpu_load > 0:
-            p.spawn("cpu load", [sys.executable, os.path.join(BENCH_DIR, "cpu_load.py"), str(a.cpu_load)],
-                    os.path.join(tmp, "cpu-load.out"), cwd=tmp)
+            cpu_load.start(p, tmp, a.cpu_load)
             log(f"a normal-priority process keeps {a.cpu_load:g} of one CPU busy from now on")
         log("targets: " + ", ".join(f"{t.name}=127.0.0.1:{t.port}" for t in targets))
         export_results = None

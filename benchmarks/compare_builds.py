@@ -83,11 +83,7 @@ def main(argv: list[str]) -> int:
         for port, proc in targets.values():
             procs.wait_port(port, proc, 30)
         if a.cpu_load > 0:
-            load = p.spawn("cpu load", [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpu_load.py"),
-                                        str(a.cpu_load)], os.path.join(tmp, "cpu-load.out"), cwd=tmp)
-            time.sleep(0.5)
-            if load.popen.poll() is not None:
-                raise SystemExit(f"cpu_load.py exited: see {load.log_path}")
+            cpu_load.start(p, tmp, a.cpu_load)
         for port, _ in targets.values():
             measure(port, 32, 2)  # warm-up
         results = {name: {c: [] for c in concurrency} for name in targets}

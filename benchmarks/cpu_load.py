@@ -21,6 +21,17 @@ def share_argument(text: str) -> float:
     return share
 
 
+def start(procs, tmp: str, share: float):
+    """Starts this program with `share` through `procs` (a `procs.Procs`, which stops it with the rest)
+    and returns its process once it has kept running for half a second."""
+    proc = procs.spawn("cpu load", [sys.executable, os.path.abspath(__file__), str(share)],
+                       os.path.join(tmp, "cpu-load.out"), cwd=tmp)
+    time.sleep(0.5)
+    if not proc.alive():
+        raise SystemExit(f"cpu_load.py exited: see {proc.log_path}")
+    return proc
+
+
 def main() -> None:
     share = float(sys.argv[1]) if len(sys.argv) > 1 else 0.5
     if not 0 < share <= 1:

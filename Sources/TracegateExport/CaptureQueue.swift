@@ -6,7 +6,7 @@ import Atomics
 /// waiting. Every exchange not captured, or captured and dropped, is counted.
 ///
 /// Lock-free: the builder runs at idle priority, and a lock it held when the scheduler set it aside
-/// would stall the event loop waiting for it. Offers push onto an atomic stack; `takeAll` swaps the
+/// would stall the event loop waiting for it. Offers push onto an atomic stack; `takeBatch` swaps the
 /// whole stack out (no element is ever removed alone, so there is no ABA problem).
 /// (`@unchecked Sendable`: all its state is in atomics; a node is owned by whoever swapped it out.)
 public final class CaptureQueue<Element: Sendable>: @unchecked Sendable {
@@ -47,7 +47,7 @@ public final class CaptureQueue<Element: Sendable>: @unchecked Sendable {
     }
 
     /// Whether a new exchange should be captured: false from the moment the queue fills until the next
-    /// `takeAll()`, and while paused. Relaxed: a stale answer only means one exchange more or less is captured.
+    /// `takeBatch()`, and while paused. Relaxed: a stale answer only means one exchange more or less is captured.
     public var isAccepting: Bool { open.load(ordering: .relaxed) && !paused.load(ordering: .relaxed) }
 
     /// Stops (or resumes) capturing whatever the queue holds, e.g. while the traces cannot be delivered.
@@ -59,7 +59,7 @@ public final class CaptureQueue<Element: Sendable>: @unchecked Sendable {
     /// Exchanges refused or dropped so far.
     public var refusedCount: Int { refused.load(ordering: .relaxed) }
 
-    /// Elements waiting for `takeAll()`.
+    /// Elements waiting for `takeBatch()`.
     public var count: Int { waiting.load(ordering: .relaxed) }
 
     /// Queues `element`; false (and counted) when the queue is full.

@@ -12,7 +12,7 @@
 /// sleeps `contendedPauseNanoseconds` after each burst, twenty times a 50 µs burst. Longer pauses
 /// leave more to other work but build fewer traces: with 5 ms, four clients posting chat requests
 /// got 1,665 of 4,000 exchanges traced (3,438 with 1 ms).
-struct BackgroundPacing: Equatable {
+struct BackgroundPacing {
     /// CPUs this process may use (the smallest of the online CPUs, its affinity mask and its CPU
     /// quota). The ready count is the whole kernel's, so contention elsewhere can count too: that
     /// errs towards sleeping.

@@ -14,8 +14,9 @@ import Glibc
 /// moment, ahead of its fair share, an idle-priority thread can be picked before it and then keeps
 /// the CPU until it sleeps or the next scheduler tick (4 ms at 250 Hz). That is where the latency
 /// tail with tracing on came from. So background work runs in bursts of about `burst` (a burst ends
-/// after the unit of work that passes it), each followed by a pause (`CPUBurst`), which hands the CPU to any runnable event loop: a yield while no
-/// more tasks are ready than there are CPUs, a sleep once the CPUs are contended (`BackgroundPacing`).
+/// after the unit of work that passes it), each followed by a pause (`CPUBurst`), which hands the CPU
+/// to any runnable event loop: a yield while no more tasks are ready than there are CPUs, a sleep
+/// once the CPUs are contended (`BackgroundPacing`).
 enum BackgroundThread {
     /// Names the calling thread (as `ps -L` and `/proc/PID/task/*/comm` show it; at most 15 bytes),
     /// then puts it in `SCHED_IDLE` (it runs only on a CPU nothing else wants), or at nice 19 where
@@ -79,6 +80,6 @@ enum BackgroundThread {
 
     /// The CPUs this thread may use, as the event loops count them (affinity mask and CPU quota);
     /// counted when the first background thread starts.
-    private static let processors = EventLoopPlacement.threadCount(
+    static let processors = EventLoopPlacement.threadCount(
         setting: 0, coreCount: System.coreCount, usableCPUs: EventLoopPlacement.usableCPUs())
 }

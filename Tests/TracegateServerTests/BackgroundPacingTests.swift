@@ -1,6 +1,5 @@
 import Atomics
 import Foundation
-import NIOCore
 import XCTest
 
 @testable import TracegateServer
@@ -38,7 +37,7 @@ final class BackgroundPacingTests: XCTestCase {
     /// voluntary context switch (a yield never is).
     func testWithEveryCPUBusyAPauseLeavesTheRunQueue() throws {
         #if os(Linux)
-        let processors = EventLoopPlacement.threadCount(setting: 0, coreCount: System.coreCount, usableCPUs: EventLoopPlacement.usableCPUs())
+        let processors = BackgroundThread.processors
         let spinning = ManagedAtomic(true)
         let spinners = (0..<processors).map { _ in Thread { while spinning.load(ordering: .relaxed) {} } }
         spinners.forEach { $0.start() }
