@@ -18,6 +18,31 @@ enum Malloc {
         #endif
     }
 
+    /// What each event loop's heap is made writable for at start: 2,500 chat streams grew one to 41 MiB.
+    /// Below glibc's 64 MiB per heap, and only address space until used.
+    static let eventLoopHeapReserve = 48 << 20
+
+    /// Makes the calling thread's heap writable up to `bytes` ahead of need, holding no memory.
+    ///
+    /// glibc grows a thread's heap only as far as each allocation needs, one `mprotect` per step of a
+    /// few pages, and never shrinks that writable extent: a fresh event loop taking 2,500 chat streams
+    /// made about 10,000 such calls (4 per stream, with `sysmalloc` about 3% of the process's CPU).
+    /// Allocating and freeing `bytes` once at start pays that in one go; the freed memory goes back to
+    /// the system at once (the heap is trimmed), so resident memory is unchanged.
+    static func reserveHeap(bytes: Int) {
+        #if os(Linux)
+        let block = 64 * 1024  // below glibc's mmap threshold: served from the heap
+        var blocks: [UnsafeMutableRawPointer] = []
+        blocks.reserveCapacity(bytes / block)
+        for _ in 0..<(bytes / block) {
+            guard let pointer = malloc(block) else { break }
+            blocks.append(pointer)
+        }
+        // In allocation order each block merges with the one before; the last merges all with the top.
+        for pointer in blocks { free(pointer) }
+        #endif
+    }
+
     /// Returns free pages inside the heaps to the system (`malloc_trim(0)`): glibc by itself only gives
     /// back memory at the top of a heap. It takes every arena's lock in turn, so it is called only after
     /// a crowd of connections has closed (`MemoryReturn`), never on a timer against traffic.
