@@ -48,10 +48,12 @@ public enum TracegateApp {
 
     /// Each event loop's heap, made writable ahead (`Malloc.reserveHeap`) for about 2,900 chat
     /// streams, so a crowd arriving at a fresh process does not grow it a few pages per stream.
+    /// All loops at once: each takes a few milliseconds.
     private static func reserveHeaps(of eventLoops: MultiThreadedEventLoopGroup) async {
-        for eventLoop in eventLoops.makeIterator() {
-            try? await eventLoop.submit { Malloc.reserveHeap(bytes: Malloc.eventLoopHeapReserve) }.get()
+        let reserved = eventLoops.makeIterator().map { eventLoop in
+            eventLoop.submit { Malloc.reserveHeap(bytes: Malloc.eventLoopHeapReserve) }
         }
+        for future in reserved { try? await future.get() }
     }
 
     /// Sets up the services and runs them until SIGTERM/SIGINT, then stops them in reverse order
