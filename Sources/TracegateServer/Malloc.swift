@@ -1,7 +1,8 @@
 import Foundation
 
-/// Keeps glibc's allocator from holding on to memory the process no longer uses. Neither call is in
-/// Swift's Glibc module (they live in <malloc.h>), hence the lookups; elsewhere both do nothing.
+/// Tunes glibc's allocator: fewer arenas, heaps made writable before traffic, free memory given back.
+/// `mallopt` and `malloc_trim` are not in Swift's Glibc module (they live in <malloc.h>), hence the
+/// lookups; elsewhere these calls do nothing.
 enum Malloc {
     /// glibc gives threads that allocate arenas of their own (up to 8 per core), and freed memory stays
     /// in each: with event loops, the trace builder, the exporters' HTTP client and Dispatch workers that
@@ -18,18 +19,34 @@ enum Malloc {
         #endif
     }
 
-    /// What each event loop's heap is made writable for at start: 2,500 chat streams grew one to 41 MiB.
-    /// Below glibc's 64 MiB per heap, and only address space until used.
-    static let eventLoopHeapReserve = 48 << 20
+    /// How far each event loop's heap is made writable at start, or nil to leave it to glibc. 2,500
+    /// chat streams grew one loop's heap to 41 MiB, so 48 MiB covers roughly 2,900 (an estimate);
+    /// it stays below glibc's 64 MiB per heap, which is mapped (without access) from the start.
+    /// Not done under strict overcommit (`vm.overcommit_memory` 2), where glibc gives a trimmed heap's
+    /// pages up entirely and the writable extent with them, nor when `MALLOC_ARENA_MAX` is set, as
+    /// loops may then share an arena or use the main one (which grows by `brk`, without this cost).
+    static func heapToMakeWritable(overcommitMode: String?, environment: [String: String]) -> Int? {
+        guard overcommitMode?.trimmingCharacters(in: .whitespacesAndNewlines) != "2",
+              environment["MALLOC_ARENA_MAX"] == nil else { return nil }
+        return 48 << 20
+    }
 
-    /// Makes the calling thread's heap writable up to `bytes` ahead of need, holding no memory.
+    /// `heapToMakeWritable` for this process.
+    static func heapToMakeWritable() -> Int? {
+        heapToMakeWritable(
+            overcommitMode: try? String(contentsOfFile: "/proc/sys/vm/overcommit_memory", encoding: .utf8),
+            environment: ProcessInfo.processInfo.environment)
+    }
+
+    /// Makes the calling thread's heap writable `bytes` ahead of need, without keeping the memory.
     ///
-    /// glibc grows a thread's heap only as far as each allocation needs, one `mprotect` per step of a
-    /// few pages, and never shrinks that writable extent: a fresh event loop taking 2,500 chat streams
-    /// made about 10,000 such calls (4 per stream, with `sysmalloc` about 3% of the process's CPU).
-    /// Allocating and freeing `bytes` once at start pays that in one go; the freed memory goes back to
-    /// the system at once (the heap is trimmed), so resident memory is unchanged.
-    static func reserveHeap(bytes: Int) {
+    /// glibc grows a thread's heap only as far as each allocation needs, one `mprotect` per step of
+    /// about a page, and never narrows what it made writable: a fresh process taking 5,000 chat
+    /// streams made 20,480 such calls (`sysmalloc` and `mprotect` 3% of its CPU). Allocating and freeing
+    /// `bytes` once at start makes such calls before any traffic (about 1,150 for 48 MiB); the freed
+    /// blocks merge into the heap's top, which glibc trims, so what stays resident is unchanged (unless
+    /// `MALLOC_TRIM_THRESHOLD_` is set above `bytes`).
+    static func makeHeapWritableAhead(bytes: Int) {
         #if os(Linux)
         let block = 64 * 1024  // below glibc's mmap threshold: served from the heap
         var blocks: [UnsafeMutableRawPointer] = []

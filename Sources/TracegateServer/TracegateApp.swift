@@ -22,7 +22,7 @@ public enum TracegateApp {
         let eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let placement = EventLoopPlacement(threads: threads, usableCPUs: usableCPUs, affinity: settings.cpuAffinity)
         if let cpus = placement.cpus { await pin(eventLoops, to: cpus, logger: logger) }
-        await reserveHeaps(of: eventLoops)
+        await makeHeapsWritable(of: eventLoops)
         let code = await serve(settings: settings, eventLoops: eventLoops, threads: threads, logger: logger)
         try? await eventLoops.shutdownGracefully()
         return code
@@ -46,14 +46,14 @@ public enum TracegateApp {
         }
     }
 
-    /// Each event loop's heap, made writable ahead (`Malloc.reserveHeap`) for about 2,900 chat
-    /// streams, so a crowd arriving at a fresh process does not grow it a few pages per stream.
-    /// All loops at once: each takes a few milliseconds.
-    private static func reserveHeaps(of eventLoops: MultiThreadedEventLoopGroup) async {
-        let reserved = eventLoops.makeIterator().map { eventLoop in
-            eventLoop.submit { Malloc.reserveHeap(bytes: Malloc.eventLoopHeapReserve) }
+    /// Makes each event loop's heap writable ahead (`Malloc.makeHeapWritableAhead`), so a crowd arriving
+    /// at a fresh process does not grow it a page at a time; all loops at once.
+    private static func makeHeapsWritable(of eventLoops: MultiThreadedEventLoopGroup) async {
+        guard let bytes = Malloc.heapToMakeWritable() else { return }
+        let done = eventLoops.makeIterator().map { eventLoop in
+            eventLoop.submit { Malloc.makeHeapWritableAhead(bytes: bytes) }
         }
-        for future in reserved { try? await future.get() }
+        for future in done { try? await future.get() }
     }
 
     /// Sets up the services and runs them until SIGTERM/SIGINT, then stops them in reverse order

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import socket
 import statistics
 import subprocess
@@ -225,26 +226,35 @@ def writable_heaps_mib(pid: int) -> list[tuple[float, float]]:
     """(writable size, resident size) in MiB of each glibc thread heap: a mapping that starts on a
     64 MiB boundary, writable, anonymous and unnamed."""
     heaps, current = [], None
-    for line in open(f"/proc/{pid}/smaps"):
-        fields = line.split()
-        if "-" in fields[0] and len(fields) >= 5 and not fields[0].endswith(":"):
-            start, end = (int(x, 16) for x in fields[0].split("-"))
-            current = None
-            if start % (64 << 20) == 0 and fields[1].startswith("rw") and len(fields) == 5:
-                current = [(end - start) / (1 << 20), 0.0]
-                heaps.append(current)
-        elif current is not None and fields[0] == "Rss:":
-            current[1] = int(fields[1]) / 1024
+    with open(f"/proc/{pid}/smaps") as smaps:
+        for line in smaps:
+            fields = line.split()
+            if "-" in fields[0] and len(fields) >= 5 and not fields[0].endswith(":"):
+                start, end = (int(x, 16) for x in fields[0].split("-"))
+                current = None
+                if start % (64 << 20) == 0 and fields[1].startswith("rw") and len(fields) == 5:
+                    current = [(end - start) / (1 << 20), 0.0]
+                    heaps.append(current)
+            elif current is not None and fields[0] == "Rss:":
+                current[1] = int(fields[1]) / 1024
     return [(size, rss) for size, rss in heaps]
 
 
 def test_each_event_loop_heap_is_writable_ahead_for_a_crowd_and_holds_no_memory_for_it(backend, start_tracegate):
-    # glibc grows a thread's heap one mprotect call per few pages: a fresh process taking a crowd of
-    # streams made 4 such calls per stream. Each event loop's heap is made writable at start instead.
+    # glibc grows a thread's heap one mprotect call per page or so: a fresh process taking a crowd of
+    # streams made 4 such calls per stream. Each event loop's heap is made writable at start instead,
+    # except under strict overcommit (glibc then gives a trimmed heap's pages up, writability too)
+    # or with MALLOC_ARENA_MAX set (loops may share an arena).
+    with open("/proc/sys/vm/overcommit_memory") as mode:
+        left_to_glibc = mode.read().strip() == "2" or "MALLOC_ARENA_MAX" in os.environ
     tg = start_tracegate(backend.url, threads="2")
     assert requests.get(f"{tg.url}/echo", timeout=5).status_code == 200
     heaps = writable_heaps_mib(tg.pid)
     reserved = [h for h in heaps if h[0] >= 48]
+    if left_to_glibc:
+        assert reserved == [], f"heaps (writable MiB, resident MiB): {heaps}"
+        return
     assert len(reserved) >= 2, f"heaps (writable MiB, resident MiB): {heaps}"
-    assert all(rss < 8 for _, rss in reserved), f"the reservation became resident: {heaps}"
+    # Untrimmed, the 64 KiB blocks' headers alone would keep 3 MiB resident per heap.
+    assert all(rss < 1.5 for _, rss in reserved), f"the reservation stayed resident: {heaps}"
     assert tg.rss_kib() < 64 * 1024, f"RSS {tg.rss_kib()} KiB"
