@@ -51,15 +51,14 @@ enum BackgroundThread {
     /// `SCHED_IDLE` was refused: the threads run at nice 19 instead.
     private static let idlePolicyRefused = ManagedAtomic(false)
 
-    /// Lets event loops and every other ready task have the CPU (`BackgroundPacing`): a yield while no
-    /// more tasks are ready than there are CPUs, a sleep once every CPU has a task ready besides this
-    /// thread.
+    /// Lets event loops and every other ready task have the CPU, as `BackgroundPacing` decides.
     ///
-    /// Why a yield then: a loop that wakes preempts an idle-priority thread at once, and the yield
-    /// (after a `pread` of `/proc/loadavg`) costs no context switch, where a 10 µs sleep cost two
-    /// every burst (at 100 WebSocket connections, each message a traced turn, 3–13% more messages
-    /// per second in 8 paired rounds). At nice 19 (weight 15) that margin is not sure, so the thread sleeps 10 µs,
-    /// leaving the run queue (a shorter sleep can expire before it is switched out).
+    /// Why a yield while the CPUs are not contended: a loop that wakes preempts an idle-priority
+    /// thread at once, and the yield (after a `pread` of `/proc/loadavg`) costs no context switch,
+    /// where a 10 µs sleep cost two every burst (at 100 WebSocket connections, each message a traced
+    /// turn, 3–13% more messages per second in 8 paired rounds). At nice 19 (weight 15) that margin is
+    /// not sure, so the thread sleeps 10 µs, leaving the run queue (a shorter sleep can expire before
+    /// it is switched out).
     static func pause() { pause(readyTasks: ReadyTasks.count()) }
 
     /// The pause for `readyTasks` tasks ready to run (this thread included), carried out.
