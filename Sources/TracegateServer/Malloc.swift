@@ -43,9 +43,9 @@ enum Malloc {
     /// glibc grows a thread's heap only as far as each allocation needs, one `mprotect` per step of
     /// about a page, and never narrows what it made writable: a fresh process taking 5,000 chat
     /// streams made 20,480 such calls (`sysmalloc` and `mprotect` 3% of its CPU). Allocating and freeing
-    /// `bytes` once at start makes such calls before any traffic (about 1,150 for 48 MiB); the freed
-    /// blocks merge into the heap's top, which glibc trims, so what stays resident is unchanged (unless
-    /// `MALLOC_TRIM_THRESHOLD_` is set above `bytes`).
+    /// `bytes` once at start makes such calls before any traffic (about 1,150 for 48 MiB). The freed
+    /// blocks merge into the heap's top, which glibc trims, unless another thread sharing the arena
+    /// allocated above them meanwhile: `releaseFreeMemory` afterwards gives those pages back either way.
     static func makeHeapWritableAhead(bytes: Int) {
         #if os(Linux)
         let block = 64 * 1024  // below glibc's mmap threshold: served from the heap
@@ -61,8 +61,9 @@ enum Malloc {
     }
 
     /// Returns free pages inside the heaps to the system (`malloc_trim(0)`): glibc by itself only gives
-    /// back memory at the top of a heap. It takes every arena's lock in turn, so it is called only after
-    /// a crowd of connections has closed (`MemoryReturn`), never on a timer against traffic.
+    /// back memory at the top of a heap. It takes every arena's lock in turn, so it is called only at
+    /// start, before serving, and after a crowd of connections has closed (`MemoryReturn`), never on a
+    /// timer against traffic.
     static func releaseFreeMemory() {
         #if os(Linux)
         guard let trim = mallocTrim else { return }
