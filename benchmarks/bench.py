@@ -181,10 +181,13 @@ def build(p: procs.Procs, tmp: str) -> None:
 
 
 class Target:
-    """One configuration measured: where to send load, and which process to measure."""
+    """One configuration measured: where to send load, and which process to measure. `admin` is the
+    admin port of a tracegate that captures traces: its counters say how many exchanges went untraced."""
 
-    def __init__(self, name: str, port: int, sse_port: int, proc: procs.Proc | None):
+    def __init__(self, name: str, port: int, sse_port: int, proc: procs.Proc | None,
+                 admin: int | None = None):
         self.name, self.port, self.sse_port, self.proc = name, port, sse_port, proc
+        self.admin = admin
 
     def pids(self) -> list[int]:
         return procs.tree(self.proc.pid) if self.proc else []
@@ -245,7 +248,7 @@ def start_all(a, p: procs.Procs, tmp: str, proxy_argv: list[str],
     # as a new user starts it: text access log on stdout (its .out file), traces to the trace file.
     tuned = ["--access-log", "off", "--trace-file="]
 
-    def tracegate(tag: str, upstream_port: int, extra: list[str]) -> tuple[procs.Proc, int]:
+    def tracegate(tag: str, upstream_port: int, extra: list[str]) -> tuple[procs.Proc, int, int]:
         port, admin = next(ports), next(ports)
         # Its own working directory, so the default relative trace file (tracegate-traces.jsonl)
         # and its rotated parts are not shared between instances.
@@ -259,7 +262,7 @@ def start_all(a, p: procs.Procs, tmp: str, proxy_argv: list[str],
                      cwd=wd, env=env)
         procs.wait_http_200(admin, "/healthz", pr, START_TIMEOUT_S)
         procs.wait_port(port, pr, START_TIMEOUT_S)
-        return pr, port
+        return pr, port, admin
 
     variants = [("tracegate", tuned), ("tracegate-traced", ["--access-log", "off"]),
                 ("tracegate-defaults", [])]
@@ -276,9 +279,10 @@ def start_all(a, p: procs.Procs, tmp: str, proxy_argv: list[str],
     for name, extra in variants:
         exp = (lambda tag: ["--mlflow-experiment-name", f"bench-dataplane-{tag}"]) \
             if name == "tracegate-mlflow" else (lambda tag: [])
-        main, main_port = tracegate(f"{name}-main", origin_port, extra + exp("main"))
-        sse_proc, sse_proxy_port = tracegate(f"{name}-sse", sse_port, extra + exp("sse"))
-        targets.append(Target(name, main_port, sse_proxy_port, main))
+        main, main_port, main_admin = tracegate(f"{name}-main", origin_port, extra + exp("main"))
+        sse_proc, sse_proxy_port, _ = tracegate(f"{name}-sse", sse_port, extra + exp("sse"))
+        captures = "--trace-file=" not in extra
+        targets.append(Target(name, main_port, sse_proxy_port, main, main_admin if captures else None))
         if name == "tracegate-mlflow":
             started["export_main"], started["export_sse"] = main, sse_proc
             started["export_main_exp"] = mlflow_bench.wait_experiment_id(main, START_TIMEOUT_S)
@@ -316,6 +320,7 @@ def measure_wrk(t: Target, load: str, duration: float, all_procs: procs.Procs,
     ours = sorted({pid for pr in all_procs.procs for pid in procs.tree(pr.pid)})
     origin_pids = procs.tree(started["origin"].pid)
     mlflow_pids = started["mlflow"].pids() if started.get("mlflow") else []
+    counts0 = exchange_counts(t.admin) if t.admin else None
     time.sleep(0.3)  # let the previous run's connections close
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     me0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -348,6 +353,10 @@ def measure_wrk(t: Target, load: str, duration: float, all_procs: procs.Procs,
     })
     if mlflow_pids:
         out["mlflow_cpu_pct"] = (mlf1 - mlf0) / wall * 100  # in "ours", so not in bg_cpu_pct
+    if counts0 is not None:
+        forwarded, untraced = (after - before for after, before in zip(exchange_counts(t.admin), counts0))
+        out.update({"exchanges": forwarded, "untraced": untraced,
+                    "traced_share": 1 - untraced / forwarded if forwarded else None})
     if t.proc is not None:
         cpu = cpu1 - cpu0
         out.update({
@@ -360,6 +369,24 @@ def measure_wrk(t: Target, load: str, duration: float, all_procs: procs.Procs,
             "hwm_mib": mem["hwm_kib"] / 1024 if load == "c32" else None,
         })
     return out
+
+
+def exchange_counts(admin: int) -> tuple[int, int]:
+    """tracegate's exchanges forwarded so far and those forwarded untraced (its /metrics)."""
+    c = http.client.HTTPConnection("127.0.0.1", admin, timeout=5)
+    try:
+        c.request("GET", "/metrics")
+        text = c.getresponse().read().decode()
+    finally:
+        c.close()
+    forwarded = untraced = 0.0
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name.startswith("tracegate_requests_total{"):
+            forwarded += float(value)
+        elif name == "tracegate_traces_dropped_total":
+            untraced = float(value)
+    return int(forwarded), int(untraced)
 
 
 def measure_sse(t: Target, passes: int, tries: int, events: int, gap: float) -> dict:

@@ -93,7 +93,8 @@ def summarize(results: dict) -> dict:
             runs = [by[(r, load, t)] for r in rounds if (r, load, t) in by]
             f[load] = {k: _agg([x.get(k) for x in runs]) for k in
                        ("rps", "p50_ms", "p99_ms", "p999_ms", "lat_max_ms", "cpu_pct",
-                        "cpu_us_per_req", "rss_mib", "hwm_mib", "bg_cpu_pct", "mlflow_cpu_pct")}
+                        "cpu_us_per_req", "rss_mib", "hwm_mib", "bg_cpu_pct", "mlflow_cpu_pct",
+                        "traced_share")}
         for key in ("p50_ms", "p99_ms", "p999_ms"):
             f["c1"][f"added_{key}"] = _agg(
                 [by[(r, "c1", t)][key] - by[(r, "c1", "direct")][key]
@@ -463,20 +464,26 @@ def markdown(results: dict, s: dict) -> str:
     out.append("")
 
     out.append("| configuration | rps c=1 | added p50 / p99 / p99.9 µs c=1 (over direct) "
-               "| proxy CPU % c=32 | CPU µs/req c=1 | max latency ms c=32 | other work CPU % |")
-    out.append("|---|---:|---|---:|---:|---:|---:|")
+               "| proxy CPU % c=32 | CPU µs/req c=1 | max latency ms c=32 | other work CPU % "
+               "| traced c=32 · c=1 |")
+    out.append("|---|---:|---|---:|---:|---:|---:|---:|")
     for t in targets:
         f = s["figures"][t]
         c32, c1 = f["c32"], f["c1"]
         out.append(
             f"| {label(t)} | {_mr(c1['rps'], '{:,.0f}')} | {_added3(t, c1)} "
             f"| {_m(c32['cpu_pct'], '{:.0f}')} | {_mr(c1['cpu_us_per_req'], '{:.0f}')} "
-            f"| {_m(c32['lat_max_ms'], '{:.1f}')} | {_mr(f['bg_cpu_pct'], '{:.0f}')} |")
+            f"| {_m(c32['lat_max_ms'], '{:.1f}')} | {_mr(f['bg_cpu_pct'], '{:.0f}')} "
+            f"| {_traced(c32, c1)} |")
     out.append("")
     out.append("Added latency is proxied − direct in the same round (median [range]). *Proxy CPU "
                "%* is % of one core. *Other work CPU %* is the machine's busy time not spent by "
                "wrk, the origins, the proxies or this script (median over the target's runs, % "
-               "of one core): a measure of interference.")
+               "of one core): a measure of interference. *Traced* is the share of the run's "
+               "exchanges that were captured for a trace (1 − `tracegate_traces_dropped_total` "
+               "÷ `tracegate_requests_total`, counted by the instance over the run; median "
+               "over rounds): trace building runs only on CPU time forwarding leaves, so a "
+               "saturating load goes mostly untraced; – where capture is off.")
     out.append("")
 
     ratio_rows = [(t, "nginx", rt) for t, rt in s["ratios"].items()]
@@ -650,6 +657,14 @@ def markdown_mlflow(results: dict, s: dict) -> list[str]:
 
 
 _CHAT = "`/v1/chat/completions`"
+
+
+def _traced(c32: dict, c1: dict) -> str:
+    """The median traced share at each load, or – where capture is off."""
+    shares = [x["traced_share"] for x in (c32, c1)]
+    if all(x is None for x in shares):
+        return "–"
+    return " · ".join(_m(x, "{:.1%}") for x in shares)
 
 
 def _share(part, whole):
