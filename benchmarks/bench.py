@@ -264,24 +264,24 @@ def start_all(a, p: procs.Procs, tmp: str, proxy_argv: list[str],
         procs.wait_port(port, pr, START_TIMEOUT_S)
         return pr, port, admin
 
-    variants = [("tracegate", tuned), ("tracegate-traced", ["--access-log", "off"]),
-                ("tracegate-defaults", [])]
+    # (name, flags, whether it captures traces: its share traced is then reported)
+    variants = [("tracegate", tuned, False), ("tracegate-traced", ["--access-log", "off"], True),
+                ("tracegate-defaults", [], True)]
     if not a.no_threads1:
-        variants.append(("tracegate-t1", tuned + ["--threads", "1"]))
+        variants.append(("tracegate-t1", tuned + ["--threads", "1"], False))
     if mlflow is not None:
         # Capture and export on, every other setting at its default; one experiment per instance.
-        variants.append(("tracegate-mlflow", ["--access-log", "off", "--mlflow-tracking-uri", mlflow.uri]))
+        variants.append(("tracegate-mlflow", ["--access-log", "off", "--mlflow-tracking-uri", mlflow.uri], True))
         # The tracking server unreachable (a port nothing listens on): every trace goes to the spool.
         # Tracing trouble must not show in the forwarding figures.
         variants.append(("tracegate-mlflow-down", ["--access-log", "off",
                                                    "--mlflow-tracking-uri", f"http://127.0.0.1:{next(ports)}",
-                                                   "--mlflow-experiment-id", "0"]))
-    for name, extra in variants:
+                                                   "--mlflow-experiment-id", "0"], True))
+    for name, extra, captures in variants:
         exp = (lambda tag: ["--mlflow-experiment-name", f"bench-dataplane-{tag}"]) \
             if name == "tracegate-mlflow" else (lambda tag: [])
         main, main_port, main_admin = tracegate(f"{name}-main", origin_port, extra + exp("main"))
         sse_proc, sse_proxy_port, _ = tracegate(f"{name}-sse", sse_port, extra + exp("sse"))
-        captures = "--trace-file=" not in extra
         targets.append(Target(name, main_port, sse_proxy_port, main, main_admin if captures else None))
         if name == "tracegate-mlflow":
             started["export_main"], started["export_sse"] = main, sse_proc
@@ -320,8 +320,8 @@ def measure_wrk(t: Target, load: str, duration: float, all_procs: procs.Procs,
     ours = sorted({pid for pr in all_procs.procs for pid in procs.tree(pr.pid)})
     origin_pids = procs.tree(started["origin"].pid)
     mlflow_pids = started["mlflow"].pids() if started.get("mlflow") else []
-    counts0 = exchange_counts(t.admin) if t.admin else None
     time.sleep(0.3)  # let the previous run's connections close
+    counts0 = exchange_counts(t.admin) if t.admin else None
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     me0 = resource.getrusage(resource.RUSAGE_SELF)
     cpu0, org0, ours0 = (procs.cpu_seconds(pids), procs.cpu_seconds(origin_pids),
@@ -353,8 +353,9 @@ def measure_wrk(t: Target, load: str, duration: float, all_procs: procs.Procs,
     })
     if mlflow_pids:
         out["mlflow_cpu_pct"] = (mlf1 - mlf0) / wall * 100  # in "ours", so not in bg_cpu_pct
-    if counts0 is not None:
-        forwarded, untraced = (after - before for after, before in zip(exchange_counts(t.admin), counts0))
+    counts1 = exchange_counts(t.admin) if t.admin else None
+    if counts0 is not None and counts1 is not None:
+        forwarded, untraced = (after - before for after, before in zip(counts1, counts0))
         out.update({"exchanges": forwarded, "untraced": untraced,
                     "traced_share": 1 - untraced / forwarded if forwarded else None})
     if t.proc is not None:
@@ -371,22 +372,15 @@ def measure_wrk(t: Target, load: str, duration: float, all_procs: procs.Procs,
     return out
 
 
-def exchange_counts(admin: int) -> tuple[int, int]:
-    """tracegate's exchanges forwarded so far and those forwarded untraced (its /metrics)."""
-    c = http.client.HTTPConnection("127.0.0.1", admin, timeout=5)
-    try:
-        c.request("GET", "/metrics")
-        text = c.getresponse().read().decode()
-    finally:
-        c.close()
-    forwarded = untraced = 0.0
-    for line in text.splitlines():
-        name, _, value = line.rpartition(" ")
-        if name.startswith("tracegate_requests_total{"):
-            forwarded += float(value)
-        elif name == "tracegate_traces_dropped_total":
-            untraced = float(value)
-    return int(forwarded), int(untraced)
+def exchange_counts(admin: int) -> tuple[int, int] | None:
+    """tracegate's exchanges forwarded so far, and those it counted as untraced
+    (`tracegate_traces_dropped_total`: not captured, or dropped by an exporter); None when its
+    /metrics cannot be read (the run then reports no share)."""
+    m = procs.tracegate_metrics(admin)
+    if "traces_dropped_total" not in m:
+        return None
+    forwarded = sum(v for k, v in m.items() if k.startswith("requests_") and k != "requests_in_flight")
+    return int(forwarded), int(m["traces_dropped_total"])
 
 
 def measure_sse(t: Target, passes: int, tries: int, events: int, gap: float) -> dict:

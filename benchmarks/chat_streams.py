@@ -26,10 +26,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import http.client
 import json
 import os
-import re
 import resource
 import shutil
 import signal
@@ -288,38 +286,12 @@ class RssSampler(threading.Thread):
 
 
 def http_get(port: int, path: str, timeout: float = 5) -> bytes:
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        c.request("GET", path)
-        r = c.getresponse()
-        body = r.read()
-        if r.status != 200:
-            raise RuntimeError(f"GET :{port}{path}: status {r.status}")
-        return body
-    finally:
-        c.close()
+    return procs.http_get(port, path, timeout)
 
 
 def tracegate_metrics(t: Target) -> dict[str, float]:
-    """tracegate's counters and gauges from /metrics: unlabelled ones by name, plus
-    `requests_POST_2xx`-style keys for tracegate_requests_total. Histograms are left out."""
-    out: dict[str, float] = {}
-    try:
-        text = http_get(t.admin_port, "/metrics").decode()
-    except (OSError, RuntimeError, http.client.HTTPException):
-        return out
-    for line in text.splitlines():
-        if not line.startswith("tracegate_") or "_bucket{" in line:
-            continue
-        key, _, val = line.rpartition(" ")
-        name, _, labels = key.removeprefix("tracegate_").partition("{")
-        values = re.findall(r'="([^"]*)"', labels)  # {method="POST",status_class="2xx"}
-        name = name.removesuffix("_total") if name == "requests_total" else name
-        try:
-            out["_".join([name] + values)] = float(val)
-        except ValueError:
-            pass
-    return out
+    """tracegate's counters and gauges (`procs.tracegate_metrics`)."""
+    return procs.tracegate_metrics(t.admin_port)
 
 
 def metrics_delta(before: dict, after: dict) -> dict:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import re
 import shutil
 import signal
 import socket
@@ -237,3 +238,40 @@ def clean_up(p: "Procs", tmp: str, keep_tmp: bool, log) -> None:
         log(f"kept {tmp}")
     else:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def http_get(port: int, path: str, timeout: float = 5) -> bytes:
+    """The body of GET 127.0.0.1:port/path; RuntimeError unless the status is 200."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request("GET", path)
+        r = c.getresponse()
+        body = r.read()
+        if r.status != 200:
+            raise RuntimeError(f"GET :{port}{path}: status {r.status}")
+        return body
+    finally:
+        c.close()
+
+
+def tracegate_metrics(admin_port: int) -> dict[str, float]:
+    """tracegate's counters and gauges from /metrics on its admin port: unlabelled ones by name
+    without the `tracegate_` prefix, plus `requests_POST_2xx`-style keys for tracegate_requests_total.
+    Histograms are left out; empty when /metrics cannot be read."""
+    out: dict[str, float] = {}
+    try:
+        text = http_get(admin_port, "/metrics").decode()
+    except (OSError, RuntimeError, http.client.HTTPException):
+        return out
+    for line in text.splitlines():
+        if not line.startswith("tracegate_") or "_bucket{" in line:
+            continue
+        key, _, val = line.rpartition(" ")
+        name, _, labels = key.removeprefix("tracegate_").partition("{")
+        values = re.findall(r'="([^"]*)"', labels)  # {method="POST",status_class="2xx"}
+        name = name.removesuffix("_total") if name == "requests_total" else name
+        try:
+            out["_".join([name] + values)] = float(val)
+        except ValueError:
+            pass
+    return out

@@ -480,10 +480,12 @@ def markdown(results: dict, s: dict) -> str:
                "%* is % of one core. *Other work CPU %* is the machine's busy time not spent by "
                "wrk, the origins, the proxies or this script (median over the target's runs, % "
                "of one core): a measure of interference. *Traced* is the share of the run's "
-               "exchanges that were captured for a trace (1 − `tracegate_traces_dropped_total` "
-               "÷ `tracegate_requests_total`, counted by the instance over the run; median "
-               "over rounds): trace building runs only on CPU time forwarding leaves, so a "
-               "saturating load goes mostly untraced; – where capture is off.")
+               "exchanges not counted as untraced (1 − `tracegate_traces_dropped_total` ÷ "
+               "`tracegate_requests_total`, the instance's counters over the run: exchanges "
+               "forwarded uncaptured, and traces an exporter dropped; nothing is sampled out "
+               "here; median [range] over rounds). Trace building runs only on CPU time "
+               "forwarding leaves, so a saturating load goes mostly untraced; – where capture "
+               "is off.")
     out.append("")
 
     ratio_rows = [(t, "nginx", rt) for t, rt in s["ratios"].items()]
@@ -664,7 +666,7 @@ def _traced(c32: dict, c1: dict) -> str:
     shares = [x["traced_share"] for x in (c32, c1)]
     if all(x is None for x in shares):
         return "–"
-    return " · ".join(_m(x, "{:.1%}") for x in shares)
+    return " · ".join(_mr(x, "{:.1%}") for x in shares)
 
 
 def _share(part, whole):

@@ -44,8 +44,9 @@ enum Malloc {
     /// about a page, and never narrows what it made writable: a fresh process taking 5,000 chat
     /// streams made 20,480 such calls (`sysmalloc` and `mprotect` 3% of its CPU). Allocating and freeing
     /// `bytes` once at start makes such calls before any traffic (about 1,150 for 48 MiB). The freed
-    /// blocks merge into the heap's top, which glibc trims, unless another thread sharing the arena
-    /// allocated above them meanwhile: `releaseFreeMemory` afterwards gives those pages back either way.
+    /// blocks merge into the heap's top, which glibc trims (unless `MALLOC_TRIM_THRESHOLD_` is set
+    /// above `bytes`). Another thread sharing the arena may allocate above some of them meanwhile:
+    /// those below stay free inside the heap, and `releaseFreeMemory` afterwards gives their pages back.
     static func makeHeapWritableAhead(bytes: Int) {
         #if os(Linux)
         let block = 64 * 1024  // below glibc's mmap threshold: served from the heap

@@ -47,9 +47,9 @@ public enum TracegateApp {
     }
 
     /// Makes each event loop's heap writable ahead (`Malloc.makeHeapWritableAhead`), so a crowd arriving
-    /// at a fresh process does not grow it a page at a time; all loops at once. Then gives the freed
-    /// pages back once, before serving: a thread sharing a loop's arena (there are more threads than
-    /// arenas) can allocate above the blocks, and glibc then trims none of them (3 MiB stayed resident).
+    /// at a fresh process does not grow it a page at a time; all loops at once. Then gives free pages
+    /// back once, before serving. There can be more threads than arenas, so a thread sharing a loop's
+    /// arena can allocate above some blocks; glibc trims none below it (3 MiB stayed resident).
     private static func makeHeapsWritable(of eventLoops: MultiThreadedEventLoopGroup) async {
         guard let bytes = Malloc.heapToMakeWritable() else { return }
         let done = eventLoops.makeIterator().map { eventLoop in
