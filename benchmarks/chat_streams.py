@@ -285,15 +285,6 @@ class RssSampler(threading.Thread):
         return max(self.peak_kib, procs.mem_kib(self.pids)["rss_kib"])
 
 
-def http_get(port: int, path: str, timeout: float = 5) -> bytes:
-    return procs.http_get(port, path, timeout)
-
-
-def tracegate_metrics(t: Target) -> dict[str, float]:
-    """tracegate's counters and gauges (`procs.tracegate_metrics`)."""
-    return procs.tracegate_metrics(t.admin_port)
-
-
 def metrics_delta(before: dict, after: dict) -> dict:
     """Counter growth over a run (gauges: the value after), only what is non-zero."""
     out = {}
@@ -434,8 +425,8 @@ def measure(p: procs.Procs, tmp: str, a, t: Target, n: int, origin: procs.Proc,
     counter = TraceCount(t, mlflow) if t.traced else None
     if counter:
         counter.start()
-    m0 = tracegate_metrics(t) if t.traced else {}
-    http_get(origin_control, "/stats")  # reset the origin's timer figures
+    m0 = procs.tracegate_metrics(t.admin_port) if t.traced else {}
+    procs.http_get(origin_control, "/stats")  # reset the origin's timer figures
     base_kib = procs.mem_kib(pids)["rss_kib"] if pids else None
     sampler = RssSampler(pids) if pids else None
     origin_pids = procs.tree(origin.pid)
@@ -464,7 +455,7 @@ def measure(p: procs.Procs, tmp: str, a, t: Target, n: int, origin: procs.Proc,
     ours = (cpu1 - cpu0) + origin_cpu + mlf_cpu + (self_cpu() - me0) + client.get("cpu_s", 0)
     r.update({
         "wall_s": wall, "client_wall_s": w_client,
-        "origin": json.loads(http_get(origin_control, "/stats")), "origin_cpu_s": origin_cpu,
+        "origin": json.loads(procs.http_get(origin_control, "/stats")), "origin_cpu_s": origin_cpu,
         # CPU of everything else on the machine, in % of one core: interference.
         "bg_cpu_pct": max(0.0, (busy - ours) / wall * 100),
     })
@@ -474,7 +465,7 @@ def measure(p: procs.Procs, tmp: str, a, t: Target, n: int, origin: procs.Proc,
                   "rss_base_kib": base_kib, "rss_peak_kib": peak,
                   "rss_samples": sampler.samples})
     if t.traced:
-        r["metrics"] = metrics_delta(m0, tracegate_metrics(t))
+        r["metrics"] = metrics_delta(m0, procs.tracegate_metrics(t.admin_port))
     if mlflow:
         r["mlflow_cpu_s"] = mlf_cpu
     return r

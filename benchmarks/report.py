@@ -662,7 +662,7 @@ _CHAT = "`/v1/chat/completions`"
 
 
 def _traced(c32: dict, c1: dict) -> str:
-    """The median traced share at each load, or – where capture is off."""
+    """The traced share at each load (median [range] over rounds), or – where capture is off."""
     shares = [x["traced_share"] for x in (c32, c1)]
     if all(x is None for x in shares):
         return "–"
