@@ -238,7 +238,15 @@ def same_threads_lines(n: int, table: dict) -> list[str]:
     return [f"{n:,} streams, {name} ÷ {SAME_THREADS} (one nginx worker per CPU): event delay p50 "
             f"{_x(row['p50_ratio_same_threads'])}, p99 {_x(row['p99_ratio_same_threads'])}, CPU "
             f"per stream {_x(row['cpu_ratio_same_threads'])}"
-            for name, row in table.items() if name in TRACED_KINDS]
+            for name, row in table.items() if name.startswith("tracegate")]
+
+
+def variant_lines(n: int, table: dict) -> list[str]:
+    """Each `--tracegate-variant` row against nginx (same round): shown, not checked."""
+    return [f"{n:,} streams, {name} ÷ {REFERENCE} (not checked): event delay p50 "
+            f"{_x(row['p50_ratio'])}, p99 {_x(row['p99_ratio'])}, CPU per stream "
+            f"{_x(row['cpu_ratio'])}"
+            for name, row in table.items() if name.startswith("tracegate-") and name not in TRACED_KINDS]
 
 
 def _loadgen_table(n: int, table: dict) -> list[str]:
@@ -272,6 +280,7 @@ def text_summary(results: dict, summary: dict) -> str:
         out.append(f"  {'PASS' if c['pass'] else 'FAIL'}  n={c['streams']:<5} {c['target']:<17} "
                    f"{c['check']}: {c['value']}")
     for n, table in summary["per_streams"].items():
+        out += [f"  info  {line}" for line in variant_lines(n, table)]
         out += [f"  info  {line}" for line in same_threads_lines(n, table)]
         for name, row in table.items():
             if not row["complete_all"]:

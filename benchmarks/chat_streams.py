@@ -3,8 +3,9 @@
 Many concurrent SSE chat streams, as a chat service sees them, sent to each target in turn:
 direct to the origin, nginx `proxy_pass` (1 worker, access log off; "nginx-log" with a normal
 access log; with --nginx-auto also "nginx-auto", one worker per CPU), tracegate with its defaults
-(text access log to stdout, traces to its trace file) and, with --mlflow, tracegate exporting to a
-local MLflow server.
+(text access log to stdout, traces to its trace file), with --mlflow tracegate exporting to a
+local MLflow server, and with --tracegate-variant LABEL=FLAGS tracegate with more flags (shown, not
+checked).
 
 One run, on loopback only, with free ports and every file in a temp dir:
 1. starts the origin (`chat_origin.js`, Node.js: one data port per target, so the targets' closed
@@ -28,6 +29,8 @@ import argparse
 import datetime as dt
 import json
 import os
+import re
+import shlex
 import resource
 import shutil
 import signal
@@ -106,6 +109,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--out-dir", default=os.path.join(REPO, "bench-results"),
                     help="where chat-<timestamp>.md and .json go (default bench-results/)")
     ap.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs)")
+    ap.add_argument("--tracegate-variant", action="append", default=[], metavar="LABEL=FLAGS",
+                    help="also measure tracegate with FLAGS added to its defaults, as the row "
+                         "tracegate-LABEL, e.g. tuned='--access-log off --trace-file=' (forwarding "
+                         "alone) or 1-loop='--threads 1'; repeatable. Without a --trace-file of its "
+                         "own it writes traces to its own file, which are counted. Shown beside the "
+                         "checked rows, not checked")
     ap.add_argument("--nginx-auto", action="store_true",
                     help="also measure nginx with `worker_processes auto` (one worker per CPU, as "
                          "Debian's packaged nginx.conf has it, and as many as tracegate's default "
@@ -126,6 +135,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         a.ramp_s = parse_ramp(a.ramp)
     except ValueError as e:
         ap.error(f"--streams / --ramp: {e}")
+    a.variants = []
+    for spec in a.tracegate_variant:
+        label, sep, flags = spec.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", label):
+            ap.error(f"--tracegate-variant {spec!r}: expected LABEL=FLAGS, LABEL of letters, "
+                     "digits, '.', '_' or '-'")
+        if label in {v[0] for v in a.variants}:
+            ap.error(f"--tracegate-variant: {label!r} given twice")
+        a.variants.append((label, shlex.split(flags)))
     if not a.stream_counts or min(a.stream_counts) < 1 or a.rounds < 1 or a.events < 1 \
             or a.gap_ms < 0 or a.warmup_streams < 0 or a.run_warmup < 0:
         ap.error("--streams, --rounds and --events must be >= 1, --gap-ms, --warmup-streams "
@@ -164,7 +182,8 @@ class Target:
 
     @property
     def traced(self) -> bool:
-        return self.kind.startswith("tracegate")
+        """Whether its traces are counted: the MLflow target's, and a trace file's."""
+        return self.kind == "tracegate-mlflow" or (self.kind == "tracegate" and bool(self.trace_file))
 
 
 def child_env(tmp: str) -> dict:
@@ -238,8 +257,9 @@ def tracegate_target(p: procs.Procs, tmp: str, a, name: str, origin_port: int,
 def start_targets(p: procs.Procs, tmp: str, a, stamp: str,
                   mlflow: mlflow_bench.Server | None) -> tuple[list[Target], procs.Proc, int]:
     """The origin and every target. Returns (targets, origin process, origin control port)."""
+    variants = [(f"tracegate-{label}", flags) for label, flags in a.variants]
     names = (["direct", "nginx", "nginx-log"] + (["nginx-auto"] if a.nginx_auto else [])
-             + ["tracegate"] + (["tracegate-mlflow"] if mlflow else []))
+             + ["tracegate"] + (["tracegate-mlflow"] if mlflow else []) + [n for n, _ in variants])
     nginxes = sum(1 for n in names if n.startswith("nginx"))
     ports = iter(procs.free_ports(len(names) + 1 + nginxes))  # origin ports, control, nginx ports
     origin_ports = {n: next(ports) for n in names}
@@ -260,6 +280,10 @@ def start_targets(p: procs.Procs, tmp: str, a, stamp: str,
             p, tmp, a, "tracegate-mlflow", origin_ports["tracegate-mlflow"],
             ["--mlflow-tracking-uri", mlflow.uri,
              "--mlflow-experiment-name", f"chat-streams-{stamp}"], mlflow=True))
+    for name, flags in variants:
+        own_file = any(f == "--trace-file" or f.startswith("--trace-file=") for f in flags)
+        trace_file = [] if own_file else ["--trace-file", os.path.join(tmp, f"{name}-traces.jsonl")]
+        targets.append(tracegate_target(p, tmp, a, name, origin_ports[name], trace_file + flags))
     return targets, origin, control
 
 
