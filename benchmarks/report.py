@@ -436,10 +436,10 @@ def markdown(results: dict, s: dict) -> str:
                 cells.append(f"{_check_value(key, x)}{extra} {_pf(x['ok'])}")
             out.append(f"| {title} | " + " | ".join(cells) + " |")
         out.append("")
-        out.append(f"Ratios are taken within each round, then their median. Reference: "
-                   f"*tracegate, defaults* is compared with *nginx + access log*, every other "
-                   f"tracegate row with nginx without an access log; *capture cost* is "
-                   f"tracegate-traced ÷ tuned tracegate (capture off, nothing else differs).")
+        out.append("Ratios are taken within each round, then their median. Reference: "
+                   "*tracegate, defaults* is compared with *nginx + access log*, every other "
+                   "tracegate row with nginx without an access log; *capture cost* is "
+                   "tracegate-traced ÷ tuned tracegate (capture off, nothing else differs).")
         out.append("")
 
     # The main table: one row per configuration.
@@ -547,7 +547,7 @@ def markdown_mlflow(results: dict, s: dict) -> list[str]:
     targets = results["targets"]
     out = []
     srv = m["server"]
-    out.append(f"#### Trace export to MLflow (`--mlflow`)")
+    out.append("#### Trace export to MLflow (`--mlflow`)")
     out.append("")
     out.append(f"MLflow {srv['version']} `mlflow server`, SQLite backend, `--workers 1`, job "
                f"execution off, on the same machine (it competes for the same "
