@@ -101,7 +101,8 @@ def _ratio(a, b):
 
 
 def _checks(n: int, table: dict) -> list[dict]:
-    """The targets of the task, for every tracegate target at this stream count."""
+    """The targets of the task, for tracegate with its defaults (and exporting to MLflow) at this
+    stream count; `--tracegate-variant` rows are not checked."""
     checks = []
     for name, row in table.items():
         if name not in TRACED_KINDS:
@@ -188,6 +189,10 @@ def markdown(results: dict, summary: dict) -> str:
         "rounds.",
         "",
     ]
+    variants = m.get("variants") or {}
+    if variants:
+        lines += [f"- {name}: tracegate's defaults and `{' '.join(flags)}` (not checked)"
+                  for name, flags in variants.items()] + [""]
     if results.get("aborted"):
         lines += [f"**Aborted:** {results['aborted'].splitlines()[0]} (figures are partial)", ""]
     noisy = noisy_runs(results)
@@ -246,7 +251,8 @@ def variant_lines(n: int, table: dict) -> list[str]:
     return [f"{n:,} streams, {name} ÷ {REFERENCE} (not checked): event delay p50 "
             f"{_x(row['p50_ratio'])}, p99 {_x(row['p99_ratio'])}, CPU per stream "
             f"{_x(row['cpu_ratio'])}"
-            for name, row in table.items() if name.startswith("tracegate-") and name not in TRACED_KINDS]
+            for name, row in table.items()
+            if name.startswith("tracegate-") and name not in TRACED_KINDS]
 
 
 def _loadgen_table(n: int, table: dict) -> list[str]:

@@ -30,8 +30,8 @@ import datetime as dt
 import json
 import os
 import re
-import shlex
 import resource
+import shlex
 import shutil
 import signal
 import subprocess
@@ -112,9 +112,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--tracegate-variant", action="append", default=[], metavar="LABEL=FLAGS",
                     help="also measure tracegate with FLAGS added to its defaults, as the row "
                          "tracegate-LABEL, e.g. tuned='--access-log off --trace-file=' (forwarding "
-                         "alone) or 1-loop='--threads 1'; repeatable. Without a --trace-file of its "
-                         "own it writes traces to its own file, which are counted. Shown beside the "
-                         "checked rows, not checked")
+                         "alone) or 1-loop='--threads 1'; repeatable. Without a --trace-file of "
+                         "its own it writes traces to its own file; a trace file's lines are "
+                         "counted. Shown beside the checked rows, not checked. FLAGS may not set "
+                         "the addresses, the spool dir or an MLflow server")
     ap.add_argument("--nginx-auto", action="store_true",
                     help="also measure nginx with `worker_processes auto` (one worker per CPU, as "
                          "Debian's packaged nginx.conf has it, and as many as tracegate's default "
@@ -137,13 +138,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         ap.error(f"--streams / --ramp: {e}")
     a.variants = []
     for spec in a.tracegate_variant:
-        label, sep, flags = spec.partition("=")
+        label, sep, text = spec.partition("=")
         if not sep or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", label):
             ap.error(f"--tracegate-variant {spec!r}: expected LABEL=FLAGS, LABEL of letters, "
                      "digits, '.', '_' or '-'")
-        if label in {v[0] for v in a.variants}:
-            ap.error(f"--tracegate-variant: {label!r} given twice")
-        a.variants.append((label, shlex.split(flags)))
+        if label == "mlflow" or label in {v[0] for v in a.variants}:
+            ap.error(f"--tracegate-variant: the label {label!r} is taken")
+        try:
+            flags = shlex.split(text)
+            trace_file_flag(flags)
+        except ValueError as e:
+            ap.error(f"--tracegate-variant {spec!r}: {e}")
+        taken = sorted({f.split("=")[0] for f in flags} & VARIANT_FLAGS_SET_HERE)
+        if taken:
+            ap.error(f"--tracegate-variant {spec!r}: {', '.join(taken)} is set by the benchmark")
+        a.variants.append((label, flags))
     if not a.stream_counts or min(a.stream_counts) < 1 or a.rounds < 1 or a.events < 1 \
             or a.gap_ms < 0 or a.warmup_streams < 0 or a.run_warmup < 0:
         ap.error("--streams, --rounds and --events must be >= 1, --gap-ms, --warmup-streams "
@@ -153,12 +162,32 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 # ---------- targets ----------
 
+# Flags the benchmark gives every tracegate target itself (a variant's FLAGS may not), and the
+# MLflow server, which only the tracegate-mlflow target's trace counting knows how to wait for.
+VARIANT_FLAGS_SET_HERE = {"--upstream", "--listen", "--admin-listen", "--spool-dir",
+                          "--mlflow-tracking-uri"}
+
+
+def trace_file_flag(flags: list[str]) -> str | None:
+    """The value of `--trace-file X` or `--trace-file=X` in `flags` (None when absent; "" turns
+    capture to a file off). ValueError when the flag is last without a value."""
+    value = None
+    for i, f in enumerate(flags):
+        if f == "--trace-file":
+            if i + 1 == len(flags):
+                raise ValueError("--trace-file without a value")
+            value = flags[i + 1]
+        elif f.startswith("--trace-file="):
+            value = f.split("=", 1)[1]
+    return value
+
+
 class Target:
     """One configuration measured: the port the client connects to and the process to measure.
 
-    kind: direct | nginx | tracegate (traces to `trace_file`) | tracegate-mlflow. `start(tag)`
-    starts the proxy (its output in <tmp>/<name>-<tag>.out) and returns its process; `restart`
-    replaces the running one with a new one."""
+    kind: direct | nginx | tracegate (traces to `trace_file`, if it has one: a variant may not) |
+    tracegate-mlflow. `start(tag)` starts the proxy (its output in <tmp>/<name>-<tag>.out) and
+    returns its process; `restart` replaces the running one with a new one."""
 
     def __init__(self, name: str, kind: str, port: int, start=None,
                  admin_port: int | None = None, trace_file: str | None = None):
@@ -183,7 +212,8 @@ class Target:
     @property
     def traced(self) -> bool:
         """Whether its traces are counted: the MLflow target's, and a trace file's."""
-        return self.kind == "tracegate-mlflow" or (self.kind == "tracegate" and bool(self.trace_file))
+        return (self.kind == "tracegate-mlflow"
+                or (self.kind == "tracegate" and bool(self.trace_file)))
 
 
 def child_env(tmp: str) -> dict:
@@ -247,7 +277,9 @@ def tracegate_target(p: procs.Procs, tmp: str, a, name: str, origin_port: int,
         return proc
 
     kind = "tracegate-mlflow" if mlflow else "tracegate"
-    trace_file = extra[extra.index("--trace-file") + 1] if "--trace-file" in extra else None
+    trace_file = trace_file_flag(extra)
+    if trace_file:
+        trace_file = os.path.join(tmp, trace_file)  # tracegate runs in tmp; an absolute path stays
     target = Target(name, kind, port, start, admin, trace_file)
     if mlflow:
         target.experiment_id = mlflow_bench.wait_experiment_id(target.proc, 60)
@@ -281,7 +313,7 @@ def start_targets(p: procs.Procs, tmp: str, a, stamp: str,
             ["--mlflow-tracking-uri", mlflow.uri,
              "--mlflow-experiment-name", f"chat-streams-{stamp}"], mlflow=True))
     for name, flags in variants:
-        own_file = any(f == "--trace-file" or f.startswith("--trace-file=") for f in flags)
+        own_file = trace_file_flag(flags) is not None
         trace_file = [] if own_file else ["--trace-file", os.path.join(tmp, f"{name}-traces.jsonl")]
         targets.append(tracegate_target(p, tmp, a, name, origin_ports[name], trace_file + flags))
     return targets, origin, control
@@ -449,7 +481,7 @@ def measure(p: procs.Procs, tmp: str, a, t: Target, n: int, origin: procs.Proc,
     counter = TraceCount(t, mlflow) if t.traced else None
     if counter:
         counter.start()
-    m0 = procs.tracegate_metrics(t.admin_port) if t.traced else {}
+    m0 = procs.tracegate_metrics(t.admin_port) if t.admin_port is not None else {}
     procs.http_get(origin_control, "/stats")  # reset the origin's timer figures
     base_kib = procs.mem_kib(pids)["rss_kib"] if pids else None
     sampler = RssSampler(pids) if pids else None
@@ -488,7 +520,7 @@ def measure(p: procs.Procs, tmp: str, a, t: Target, n: int, origin: procs.Proc,
         r.update({"cpu_s": cpu1 - cpu0, "cpu_s_streams": cpu_client_end - cpu0,
                   "rss_base_kib": base_kib, "rss_peak_kib": peak,
                   "rss_samples": sampler.samples})
-    if t.traced:
+    if t.admin_port is not None:
         r["metrics"] = metrics_delta(m0, procs.tracegate_metrics(t.admin_port))
     if mlflow:
         r["mlflow_cpu_s"] = mlf_cpu
@@ -661,6 +693,7 @@ def run(a) -> int:
             "nginx_version": nginx.nginx_version(), "git": git_desc(),
             "node_version": _node_version(), "nofile": nofile,
             "busy_before_pct": idle_check(),
+            "variants": {f"tracegate-{label}": flags for label, flags in a.variants},
         }
         if meta["busy_before_pct"] > 20:
             log(f"note: the machine was already busy before the start "
