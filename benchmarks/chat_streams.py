@@ -142,7 +142,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         if not sep or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", label):
             ap.error(f"--tracegate-variant {spec!r}: expected LABEL=FLAGS, LABEL of letters, "
                      "digits, '.', '_' or '-'")
-        if label == "mlflow" or label in {v[0] for v in a.variants}:
+        name = f"tracegate-{label}"
+        if name in {"tracegate-mlflow"} | {v[0] for v in a.variants}:
             ap.error(f"--tracegate-variant: the label {label!r} is taken")
         try:
             flags = shlex.split(text)
@@ -152,7 +153,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         taken = sorted({f.split("=")[0] for f in flags} & VARIANT_FLAGS_SET_HERE)
         if taken:
             ap.error(f"--tracegate-variant {spec!r}: {', '.join(taken)} is set by the benchmark")
-        a.variants.append((label, flags))
+        a.variants.append((name, flags))
     if not a.stream_counts or min(a.stream_counts) < 1 or a.rounds < 1 or a.events < 1 \
             or a.gap_ms < 0 or a.warmup_streams < 0 or a.run_warmup < 0:
         ap.error("--streams, --rounds and --events must be >= 1, --gap-ms, --warmup-streams "
@@ -289,9 +290,9 @@ def tracegate_target(p: procs.Procs, tmp: str, a, name: str, origin_port: int,
 def start_targets(p: procs.Procs, tmp: str, a, stamp: str,
                   mlflow: mlflow_bench.Server | None) -> tuple[list[Target], procs.Proc, int]:
     """The origin and every target. Returns (targets, origin process, origin control port)."""
-    variants = [(f"tracegate-{label}", flags) for label, flags in a.variants]
     names = (["direct", "nginx", "nginx-log"] + (["nginx-auto"] if a.nginx_auto else [])
-             + ["tracegate"] + (["tracegate-mlflow"] if mlflow else []) + [n for n, _ in variants])
+             + ["tracegate"] + (["tracegate-mlflow"] if mlflow else [])
+             + [name for name, _ in a.variants])
     nginxes = sum(1 for n in names if n.startswith("nginx"))
     ports = iter(procs.free_ports(len(names) + 1 + nginxes))  # origin ports, control, nginx ports
     origin_ports = {n: next(ports) for n in names}
@@ -312,7 +313,7 @@ def start_targets(p: procs.Procs, tmp: str, a, stamp: str,
             p, tmp, a, "tracegate-mlflow", origin_ports["tracegate-mlflow"],
             ["--mlflow-tracking-uri", mlflow.uri,
              "--mlflow-experiment-name", f"chat-streams-{stamp}"], mlflow=True))
-    for name, flags in variants:
+    for name, flags in a.variants:
         own_file = trace_file_flag(flags) is not None
         trace_file = [] if own_file else ["--trace-file", os.path.join(tmp, f"{name}-traces.jsonl")]
         targets.append(tracegate_target(p, tmp, a, name, origin_ports[name], trace_file + flags))
@@ -693,7 +694,7 @@ def run(a) -> int:
             "nginx_version": nginx.nginx_version(), "git": git_desc(),
             "node_version": _node_version(), "nofile": nofile,
             "busy_before_pct": idle_check(),
-            "variants": {f"tracegate-{label}": flags for label, flags in a.variants},
+            "variants": dict(a.variants),
         }
         if meta["busy_before_pct"] > 20:
             log(f"note: the machine was already busy before the start "

@@ -48,8 +48,7 @@ public enum TracegateApp {
 
     /// Makes each event loop's heap writable ahead (`Malloc.makeHeapWritableAhead`), so a crowd arriving
     /// at a fresh process does not grow it a page at a time; all loops at once. Then gives free pages
-    /// back once, before serving. There can be more threads than arenas, so a thread sharing a loop's
-    /// arena can allocate above some blocks; glibc trims none below it (3 MiB stayed resident).
+    /// back once, before serving: what another thread's allocations kept from the trim (see there).
     private static func makeHeapsWritable(of eventLoops: MultiThreadedEventLoopGroup) async {
         guard let bytes = Malloc.heapToMakeWritable() else { return }
         let done = eventLoops.makeIterator().map { eventLoop in
